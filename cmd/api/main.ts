@@ -1,0 +1,35 @@
+// sluice-api: the ingestion and reporting HTTP API.
+import { openClients } from '../../internal/clients/open.ts'
+import { loadConfig, requireStatsAccess } from '../../internal/config/config.ts'
+import { createApp } from '../../internal/http/http.ts'
+import { onStopSignals, shutdown } from '../../internal/lifecycle/lifecycle.ts'
+import { aborted, runMain } from '../../internal/lifecycle/run.ts'
+import { createLogger } from '../../internal/log/log.ts'
+import { createQueue } from '../../internal/queue/queue.ts'
+import { createStore } from '../../internal/store/store.ts'
+
+await runMain('api', async () => {
+  const config = loadConfig()
+  requireStatsAccess(config)
+  const log = createLogger({ level: config.logLevel, name: 'api' })
+  // No offline queue: while Redis is down, writes fail at once and clients get a 503.
+  const { redis, sql } = await openClients(config, 'api', log, { redisOfflineQueue: false, sqlMax: 4 })
+  const queue = createQueue(redis, config.queue)
+  const store = createStore(sql)
+  const stop = onStopSignals(log)
+  const app = createApp(
+    { queue, store, log, checks: { redis: () => redis.ping(), postgres: () => store.ping() } },
+    { ingest: config.ingest, statsToken: config.stats.public ? null : config.stats.token, isStopping: () => stop.aborted },
+  )
+  const server = Bun.serve({ port: config.port, hostname: config.host, fetch: app.fetch, maxRequestBodySize: config.ingest.bodyLimitBytes + 1 })
+  log.info({ port: server.port, host: config.host }, 'api listening')
+
+  await aborted(stop)
+  const ok = await shutdown(log, [
+    ['finish in-flight requests', () => server.stop()],
+    ['close postgres', () => sql.end({ timeout: 5 })],
+    ['close redis', () => redis.quit()],
+  ], config.shutdownTimeoutMs)
+  log.info('api stopped')
+  return ok ? 0 : 1
+})

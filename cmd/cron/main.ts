@@ -1,0 +1,40 @@
+// sluice-cron: runs the scheduled jobs, or one job once with `--once <job>`.
+import { parseArgs } from 'node:util'
+import { openClients } from '../../internal/clients/open.ts'
+import { loadConfig } from '../../internal/config/config.ts'
+import { createJobs, schedule } from '../../internal/cron/cron.ts'
+import { onStopSignals, shutdown } from '../../internal/lifecycle/lifecycle.ts'
+import { aborted, runMain } from '../../internal/lifecycle/run.ts'
+import { createLogger } from '../../internal/log/log.ts'
+import { createQueue } from '../../internal/queue/queue.ts'
+
+const EXIT_USAGE = 64
+
+await runMain('cron', async () => {
+  const { values } = parseArgs({ options: { once: { type: 'string' } } })
+  const config = loadConfig()
+  const log = createLogger({ level: config.logLevel, name: 'cron' })
+  const { redis, sql } = await openClients(config, 'cron', log, { sqlMax: 2 })
+  const jobs = createJobs({ queue: createQueue(redis, config.queue), log })
+  const stop = onStopSignals(log)
+  let code = 0
+
+  if (values.once !== undefined) {
+    const job = jobs[values.once]
+    if (!job) {
+      console.error(`sluice-cron: no job named ${JSON.stringify(values.once)}; known jobs: ${Object.keys(jobs).join(', ')}`)
+      code = EXIT_USAGE
+    } else {
+      code = await job.run(stop).then(() => 0, (err) => (log.error({ err, job: job.name }, 'job failed'), 1))
+    }
+  } else {
+    const scheduler = schedule(jobs, config.cron.schedules, log)
+    await aborted(stop)
+    await scheduler.stop()
+  }
+  const ok = await shutdown(log, [
+    ['close postgres', () => sql.end({ timeout: 5 })],
+    ['close redis', () => redis.quit()],
+  ], config.shutdownTimeoutMs)
+  return ok ? code : code || 1
+})

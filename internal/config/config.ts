@@ -1,0 +1,152 @@
+// Package config is the only place that reads the environment. It parses it
+// with valibot into a frozen, typed Config: explicit value, then env, then DEFAULTS.
+import { hostname } from 'node:os'
+import { Cron } from 'croner'
+import * as v from 'valibot'
+
+export const EXIT_CONFIG = 78 // EX_CONFIG from sysexits.h
+export const EXIT_UNAVAILABLE = 69 // EX_UNAVAILABLE: a dependency could not be reached
+
+/** Every setting, by environment variable name, with its default. README's config table mirrors this. */
+export const DEFAULTS = {
+  PORT: '8080',
+  HOST: '0.0.0.0',
+  REDIS_URL: 'redis://127.0.0.1:6379',
+  DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/sluice',
+  LOG_LEVEL: 'info',
+  QUEUE_STREAM: 'sluice:events',
+  QUEUE_GROUP: 'sluice-workers',
+  REDIS_TIMEOUT_MS: '2000',
+  INGEST_BODY_LIMIT_BYTES: String(1024 * 1024),
+  INGEST_BATCH_MAX: '1000',
+  INGEST_MAX_FUTURE_MS: String(5 * 60_000),
+  WORKER_NAME: '',
+  WORKER_BATCH_SIZE: '2000',
+  WORKER_BLOCK_MS: '1000',
+  WORKER_CLAIM_IDLE_MS: '60000',
+  CRON_QUEUE_DEPTH: '0 * * * * *',
+  STATS_TOKEN: '',
+  STATS_PUBLIC: 'false',
+  SHUTDOWN_TIMEOUT_MS: '10000',
+} as const
+
+export type Env = Record<string, string | undefined>
+
+const int = (min: number, max: number) =>
+  v.pipe(
+    v.string(),
+    v.regex(/^\d+$/, 'must be a whole number'),
+    v.transform(Number),
+    v.minValue(min, `must be at least ${min}`),
+    v.maxValue(max, `must be at most ${max}`),
+  )
+const url = (...schemes: string[]) =>
+  v.pipe(
+    v.string(),
+    v.url('must be a URL'),
+    v.check((s) => schemes.some((p) => s.startsWith(`${p}://`)), `must start with ${schemes.join(':// or ')}://`),
+  )
+const bool = v.pipe(v.picklist(['true', 'false', '1', '0'], 'must be true or false'), v.transform((s) => s === 'true' || s === '1'))
+const nonEmpty = v.pipe(v.string(), v.minLength(1, 'must not be empty'))
+
+const EnvSchema = v.object({
+  PORT: int(0, 65535),
+  HOST: nonEmpty,
+  REDIS_URL: url('redis', 'rediss'),
+  DATABASE_URL: url('postgres', 'postgresql'),
+  LOG_LEVEL: v.picklist(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'must be one of fatal, error, warn, info, debug, trace, silent'),
+  QUEUE_STREAM: nonEmpty,
+  QUEUE_GROUP: nonEmpty,
+  REDIS_TIMEOUT_MS: int(50, 60_000),
+  INGEST_BODY_LIMIT_BYTES: int(1024, 64 * 1024 * 1024),
+  INGEST_BATCH_MAX: int(1, 10_000),
+  INGEST_MAX_FUTURE_MS: int(0, 24 * 3_600_000),
+  WORKER_NAME: v.string(),
+  WORKER_BATCH_SIZE: int(1, 10_000),
+  WORKER_BLOCK_MS: int(1, 60_000),
+  WORKER_CLAIM_IDLE_MS: int(1000, 24 * 3_600_000),
+  CRON_QUEUE_DEPTH: v.pipe(nonEmpty, v.rawCheck<string>(cronPattern)),
+  STATS_TOKEN: v.string(),
+  STATS_PUBLIC: bool,
+  SHUTDOWN_TIMEOUT_MS: int(100, 600_000),
+})
+
+export type Config = Readonly<{
+  port: number
+  host: string
+  redisUrl: string
+  databaseUrl: string
+  logLevel: string
+  redisTimeoutMs: number
+  shutdownTimeoutMs: number
+  queue: Readonly<{ stream: string; group: string; deadLetterStream: string }>
+  ingest: Readonly<{ bodyLimitBytes: number; batchMax: number; maxFutureMs: number }>
+  worker: Readonly<{ name: string; batchSize: number; blockMs: number; claimIdleMs: number }>
+  cron: Readonly<{ schedules: Readonly<Record<string, string>> }>
+  stats: Readonly<{ token: string | null; public: boolean }>
+}>
+
+/** A setting that cannot be used. The message names the variable: `config: REDIS_URL: must be a URL`. */
+export class ConfigError extends Error {
+  readonly code = 'CONFIG_INVALID'
+  constructor(message: string) {
+    super(`config: ${message}`)
+    this.name = 'ConfigError'
+  }
+}
+
+/**
+ * Reads the settings: an explicit override wins, then the environment, then DEFAULTS.
+ * Throws ConfigError naming every bad variable.
+ */
+export function loadConfig(env: Env = process.env, overrides: Partial<Record<keyof typeof DEFAULTS, string>> = {}): Config {
+  const raw: Record<string, string> = {}
+  for (const key of Object.keys(DEFAULTS) as (keyof typeof DEFAULTS)[]) {
+    raw[key] = overrides[key] ?? env[key] ?? DEFAULTS[key]
+  }
+  const parsed = v.safeParse(EnvSchema, raw)
+  if (!parsed.success) {
+    const problems = parsed.issues.map((i) => `${v.getDotPath(i) ?? '?'}: ${i.message}`)
+    throw new ConfigError(problems.join('; '))
+  }
+  const e = parsed.output
+  return deepFreeze({
+    port: e.PORT,
+    host: e.HOST,
+    redisUrl: e.REDIS_URL,
+    databaseUrl: e.DATABASE_URL,
+    logLevel: e.LOG_LEVEL,
+    redisTimeoutMs: e.REDIS_TIMEOUT_MS,
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    queue: { stream: e.QUEUE_STREAM, group: e.QUEUE_GROUP, deadLetterStream: `${e.QUEUE_STREAM}:dead` },
+    ingest: { bodyLimitBytes: e.INGEST_BODY_LIMIT_BYTES, batchMax: e.INGEST_BATCH_MAX, maxFutureMs: e.INGEST_MAX_FUTURE_MS },
+    worker: {
+      name: e.WORKER_NAME || `${hostname()}-${process.pid}`,
+      batchSize: e.WORKER_BATCH_SIZE,
+      blockMs: e.WORKER_BLOCK_MS,
+      claimIdleMs: e.WORKER_CLAIM_IDLE_MS,
+    },
+    cron: { schedules: { 'queue-depth': e.CRON_QUEUE_DEPTH } },
+    stats: { token: e.STATS_TOKEN || null, public: e.STATS_PUBLIC },
+  })
+}
+
+/** The API serves stats only behind a token, unless the operator says otherwise out loud. */
+export function requireStatsAccess(config: Config): void {
+  if (!config.stats.token && !config.stats.public) {
+    throw new ConfigError('STATS_TOKEN: must be set so that stats need a token (or set STATS_PUBLIC=true to serve stats without one)')
+  }
+}
+
+function cronPattern({ dataset, addIssue }: { dataset: { value: unknown }; addIssue: (i: { message: string }) => void }) {
+  try {
+    new Cron(String(dataset.value), { paused: true }).stop()
+  } catch (err) {
+    addIssue({ message: `not a valid cron pattern (${(err as Error).message})` })
+  }
+}
+
+function deepFreeze<T extends object>(o: T): T {
+  for (const value of Object.values(o)) if (value && typeof value === 'object') deepFreeze(value)
+  return Object.freeze(o)
+}

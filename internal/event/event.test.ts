@@ -1,0 +1,133 @@
+import { describe, expect, test } from 'bun:test'
+import { createEventParser, type ParseResult } from './event.ts'
+
+const NOW = Date.parse('2025-11-14T12:00:00Z')
+const parse = createEventParser({ now: () => NOW, newId: () => '01a2015d-ffcc-704f-b537-162d405faf8e' })
+const valid = { site_id: 'site-abc-123', event_type: 'pageview', timestamp: '2025-11-14T10:00:00Z' }
+
+function problems(r: ParseResult) {
+  if (r.ok) throw new Error(`expected a rejection, got ${JSON.stringify(r.event)}`)
+  return r.problems
+}
+const rejects = (input: unknown, field: string, message: RegExp) => {
+  expect(problems(parse(input))).toContainEqual({ field, message: expect.stringMatching(message) })
+}
+
+describe('an event', () => {
+  test('with only the required fields is accepted, normalised and given a UUIDv7', () => {
+    const r = parse(valid)
+    expect(r).toEqual({
+      ok: true,
+      event: { ...valid, timestamp: '2025-11-14T10:00:00.000Z', path: null, user_id: null, event_id: '01a2015d-ffcc-704f-b537-162d405faf8e', received_at: NOW },
+    })
+  })
+
+  test('keeps a given event_id, lower-cased', () => {
+    const r = parse({ ...valid, event_id: 'A3BB189E-8BF9-3888-9912-ACE4E6543002' })
+    expect(r.ok && r.event.event_id).toBe('a3bb189e-8bf9-3888-9912-ace4e6543002')
+  })
+
+  test('that is not an object is rejected as a whole', () => {
+    for (const input of [null, 42, 'x', [valid]]) expect(problems(parse(input))).toEqual([{ field: 'event', message: 'event must be a JSON object' }])
+  })
+
+  test('names every missing required field at once', () => {
+    expect(problems(parse({}))).toEqual([
+      { field: 'site_id', message: 'site_id is required' },
+      { field: 'event_type', message: 'event_type is required' },
+      { field: 'timestamp', message: 'timestamp is required' },
+    ])
+  })
+
+  test('ignores fields it does not know', () => {
+    expect(parse({ ...valid, referrer: 'x' }).ok).toBe(true)
+  })
+})
+
+describe('site_id', () => {
+  test('accepts 1 to 128 characters of A-Z a-z 0-9 . _ : -', () => {
+    expect(parse({ ...valid, site_id: 'a' }).ok).toBe(true)
+    expect(parse({ ...valid, site_id: 'Az09._:-'.repeat(16) }).ok).toBe(true)
+  })
+  test.each([[''], ['x'.repeat(129)], ['has space'], ['slash/'], ['ümlaut'], ['semi;colon']])('rejects %p', (site_id) => {
+    rejects({ ...valid, site_id }, 'site_id', /1-128 characters/)
+  })
+  test('rejects a number', () => rejects({ ...valid, site_id: 1 }, 'site_id', /must be a string/))
+})
+
+describe('event_type', () => {
+  test('accepts 64 characters', () => expect(parse({ ...valid, event_type: 'e'.repeat(64) }).ok).toBe(true))
+  test('rejects 65 characters', () => rejects({ ...valid, event_type: 'e'.repeat(65) }, 'event_type', /at most 64/))
+  test('rejects an empty string', () => rejects({ ...valid, event_type: '' }, 'event_type', /must not be empty/))
+  test('rejects a non-string', () => rejects({ ...valid, event_type: ['x'] }, 'event_type', /must be a string/))
+})
+
+describe('path and user_id', () => {
+  test('accept their maximum lengths', () => {
+    expect(parse({ ...valid, path: '/'.repeat(2048), user_id: 'u'.repeat(256) }).ok).toBe(true)
+  })
+  test('reject one character more', () => {
+    rejects({ ...valid, path: '/'.repeat(2049) }, 'path', /at most 2048/)
+    rejects({ ...valid, user_id: 'u'.repeat(257) }, 'user_id', /at most 256/)
+  })
+  test('treat null and empty strings as not given', () => {
+    const r = parse({ ...valid, path: '', user_id: null })
+    expect(r.ok && [r.event.path, r.event.user_id]).toEqual([null, null])
+  })
+  test('reject non-strings', () => {
+    rejects({ ...valid, path: 5 }, 'path', /must be a string/)
+    rejects({ ...valid, user_id: { id: 1 } }, 'user_id', /must be a string/)
+  })
+  test('reject NUL characters, which Postgres cannot store', () => {
+    rejects({ ...valid, path: '/a\u0000b' }, 'path', /NUL/)
+    rejects({ ...valid, user_id: '\u0000' }, 'user_id', /NUL/)
+  })
+  test('reject lone surrogates, which are not valid Unicode', () => {
+    rejects({ ...valid, path: '/\ud800' }, 'path', /lone surrogate/)
+    rejects({ ...valid, event_type: 'x\udfff' }, 'event_type', /lone surrogate/)
+  })
+  test('keep non-ASCII text as it is', () => {
+    const r = parse({ ...valid, path: '/café/日本/🦆' })
+    expect(r.ok && r.event.path).toBe('/café/日本/🦆')
+  })
+})
+
+describe('event_id', () => {
+  test.each([['not-a-uuid'], ['a3bb189e8bf938889912ace4e6543002'], [''], [123]])('rejects %p', (event_id) => {
+    rejects({ ...valid, event_id }, 'event_id', /UUID|must be a string/)
+  })
+})
+
+describe('timestamp', () => {
+  test.each([
+    ['2025-11-14T10:00:00Z', '2025-11-14T10:00:00.000Z'],
+    ['2025-11-14T10:00:00.123456Z', '2025-11-14T10:00:00.123Z'],
+    ['2025-11-14T12:00:00+02:00', '2025-11-14T10:00:00.000Z'],
+    ['2025-11-14T05:30:00-0430', '2025-11-14T10:00:00.000Z'],
+    ['2025-11-14T15:00+05', '2025-11-14T10:00:00.000Z'],
+    ['2024-02-29T00:00:00Z', '2024-02-29T00:00:00.000Z'],
+  ])('accepts %p as %p', (timestamp, expected) => {
+    const r = parse({ ...valid, timestamp })
+    expect(r.ok && r.event.timestamp).toBe(expected)
+  })
+
+  test.each([
+    ['2025-11-14T10:00:00', /with a timezone/],
+    ['2025-11-14', /with a timezone/],
+    ['14/11/2025 10:00', /ISO 8601/],
+    ['1731578400', /ISO 8601/],
+    ['2025-02-30T00:00:00Z', /not a real date/],
+    ['2025-13-01T00:00:00Z', /not a real time/],
+    ['2025-11-14T24:00:00Z', /not a real time/],
+    ['2025-11-14T10:00:00+25:00', /offset/],
+    ['1969-12-31T23:59:59Z', /before 1970/],
+  ])('rejects %p', (timestamp, message) => rejects({ ...valid, timestamp }, 'timestamp', message))
+
+  test('rejects a number', () => rejects({ ...valid, timestamp: 1731578400 }, 'timestamp', /must be a string/))
+
+  test('accepts up to 5 minutes in the future and rejects anything later', () => {
+    expect(parse({ ...valid, timestamp: new Date(NOW + 5 * 60_000).toISOString() }).ok).toBe(true)
+    rejects({ ...valid, timestamp: new Date(NOW + 5 * 60_000 + 1).toISOString() }, 'timestamp', /5 minutes in the future/)
+    rejects({ ...valid, timestamp: '2999-01-01T00:00:00Z' }, 'timestamp', /in the future/)
+  })
+})

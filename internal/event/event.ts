@@ -1,0 +1,123 @@
+// Package event defines what an analytics event is, validates incoming JSON
+// against it with valibot, and normalises it into the form the queue carries.
+import * as v from 'valibot'
+import { parseTimestamp } from './timestamp.ts'
+
+/** A validated event, as it travels through the queue and into Postgres. */
+export type Event = {
+  event_id: string
+  site_id: string
+  event_type: string
+  path: string | null
+  user_id: string | null
+  /** ISO 8601 in UTC with milliseconds, e.g. 2025-11-14T10:00:00.000Z. */
+  timestamp: string
+  /** When the API accepted it, in epoch milliseconds. */
+  received_at: number
+}
+
+/** One problem with one field, as returned to clients in `details`. */
+export type Problem = { field: string; message: string }
+
+export type ParseResult = { ok: true; event: Event } | { ok: false; problems: Problem[] }
+
+export type EventParserOptions = {
+  /** How far ahead of the server's clock a timestamp may be. */
+  maxFutureMs?: number
+  now?: () => number
+  newId?: () => string
+}
+
+export const SITE_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/
+export const LIMITS = { site_id: 128, event_type: 64, path: 2048, user_id: 256 } as const
+const FIELDS = ['site_id', 'event_type', 'timestamp', 'path', 'user_id', 'event_id'] as const
+
+const wellFormed = (field: string) =>
+  [
+    v.check((s: string) => !s.includes('\0'), `${field} must not contain NUL characters`),
+    v.check((s: string) => s.isWellFormed(), `${field} must be valid Unicode (it has a lone surrogate)`),
+  ] as const
+
+const text = (field: string, max: number) =>
+  v.pipe(v.string(`${field} must be a string`), v.maxLength(max, `${field} must be at most ${max} characters`), ...wellFormed(field))
+
+const required = (field: string, max: number) =>
+  v.pipe(v.string(`${field} must be a string`), v.minLength(1, `${field} must not be empty`), v.maxLength(max, `${field} must be at most ${max} characters`), ...wellFormed(field))
+
+/** Empty strings and null both mean "not given". */
+const optionalText = (field: string, max: number) =>
+  v.pipe(v.optional(v.nullable(text(field, max)), null), v.transform((s) => (s === '' ? null : (s ?? null))))
+
+export const EventSchema = v.object(
+  {
+    site_id: v.pipe(
+      v.string('site_id must be a string'),
+      v.regex(SITE_ID_PATTERN, 'site_id must be 1-128 characters of A-Z a-z 0-9 . _ : -'),
+    ),
+    event_type: required('event_type', LIMITS.event_type),
+    timestamp: v.string('timestamp must be a string'),
+    path: optionalText('path', LIMITS.path),
+    user_id: optionalText('user_id', LIMITS.user_id),
+    event_id: v.optional(v.pipe(v.string('event_id must be a string'), v.uuid('event_id must be a UUID'))),
+  },
+  'event must be a JSON object',
+)
+
+/** Validates one decoded JSON value; on failure, names every problem. */
+export function createEventParser({ maxFutureMs = 5 * 60_000, now = Date.now, newId = Bun.randomUUIDv7 }: EventParserOptions = {}) {
+  const ahead = maxFutureMs % 60_000 === 0 ? `${maxFutureMs / 60_000} minutes` : `${maxFutureMs / 1000} seconds`
+  return function parseEvent(input: unknown): ParseResult {
+    if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+      return { ok: false, problems: [{ field: 'event', message: 'event must be a JSON object' }] }
+    }
+    const result = v.safeParse(EventSchema, input)
+    const problems: Problem[] = result.success ? [] : result.issues.map(toProblem)
+    // The timestamp is checked here rather than in the schema so that "now" is read once per event.
+    const raw = (input as { timestamp?: unknown }).timestamp
+    let timestamp: string | undefined
+    if (typeof raw === 'string') {
+      const ts = parseTimestamp(raw)
+      if (!ts.ok) problems.push({ field: 'timestamp', message: ts.message })
+      else if (ts.ms > now() + maxFutureMs) {
+        problems.push({ field: 'timestamp', message: `timestamp must not be more than ${ahead} in the future` })
+      } else timestamp = new Date(ts.ms).toISOString()
+    }
+    if (!result.success || problems.length > 0 || timestamp === undefined) return { ok: false, problems: dedupe(problems) }
+    const e = result.output
+    return {
+      ok: true,
+      event: {
+        event_id: (e.event_id ?? newId()).toLowerCase(),
+        site_id: e.site_id,
+        event_type: e.event_type,
+        path: e.path,
+        user_id: e.user_id,
+        timestamp,
+        received_at: now(),
+      },
+    }
+  }
+}
+
+function toProblem(issue: v.BaseIssue<unknown>): Problem {
+  const field = v.getDotPath(issue) ?? ''
+  // valibot reports a missing key with the object's message; say what is missing instead.
+  if (issue.kind === 'schema' && issue.type === 'object' && field && issue.input === undefined) {
+    return { field, message: `${field} is required` }
+  }
+  return { field: field || 'event', message: issue.message }
+}
+
+function dedupe(problems: Problem[]): Problem[] {
+  const seen = new Set<string>()
+  const order = (p: Problem) => {
+    const i = FIELDS.indexOf(p.field as (typeof FIELDS)[number])
+    return i === -1 ? FIELDS.length : i
+  }
+  return problems
+    .filter((p) => {
+      const key = `${p.field}\n${p.message}`
+      return seen.has(key) ? false : (seen.add(key), true)
+    })
+    .sort((a, b) => order(a) - order(b))
+}

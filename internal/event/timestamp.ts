@@ -1,0 +1,30 @@
+const ISO_8601 =
+  /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)$/
+
+export type TimestampResult = { ok: true; ms: number } | { ok: false; message: string }
+
+const FORMAT = 'timestamp must be ISO 8601 with a timezone, e.g. 2025-11-14T10:00:00Z or 2025-11-14T12:00:00+02:00'
+
+/**
+ * Parses an ISO 8601 date-time that carries a timezone (Z or an offset) into epoch
+ * milliseconds. Rejects impossible dates (2025-02-30) and anything before 1970.
+ */
+export function parseTimestamp(s: string): TimestampResult {
+  const m = ISO_8601.exec(s)
+  if (!m) return { ok: false, message: FORMAT }
+  const [year, month, day, hour, minute, second] = [m[1], m[2], m[3], m[4], m[5], m[6]].map((x) => (x === undefined ? 0 : Number(x))) as [number, number, number, number, number, number]
+  const fraction = m[7] ? Number(`0.${m[7]}`) * 1000 : 0
+  if (month < 1 || month > 12 || hour > 23 || minute > 59 || second > 59) return { ok: false, message: `${FORMAT}; ${s} is not a real time` }
+  const local = Date.UTC(year, month - 1, day, hour, minute, second) + Math.floor(fraction)
+  if (new Date(local).getUTCDate() !== day) return { ok: false, message: `${FORMAT}; ${s} is not a real date` }
+  let offsetMinutes = 0
+  if (!m[8]) {
+    const oh = Number(m[10])
+    const om = m[11] ? Number(m[11]) : 0
+    if (oh > 23 || om > 59) return { ok: false, message: `${FORMAT}; the offset in ${s} is out of range` }
+    offsetMinutes = (m[9] === '-' ? -1 : 1) * (oh * 60 + om)
+  }
+  const ms = local - offsetMinutes * 60_000
+  if (ms < 0) return { ok: false, message: 'timestamp must not be before 1970-01-01T00:00:00Z' }
+  return { ok: true, ms }
+}

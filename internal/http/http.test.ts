@@ -1,0 +1,267 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import Redis from 'ioredis'
+import { silentLogger } from '../log/log.ts'
+import { createQueue } from '../queue/queue.ts'
+import { createStore } from '../store/store.ts'
+import { createTestDatabase, createTestRedis, freePort, type TestDatabase, type TestRedis } from '../testkit/testkit.ts'
+import { createApp } from './http.ts'
+
+const TOKEN = 'test-token'
+const ingest = { bodyLimitBytes: 4096, batchMax: 5, maxFutureMs: 5 * 60_000 }
+const valid = { site_id: 'site-abc-123', event_type: 'pageview', timestamp: '2025-11-14T10:00:00Z', path: '/', user_id: 'u-1' }
+
+let db: TestDatabase
+let r: TestRedis
+let app: ReturnType<typeof createApp>
+let stopping = false
+
+beforeAll(async () => {
+  ;[db, r] = await Promise.all([createTestDatabase(), createTestRedis()])
+  const store = createStore(db.sql)
+  app = createApp(
+    { queue: createQueue(r.redis, r.queue), store, log: silentLogger(), checks: { redis: () => r.redis.ping(), postgres: () => store.ping() } },
+    { ingest, statsToken: TOKEN, isStopping: () => stopping },
+  )
+})
+afterAll(async () => {
+  await r.cleanup()
+  await db.drop()
+})
+
+const post = (path: string, body: BodyInit, type: string | null = 'application/json') =>
+  app.request(path, { method: 'POST', body, headers: type ? { 'content-type': type } : {} })
+const postJson = (path: string, value: unknown) => post(path, JSON.stringify(value))
+const streamIds = async () => (await r.redis.xrange(r.queue.stream, '-', '+')).map(([, f]) => JSON.parse(f[1]!).event_id)
+
+async function expectError(res: Response, status: number, code: string) {
+  expect(res.status).toBe(status)
+  expect(res.headers.get('content-type')).toContain('application/json')
+  const body = (await res.json()) as { error: string; code: string; details?: unknown[] }
+  expect(body.code).toBe(code)
+  expect(body.error.length).toBeGreaterThan(0)
+  return body
+}
+
+describe('POST /event', () => {
+  test('answers 202 with the event_id, and the event is on the stream', async () => {
+    const res = await postJson('/event', valid)
+    expect(res.status).toBe(202)
+    const body = (await res.json()) as { status: string; event_id: string }
+    expect(body.status).toBe('accepted')
+    expect(await streamIds()).toContain(body.event_id)
+  })
+
+  test('accepts text/plain, as navigator.sendBeacon sends it', async () => {
+    const res = await post('/event', JSON.stringify(valid), 'text/plain;charset=UTF-8')
+    expect(res.status).toBe(202)
+  })
+
+  test('rejects invalid JSON with 400', async () => {
+    await expectError(await post('/event', '{"site_id":'), 400, 'invalid_json')
+  })
+
+  test('rejects a body that is not valid UTF-8 with 400', async () => {
+    const bytes = new Uint8Array([...new TextEncoder().encode('{"site_id":"'), 0xff, 0xfe, ...new TextEncoder().encode('"}')])
+    await expectError(await post('/event', bytes), 400, 'invalid_utf8')
+  })
+
+  test('rejects an empty body with 400', async () => {
+    await expectError(await post('/event', ''), 400, 'empty_body')
+  })
+
+  test('rejects an invalid event with 400 naming every problem', async () => {
+    const body = await expectError(await postJson('/event', { site_id: 'bad id', timestamp: 'yesterday' }), 400, 'invalid_event')
+    expect(body.details).toEqual([
+      { field: 'site_id', message: expect.stringContaining('1-128 characters') },
+      { field: 'event_type', message: 'event_type is required' },
+      { field: 'timestamp', message: expect.stringContaining('ISO 8601') },
+    ])
+  })
+
+  test('rejects a body over the configured limit with 413', async () => {
+    await expectError(await postJson('/event', { ...valid, path: `/${'x'.repeat(5000)}` }), 413, 'body_too_large')
+  })
+
+  test('rejects other content types with 415', async () => {
+    await expectError(await post('/event', 'site_id=x', 'application/x-www-form-urlencoded'), 415, 'unsupported_media_type')
+    await expectError(await post('/event', JSON.stringify(valid), null), 415, 'unsupported_media_type')
+  })
+
+  test('rejects deeply nested JSON with 400, without crashing', async () => {
+    const deep = `${'['.repeat(100_000)}${']'.repeat(100_000)}`
+    const big = createApp(
+      { queue: createQueue(r.redis, r.queue), store: createStore(db.sql), log: silentLogger(), checks: {} },
+      { ingest: { ...ingest, bodyLimitBytes: 1 << 20 }, statsToken: TOKEN },
+    )
+    const res = await big.request('/event', { method: 'POST', body: deep, headers: { 'content-type': 'application/json' } })
+    expect(res.status).toBe(400)
+  })
+
+  test('answers 503 with Retry-After, never 202, when Redis cannot take the write', async () => {
+    const port = await freePort() // nothing listens here
+    const dead = new Redis(`redis://127.0.0.1:${port}`, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0 })
+    const down = createApp(
+      { queue: createQueue(dead, r.queue), store: createStore(db.sql), log: silentLogger(), checks: {} },
+      { ingest, statsToken: TOKEN },
+    )
+    const one = await down.request('/event', { method: 'POST', body: JSON.stringify(valid), headers: { 'content-type': 'application/json' } })
+    await expectError(one, 503, 'queue_unavailable')
+    expect(one.headers.get('retry-after')).toBe('1')
+    const batch = await down.request('/events', { method: 'POST', body: JSON.stringify([valid, valid]), headers: { 'content-type': 'application/json' } })
+    expect(batch.status).toBe(503)
+    expect(batch.headers.get('retry-after')).toBe('1')
+    expect(((await batch.json()) as { accepted: number }).accepted).toBe(0)
+    dead.disconnect()
+  })
+})
+
+describe('POST /events', () => {
+  test('accepts a JSON array and answers 202 with a result per event', async () => {
+    const res = await postJson('/events', [valid, { ...valid, path: '/pricing' }])
+    expect(res.status).toBe(202)
+    const body = (await res.json()) as { status: string; accepted: number; results: { status: string; event_id: string }[] }
+    expect(body.status).toBe('accepted')
+    expect(body.accepted).toBe(2)
+    const ids = await streamIds()
+    for (const item of body.results) expect(ids).toContain(item.event_id)
+  })
+
+  test('accepts {"events": [...]}', async () => {
+    expect((await postJson('/events', { events: [valid] })).status).toBe(202)
+  })
+
+  test('answers 207 with per-event results when some events are invalid, so clients retry just those', async () => {
+    const res = await postJson('/events', [valid, { ...valid, event_type: '' }, valid])
+    expect(res.status).toBe(207)
+    const body = (await res.json()) as { status: string; accepted: number; rejected: number; results: Record<string, unknown>[] }
+    expect(body).toMatchObject({ status: 'partial', accepted: 2, rejected: 1 })
+    expect(body.results[1]).toEqual({ index: 1, status: 'rejected', code: 'invalid_event', details: [{ field: 'event_type', message: 'event_type must not be empty' }] })
+    expect(body.results[0]).toMatchObject({ index: 0, status: 'accepted' })
+  })
+
+  test('answers 400 when every event is invalid, and stores none', async () => {
+    const before = await r.redis.xlen(r.queue.stream)
+    const res = await postJson('/events', [{}, { site_id: 'x' }])
+    expect(res.status).toBe(400)
+    expect(((await res.json()) as { status: string }).status).toBe('rejected')
+    expect(await r.redis.xlen(r.queue.stream)).toBe(before)
+  })
+
+  test('rejects a batch over the limit with 413', async () => {
+    await expectError(await postJson('/events', Array(ingest.batchMax + 1).fill(valid)), 413, 'batch_too_large')
+  })
+
+  test('rejects an empty batch with 400', async () => {
+    await expectError(await postJson('/events', []), 400, 'empty_batch')
+  })
+
+  test('rejects a body that is neither an array nor {"events": [...]} with 400', async () => {
+    await expectError(await postJson('/events', valid), 400, 'invalid_batch')
+    await expectError(await postJson('/events', { events: 'x' }), 400, 'invalid_batch')
+  })
+})
+
+describe('routing', () => {
+  test('answers a wrong method with 405 and Allow', async () => {
+    const res = await app.request('/event', { method: 'GET' })
+    await expectError(res, 405, 'method_not_allowed')
+    expect(res.headers.get('allow')).toBe('POST')
+  })
+
+  test('answers an unknown route with 404 JSON', async () => {
+    await expectError(await app.request('/nope'), 404, 'not_found')
+  })
+})
+
+describe('GET /stats', () => {
+  const auth = { authorization: `Bearer ${TOKEN}` }
+  beforeAll(async () => {
+    const store = createStore(db.sql)
+    const e = (i: number, o: Partial<typeof valid> & { event_type?: string }) => ({
+      event_id: `00000000-0000-7000-8000-${String(i).padStart(12, '0')}`, received_at: Date.now(), site_id: 'stats-site', event_type: 'pageview',
+      path: '/', user_id: 'u-1', timestamp: '2025-11-14T10:00:00.000Z', ...o,
+    })
+    await store.insertEvents([
+      e(1, { user_id: 'u-123', path: '/' }),
+      e(2, { user_id: 'u-456', path: '/pricing' }),
+      e(3, { user_id: 'u-123', path: '/pricing' }),
+      e(4, { user_id: 'u-789', path: '/signup', event_type: 'click' }),
+      e(5, { user_id: 'u-999', timestamp: '2025-11-15T00:00:00.000Z' }),
+      e(6, { user_id: 'u-1', timestamp: '2025-11-13T23:59:59.999Z' }),
+      e(7, { site_id: 'other-site' }),
+    ] as never)
+  })
+
+  test('needs a bearer token', async () => {
+    const res = await app.request('/stats?site_id=stats-site')
+    await expectError(res, 401, 'unauthorized')
+    expect(res.headers.get('www-authenticate')).toContain('Bearer')
+    await expectError(await app.request('/stats?site_id=stats-site', { headers: { authorization: 'Bearer wrong' } }), 401, 'unauthorized')
+  })
+
+  test('counts views, unique users and top paths for one UTC day', async () => {
+    const res = await app.request('/stats?site_id=stats-site&date=2025-11-14', { headers: auth })
+    expect(res.status).toBe(200)
+    expect(await res.json()).toEqual({
+      site_id: 'stats-site', date: '2025-11-14', event_type: null, total_views: 4, unique_users: 3,
+      top_paths: [{ path: '/pricing', views: 2 }, { path: '/', views: 1 }, { path: '/signup', views: 1 }],
+    })
+  })
+
+  test('filters by event_type', async () => {
+    const res = await app.request('/stats?site_id=stats-site&date=2025-11-14&event_type=click', { headers: auth })
+    expect(await res.json()).toMatchObject({ total_views: 1, unique_users: 1, top_paths: [{ path: '/signup', views: 1 }] })
+  })
+
+  test('covers all time without a date, and honours limit', async () => {
+    const res = await app.request('/stats?site_id=stats-site&limit=1', { headers: auth })
+    expect(await res.json()).toMatchObject({ date: null, total_views: 6, unique_users: 5, top_paths: [{ path: '/', views: 3 }] })
+  })
+
+  test('answers zeros for a site with no events', async () => {
+    const res = await app.request('/stats?site_id=nobody&date=2025-11-14', { headers: auth })
+    expect(await res.json()).toMatchObject({ total_views: 0, unique_users: 0, top_paths: [] })
+  })
+
+  test.each([
+    ['', 'site_id'],
+    ['site_id=bad%20id', 'site_id'],
+    ['site_id=s&date=2025-02-30', 'date'],
+    ['site_id=s&date=14-11-2025', 'date'],
+    ['site_id=s&limit=0', 'limit'],
+    ['site_id=s&limit=abc', 'limit'],
+    ['site_id=s&event_type=', 'event_type'],
+  ])('rejects the query %p with 400 naming %p', async (query, field) => {
+    const body = await expectError(await app.request(`/stats?${query}`, { headers: auth }), 400, 'invalid_query')
+    expect(body.details).toContainEqual({ field, message: expect.any(String) })
+  })
+})
+
+describe('health', () => {
+  test('/healthz answers 200 while the process lives', async () => {
+    expect((await app.request('/healthz')).status).toBe(200)
+  })
+
+  test('/readyz answers 200 when Redis and Postgres answer', async () => {
+    const res = await app.request('/readyz')
+    expect(res.status).toBe(200)
+    expect(await res.json()).toEqual({ status: 'ready', checks: { redis: 'ok', postgres: 'ok' } })
+  })
+
+  test('/readyz answers 503 naming the dependency that fails', async () => {
+    const failing = createApp(
+      { queue: createQueue(r.redis, r.queue), store: createStore(db.sql), log: silentLogger(), checks: { redis: async () => { throw new Error('down') } } },
+      { ingest, statsToken: TOKEN },
+    )
+    const res = await failing.request('/readyz')
+    expect(res.status).toBe(503)
+    expect(await res.json()).toEqual({ status: 'not ready', checks: { redis: 'failing: down' } })
+  })
+
+  test('/readyz answers 503 once shutdown has begun', async () => {
+    stopping = true
+    const res = await app.request('/readyz')
+    stopping = false
+    expect(res.status).toBe(503)
+  })
+})

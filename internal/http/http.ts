@@ -1,0 +1,72 @@
+// Package http is the Hono app: ingestion, stats, health. Mains serve it with Bun.serve;
+// tests call app.request() on it directly.
+import { Hono } from 'hono'
+import { bearerAuth } from 'hono/bearer-auth'
+import { methodNotAllowed } from 'hono/method-not-allowed'
+import type { Logger } from '../log/log.ts'
+import type { Queue } from '../queue/queue.ts'
+import type { Store } from '../store/store.ts'
+import { errorHandler } from './errors.ts'
+import { ingestRoutes, type IngestOptions } from './ingest.ts'
+import { statsRoutes } from './stats.ts'
+
+export type Check = () => Promise<unknown>
+
+export type AppDeps = {
+  queue: Queue
+  store: Store
+  log: Logger
+  /** Named dependency checks for /readyz, e.g. { redis: ping, postgres: select 1 }. */
+  checks: Record<string, Check>
+}
+
+export type AppOptions = {
+  ingest: IngestOptions
+  /** Bearer token for stats; null serves stats without one (STATS_PUBLIC=true). */
+  statsToken: string | null
+  /** True once shutdown has begun: /readyz answers 503 so load balancers stop sending traffic. */
+  isStopping?: () => boolean
+  readyTimeoutMs?: number
+}
+
+export function createApp({ queue, store, log, checks }: AppDeps, { ingest, statsToken, isStopping = () => false, readyTimeoutMs = 1000 }: AppOptions) {
+  const app = new Hono()
+  app.use(methodNotAllowed({
+    app,
+    onMethodNotAllowed: (c, methods) =>
+      c.json({ error: `${c.req.method} is not allowed on ${c.req.path}; use ${methods.join(', ')}`, code: 'method_not_allowed' }, 405, { Allow: methods.join(', ') }),
+  }))
+  app.onError(errorHandler(log))
+  app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}`, code: 'not_found' }, 404))
+
+  app.get('/healthz', (c) => c.json({ status: 'ok' }))
+  app.get('/readyz', async (c) => {
+    if (isStopping()) return c.json({ status: 'stopping' }, 503)
+    const results = await Promise.all(
+      Object.entries(checks).map(async ([name, check]) => {
+        try {
+          await Promise.race([check(), Bun.sleep(readyTimeoutMs).then(() => Promise.reject(new Error('timed out')))])
+          return [name, 'ok'] as const
+        } catch (err) {
+          return [name, `failing: ${(err as Error).message}`] as const
+        }
+      }),
+    )
+    const ready = results.every(([, s]) => s === 'ok')
+    return c.json({ status: ready ? 'ready' : 'not ready', checks: Object.fromEntries(results) }, ready ? 200 : 503)
+  })
+
+  app.route('/', ingestRoutes(queue, ingest))
+
+  if (statsToken) {
+    const unauthorized = (code: string, error: string) => ({ message: { error, code } })
+    app.use('/stats', bearerAuth({
+      token: statsToken,
+      noAuthenticationHeader: unauthorized('unauthorized', 'stats need a token: send Authorization: Bearer <STATS_TOKEN>'),
+      invalidAuthenticationHeader: unauthorized('bad_authorization', 'Authorization must be "Bearer <token>"'),
+      invalidToken: unauthorized('unauthorized', 'the stats token is wrong'),
+    }))
+  }
+  app.route('/', statsRoutes(store))
+  return app
+}

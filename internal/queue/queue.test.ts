@@ -1,0 +1,94 @@
+import { afterEach, beforeEach, describe, expect, test } from 'bun:test'
+import type Redis from 'ioredis'
+import type { Event } from '../event/event.ts'
+import { createTestRedis, type TestRedis } from '../testkit/testkit.ts'
+import { createQueue, type Queue } from './queue.ts'
+
+let r: TestRedis
+let queue: Queue
+let reader: Redis
+
+const event = (n: number): Event => ({
+  event_id: `00000000-0000-7000-8000-${String(n).padStart(12, '0')}`, site_id: 's', event_type: 'pageview',
+  path: '/', user_id: null, timestamp: '2025-11-14T10:00:00.000Z', received_at: 1,
+})
+
+beforeEach(async () => {
+  r = await createTestRedis()
+  queue = createQueue(r.redis, r.queue)
+  reader = r.redis.duplicate()
+  await queue.ensureGroup()
+})
+afterEach(async () => {
+  reader.disconnect()
+  await r.cleanup()
+})
+
+describe('queue', () => {
+  test('delivers enqueued events to a consumer, in order, with their content intact', async () => {
+    const results = await queue.enqueue([event(1), event(2), event(3)])
+    expect(results.every((x) => x.ok)).toBe(true)
+    const { entries } = await queue.read(reader, 'c1', { count: 10, blockMs: 10 })
+    expect(entries.map((e) => e.event)).toEqual([event(1), event(2), event(3)])
+  })
+
+  test('splits entries between consumers of the group', async () => {
+    await queue.enqueue([event(1), event(2)])
+    const a = await queue.read(reader, 'a', { count: 1, blockMs: 10 })
+    const b = await queue.read(reader, 'b', { count: 1, blockMs: 10 })
+    expect([...a.entries, ...b.entries].map((e) => e.event.event_id).sort()).toEqual([event(1).event_id, event(2).event_id])
+  })
+
+  test('keeps unacknowledged entries pending, and re-reads them for the same consumer', async () => {
+    await queue.enqueue([event(1)])
+    await queue.read(reader, 'c1', { count: 10, blockMs: 10 })
+    expect((await queue.depth()).pending).toBe(1)
+    const again = await queue.read(reader, 'c1', { count: 10, blockMs: 10, pending: true })
+    expect(again.entries.map((e) => e.event)).toEqual([event(1)])
+  })
+
+  test('removes acknowledged entries from the stream', async () => {
+    await queue.enqueue([event(1), event(2)])
+    const { entries } = await queue.read(reader, 'c1', { count: 10, blockMs: 10 })
+    await queue.ack(entries.map((e) => e.id))
+    expect(await queue.depth()).toMatchObject({ length: 0, pending: 0, oldestPendingAgeMs: 0 })
+  })
+
+  test('lets another consumer claim entries that sat idle too long', async () => {
+    await queue.enqueue([event(1)])
+    await queue.read(reader, 'dead', { count: 10, blockMs: 10 })
+    expect((await queue.claim('alive', { minIdleMs: 60_000, count: 10 })).entries).toEqual([])
+    await Bun.sleep(30)
+    const claimed = await queue.claim('alive', { minIdleMs: 20, count: 10 })
+    expect(claimed.entries.map((e) => e.event)).toEqual([event(1)])
+  })
+
+  test('reports depth: length, pending, undelivered and the age of the oldest pending entry', async () => {
+    await queue.enqueue([event(1), event(2), event(3)])
+    await queue.read(reader, 'c1', { count: 1, blockMs: 10 })
+    await Bun.sleep(5)
+    const d = await queue.depth()
+    expect(d).toMatchObject({ length: 3, pending: 1, undelivered: 2, deadLetters: 0 })
+    expect(d.oldestPendingAgeMs).toBeGreaterThan(0)
+  })
+
+  test('hands back entries it cannot decode separately, so they can be dead-lettered', async () => {
+    await r.redis.xadd(r.queue.stream, '*', 'e', '{not json')
+    await r.redis.xadd(r.queue.stream, '*', 'x', 'y')
+    await r.redis.xadd(r.queue.stream, '*', 'e', JSON.stringify({ ...event(9), timestamp: 'not a time' }))
+    const { entries, bad } = await queue.read(reader, 'c1', { count: 10, blockMs: 10 })
+    expect(entries).toEqual([])
+    expect(bad.map((b) => b.reason)).toEqual([
+      expect.stringContaining('undecodable'), expect.stringContaining('no "e" field'), expect.stringContaining('not a valid event'),
+    ])
+    await queue.deadLetter(bad)
+    expect(await queue.depth()).toMatchObject({ length: 0, pending: 0, deadLetters: 3 })
+    const letters = await queue.deadLetters()
+    expect(letters[0]!.fields).toMatchObject({ reason: expect.stringContaining('undecodable'), e: '{not json' })
+  })
+
+  test('creating the group twice is harmless', async () => {
+    await queue.ensureGroup()
+    await queue.ensureGroup()
+  })
+})

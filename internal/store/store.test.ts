@@ -1,0 +1,63 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import type { Event } from '../event/event.ts'
+import { createTestDatabase, type TestDatabase } from '../testkit/testkit.ts'
+import { listMigrations, migrate } from './migrate.ts'
+import { createStore, isDataError } from './store.ts'
+
+let db: TestDatabase
+beforeAll(async () => {
+  db = await createTestDatabase()
+})
+afterAll(() => db.drop())
+
+const event = (n: number, o: Partial<Event> = {}): Event => ({
+  event_id: `00000000-0000-7000-8000-${String(n).padStart(12, '0')}`, site_id: 'store-site', event_type: 'pageview',
+  path: '/', user_id: 'u', timestamp: '2025-11-14T10:00:00.000Z', received_at: Date.parse('2025-11-14T10:00:01Z'), ...o,
+})
+
+describe('migrations', () => {
+  test('applying them again changes nothing', async () => {
+    expect(await migrate(db.sql)).toEqual([])
+    const rows = await db.sql`select version from schema_migrations order by version`
+    expect(rows.map((r) => r.version)).toEqual((await listMigrations()).map((m) => m.version))
+  })
+
+  test('concurrent runs take turns and apply each migration once', async () => {
+    const results = await Promise.all([migrate(db.sql), migrate(db.sql), migrate(db.sql)])
+    expect(results.flat()).toEqual([])
+  })
+})
+
+describe('insertEvents', () => {
+  test('stores every field of every event in one statement', async () => {
+    const store = createStore(db.sql)
+    expect(await store.insertEvents([event(1), event(2, { path: null, user_id: null, site_id: 'b', event_type: 'click' })])).toBe(2)
+    const rows = await db.sql`select event_id, site_id, event_type, path, user_id, ts, received_at from events where event_id in (${event(1).event_id}, ${event(2).event_id}) order by event_id`
+    expect(rows.map((r) => ({ ...r }))).toEqual([
+      { event_id: event(1).event_id, site_id: 'store-site', event_type: 'pageview', path: '/', user_id: 'u', ts: new Date('2025-11-14T10:00:00Z'), received_at: new Date('2025-11-14T10:00:01Z') },
+      { event_id: event(2).event_id, site_id: 'b', event_type: 'click', path: null, user_id: null, ts: new Date('2025-11-14T10:00:00Z'), received_at: new Date('2025-11-14T10:00:01Z') },
+    ])
+  })
+
+  test('stores an event delivered twice once, in one batch or across batches', async () => {
+    const store = createStore(db.sql)
+    expect(await store.insertEvents([event(10), event(10), event(11)])).toBe(2)
+    expect(await store.insertEvents([event(10), event(11)])).toBe(0)
+    const [{ n }] = (await db.sql`select count(*)::int as n from events where event_id in (${event(10).event_id}, ${event(11).event_id})`) as unknown as [{ n: number }]
+    expect(n).toBe(2)
+  })
+
+  test('stores SQL in string fields literally', async () => {
+    const store = createStore(db.sql)
+    const nasty = "'); drop table events; --"
+    await store.insertEvents([event(20, { site_id: 'sqli', path: nasty, user_id: nasty, event_type: nasty })])
+    const stats = await store.stats({ siteId: 'sqli', from: null, to: null, eventType: nasty })
+    expect(stats).toEqual({ total_views: 1, unique_users: 1, top_paths: [{ path: nasty, views: 1 }] })
+  })
+
+  test('fails with a data error, not a connection error, when Postgres rejects a value', async () => {
+    const store = createStore(db.sql)
+    const err = await store.insertEvents([event(30, { path: 'NUL \u0000 byte' })]).catch((e) => e)
+    expect(isDataError(err)).toBe(true)
+  })
+})

@@ -1,0 +1,145 @@
+// Package testkit gives each test its own Postgres database and its own Redis key
+// prefix on the real servers, so tests never share state and can run in any order.
+import { createServer } from 'node:net'
+import Redis from 'ioredis'
+import postgres from 'postgres'
+import { createSql, type Sql } from '../clients/clients.ts'
+import { loadConfig, type Config } from '../config/config.ts'
+import { migrate } from '../store/migrate.ts'
+
+const base = loadConfig(process.env, { STATS_PUBLIC: 'true' })
+
+/** A unique, lower-case name part, e.g. for a database or a key prefix. */
+export const uniqueName = (prefix: string) => `${prefix}_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`
+
+export type TestDatabase = { url: string; sql: Sql; drop: () => Promise<void> }
+
+/** Creates an empty, migrated database of the test's own; `drop` removes it. */
+export async function createTestDatabase(): Promise<TestDatabase> {
+  const name = uniqueName('sluice_test')
+  const admin = adminSql()
+  await admin`create database ${admin(name)}`
+  const url = withDatabase(base.databaseUrl, name)
+  const sql = createSql(url, { max: 4 })
+  await migrate(sql)
+  return {
+    url,
+    sql,
+    async drop() {
+      await sql.end({ timeout: 1 })
+      await admin`drop database if exists ${admin(name)} with (force)`
+      await admin.end({ timeout: 1 })
+    },
+  }
+}
+
+export type TestRedis = { url: string; redis: Redis; queue: Config['queue']; cleanup: () => Promise<void> }
+
+/** A Redis client and queue key names under a prefix of the test's own; `cleanup` deletes the keys. */
+export async function createTestRedis(): Promise<TestRedis> {
+  const prefix = uniqueName('test')
+  const redis = new Redis(base.redisUrl, { lazyConnect: true })
+  await redis.connect()
+  const queue = { stream: `${prefix}:events`, group: 'sluice-workers', deadLetterStream: `${prefix}:events:dead` }
+  return {
+    url: base.redisUrl,
+    redis,
+    queue,
+    async cleanup() {
+      const keys = await redis.keys(`${prefix}:*`)
+      if (keys.length) await redis.del(...keys)
+      redis.disconnect()
+    },
+  }
+}
+
+/** Environment for a spawned binary that points it at the test's database and keys. */
+export function envFor(db: TestDatabase, r: TestRedis, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    ...(process.env as Record<string, string>),
+    DATABASE_URL: db.url,
+    REDIS_URL: r.url,
+    QUEUE_STREAM: r.queue.stream,
+    LOG_LEVEL: 'warn',
+    ...extra,
+  }
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number }
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+/** Polls `fn` until it returns a truthy value or `timeoutMs` passes, then returns the last value. */
+export async function eventually<T>(fn: () => Promise<T>, { timeoutMs = 10_000, intervalMs = 50 } = {}): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await fn()
+    if (value || Date.now() > deadline) return value
+    await Bun.sleep(intervalMs)
+  }
+}
+
+function adminSql() {
+  return postgres(withDatabase(base.databaseUrl, 'postgres'), { max: 1, onnotice: () => {} })
+}
+
+function withDatabase(url: string, name: string): string {
+  const u = new URL(url)
+  u.pathname = `/${name}`
+  return u.toString()
+}
+
+const ROOT = new URL('../../', import.meta.url).pathname
+
+export type Binary = {
+  proc: Bun.Subprocess<'ignore', 'pipe', 'pipe'>
+  /** Everything the process wrote so far, stdout and stderr together. */
+  output: () => string
+  /** Sends SIGTERM and resolves with the exit code. */
+  stop: (signal?: NodeJS.Signals) => Promise<number>
+}
+
+/** Starts `cmd/<name>/main.ts` as a real process of its own. */
+export function spawnBinary(name: string, env: Record<string, string>, args: string[] = []): Binary {
+  const proc = Bun.spawn(['bun', `${ROOT}cmd/${name}/main.ts`, ...args], { cwd: ROOT, env, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
+  let text = ''
+  const drain = async (stream: ReadableStream<Uint8Array>) => {
+    const decoder = new TextDecoder()
+    for await (const chunk of stream) text += decoder.decode(chunk, { stream: true })
+  }
+  const drained = Promise.all([drain(proc.stdout), drain(proc.stderr)])
+  return {
+    proc,
+    output: () => text,
+    async stop(signal = 'SIGTERM') {
+      proc.kill(signal)
+      const code = await proc.exited
+      await drained
+      return code
+    },
+  }
+}
+
+/** Runs a binary to completion and returns its exit code and output. */
+export async function runBinary(name: string, env: Record<string, string>, args: string[] = []): Promise<{ code: number; output: string }> {
+  const b = spawnBinary(name, env, args)
+  const code = await b.proc.exited
+  await Bun.sleep(10)
+  return { code, output: b.output() }
+}
+
+/** Waits until `url` answers 200, or throws with the process output after `timeoutMs`. */
+export async function waitForReady(url: string, binary: Binary, timeoutMs = 15_000): Promise<void> {
+  const ok = await eventually(async () => {
+    if (binary.proc.exitCode !== null) return true
+    return fetch(url).then((r) => r.ok, () => false)
+  }, { timeoutMs })
+  if (!ok || binary.proc.exitCode !== null) throw new Error(`${url} never became ready:\n${binary.output()}`)
+}

@@ -1,0 +1,106 @@
+import { afterEach, beforeEach, describe, expect, test } from 'bun:test'
+import type Redis from 'ioredis'
+import type { Event } from '../event/event.ts'
+import { silentLogger } from '../log/log.ts'
+import { createQueue, type Queue } from '../queue/queue.ts'
+import { createStore } from '../store/store.ts'
+import { createTestDatabase, createTestRedis, eventually, type TestDatabase, type TestRedis } from '../testkit/testkit.ts'
+import { createWorker, type WorkerOptions } from './worker.ts'
+
+let db: TestDatabase
+let r: TestRedis
+let queue: Queue
+const readers: Redis[] = []
+
+beforeEach(async () => {
+  ;[db, r] = await Promise.all([createTestDatabase(), createTestRedis()])
+  queue = createQueue(r.redis, r.queue)
+})
+afterEach(async () => {
+  for (const reader of readers.splice(0)) reader.disconnect()
+  await r.cleanup()
+  await db.drop()
+})
+
+const event = (n: number, o: Partial<Event> = {}): Event => ({
+  event_id: `00000000-0000-7000-8000-${String(n).padStart(12, '0')}`, site_id: 'w', event_type: 'pageview',
+  path: '/', user_id: `u${n}`, timestamp: '2025-11-14T10:00:00.000Z', received_at: Date.now(), ...o,
+})
+
+function startWorker(options: Partial<WorkerOptions> = {}) {
+  const reader = r.redis.duplicate()
+  readers.push(reader)
+  const worker = createWorker({ queue, store: createStore(db.sql), reader, log: silentLogger() }, { consumer: 'w1', blockMs: 50, ...options })
+  const controller = new AbortController()
+  const done = worker.run(controller.signal)
+  return { worker, stop: () => (controller.abort(), done) }
+}
+
+const storedCount = async () => ((await db.sql`select count(*)::int as n from events`)[0]!.n as number)
+
+describe('worker', () => {
+  test('moves queued events into Postgres and removes them from the stream', async () => {
+    await queue.enqueue(Array.from({ length: 50 }, (_, i) => event(i)))
+    const { stop } = startWorker({ batchSize: 20 })
+    expect(await eventually(async () => (await storedCount()) === 50)).toBe(true)
+    const stats = await stop()
+    expect(stats).toMatchObject({ stored: 50, duplicates: 0, deadLettered: 0 })
+    expect(stats.batches).toBeGreaterThanOrEqual(3)
+    expect(await queue.depth()).toMatchObject({ length: 0, pending: 0 })
+  })
+
+  test('stores an event delivered twice once', async () => {
+    await queue.enqueue([event(1), event(1), event(2)])
+    const { stop } = startWorker()
+    await eventually(async () => (await queue.depth()).length === 0)
+    const stats = await stop()
+    expect(await storedCount()).toBe(2)
+    expect(stats.duplicates).toBe(1)
+  })
+
+  test('sets aside an event Postgres rejects, with the reason, and still stores the rest of its batch', async () => {
+    await queue.enqueue([event(1), event(2, { path: 'has a NUL \u0000' }), event(3)])
+    const { stop } = startWorker()
+    await eventually(async () => (await queue.depth()).length === 0)
+    await stop()
+    expect(await storedCount()).toBe(2)
+    const letters = await queue.deadLetters()
+    expect(letters).toHaveLength(1)
+    expect(letters[0]!.fields.reason).toContain('postgres rejected the event')
+    expect(JSON.parse(letters[0]!.fields.e!).event_id).toBe(event(2).event_id)
+  })
+
+  test('after a restart under the same name, first stores what it held before', async () => {
+    await queue.ensureGroup()
+    await queue.enqueue([event(1), event(2)])
+    const reader = r.redis.duplicate()
+    readers.push(reader)
+    await queue.read(reader, 'w1', { count: 10, blockMs: 10 }) // delivered, then the worker "died"
+    const { stop } = startWorker({ claimIdleMs: 3_600_000 })
+    expect(await eventually(async () => (await storedCount()) === 2)).toBe(true)
+    await stop()
+    expect((await queue.depth()).pending).toBe(0)
+  })
+
+  test('takes over entries another consumer held longer than the idle limit', async () => {
+    await queue.ensureGroup()
+    await queue.enqueue([event(1)])
+    const reader = r.redis.duplicate()
+    readers.push(reader)
+    await queue.read(reader, 'crashed-worker', { count: 10, blockMs: 10 })
+    const { stop } = startWorker({ claimIdleMs: 1000 })
+    expect(await eventually(async () => (await storedCount()) === 1, { timeoutMs: 5000 })).toBe(true)
+    await stop()
+    expect((await queue.depth()).pending).toBe(0)
+  })
+
+  test('returns promptly once stopped, with nothing left pending', async () => {
+    const { stop } = startWorker({ blockMs: 200 })
+    await queue.enqueue([event(1)])
+    await eventually(async () => (await storedCount()) === 1)
+    const started = Date.now()
+    await stop()
+    expect(Date.now() - started).toBeLessThan(2000)
+    expect((await queue.depth()).pending).toBe(0)
+  })
+})
