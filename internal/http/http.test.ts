@@ -28,7 +28,7 @@ afterAll(async () => {
   await db.drop()
 })
 
-const post = (path: string, body: BodyInit, type: string | null = 'application/json') =>
+const post = (path: string, body: string | Uint8Array, type: string | null = 'application/json') =>
   app.request(path, { method: 'POST', body, headers: type ? { 'content-type': type } : {} })
 const postJson = (path: string, value: unknown) => post(path, JSON.stringify(value))
 const streamIds = async () => (await r.redis.xrange(r.queue.stream, '-', '+')).map(([, f]) => JSON.parse(f[1]!).event_id)

@@ -1,0 +1,106 @@
+// @ts-check
+// k6 load test for Sluice's ingestion API.
+//   k6 run loadtest.js                                   # against http://localhost:8080
+//   k6 run -e BASE_URL=http://host:8080 -e RATE=5000 loadtest.js
+// Scenarios: steady single events at a constant rate, a spike that ramps up and back
+// down, and batches of BATCH_SIZE events. Thresholds fail the run on latency or errors.
+import { check } from 'k6'
+import http from 'k6/http'
+
+const BASE_URL = __ENV.BASE_URL || 'http://localhost:8080'
+const RATE = Number(__ENV.RATE || 2000)
+const SPIKE_RATE = Number(__ENV.SPIKE_RATE || RATE * 4)
+const BATCH_SIZE = Number(__ENV.BATCH_SIZE || 100)
+const DURATION = __ENV.DURATION || '1m'
+const SITES = Number(__ENV.SITES || 20)
+const USERS = Number(__ENV.USERS || 5000)
+const PATHS = ['/', '/pricing', '/docs', '/blog', '/signup', '/login', '/about', '/changelog']
+const TYPES = ['pageview', 'pageview', 'pageview', 'click', 'signup']
+const JSON_HEADERS = { 'Content-Type': 'application/json' }
+
+/** @type {import('k6/options').Options} */
+export const options = {
+  discardResponseBodies: false,
+  scenarios: {
+    steady: {
+      executor: 'constant-arrival-rate',
+      exec: 'single',
+      rate: RATE,
+      timeUnit: '1s',
+      duration: DURATION,
+      preAllocatedVUs: 50,
+      maxVUs: 500,
+    },
+    spike: {
+      executor: 'ramping-arrival-rate',
+      exec: 'single',
+      startTime: DURATION,
+      startRate: RATE,
+      timeUnit: '1s',
+      preAllocatedVUs: 100,
+      maxVUs: 1000,
+      stages: [
+        { target: SPIKE_RATE, duration: '10s' },
+        { target: SPIKE_RATE, duration: '20s' },
+        { target: RATE, duration: '10s' },
+      ],
+    },
+    batch: {
+      executor: 'constant-arrival-rate',
+      exec: 'batch',
+      rate: Math.max(1, Math.floor(RATE / BATCH_SIZE)),
+      timeUnit: '1s',
+      duration: DURATION,
+      preAllocatedVUs: 10,
+      maxVUs: 100,
+    },
+  },
+  thresholds: {
+    http_req_failed: ['rate<0.001'],
+    checks: ['rate>0.999'],
+    'http_req_duration{scenario:steady}': ['p(95)<10', 'p(99)<25'],
+    'http_req_duration{scenario:spike}': ['p(95)<50', 'p(99)<100'],
+    'http_req_duration{scenario:batch}': ['p(95)<100', 'p(99)<250'],
+  },
+}
+
+/** @param {number} n */
+const pick = (n) => Math.floor(Math.random() * n)
+
+/** A random v4 UUID, so a retried request would be stored once. */
+function uuid() {
+  const hex = '0123456789abcdef'
+  let s = ''
+  for (let i = 0; i < 36; i++) {
+    if (i === 8 || i === 13 || i === 18 || i === 23) s += '-'
+    else if (i === 14) s += '4'
+    else if (i === 19) s += hex[8 + pick(4)]
+    else s += hex[pick(16)]
+  }
+  return s
+}
+
+function randomEvent() {
+  return {
+    event_id: uuid(),
+    site_id: `site-${pick(SITES)}`,
+    event_type: TYPES[pick(TYPES.length)],
+    path: PATHS[pick(PATHS.length)],
+    user_id: `u-${pick(USERS)}`,
+    timestamp: new Date().toISOString(),
+  }
+}
+
+export function single() {
+  const res = http.post(`${BASE_URL}/event`, JSON.stringify(randomEvent()), { headers: JSON_HEADERS, tags: { name: 'POST /event' } })
+  check(res, { 'status is 202': (r) => r.status === 202 })
+}
+
+export function batch() {
+  const events = Array.from({ length: BATCH_SIZE }, randomEvent)
+  const res = http.post(`${BASE_URL}/events`, JSON.stringify(events), { headers: JSON_HEADERS, tags: { name: 'POST /events' } })
+  check(res, {
+    'status is 202': (r) => r.status === 202,
+    'every event accepted': (r) => r.status === 202 && r.json('accepted') === BATCH_SIZE,
+  })
+}
