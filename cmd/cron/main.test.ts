@@ -23,7 +23,7 @@ describe('sluice-cron', () => {
   test('--once with an unknown job exits 64 naming the known jobs', async () => {
     const { code, output } = await runBinary('cron', envFor(db, r), ['--once', 'nope'])
     expect(code).toBe(64)
-    expect(output).toContain('known jobs: queue-depth')
+    expect(output).toContain('known jobs: rollup, retention, queue-depth')
   })
 
   test('runs jobs on their schedules until SIGTERM, then exits 0', async () => {

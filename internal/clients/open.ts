@@ -2,6 +2,7 @@ import type Redis from 'ioredis'
 import type { Config } from '../config/config.ts'
 import type { Logger } from '../log/log.ts'
 import { ensureDatabase, migrate } from '../store/migrate.ts'
+import { ensurePartitions } from '../store/retention.ts'
 import { connectPostgres, connectRedis, createRedis, createSql, type Sql } from './clients.ts'
 
 export type Opened = { redis: Redis; sql: Sql }
@@ -25,5 +26,6 @@ export async function openClients(config: Config, role: string, log: Logger, { r
   await connectPostgres(sql, config.databaseUrl)
   const applied = await migrate(sql)
   if (applied.length) log.info({ applied }, 'applied migrations')
+  await ensurePartitions(sql)
   return { redis, sql }
 }

@@ -25,6 +25,12 @@ export const DEFAULTS = {
   WORKER_BLOCK_MS: '1000',
   WORKER_CLAIM_IDLE_MS: '60000',
   CRON_QUEUE_DEPTH: '0 * * * * *',
+  CRON_ROLLUP: '*/30 * * * * *',
+  CRON_RETENTION: '0 */5 * * * *',
+  RAW_RETENTION_HOURS: '24',
+  DEDUP_WINDOW_HOURS: '48',
+  ROLLUP_PATH_CAP: '1000',
+  ROLLUP_CHUNK_XIDS: '500',
   STATS_TOKEN: '',
   STATS_PUBLIC: 'false',
   SHUTDOWN_TIMEOUT_MS: '10000',
@@ -66,6 +72,12 @@ const EnvSchema = v.object({
   WORKER_BLOCK_MS: int(1, 60_000),
   WORKER_CLAIM_IDLE_MS: int(1000, 24 * 3_600_000),
   CRON_QUEUE_DEPTH: v.pipe(nonEmpty, v.rawCheck<string>(cronPattern)),
+  CRON_ROLLUP: v.pipe(nonEmpty, v.rawCheck<string>(cronPattern)),
+  CRON_RETENTION: v.pipe(nonEmpty, v.rawCheck<string>(cronPattern)),
+  RAW_RETENTION_HOURS: int(1, 24 * 365),
+  DEDUP_WINDOW_HOURS: int(1, 24 * 365),
+  ROLLUP_PATH_CAP: int(10, 100_000),
+  ROLLUP_CHUNK_XIDS: int(1, 1_000_000),
   STATS_TOKEN: v.string(),
   STATS_PUBLIC: bool,
   SHUTDOWN_TIMEOUT_MS: int(100, 600_000),
@@ -83,6 +95,8 @@ export type Config = Readonly<{
   ingest: Readonly<{ bodyLimitBytes: number; batchMax: number; maxFutureMs: number }>
   worker: Readonly<{ name: string; batchSize: number; blockMs: number; claimIdleMs: number }>
   cron: Readonly<{ schedules: Readonly<Record<string, string>> }>
+  rollup: Readonly<{ pathCap: number; chunkXids: number }>
+  retention: Readonly<{ rawRetentionHours: number; dedupWindowHours: number }>
   stats: Readonly<{ token: string | null; public: boolean }>
 }>
 
@@ -126,7 +140,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
       blockMs: e.WORKER_BLOCK_MS,
       claimIdleMs: e.WORKER_CLAIM_IDLE_MS,
     },
-    cron: { schedules: { 'queue-depth': e.CRON_QUEUE_DEPTH } },
+    cron: { schedules: { 'queue-depth': e.CRON_QUEUE_DEPTH, rollup: e.CRON_ROLLUP, retention: e.CRON_RETENTION } },
+    rollup: { pathCap: e.ROLLUP_PATH_CAP, chunkXids: e.ROLLUP_CHUNK_XIDS },
+    retention: { rawRetentionHours: e.RAW_RETENTION_HOURS, dedupWindowHours: e.DEDUP_WINDOW_HOURS },
     stats: { token: e.STATS_TOKEN || null, public: e.STATS_PUBLIC },
   })
 }

@@ -3,14 +3,41 @@
 import { Cron } from 'croner'
 import type { Logger } from '../log/log.ts'
 import type { Queue } from '../queue/queue.ts'
+import type { Store } from '../store/store.ts'
 
 export type Job = { name: string; run: (signal: AbortSignal) => Promise<unknown> }
 
-export type JobsDeps = { queue: Queue; log: Logger }
+export type JobsDeps = { queue: Queue; store: Store; log: Logger }
+export type JobsOptions = {
+  rollup?: { pathCap?: number; chunkXids?: number }
+  retention?: { rawRetentionHours?: number; dedupWindowHours?: number }
+}
 
 /** Every job cron knows, by name. */
-export function createJobs({ queue, log }: JobsDeps): Record<string, Job> {
+export function createJobs({ queue, store, log }: JobsDeps, options: JobsOptions = {}): Record<string, Job> {
   const jobs: Job[] = [
+    {
+      name: 'rollup',
+      // Counts new raw events into the hour, day, month and year rollups, exactly once.
+      async run(signal) {
+        const started = performance.now()
+        const result = await store.rollup({ ...options.rollup, signal })
+        const ms = Math.round(performance.now() - started)
+        if (!result.ran) log.info({ job: 'rollup' }, 'another rollup holds the lock; skipped')
+        else log.info({ job: 'rollup', ...result, duration_ms: ms, events_per_s: ms ? Math.round((result.events * 1000) / ms) : null }, 'rolled up')
+        return result
+      },
+    },
+    {
+      name: 'retention',
+      // Drops raw partitions past retention, once every row in them is rolled up.
+      async run() {
+        const result = await store.retention(options.retention)
+        const level = result.partitionsKept.length ? 'warn' : 'info'
+        log[level]({ job: 'retention', ...result }, result.partitionsKept.length ? 'kept expired partitions that are not rolled up yet' : 'retention done')
+        return result
+      },
+    },
     {
       name: 'queue-depth',
       // Reports how much work is waiting, so a stuck or slow worker shows up in the log.

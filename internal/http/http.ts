@@ -59,14 +59,21 @@ export function createApp({ queue, store, log, checks }: AppDeps, { ingest, stat
   app.route('/', ingestRoutes(queue, ingest))
 
   if (statsToken) {
-    const unauthorized = (code: string, error: string) => ({ message: { error, code } })
-    app.use('/stats', bearerAuth({
-      token: statsToken,
-      noAuthenticationHeader: unauthorized('unauthorized', 'stats need a token: send Authorization: Bearer <STATS_TOKEN>'),
-      invalidAuthenticationHeader: unauthorized('bad_authorization', 'Authorization must be "Bearer <token>"'),
-      invalidToken: unauthorized('unauthorized', 'the stats token is wrong'),
-    }))
+    const auth = statsAuth(statsToken)
+    app.use('/stats', auth)
+    app.use('/v1/stats', auth)
   }
   app.route('/', statsRoutes(store))
   return app
+}
+
+/** Bearer-token check for the stats routes; hono compares tokens in constant time. */
+function statsAuth(token: string) {
+  const unauthorized = (code: string, error: string) => ({ message: { error, code } })
+  return bearerAuth({
+    token,
+    noAuthenticationHeader: unauthorized('unauthorized', 'stats need a token: send Authorization: Bearer <STATS_TOKEN>'),
+    invalidAuthenticationHeader: unauthorized('bad_authorization', 'Authorization must be "Bearer <token>"'),
+    invalidToken: unauthorized('unauthorized', 'the stats token is wrong'),
+  })
 }

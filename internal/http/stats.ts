@@ -1,6 +1,9 @@
 import { Hono } from 'hono'
 import * as v from 'valibot'
 import { LIMITS, SITE_ID_PATTERN } from '../event/event.ts'
+import { parseTimestamp } from '../event/timestamp.ts'
+import { GRANULARITIES } from '../store/rollup.ts'
+import { add, MAX_SERIES_BUCKETS, truncate } from '../store/stats.ts'
 import type { Store } from '../store/store.ts'
 import { ApiError } from './errors.ts'
 
@@ -21,20 +24,89 @@ const StatsQuerySchema = v.object({
   ),
 })
 
-/** GET /stats?site_id=&date=YYYY-MM-DD[&event_type=][&limit=]: one day in UTC, or all time without date. */
+/** A date (YYYY-MM-DD, midnight UTC) or an ISO 8601 timestamp with a timezone on a UTC hour boundary. */
+const instant = (field: string) =>
+  v.pipe(
+    v.string(),
+    v.rawTransform<string, Date>(({ dataset, addIssue, NEVER }) => {
+      const s = dataset.value
+      const ms = isCalendarDate(s) ? Date.parse(`${s}T00:00:00Z`) : parseTimestampMs(s)
+      if (ms === null) {
+        addIssue({ message: `${field} must be a date (YYYY-MM-DD) or an ISO 8601 timestamp with a timezone` })
+        return NEVER
+      }
+      if (ms % 3_600_000 !== 0) {
+        addIssue({ message: `${field} must fall on a whole UTC hour: rollups count by the hour` })
+        return NEVER
+      }
+      return new Date(ms)
+    }),
+  )
+
+const RangeQuerySchema = v.pipe(
+  v.object({
+    site_id: StatsQuerySchema.entries.site_id,
+    from: instant('from'),
+    to: v.optional(instant('to')),
+    granularity: v.optional(v.picklist(GRANULARITIES, `granularity must be one of ${GRANULARITIES.join(', ')}`), 'day'),
+    event_type: StatsQuerySchema.entries.event_type,
+    limit: StatsQuerySchema.entries.limit,
+  }),
+  v.transform((q) => ({ ...q, to: q.to ?? add(truncate(new Date(), 'hour'), 'hour') })),
+  v.forward(v.check((q) => q.from < q.to, 'to must be after from'), ['to']),
+  v.forward(
+    v.check((q) => countBuckets(q.from, q.to, q.granularity) <= MAX_SERIES_BUCKETS, `the range holds more than ${MAX_SERIES_BUCKETS} buckets of that granularity; choose a coarser one`),
+    ['granularity'],
+  ),
+)
+
+function query<T extends v.GenericSchema>(schema: T, input: unknown): v.InferOutput<T> {
+  const parsed = v.safeParse(schema, input)
+  if (!parsed.success) {
+    const details = parsed.issues.map((i) => ({ field: v.getDotPath(i) ?? 'query', message: i.message }))
+    throw new ApiError(400, 'invalid_query', 'query is invalid', details)
+  }
+  return parsed.output
+}
+
+/**
+ * GET /stats?site_id=&date=YYYY-MM-DD[&event_type=][&limit=]: one UTC day, or all time without date.
+ * GET /v1/stats?site_id=&from=&to=&granularity=&event_type=&limit=: totals, a series and top paths for any range.
+ */
 export function statsRoutes(store: Store) {
-  return new Hono().get('/stats', async (c) => {
-    const parsed = v.safeParse(StatsQuerySchema, c.req.query())
-    if (!parsed.success) {
-      const details = parsed.issues.map((i) => ({ field: v.getDotPath(i) ?? 'query', message: i.message }))
-      throw new ApiError(400, 'invalid_query', 'query is invalid', details)
-    }
-    const q = parsed.output
+  return new Hono()
+  .get('/v1/stats', async (c) => {
+    const q = query(RangeQuerySchema, c.req.query())
+    const s = await store.stats({ siteId: q.site_id, from: q.from, to: q.to, granularity: q.granularity, eventType: q.event_type ?? null, limit: q.limit })
+    return c.json({
+      site_id: q.site_id, from: q.from.toISOString(), to: q.to.toISOString(), granularity: q.granularity, event_type: q.event_type ?? null,
+      totals: { views: s.total_views, unique_users: s.unique_users },
+      series: s.series,
+      top_paths: s.top_paths,
+      top_paths_max_error: s.top_paths_max_error,
+    })
+  })
+  .get('/stats', async (c) => {
+    const q = query(StatsQuerySchema, c.req.query())
     const from = q.date ? new Date(`${q.date}T00:00:00Z`) : null
     const to = from ? new Date(from.getTime() + 86_400_000) : null
-    const stats = await store.stats({ siteId: q.site_id, from, to, eventType: q.event_type ?? null, limit: q.limit })
-    return c.json({ site_id: q.site_id, date: q.date ?? null, event_type: q.event_type ?? null, ...stats })
+    const s = await store.stats({ siteId: q.site_id, from, to, granularity: null, eventType: q.event_type ?? null, limit: q.limit })
+    return c.json({
+      site_id: q.site_id, date: q.date ?? null, event_type: q.event_type ?? null,
+      total_views: s.total_views, unique_users: s.unique_users, top_paths: s.top_paths,
+    })
   })
+}
+
+function parseTimestampMs(s: string): number | null {
+  const r = parseTimestamp(s)
+  return r.ok ? r.ms : null
+}
+
+function countBuckets(from: Date, to: Date, g: (typeof GRANULARITIES)[number]): number {
+  let n = 0
+  for (let b = truncate(from, g); b < to && n <= MAX_SERIES_BUCKETS; b = add(b, g)) n++
+  return n
 }
 
 function isCalendarDate(s: string): boolean {

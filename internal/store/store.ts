@@ -1,22 +1,10 @@
-// Package store is Sluice's Postgres access: idempotent bulk inserts of events and
-// the stats queries. Tagged templates only, so every value is a bound parameter.
+// Package store is Sluice's Postgres access: idempotent bulk inserts of raw events,
+// the rollup and retention jobs, and stats over rollups and raw rows. Tagged templates only, so every value is a bound parameter.
 import type { Sql } from '../clients/clients.ts'
 import type { Event } from '../event/event.ts'
-
-export type StatsQuery = {
-  siteId: string
-  /** Inclusive start and exclusive end; both null means all time. */
-  from: Date | null
-  to: Date | null
-  eventType?: string | null
-  limit?: number
-}
-
-export type Stats = {
-  total_views: number
-  unique_users: number
-  top_paths: { path: string; views: number }[]
-}
+import { retention, type RetentionOptions } from './retention.ts'
+import { rollup, type RollupOptions } from './rollup.ts'
+import { rangeStats, type RangeQuery, type RangeStats } from './stats.ts'
 
 export type Store = ReturnType<typeof createStore>
 
@@ -45,41 +33,42 @@ export function createStore(sql: Sql) {
       stamps[i] = e.timestamp
       received[i] = new Date(e.received_at).toISOString()
     }
+    // event_ids remembers every id for the dedup window; only ids it did not know yet go into events.
     const result = await sql`
-      insert into events (event_id, site_id, event_type, path, user_id, ts, received_at)
-      select * from unnest(
-        ${ids}::uuid[], ${sites}::text[], ${types}::text[], ${paths}::text[],
-        ${users}::text[], ${stamps}::timestamptz[], ${received}::timestamptz[]
+      with input as (
+        select distinct on (event_id) *
+        from unnest(
+          ${ids}::uuid[], ${sites}::text[], ${types}::text[], ${paths}::text[],
+          ${users}::text[], ${stamps}::timestamptz[], ${received}::timestamptz[]
+        ) as t(event_id, site_id, event_type, path, user_id, ts, received_at)
+      ),
+      fresh as (
+        insert into event_ids (event_id) select event_id from input
+        on conflict (event_id) do nothing
+        returning event_id
       )
-      on conflict (event_id) do nothing`
+      insert into events (event_id, site_id, event_type, path, user_id, ts, received_at)
+      select i.event_id, i.site_id, i.event_type, i.path, i.user_id, i.ts, i.received_at
+      from input i join fresh f using (event_id)`
     return result.count
   }
 
-  /** Totals and top paths for one site, read from one snapshot. */
-  async function stats({ siteId, from, to, eventType = null, limit = 10 }: StatsQuery): Promise<Stats> {
-    const range = from && to ? sql`and ts >= ${from} and ts < ${to}` : sql``
-    const type = eventType ? sql`and event_type = ${eventType}` : sql``
-    return sql.begin('isolation level repeatable read read only', async (tx) => {
-      const [totals] = await tx`
-        select count(*)::float8 as views, count(distinct user_id)::float8 as users
-        from events where site_id = ${siteId} ${range} ${type}`
-      const paths = await tx`
-        select path, count(*)::float8 as views
-        from events where site_id = ${siteId} and path is not null ${range} ${type}
-        group by path order by views desc, path limit ${limit}`
-      return {
-        total_views: totals!.views as number,
-        unique_users: totals!.users as number,
-        top_paths: paths.map((r) => ({ path: r.path as string, views: r.views as number })),
-      }
-    })
+  /** Totals, a time series and top paths for one site over any range; see rangeStats. */
+  function stats(query: RangeQuery): Promise<RangeStats> {
+    return rangeStats(sql, query)
   }
 
   async function ping(): Promise<void> {
     await sql`select 1`
   }
 
-  return { insertEvents, stats, ping }
+  return {
+    insertEvents,
+    stats,
+    rollup: (options?: RollupOptions) => rollup(sql, options),
+    retention: (options?: RetentionOptions) => retention(sql, options),
+    ping,
+  }
 }
 
 /** SQLSTATE classes that mean "this data can never be stored", as opposed to "try again later". */

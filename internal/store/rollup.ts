@@ -1,0 +1,120 @@
+import type { Sql } from '../clients/clients.ts'
+
+export const GRANULARITIES = ['hour', 'day', 'month', 'year'] as const
+export type Granularity = (typeof GRANULARITIES)[number]
+
+/** HyperLogLog parameters for unique users: 2^14 registers of 5 bits, exact up to 1280 users. */
+export const HLL = { log2m: 14, regwidth: 5, expthresh: -1, sparseon: 1 } as const
+/** The explicit-mode threshold those parameters give: below it, unique users are exact. */
+export const HLL_EXACT_UP_TO = 1280
+
+// Held for the whole of a rollup transaction, so two crons never roll up at once.
+const ROLLUP_LOCK = 7_283_410_002
+
+export type RollupOptions = {
+  /** Most paths kept per site, bucket and event type; the rest fold into other_path_views. */
+  pathCap?: number
+  /** Most transaction ids one rollup transaction covers, which bounds its size. */
+  chunkXids?: number
+  signal?: AbortSignal
+}
+
+export type RollupResult = {
+  /** False when another process held the rollup lock; nothing was done. */
+  ran: boolean
+  chunks: number
+  events: number
+  watermark: string
+}
+
+/**
+ * Counts raw events not yet counted into the hour, day, month and year rollups.
+ *
+ * Each chunk is one transaction that takes the rollup lock, reads the watermark, counts
+ * raw rows whose inserting transaction id lies in [watermark, horizon), upserts them into
+ * every rollup table and moves the watermark to horizon. horizon is at most the oldest
+ * transaction still running, so no row below it can still appear. A crash anywhere rolls
+ * the whole chunk back: every event is counted exactly once.
+ */
+export async function rollup(sql: Sql, { pathCap = 1000, chunkXids = 500, signal }: RollupOptions = {}): Promise<RollupResult> {
+  let chunks = 0
+  let events = 0
+  let watermark = ''
+  for (;;) {
+    const chunk = await sql.begin(async (tx) => {
+      const [lock] = await tx`select pg_try_advisory_xact_lock(${ROLLUP_LOCK}) as ok`
+      if (!lock!.ok) return null
+      const [state] = await tx`
+        select xid_watermark::text as lo,
+               least(pg_snapshot_xmin(pg_current_snapshot()), (xid_watermark::text::numeric + ${chunkXids})::text::xid8)::text as hi,
+               pg_snapshot_xmin(pg_current_snapshot())::text as horizon
+        from rollup_state for update`
+      const { lo, hi, horizon } = state as { lo: string; hi: string; horizon: string }
+      if (BigInt(hi) <= BigInt(lo)) return { events: 0, watermark: lo, done: true }
+      const n = await rollupRange(tx as unknown as Sql, lo, hi, pathCap)
+      await tx`update rollup_state set xid_watermark = ${hi}::xid8, rolled_at = now()`
+      return { events: n, watermark: hi, done: hi === horizon }
+    })
+    if (chunk === null) return { ran: false, chunks, events, watermark }
+    watermark = chunk.watermark
+    if (chunk.events > 0 || !chunk.done) chunks++
+    events += chunk.events
+    if (chunk.done || signal?.aborted) return { ran: true, chunks, events, watermark }
+  }
+}
+
+async function rollupRange(tx: Sql, lo: string, hi: string, pathCap: number): Promise<number> {
+  const { log2m, regwidth, expthresh, sparseon } = HLL
+  await tx`
+    create temp table rollup_chunk on commit drop as
+    select site_id, date_trunc('hour', ts, 'UTC') as bucket, event_type, count(*)::bigint as views,
+           hll_add_agg(hll_hash_text(user_id), ${log2m}, ${regwidth}, ${expthresh}, ${sparseon}) as users
+    from events where xid >= ${lo}::xid8 and xid < ${hi}::xid8
+    group by 1, 2, 3`
+  const [{ n }] = (await tx`select coalesce(sum(views), 0)::float8 as n from rollup_chunk`) as unknown as [{ n: number }]
+  if (n === 0) return 0
+  await tx`
+    create temp table rollup_chunk_paths on commit drop as
+    select site_id, date_trunc('hour', ts, 'UTC') as bucket, event_type, path, count(*)::bigint as views
+    from events where xid >= ${lo}::xid8 and xid < ${hi}::xid8 and path is not null
+    group by 1, 2, 3, 4`
+  for (const g of GRANULARITIES) {
+    const table = tx(`rollup_${g}`)
+    const paths = tx(`rollup_${g}_paths`)
+    await tx`
+      insert into ${table} as r (site_id, bucket, event_type, views, users)
+      select site_id, date_trunc(${g}, bucket, 'UTC'), event_type, sum(views), hll_union_agg(users)
+      from rollup_chunk group by 1, 2, 3
+      on conflict (site_id, bucket, event_type)
+      do update set views = r.views + excluded.views, users = hll_union(r.users, excluded.users)`
+    await tx`
+      insert into ${paths} as r (site_id, bucket, event_type, path, views)
+      select site_id, date_trunc(${g}, bucket, 'UTC'), event_type, path, sum(views)
+      from rollup_chunk_paths group by 1, 2, 3, 4
+      on conflict (site_id, bucket, event_type, path)
+      do update set views = r.views + excluded.views`
+    // Keep the pathCap most viewed paths of each bucket this chunk touched; fold the rest.
+    await tx`
+      with touched as (
+        select distinct site_id, date_trunc(${g}, bucket, 'UTC') as bucket, event_type from rollup_chunk_paths
+      ),
+      crowded as (
+        select p.site_id, p.bucket, p.event_type from ${paths} p join touched t using (site_id, bucket, event_type)
+        group by 1, 2, 3 having count(*) > ${pathCap}
+      ),
+      ranked as (
+        select p.site_id, p.bucket, p.event_type, p.path,
+               row_number() over (partition by p.site_id, p.bucket, p.event_type order by p.views desc, p.path) as rank
+        from ${paths} p join crowded c using (site_id, bucket, event_type)
+      ),
+      trimmed as (
+        delete from ${paths} p using ranked k
+        where k.rank > ${pathCap} and p.site_id = k.site_id and p.bucket = k.bucket and p.event_type = k.event_type and p.path = k.path
+        returning p.site_id, p.bucket, p.event_type, p.views
+      )
+      update ${table} r set other_path_views = r.other_path_views + f.views
+      from (select site_id, bucket, event_type, sum(views) as views from trimmed group by 1, 2, 3) f
+      where r.site_id = f.site_id and r.bucket = f.bucket and r.event_type = f.event_type`
+  }
+  return n
+}
