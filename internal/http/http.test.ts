@@ -265,3 +265,49 @@ describe('health', () => {
     expect(res.status).toBe(503)
   })
 })
+
+describe('GET /v1/stats', () => {
+  const auth = { authorization: `Bearer ${TOKEN}` }
+  const get = (q: string) => app.request(`/v1/stats?${q}`, { headers: auth })
+
+  test('needs a bearer token', async () => {
+    await expectError(await app.request('/v1/stats?site_id=stats-site&from=2025-11-01'), 401, 'unauthorized')
+  })
+
+  test('answers totals, a zero-filled series and top paths for a range', async () => {
+    const res = await get('site_id=stats-site&from=2025-11-13&to=2025-11-16&granularity=day')
+    expect(res.status).toBe(200)
+    expect(await res.json()).toEqual({
+      site_id: 'stats-site', from: '2025-11-13T00:00:00.000Z', to: '2025-11-16T00:00:00.000Z', granularity: 'day', event_type: null,
+      totals: { views: 6, unique_users: 5 },
+      series: [
+        { bucket: '2025-11-13T00:00:00.000Z', views: 1, unique_users: 1 },
+        { bucket: '2025-11-14T00:00:00.000Z', views: 4, unique_users: 3 },
+        { bucket: '2025-11-15T00:00:00.000Z', views: 1, unique_users: 1 },
+      ],
+      top_paths: [{ path: '/', views: 3 }, { path: '/pricing', views: 2 }, { path: '/signup', views: 1 }],
+      top_paths_max_error: 0,
+    })
+  })
+
+  test('accepts timestamps on hour boundaries and hourly granularity', async () => {
+    const res = await get('site_id=stats-site&from=2025-11-14T09:00:00Z&to=2025-11-14T12:00:00%2B01:00&granularity=hour&event_type=pageview')
+    const body = (await res.json()) as { series: unknown[]; totals: unknown }
+    expect(body.series).toEqual([
+      { bucket: '2025-11-14T09:00:00.000Z', views: 0, unique_users: 0 },
+      { bucket: '2025-11-14T10:00:00.000Z', views: 3, unique_users: 2 },
+    ])
+  })
+
+  test.each([
+    ['site_id=stats-site', 'from', /from/],
+    ['site_id=stats-site&from=yesterday', 'from', /date \(YYYY-MM-DD\) or an ISO 8601/],
+    ['site_id=stats-site&from=2025-11-14T10:30:00Z', 'from', /whole UTC hour/],
+    ['site_id=stats-site&from=2025-11-14&to=2025-11-13', 'to', /after from/],
+    ['site_id=stats-site&from=2025-11-14&granularity=week', 'granularity', /hour, day, month, year/],
+    ['site_id=stats-site&from=2000-01-01&to=2025-01-01&granularity=hour', 'granularity', /coarser/],
+  ])('rejects %p with 400 naming %p', async (q, field, message) => {
+    const body = await expectError(await get(q), 400, 'invalid_query')
+    expect(body.details).toContainEqual({ field, message: expect.stringMatching(message) })
+  })
+})

@@ -45,11 +45,14 @@ export async function rollup(sql: Sql, { pathCap = 1000, chunkXids = 500, signal
       const [lock] = await tx`select pg_try_advisory_xact_lock(${ROLLUP_LOCK}) as ok`
       if (!lock!.ok) return null
       const [state] = await tx`
-        select xid_watermark::text as lo,
-               least(pg_snapshot_xmin(pg_current_snapshot()), (xid_watermark::text::numeric + ${chunkXids})::text::xid8)::text as hi,
-               pg_snapshot_xmin(pg_current_snapshot())::text as horizon
-        from rollup_state for update`
-      const { lo, hi, horizon } = state as { lo: string; hi: string; horizon: string }
+        with s as (
+          select xid_watermark as lo, pg_snapshot_xmin(pg_current_snapshot()) as horizon from rollup_state for update
+        )
+        select lo::text, horizon::text, (select min(xid) from events where xid >= s.lo and xid < s.horizon)::text as first from s`
+      const { lo, horizon, first } = state as { lo: string; horizon: string; first: string | null }
+      // Start at the oldest row not yet counted, so empty stretches of transaction ids cost nothing.
+      const start = first === null ? BigInt(horizon) : BigInt(first)
+      const hi = String(start + BigInt(chunkXids) < BigInt(horizon) ? start + BigInt(chunkXids) : BigInt(horizon))
       if (BigInt(hi) <= BigInt(lo)) return { events: 0, watermark: lo, done: true }
       const n = await rollupRange(tx as unknown as Sql, lo, hi, pathCap)
       await tx`update rollup_state set xid_watermark = ${hi}::xid8, rolled_at = now()`

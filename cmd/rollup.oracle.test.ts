@@ -1,0 +1,195 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { GRANULARITIES, HLL_EXACT_UP_TO } from '../internal/store/rollup.ts'
+import { truncate } from '../internal/store/stats.ts'
+import { createTestDatabase, createTestRedis, envFor, eventually, freePort, runBinary, spawnBinary, waitForReady, type Binary, type TestDatabase, type TestRedis } from '../internal/testkit/testkit.ts'
+
+// An exact oracle for the rollups: a seeded random workload of several sites over a year
+// boundary goes through the real API and worker; the rollup runs repeatedly as the real
+// cron binary, is SIGKILLed mid-run and run twice at once; then every bucket of every
+// granularity must match what this file computes from the events it sent.
+
+type Ev = { event_id: string; site_id: string; event_type: string; path: string; user_id: string; timestamp: string }
+
+function prng(seed: number) {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+const rand = prng(20251114)
+const pick = <T,>(xs: readonly T[]) => xs[Math.floor(rand() * xs.length)]!
+const uuid = () => {
+  const h = Array.from({ length: 32 }, () => Math.floor(rand() * 16).toString(16))
+  h[12] = '4'
+  h[16] = '8'
+  return `${h.slice(0, 8).join('')}-${h.slice(8, 12).join('')}-${h.slice(12, 16).join('')}-${h.slice(16, 20).join('')}-${h.slice(20).join('')}`
+}
+
+const SITES = [
+  { id: 'oracle-big', users: 3000, events: 12_000 }, // month and year buckets go past the exact threshold
+  { id: 'oracle-a', users: 300, events: 5_000 },
+  { id: 'oracle-b', users: 50, events: 3_000 },
+  { id: 'oracle:c.d_e', users: 5, events: 1_000 },
+]
+const PATHS = Array.from({ length: 40 }, (_, i) => `/page/${i}`)
+const TYPES = ['pageview', 'pageview', 'pageview', 'click', 'signup']
+const START = Date.parse('2024-11-20T00:00:00Z')
+const SPAN = Date.parse('2025-02-10T00:00:00Z') - START
+
+function workload(): Ev[] {
+  const out: Ev[] = []
+  for (const site of SITES) {
+    for (let i = 0; i < site.events; i++) {
+      out.push({
+        event_id: uuid(), site_id: site.id, event_type: pick(TYPES), path: pick(PATHS),
+        user_id: `user-${Math.floor(rand() * site.users)}`, timestamp: new Date(START + Math.floor(rand() * SPAN)).toISOString(),
+      })
+    }
+  }
+  return out.sort(() => rand() - 0.5)
+}
+
+type Bucket = { views: number; byType: Map<string, number>; users: Set<string>; paths: Map<string, number> }
+function expected(events: Ev[]) {
+  const buckets = new Map<string, Bucket>()
+  for (const e of events) {
+    for (const g of GRANULARITIES) {
+      const key = `${g}|${e.site_id}|${truncate(new Date(e.timestamp), g).toISOString()}`
+      let b = buckets.get(key)
+      if (!b) buckets.set(key, (b = { views: 0, byType: new Map(), users: new Set(), paths: new Map() }))
+      b.views++
+      b.byType.set(e.event_type, (b.byType.get(e.event_type) ?? 0) + 1)
+      b.users.add(e.user_id)
+      const pk = `${e.event_type}|${e.path}`
+      b.paths.set(pk, (b.paths.get(pk) ?? 0) + 1)
+    }
+  }
+  return buckets
+}
+
+describe('rollups against an exact oracle', () => {
+  let db: TestDatabase
+  let r: TestRedis
+  let api: Binary
+  let worker: Binary
+  let base: string
+  let env: Record<string, string>
+  const sent = new Map<string, Ev>()
+  const log: string[] = []
+
+  beforeAll(async () => {
+    ;[db, r] = await Promise.all([createTestDatabase(), createTestRedis()])
+    const port = await freePort()
+    base = `http://127.0.0.1:${port}`
+    // Small worker batches and one transaction per rollup chunk make the rollup long enough to kill mid-run.
+    env = envFor(db, r, { PORT: String(port), STATS_TOKEN: 'oracle', WORKER_BATCH_SIZE: '100', WORKER_BLOCK_MS: '100', ROLLUP_CHUNK_XIDS: '1' })
+    api = spawnBinary('api', env)
+    worker = spawnBinary('worker', env)
+    await waitForReady(`${base}/readyz`, api)
+  })
+  afterAll(async () => {
+    await Promise.all([api?.stop(), worker?.stop()])
+    await r.cleanup()
+    await db.drop()
+  })
+
+  async function post(events: Ev[]) {
+    for (let i = 0; i < events.length; i += 1000) {
+      const res = await fetch(`${base}/events`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(events.slice(i, i + 1000)) })
+      expect(res.status).toBe(202)
+      for (const e of events.slice(i, i + 1000)) sent.set(e.event_id, e)
+    }
+  }
+  async function drained() {
+    const ok = await eventually(async () => {
+      const [{ n }] = (await db.sql`select count(*)::int as n from events`) as unknown as [{ n: number }]
+      return n === sent.size && (await r.redis.xlen(r.queue.stream)) === 0
+    }, { timeoutMs: 60_000 })
+    expect(ok).toBe(true)
+  }
+  const unrolled = async () => ((await db.sql`select count(*)::int as n from events where xid >= (select xid_watermark from rollup_state)`)[0]!.n as number)
+  const rollupOnce = () => runBinary('cron', env, ['--once', 'rollup'])
+
+  test('every bucket of every granularity matches, through kills, concurrency, late events and duplicates', async () => {
+    const all = workload()
+    const [first, second] = [all.slice(0, 14_000), all.slice(14_000)]
+
+    await post(first)
+    await drained()
+
+    // SIGKILL the rollup once it has committed some chunks but not all.
+    const start = (await db.sql`select xid_watermark::text as w from rollup_state`)[0]!.w as string
+    const cron = spawnBinary('cron', env, ['--once', 'rollup'])
+    await eventually(async () => ((await db.sql`select xid_watermark::text as w from rollup_state`)[0]!.w as string) !== start, { timeoutMs: 30_000, intervalMs: 2 })
+    cron.proc.kill('SIGKILL')
+    await cron.proc.exited
+    expect(cron.proc.signalCode).toBe('SIGKILL')
+    const left = await unrolled()
+    log.push(`killed mid-run with ${left} of ${sent.size} events not yet rolled up`)
+    expect(left).toBeGreaterThan(0)
+
+    // Late events (timestamps in hours already rolled up) and duplicate deliveries.
+    const late = first.slice(0, 500).map((e) => ({ ...e, event_id: uuid(), user_id: `late-${e.user_id}` }))
+    await post([...second, ...late])
+    const retried = second.slice(0, 300)
+    await post(retried) // a client retrying with the same event_id
+    for (const e of first.slice(0, 200)) {
+      // a redelivery straight onto the stream, as after a worker crash
+      await r.redis.xadd(r.queue.stream, '*', 'e', JSON.stringify({ ...e, timestamp: new Date(e.timestamp).toISOString(), received_at: Date.now() }))
+    }
+
+    // Two rollups at once, while events are still arriving.
+    const [a, b] = await Promise.all([rollupOnce(), rollupOnce()])
+    expect([a.code, b.code]).toEqual([0, 0])
+    await drained()
+    const final = await rollupOnce()
+    expect(final.code).toBe(0)
+    expect(await unrolled()).toBe(0)
+
+    const oracle = expected([...sent.values()])
+    let exactUsers = 0
+    let approxUsers = 0
+    for (const g of GRANULARITIES) {
+      const rows = await db.sql`
+        select site_id, bucket, sum(views)::int as views, hll_cardinality(hll_union_agg(users))::float8 as users,
+               json_object_agg(event_type, views) as by_type, sum(other_path_views)::int as other
+        from ${db.sql(`rollup_${g}`)} where site_id like 'oracle%' group by 1, 2`
+      const paths = await db.sql`select site_id, bucket, event_type, path, views::int from ${db.sql(`rollup_${g}_paths`)} where site_id like 'oracle%'`
+      const expectedKeys = [...oracle.keys()].filter((k) => k.startsWith(`${g}|`)).sort()
+      expect(rows.map((row) => `${g}|${row.site_id}|${(row.bucket as Date).toISOString()}`).sort()).toEqual(expectedKeys)
+      for (const row of rows) {
+        const want = oracle.get(`${g}|${row.site_id}|${(row.bucket as Date).toISOString()}`)!
+        expect({ g, site: row.site_id, bucket: row.bucket, views: row.views, byType: row.by_type, other: row.other }).toEqual({
+          g, site: row.site_id, bucket: row.bucket, views: want.views, byType: Object.fromEntries(want.byType), other: 0,
+        })
+        if (want.users.size < HLL_EXACT_UP_TO) {
+          expect(row.users).toBe(want.users.size)
+          exactUsers++
+        } else {
+          expect(Math.abs(row.users - want.users.size) / want.users.size).toBeLessThanOrEqual(0.02)
+          approxUsers++
+        }
+      }
+      const gotPaths = new Map<string, number>()
+      for (const p of paths) gotPaths.set(`${g}|${p.site_id}|${(p.bucket as Date).toISOString()}|${p.event_type}|${p.path}`, p.views as number)
+      const wantPaths = new Map<string, number>()
+      for (const [key, b] of oracle) if (key.startsWith(`${g}|`)) for (const [pk, n] of b.paths) wantPaths.set(`${key}|${pk}`, n)
+      expect(Object.fromEntries([...gotPaths].sort())).toEqual(Object.fromEntries([...wantPaths].sort()))
+    }
+    log.push(`compared ${oracle.size} buckets; unique users exact in ${exactUsers}, within 2 % in ${approxUsers}`)
+    expect(approxUsers).toBeGreaterThan(0)
+
+    // The API answers from the same rollups: a whole-span monthly query for the big site.
+    const site = 'oracle-big'
+    const res = await fetch(`${base}/v1/stats?site_id=${site}&from=2024-11-01&to=2025-03-01&granularity=month&limit=100`, { headers: { authorization: 'Bearer oracle' } })
+    const body = (await res.json()) as { totals: { views: number }; series: { bucket: string; views: number }[]; top_paths: { path: string; views: number }[] }
+    expect(body.totals.views).toBe([...sent.values()].filter((e) => e.site_id === site).length)
+    for (const s of body.series) expect(s.views).toBe(oracle.get(`month|${site}|${s.bucket}`)?.views ?? 0)
+    const byPath = new Map<string, number>()
+    for (const e of sent.values()) if (e.site_id === site) byPath.set(e.path, (byPath.get(e.path) ?? 0) + 1)
+    expect(Object.fromEntries(body.top_paths.map((p) => [p.path, p.views]))).toEqual(Object.fromEntries(byPath))
+    console.log(`oracle: ${log.join('; ')}`)
+  }, 180_000)
+})

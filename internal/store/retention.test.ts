@@ -1,0 +1,87 @@
+import { afterEach, beforeEach, describe, expect, test } from 'bun:test'
+import { createTestDatabase, type TestDatabase } from '../testkit/testkit.ts'
+import { ensurePartitions, retention } from './retention.ts'
+import { rollup } from './rollup.ts'
+import { createStore, type Store } from './store.ts'
+
+let db: TestDatabase
+let store: Store
+beforeEach(async () => {
+  db = await createTestDatabase()
+  store = createStore(db.sql)
+})
+afterEach(() => db.drop())
+
+const HOUR = 3_600_000
+const now = new Date()
+const hoursAgo = (h: number) => new Date(now.getTime() - h * HOUR)
+
+/** Inserts a raw event as if it had been ingested `h` hours ago. */
+async function ingestedHoursAgo(h: number, o: { user?: string; path?: string; ts?: string } = {}) {
+  await db.sql`select sluice_ensure_partition(${hoursAgo(h)})`
+  const id = crypto.randomUUID()
+  await db.sql`insert into event_ids (event_id, seen_at) values (${id}, ${hoursAgo(h)})`
+  await db.sql`
+    insert into events (event_id, site_id, event_type, path, user_id, ts, received_at, inserted_at)
+    values (${id}, 'ret', 'pageview', ${o.path ?? '/'}, ${o.user ?? 'u'}, ${o.ts ?? '2025-11-14T10:00:00Z'}, ${hoursAgo(h)}, ${hoursAgo(h)})`
+}
+const partitions = async () =>
+  (await db.sql`select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid where i.inhparent = 'events'::regclass and c.relname <> 'events_default' order by 1`).map((r) => r.relname as string)
+const rawCount = async () => (await db.sql`select count(*)::int as n from events`)[0]!.n as number
+const statsNow = () => store.stats({ siteId: 'ret', from: new Date('2025-11-01T00:00:00Z'), to: new Date('2025-12-01T00:00:00Z'), granularity: 'day' })
+
+describe('retention', () => {
+  test('makes hourly partitions ahead of time, once', async () => {
+    const made = await ensurePartitions(db.sql, { aheadHours: 3, now: new Date('2030-01-01T10:30:00Z') })
+    expect(made).toBe(5)
+    expect(await ensurePartitions(db.sql, { aheadHours: 3, now: new Date('2030-01-01T10:30:00Z') })).toBe(0)
+    expect((await partitions()).filter((p) => p.startsWith('events_p20300101'))).toEqual(['events_p2030010109', 'events_p2030010110', 'events_p2030010111', 'events_p2030010112', 'events_p2030010113'])
+  })
+
+  test('drops expired partitions once rolled up, and the stats stay the same', async () => {
+    await ingestedHoursAgo(30, { user: 'a', path: '/old' })
+    await ingestedHoursAgo(26, { user: 'b' })
+    await ingestedHoursAgo(1, { user: 'a' })
+    await rollup(db.sql)
+    const before = await statsNow()
+    const result = await retention(db.sql, { rawRetentionHours: 24, now })
+    expect(result.partitionsDropped).toHaveLength(2)
+    expect(result.partitionsKept).toEqual([])
+    expect(await rawCount()).toBe(1)
+    expect(await statsNow()).toEqual(before)
+    expect(before).toMatchObject({ total_views: 3, unique_users: 2, top_paths: [{ path: '/', views: 2 }, { path: '/old', views: 1 }] })
+  })
+
+  test('never drops a partition holding events the rollups have not counted', async () => {
+    await ingestedHoursAgo(30)
+    await rollup(db.sql)
+    await ingestedHoursAgo(29) // arrives after the rollup ran
+    const result = await retention(db.sql, { rawRetentionHours: 24, now })
+    expect(result.partitionsDropped).toHaveLength(1)
+    expect(result.partitionsKept).toHaveLength(1)
+    expect(await rawCount()).toBe(1)
+    expect((await statsNow()).total_views).toBe(2)
+    await rollup(db.sql)
+    expect((await retention(db.sql, { rawRetentionHours: 24, now })).partitionsDropped).toHaveLength(1)
+    expect((await statsNow()).total_views).toBe(2)
+  })
+
+  test('deletes rows left in the default partition only once they are rolled up and expired', async () => {
+    // No partition for that hour: the row lands in events_default.
+    await db.sql`insert into events (event_id, site_id, event_type, ts, received_at, inserted_at)
+                 values (${crypto.randomUUID()}, 'ret', 'pageview', '2025-11-14T10:00:00Z', now(), ${new Date('2001-01-01T00:00:00Z')})`
+    expect((await retention(db.sql, { now })).defaultRowsDeleted).toBe(0)
+    await rollup(db.sql)
+    expect((await retention(db.sql, { now })).defaultRowsDeleted).toBe(1)
+    expect((await statsNow()).total_views).toBe(1)
+  })
+
+  test('forgets event ids after the dedup window, not before', async () => {
+    await ingestedHoursAgo(50)
+    await ingestedHoursAgo(10)
+    await rollup(db.sql)
+    const result = await retention(db.sql, { rawRetentionHours: 24, dedupWindowHours: 48, now })
+    expect(result.eventIdsDeleted).toBe(1)
+    expect((await db.sql`select count(*)::int as n from event_ids`)[0]!.n).toBe(1)
+  })
+})

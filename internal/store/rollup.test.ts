@@ -1,0 +1,145 @@
+import { afterEach, beforeEach, describe, expect, test } from 'bun:test'
+import type { Event } from '../event/event.ts'
+import { createTestDatabase, type TestDatabase } from '../testkit/testkit.ts'
+import { rollup } from './rollup.ts'
+import { createStore, type Store } from './store.ts'
+
+let db: TestDatabase
+let store: Store
+beforeEach(async () => {
+  db = await createTestDatabase()
+  store = createStore(db.sql)
+})
+afterEach(() => db.drop())
+
+let n = 0
+const event = (o: Partial<Event> = {}): Event => ({
+  event_id: crypto.randomUUID(), site_id: 'r', event_type: 'pageview', path: '/', user_id: `u${n++}`,
+  timestamp: '2025-11-14T10:15:00.000Z', received_at: Date.now(), ...o,
+})
+
+type Row = { bucket: Date; views: number; users: number; other: number }
+async function rolled(g: string, site = 'r'): Promise<Row[]> {
+  const rows = await db.sql`
+    select bucket, sum(views)::int as views, hll_cardinality(hll_union_agg(users))::int as users, sum(other_path_views)::int as other
+    from ${db.sql(`rollup_${g}`)} where site_id = ${site} group by bucket order by bucket`
+  return rows as unknown as Row[]
+}
+async function rolledPaths(g: string, site = 'r') {
+  return db.sql`select path, sum(views)::int as views from ${db.sql(`rollup_${g}_paths`)} where site_id = ${site} group by path order by views desc, path`
+}
+
+describe('rollup', () => {
+  test('counts every event once into its hour, day, month and year', async () => {
+    await store.insertEvents([
+      event({ timestamp: '2024-12-31T23:59:59.999Z', user_id: 'a' }),
+      event({ timestamp: '2025-01-01T00:00:00.000Z', user_id: 'a' }),
+      event({ timestamp: '2025-01-01T00:30:00.000Z', user_id: 'b', event_type: 'click' }),
+    ])
+    const result = await rollup(db.sql)
+    expect(result).toMatchObject({ ran: true, events: 3 })
+    expect(await rolled('hour')).toEqual([
+      { bucket: new Date('2024-12-31T23:00:00Z'), views: 1, users: 1, other: 0 },
+      { bucket: new Date('2025-01-01T00:00:00Z'), views: 2, users: 2, other: 0 },
+    ])
+    expect((await rolled('day')).map((r) => [r.bucket.toISOString(), r.views])).toEqual([['2024-12-31T00:00:00.000Z', 1], ['2025-01-01T00:00:00.000Z', 2]])
+    expect((await rolled('month')).map((r) => r.views)).toEqual([1, 2])
+    expect(await rolled('year')).toEqual([
+      { bucket: new Date('2024-01-01T00:00:00Z'), views: 1, users: 1, other: 0 },
+      { bucket: new Date('2025-01-01T00:00:00Z'), views: 2, users: 2, other: 0 },
+    ])
+  })
+
+  test('running again counts nothing twice', async () => {
+    await store.insertEvents([event(), event()])
+    await rollup(db.sql)
+    expect((await rollup(db.sql)).events).toBe(0)
+    expect((await rolled('day'))[0]!.views).toBe(2)
+  })
+
+  test('counts a late event, whose hour was already rolled up, into that hour', async () => {
+    await store.insertEvents([event({ timestamp: '2025-11-14T10:00:00.000Z' })])
+    await rollup(db.sql)
+    await store.insertEvents([event({ timestamp: '2025-11-14T10:59:59.000Z' })])
+    await rollup(db.sql)
+    expect(await rolled('hour')).toEqual([{ bucket: new Date('2025-11-14T10:00:00Z'), views: 2, users: 2, other: 0 }])
+  })
+
+  test('never skips an event whose transaction was still open while the rollup ran', async () => {
+    const reserved = await db.sql.reserve()
+    await reserved`begin`
+    await reserved`insert into events (event_id, site_id, event_type, path, user_id, ts, received_at)
+                   values (${crypto.randomUUID()}, 'r', 'pageview', '/slow', 'slow', '2025-11-14T10:00:00Z', now())`
+    await store.insertEvents([event()]) // commits after the open transaction started
+    await rollup(db.sql)
+    await reserved`commit`
+    reserved.release()
+    await rollup(db.sql)
+    expect((await rolled('hour'))[0]!.views).toBe(2)
+  })
+
+  test('merges unique users across days rather than adding them', async () => {
+    await store.insertEvents([
+      event({ timestamp: '2025-11-14T10:00:00.000Z', user_id: 'same' }),
+      event({ timestamp: '2025-11-15T10:00:00.000Z', user_id: 'same' }),
+      event({ timestamp: '2025-11-15T11:00:00.000Z', user_id: null }),
+    ])
+    await rollup(db.sql)
+    expect((await rolled('day')).map((r) => r.users)).toEqual([1, 1])
+    expect((await rolled('month')).map((r) => [r.views, r.users])).toEqual([[3, 1]])
+  })
+
+  test('keeps the most viewed paths up to the cap and folds the rest into other_path_views', async () => {
+    const events: Event[] = []
+    for (let p = 0; p < 15; p++) for (let i = 0; i <= p; i++) events.push(event({ path: `/p${String(p).padStart(2, '0')}` }))
+    await store.insertEvents(events)
+    await rollup(db.sql, { pathCap: 10 })
+    const kept = await rolledPaths('hour')
+    expect(kept.map((r) => r.path)).toEqual(['/p14', '/p13', '/p12', '/p11', '/p10', '/p09', '/p08', '/p07', '/p06', '/p05'])
+    expect((await rolled('hour'))[0]!.other).toBe(1 + 2 + 3 + 4 + 5)
+    const stats = await store.stats({ siteId: 'r', from: null, to: null, granularity: null, limit: 3 })
+    expect(stats.top_paths).toEqual([{ path: '/p14', views: 15 }, { path: '/p13', views: 14 }, { path: '/p12', views: 13 }])
+    expect(stats.top_paths_max_error).toBe(15)
+    expect(stats.total_views).toBe(120)
+  })
+
+  test('lets only one of two concurrent runs roll up, and counts everything once', async () => {
+    await store.insertEvents(Array.from({ length: 500 }, () => event()))
+    const results = await Promise.all([rollup(db.sql, { chunkXids: 1 }), rollup(db.sql, { chunkXids: 1 })])
+    expect(results.reduce((s, r) => s + r.events, 0)).toBe(500)
+    await rollup(db.sql)
+    expect((await rolled('year'))[0]!.views).toBe(500)
+  })
+
+  test('works through a backlog in chunks of bounded size', async () => {
+    for (let i = 0; i < 5; i++) await store.insertEvents([event(), event()])
+    const result = await rollup(db.sql, { chunkXids: 1 })
+    expect(result.events).toBe(10)
+    expect(result.chunks).toBeGreaterThanOrEqual(5)
+  })
+})
+
+describe('stats over rollups and raw rows', () => {
+  test('give the same answer before and after the rollup, and between', async () => {
+    const q = { siteId: 'r', from: new Date('2025-11-01T00:00:00Z'), to: new Date('2025-12-01T00:00:00Z'), granularity: 'day' as const }
+    await store.insertEvents([event({ user_id: 'x' }), event({ user_id: 'y', timestamp: '2025-11-20T00:00:00.000Z' })])
+    const before = await store.stats(q)
+    await rollup(db.sql)
+    await store.insertEvents([event({ user_id: 'x', path: '/late' })])
+    const mixed = await store.stats(q)
+    await rollup(db.sql)
+    const after = await store.stats(q)
+    expect(before.total_views).toBe(2)
+    expect(mixed).toEqual(after)
+    expect(after).toMatchObject({ total_views: 3, unique_users: 2, top_paths: [{ path: '/', views: 2 }, { path: '/late', views: 1 }] })
+    expect(after.series).toHaveLength(30)
+    expect(after.series.find((s) => s.bucket === '2025-11-14T00:00:00.000Z')).toEqual({ bucket: '2025-11-14T00:00:00.000Z', views: 2, unique_users: 1 })
+  })
+
+  test('filter by event type after the raw rows are rolled up', async () => {
+    await store.insertEvents([event({ event_type: 'click', user_id: 'c' }), event({ user_id: 'p' })])
+    await rollup(db.sql)
+    const s = await store.stats({ siteId: 'r', from: null, to: null, granularity: null, eventType: 'click' })
+    expect(s).toMatchObject({ total_views: 1, unique_users: 1 })
+  })
+})
