@@ -24,59 +24,58 @@ export type RangeStats = {
 
 type Segments = Record<Granularity, string[]>
 type Fragment = postgres.PendingQuery<postgres.Row[]>
+type SeriesRow = { b: Date; views: number; users: number }
 
 /**
  * Stats for any range, read in one snapshot: the rollups hold every event below the
  * watermark, raw rows at or above it are counted directly, so nothing is counted twice.
- * The range is covered by the coarsest aligned buckets (years, then months, days, hours).
+ * Totals and top paths read the coarsest aligned buckets (years, then months, days, hours);
+ * the series reads buckets no coarser than its granularity.
  */
 export async function rangeStats(sql: Sql, { siteId, from, to, granularity, eventType = null, limit = 10 }: RangeQuery): Promise<RangeStats> {
-  const allTime = from === null || to === null
-  const segments = allTime ? null : plan(from, to, granularity)
+  const bounded = from !== null && to !== null
+  const coarse = bounded ? plan(from, to, null) : null
+  const fine = bounded && granularity ? plan(from, to, granularity) : null
   const { log2m, regwidth, expthresh, sparseon } = HLL
-  const seriesUnit = granularity ?? 'year'
 
   return sql.begin('isolation level repeatable read read only', async (tx) => {
     const type = eventType ? tx`and event_type = ${eventType}` : tx``
-    const rawRange = allTime ? tx`` : tx`and ts >= ${from} and ts < ${to}`
-    const [{ watermark }] = (await tx`select xid_watermark::text as watermark from rollup_state`) as unknown as [{ watermark: string }]
-    const rolled = (g: Granularity, columns: Fragment): Fragment => {
-      const buckets = segments ? tx`and bucket = any(${segments[g]}::timestamptz[])` : tx``
-      return tx`select ${columns} from ${tx(`rollup_${g}`)} where site_id = ${siteId} ${buckets} ${type}`
-    }
-    const levels: Granularity[] = segments ? GRANULARITIES.filter((g) => segments[g].length > 0) : ['year']
+    const raw = tx`from events where site_id = ${siteId} and xid >= (select xid_watermark from rollup_state) ${bounded ? tx`and ts >= ${from} and ts < ${to}` : tx``} ${type}`
     const unionAll = (parts: Fragment[]) => parts.reduce((acc, p) => tx`${acc} union all ${p}`)
+    /** One select per rollup level the plan uses (all years when unbounded), plus the raw rows. */
+    const sources = (segments: Segments | null, table: (g: Granularity) => string, columns: Fragment, rawSelect: Fragment) =>
+      unionAll([
+        ...(segments ? GRANULARITIES.filter((g) => segments[g].length > 0) : (['year'] as const)).map(
+          (g) => tx`select ${columns} from ${tx(table(g))} where site_id = ${siteId} ${segments ? tx`and bucket = any(${segments[g]}::timestamptz[])` : tx``} ${type}`,
+        ),
+        rawSelect,
+      ])
+    const hllOf = tx`hll_add_agg(hll_hash_text(user_id), ${log2m}, ${regwidth}, ${expthresh}, ${sparseon})`
 
-    const counts = unionAll([
-      ...levels.map((g) => rolled(g, tx`date_trunc(${seriesUnit}, bucket, 'UTC') as b, views, users, other_path_views`)),
-      tx`select date_trunc(${seriesUnit}, ts, 'UTC') as b, count(*)::bigint, hll_add_agg(hll_hash_text(user_id), ${log2m}, ${regwidth}, ${expthresh}, ${sparseon}), 0::bigint
-         from events where site_id = ${siteId} and xid >= ${watermark}::xid8 ${rawRange} ${type} group by 1`,
+    // Issued together, so postgres.js pipelines them on the transaction's connection.
+    const [[totals], paths, rows] = await Promise.all([
+      tx`
+        select coalesce(sum(views), 0)::float8 as views, coalesce(hll_cardinality(hll_union_agg(users)), 0)::float8 as users,
+               coalesce(sum(other), 0)::float8 as other
+        from (${sources(coarse, (g) => `rollup_${g}`, tx`views, users, other_path_views`, tx`select count(*)::bigint, ${hllOf}, 0::bigint ${raw}`)}) as c(views, users, other)`,
+      tx`
+        select path, sum(views)::float8 as views
+        from (${sources(coarse, (g) => `rollup_${g}_paths`, tx`path, views`, tx`select path, count(*)::bigint ${raw} and path is not null group by 1`)}) as p(path, views)
+        group by path order by views desc, path limit ${limit}`,
+      granularity && fine
+        ? tx`
+          select b, sum(views)::float8 as views, coalesce(hll_cardinality(hll_union_agg(users)), 0)::float8 as users
+          from (${sources(fine, (g) => `rollup_${g}`, tx`date_trunc(${granularity}, bucket, 'UTC'), views, users`, tx`select date_trunc(${granularity}, ts, 'UTC'), count(*)::bigint, ${hllOf} ${raw} group by 1`)}) as s(b, views, users)
+          group by b order by b`
+        : null,
     ])
-    const rows = await tx`
-      select b, grouping(b) as total, coalesce(sum(views), 0)::float8 as views,
-             coalesce(hll_cardinality(hll_union_agg(users)), 0)::float8 as users,
-             coalesce(sum(other_path_views), 0)::float8 as other
-      from (${counts}) as c(b, views, users, other_path_views)
-      group by grouping sets ((b), ()) order by b`
-
-    const pathParts = [
-      ...levels.map((g) => {
-        const buckets = segments ? tx`and bucket = any(${segments[g]}::timestamptz[])` : tx``
-        return tx`select path, views from ${tx(`rollup_${g}_paths`)} where site_id = ${siteId} ${buckets} ${type}`
-      }),
-      tx`select path, count(*)::bigint from events where site_id = ${siteId} and path is not null and xid >= ${watermark}::xid8 ${rawRange} ${type} group by 1`,
-    ]
-    const paths = await tx`
-      select path, sum(views)::float8 as views from (${unionAll(pathParts)}) as p(path, views)
-      group by path order by views desc, path limit ${limit}`
-
-    const total = rows.find((r) => r.total === 1)
+    const series = granularity && rows ? fill(rows as unknown as SeriesRow[], from!, to!, granularity) : []
     return {
-      total_views: total?.views ?? 0,
-      unique_users: Math.round(total?.users ?? 0),
-      series: granularity ? fill(rows.filter((r) => r.total === 0) as unknown as SeriesRow[], from, to, granularity) : [],
+      total_views: totals!.views as number,
+      unique_users: Math.round(totals!.users as number),
+      series,
       top_paths: paths.map((p) => ({ path: p.path as string, views: p.views as number })),
-      top_paths_max_error: total?.other ?? 0,
+      top_paths_max_error: totals!.other as number,
     }
   })
 }
@@ -123,11 +122,8 @@ export function add(d: Date, g: Granularity, n = 1): Date {
 }
 
 /** Every bucket of the range in order, zeros where nothing happened. */
-type SeriesRow = { b: Date; views: number; users: number }
-
-function fill(rows: SeriesRow[], from: Date | null, to: Date | null, g: Granularity): RangeStats['series'] {
+function fill(rows: SeriesRow[], from: Date, to: Date, g: Granularity): RangeStats['series'] {
   const byBucket = new Map(rows.map((r) => [r.b.getTime(), r]))
-  if (!from || !to) return rows.map((r) => ({ bucket: r.b.toISOString(), views: r.views, unique_users: Math.round(r.users) }))
   const out: RangeStats['series'] = []
   for (let b = truncate(from, g); b < to; b = add(b, g)) {
     const r = byBucket.get(b.getTime())

@@ -1,0 +1,114 @@
+// Benchmark: the rollup job and year-long stats queries. Not a test: it measures and prints.
+//   bun run bench:rollup                 # 10M events; about 3 minutes
+//   bun run bench:rollup -- --events 1000000 --queries 50
+// 1. Roll up EVENTS raw events written the way workers write them (one transaction per
+//    2000-event batch), in ingestion order: timestamps advance over one day.
+// 2. The worst case: 1M events whose timestamps are spread over a whole year, so nearly
+//    every event opens a bucket of its own.
+// 3. GET /v1/stats for a year at day and month granularity, for one site among 100, on the
+//    year-spread data, with fresh raw events not yet rolled up on top.
+import { parseArgs } from 'node:util'
+import Redis from 'ioredis'
+import type { Sql } from '../internal/clients/clients.ts'
+import { createApp } from '../internal/http/http.ts'
+import { silentLogger } from '../internal/log/log.ts'
+import { createQueue } from '../internal/queue/queue.ts'
+import { ensurePartitions } from '../internal/store/retention.ts'
+import { rollup } from '../internal/store/rollup.ts'
+import { createStore } from '../internal/store/store.ts'
+import { createTestDatabase } from '../internal/testkit/testkit.ts'
+import { record } from './results.ts'
+
+const { values } = parseArgs({
+  options: {
+    events: { type: 'string', default: '10000000' },
+    'worst-events': { type: 'string', default: '1000000' },
+    queries: { type: 'string', default: '200' },
+  },
+})
+const EVENTS = Number(values.events)
+const WORST = Number(values['worst-events'])
+const QUERIES = Number(values.queries)
+const TXN_ROWS = 2000
+const secs = (t: number) => (performance.now() - t) / 1000
+
+/** Writes `total` raw events for 100 sites, 2000 per transaction, timestamps advancing over `spanDays` from `start`. */
+async function fill(sql: Sql, total: number, spanDays: number, start = '2025-01-01') {
+  await sql`
+    create or replace procedure bench_fill(total int, per_txn int, span_s bigint, start timestamptz) language plpgsql as $$
+    declare done int := 0;
+    begin
+      while done < total loop
+        insert into events (event_id, site_id, event_type, path, user_id, ts, received_at)
+        select gen_random_uuid(), 'site-' || (g % 100), case when g % 10 = 0 then 'click' else 'pageview' end,
+               '/p/' || ((g * 7919) % 500), 'u-' || ((g * 104729) % 50000),
+               start + (g * span_s / total) * interval '1 second', now()
+        from generate_series((done + 1)::bigint, least(done + per_txn, total)::bigint) g;
+        done := done + per_txn;
+        commit;
+      end loop;
+    end $$`
+  await ensurePartitions(sql)
+  const t = performance.now()
+  await sql`call bench_fill(${total}, ${TXN_ROWS}, ${Math.round(spanDays * 86400)}, ${start})`
+  await sql`vacuum analyze events`
+  return secs(t)
+}
+
+async function timedRollup(sql: Sql, label: string) {
+  const t = performance.now()
+  const r = await rollup(sql)
+  const s = secs(t)
+  const rate = Math.round(r.events / s)
+  console.log(`${label}: ${r.events.toLocaleString()} events in ${s.toFixed(1)} s = ${rate.toLocaleString()} events/s (${r.chunks} chunks)`)
+  return { events: r.events, seconds: +s.toFixed(2), events_per_s: rate }
+}
+
+const live = await createTestDatabase()
+console.log(`1. ${EVENTS.toLocaleString()} events over one day, in ingestion order: generated in ${(await fill(live.sql, EVENTS, 1)).toFixed(1)} s`)
+const inOrder = await timedRollup(live.sql, '   rollup')
+await live.drop()
+
+const year = await createTestDatabase()
+console.log(`2. ${WORST.toLocaleString()} events spread over a year: generated in ${(await fill(year.sql, WORST, 365)).toFixed(1)} s`)
+const spread = await timedRollup(year.sql, '   rollup')
+
+// Fresh raw events on top, not rolled up: the queries combine both.
+await fill(year.sql, 20_000, 1 / 24, '2025-12-31T12:00:00Z')
+const redis = new Redis({ lazyConnect: true })
+const app = createApp(
+  { queue: createQueue(redis, { stream: 'bench:unused', group: 'g', deadLetterStream: 'bench:unused:dead' }), store: createStore(year.sql), log: silentLogger(), checks: {} },
+  { ingest: { bodyLimitBytes: 1 << 20, batchMax: 1000, maxFutureMs: 300_000 }, statsToken: 'bench' },
+)
+async function latency(granularity: string) {
+  const times: number[] = []
+  for (let i = 0; i < QUERIES + 10; i++) {
+    const s = performance.now()
+    const res = await app.request(`/v1/stats?site_id=site-${i % 100}&from=2025-01-01&to=2026-01-01&granularity=${granularity}`, { headers: { authorization: 'Bearer bench' } })
+    if (res.status !== 200) throw new Error(`status ${res.status}: ${await res.text()}`)
+    await res.json()
+    if (i >= 10) times.push(performance.now() - s) // the first 10 warm up
+  }
+  times.sort((a, b) => a - b)
+  const q = (p: number) => +times[Math.min(times.length - 1, Math.floor(p * times.length))]!.toFixed(2)
+  return { p50: q(0.5), p95: q(0.95), p99: q(0.99) }
+}
+const day = await latency('day')
+const month = await latency('month')
+console.log(`3. /v1/stats over a year, one site of 100 (${QUERIES} queries each):`)
+console.log(`   granularity=day   p50 ${day.p50} ms  p95 ${day.p95} ms  p99 ${day.p99} ms`)
+console.log(`   granularity=month p50 ${month.p50} ms  p95 ${month.p95} ms  p99 ${month.p99} ms`)
+
+await record('rollup', {
+  in_order: inOrder,
+  year_spread: spread,
+  goal_rollup_events_per_s: 200_000,
+  rollup_goal_met: inOrder.events_per_s >= 200_000,
+  stats_year_day_ms: day,
+  stats_year_month_ms: month,
+  goal_stats_p95_ms: 20,
+  stats_goal_met: day.p95 < 20 && month.p95 < 20,
+})
+redis.disconnect()
+await year.drop()
+process.exit(0)
