@@ -5,6 +5,7 @@ import { createApp } from '../../internal/http/http.ts'
 import { onStopSignals, shutdown } from '../../internal/lifecycle/lifecycle.ts'
 import { aborted, runMain } from '../../internal/lifecycle/run.ts'
 import { createLogger } from '../../internal/log/log.ts'
+import { createBackpressure } from '../../internal/queue/backpressure.ts'
 import { createQueue } from '../../internal/queue/queue.ts'
 import { createStore } from '../../internal/store/store.ts'
 
@@ -15,10 +16,11 @@ await runMain('api', async () => {
   // No offline queue: while Redis is down, writes fail at once and clients get a 503.
   const { redis, sql } = await openClients(config, 'api', log, { redisOfflineQueue: false, sqlMax: 4 })
   const queue = createQueue(redis, config.queue)
+  const backpressure = createBackpressure(redis, config.queue.stream, { maxBacklog: config.queue.maxBacklog })
   const store = createStore(sql)
   const stop = onStopSignals(log)
   const app = createApp(
-    { queue, store, log, checks: { redis: () => redis.ping(), postgres: () => store.ping() } },
+    { queue, backpressure, store, log, checks: { redis: () => redis.ping(), postgres: () => store.ping() } },
     { ingest: config.ingest, statsToken: config.stats.public ? null : config.stats.token, isStopping: () => stop.aborted },
   )
   const server = Bun.serve({ port: config.port, hostname: config.host, fetch: app.fetch, maxRequestBodySize: config.ingest.bodyLimitBytes + 1 })

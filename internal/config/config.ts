@@ -17,13 +17,22 @@ export const DEFAULTS = {
   QUEUE_STREAM: 'sluice:events',
   QUEUE_GROUP: 'sluice-workers',
   REDIS_TIMEOUT_MS: '2000',
+  REDIS_WAIT_REPLICAS: '0',
+  REDIS_WAIT_TIMEOUT_MS: '100',
+  QUEUE_MAX_BACKLOG: '1000000',
   INGEST_BODY_LIMIT_BYTES: String(1024 * 1024),
   INGEST_BATCH_MAX: '1000',
   INGEST_MAX_FUTURE_MS: String(5 * 60_000),
+  INGEST_ALLOWED_SITES: '',
+  INGEST_ALLOWED_ORIGINS: '',
+  INGEST_RATE_LIMIT: '0',
+  INGEST_RATE_BURST: '0',
+  TRUST_PROXY: 'false',
   WORKER_NAME: '',
   WORKER_BATCH_SIZE: '2000',
   WORKER_BLOCK_MS: '1000',
   WORKER_CLAIM_IDLE_MS: '60000',
+  WORKER_MAX_DELIVERIES: '5',
   CRON_QUEUE_DEPTH: '0 * * * * *',
   CRON_ROLLUP: '*/30 * * * * *',
   CRON_RETENTION: '0 */5 * * * *',
@@ -54,6 +63,7 @@ const url = (...schemes: string[]) =>
   )
 const bool = v.pipe(v.picklist(['true', 'false', '1', '0'], 'must be true or false'), v.transform((s) => s === 'true' || s === '1'))
 const nonEmpty = v.pipe(v.string(), v.minLength(1, 'must not be empty'))
+const list = v.pipe(v.string(), v.transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean)))
 
 const EnvSchema = v.object({
   PORT: int(0, 65535),
@@ -64,13 +74,22 @@ const EnvSchema = v.object({
   QUEUE_STREAM: nonEmpty,
   QUEUE_GROUP: nonEmpty,
   REDIS_TIMEOUT_MS: int(50, 60_000),
+  REDIS_WAIT_REPLICAS: int(0, 100),
+  REDIS_WAIT_TIMEOUT_MS: int(1, 60_000),
+  QUEUE_MAX_BACKLOG: int(1, 1_000_000_000),
   INGEST_BODY_LIMIT_BYTES: int(1024, 64 * 1024 * 1024),
   INGEST_BATCH_MAX: int(1, 10_000),
   INGEST_MAX_FUTURE_MS: int(0, 24 * 3_600_000),
+  INGEST_ALLOWED_SITES: list,
+  INGEST_ALLOWED_ORIGINS: v.pipe(list, v.check((xs) => xs.every((o) => /^https?:\/\/[^/]+$/.test(o)), 'must be a comma-separated list of origins like https://example.com (scheme and host, no path)')),
+  INGEST_RATE_LIMIT: int(0, 10_000_000),
+  INGEST_RATE_BURST: int(0, 10_000_000),
+  TRUST_PROXY: bool,
   WORKER_NAME: v.string(),
   WORKER_BATCH_SIZE: int(1, 10_000),
   WORKER_BLOCK_MS: int(1, 60_000),
   WORKER_CLAIM_IDLE_MS: int(1000, 24 * 3_600_000),
+  WORKER_MAX_DELIVERIES: int(1, 1000),
   CRON_QUEUE_DEPTH: v.pipe(nonEmpty, v.rawCheck<string>(cronPattern)),
   CRON_ROLLUP: v.pipe(nonEmpty, v.rawCheck<string>(cronPattern)),
   CRON_RETENTION: v.pipe(nonEmpty, v.rawCheck<string>(cronPattern)),
@@ -91,9 +110,18 @@ export type Config = Readonly<{
   logLevel: string
   redisTimeoutMs: number
   shutdownTimeoutMs: number
-  queue: Readonly<{ stream: string; group: string; deadLetterStream: string }>
-  ingest: Readonly<{ bodyLimitBytes: number; batchMax: number; maxFutureMs: number }>
-  worker: Readonly<{ name: string; batchSize: number; blockMs: number; claimIdleMs: number }>
+  queue: Readonly<{ stream: string; group: string; deadLetterStream: string; waitReplicas: number; waitTimeoutMs: number; maxBacklog: number }>
+  ingest: Readonly<{
+    bodyLimitBytes: number
+    batchMax: number
+    maxFutureMs: number
+    allowedSites: readonly string[] | null
+    allowedOrigins: readonly string[] | null
+    rateLimitPerSecond: number
+    rateLimitBurst: number | undefined
+    trustProxy: boolean
+  }>
+  worker: Readonly<{ name: string; batchSize: number; blockMs: number; claimIdleMs: number; maxDeliveries: number }>
   cron: Readonly<{ schedules: Readonly<Record<string, string>> }>
   rollup: Readonly<{ pathCap: number; chunkXids: number }>
   retention: Readonly<{ rawRetentionHours: number; dedupWindowHours: number }>
@@ -132,13 +160,30 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
     logLevel: e.LOG_LEVEL,
     redisTimeoutMs: e.REDIS_TIMEOUT_MS,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
-    queue: { stream: e.QUEUE_STREAM, group: e.QUEUE_GROUP, deadLetterStream: `${e.QUEUE_STREAM}:dead` },
-    ingest: { bodyLimitBytes: e.INGEST_BODY_LIMIT_BYTES, batchMax: e.INGEST_BATCH_MAX, maxFutureMs: e.INGEST_MAX_FUTURE_MS },
+    queue: {
+      stream: e.QUEUE_STREAM,
+      group: e.QUEUE_GROUP,
+      deadLetterStream: `${e.QUEUE_STREAM}:dead`,
+      waitReplicas: e.REDIS_WAIT_REPLICAS,
+      waitTimeoutMs: e.REDIS_WAIT_TIMEOUT_MS,
+      maxBacklog: e.QUEUE_MAX_BACKLOG,
+    },
+    ingest: {
+      bodyLimitBytes: e.INGEST_BODY_LIMIT_BYTES,
+      batchMax: e.INGEST_BATCH_MAX,
+      maxFutureMs: e.INGEST_MAX_FUTURE_MS,
+      allowedSites: e.INGEST_ALLOWED_SITES.length ? e.INGEST_ALLOWED_SITES : null,
+      allowedOrigins: e.INGEST_ALLOWED_ORIGINS.length ? e.INGEST_ALLOWED_ORIGINS : null,
+      rateLimitPerSecond: e.INGEST_RATE_LIMIT,
+      rateLimitBurst: e.INGEST_RATE_BURST || undefined,
+      trustProxy: e.TRUST_PROXY,
+    },
     worker: {
       name: e.WORKER_NAME || `${hostname()}-${process.pid}`,
       batchSize: e.WORKER_BATCH_SIZE,
       blockMs: e.WORKER_BLOCK_MS,
       claimIdleMs: e.WORKER_CLAIM_IDLE_MS,
+      maxDeliveries: e.WORKER_MAX_DELIVERIES,
     },
     cron: { schedules: { 'queue-depth': e.CRON_QUEUE_DEPTH, rollup: e.CRON_ROLLUP, retention: e.CRON_RETENTION } },
     rollup: { pathCap: e.ROLLUP_PATH_CAP, chunkXids: e.ROLLUP_CHUNK_XIDS },

@@ -4,6 +4,7 @@ import { Hono } from 'hono'
 import { bearerAuth } from 'hono/bearer-auth'
 import { methodNotAllowed } from 'hono/method-not-allowed'
 import type { Logger } from '../log/log.ts'
+import type { Backpressure } from '../queue/backpressure.ts'
 import type { Queue } from '../queue/queue.ts'
 import type { Store } from '../store/store.ts'
 import { errorHandler } from './errors.ts'
@@ -14,6 +15,8 @@ export type Check = () => Promise<unknown>
 
 export type AppDeps = {
   queue: Queue
+  /** When given, ingest answers 503 while the queue's backlog is over its limit. */
+  backpressure?: Backpressure | null
   store: Store
   log: Logger
   /** Named dependency checks for /readyz, e.g. { redis: ping, postgres: select 1 }. */
@@ -29,7 +32,7 @@ export type AppOptions = {
   readyTimeoutMs?: number
 }
 
-export function createApp({ queue, store, log, checks }: AppDeps, { ingest, statsToken, isStopping = () => false, readyTimeoutMs = 1000 }: AppOptions) {
+export function createApp({ queue, backpressure = null, store, log, checks }: AppDeps, { ingest, statsToken, isStopping = () => false, readyTimeoutMs = 1000 }: AppOptions) {
   const app = new Hono()
   app.use(methodNotAllowed({
     app,
@@ -56,7 +59,7 @@ export function createApp({ queue, store, log, checks }: AppDeps, { ingest, stat
     return c.json({ status: ready ? 'ready' : 'not ready', checks: Object.fromEntries(results) }, ready ? 200 : 503)
   })
 
-  app.route('/', ingestRoutes(queue, ingest))
+  app.route('/', ingestRoutes({ queue, backpressure }, ingest))
 
   if (statsToken) {
     const auth = statsAuth(statsToken)

@@ -39,11 +39,12 @@ describe('queue', () => {
     expect([...a.entries, ...b.entries].map((e) => e.event.event_id).sort()).toEqual([event(1).event_id, event(2).event_id])
   })
 
-  test('keeps unacknowledged entries pending, and re-reads them for the same consumer', async () => {
+  test('keeps unacknowledged entries pending, and gives them back to the same consumer after a restart', async () => {
     await queue.enqueue([event(1)])
     await queue.read(reader, 'c1', { count: 10, blockMs: 10 })
     expect((await queue.depth()).pending).toBe(1)
-    const again = await queue.read(reader, 'c1', { count: 10, blockMs: 10, pending: true })
+    expect((await queue.claim('c2', { owner: 'c2', minIdleMs: 0, count: 10 })).entries).toEqual([])
+    const again = await queue.claim('c1', { owner: 'c1', minIdleMs: 0, count: 10 })
     expect(again.entries.map((e) => e.event)).toEqual([event(1)])
   })
 
@@ -61,6 +62,16 @@ describe('queue', () => {
     await Bun.sleep(30)
     const claimed = await queue.claim('alive', { minIdleMs: 20, count: 10 })
     expect(claimed.entries.map((e) => e.event)).toEqual([event(1)])
+  })
+
+  test('hands back an entry delivered too many times as bad, saying so', async () => {
+    await queue.enqueue([event(1), event(2)])
+    await queue.read(reader, 'a', { count: 1, blockMs: 10 }) // event 1: delivery 1
+    await queue.claim('b', { minIdleMs: 0, count: 10 }) // delivery 2
+    await queue.read(reader, 'c', { count: 1, blockMs: 10 }) // event 2: delivery 1
+    const d = await queue.claim('d', { minIdleMs: 0, count: 10, maxDeliveries: 2 })
+    expect(d.entries.map((e) => e.event)).toEqual([event(2)])
+    expect(d.bad).toEqual([{ id: expect.any(String), fields: ['e', JSON.stringify(event(1))], reason: 'delivered 3 times without being stored' }])
   })
 
   test('reports depth: length, pending, undelivered and the age of the oldest pending entry', async () => {

@@ -8,6 +8,13 @@ export type QueueOptions = {
   stream: string
   group: string
   deadLetterStream: string
+  /**
+   * Before reporting a write as done, wait until this many replicas have it (Redis WAIT).
+   * 0 trusts the primary alone: with appendfsync everysec, about a second of writes can be
+   * lost if its host crashes.
+   */
+  waitReplicas?: number
+  waitTimeoutMs?: number
 }
 
 /** One stream entry that decoded into an event. */
@@ -34,10 +41,10 @@ type RawEntry = [id: string, fields: string[] | null]
 
 export type Queue = ReturnType<typeof createQueue>
 
-export function createQueue(redis: Redis, { stream, group, deadLetterStream }: QueueOptions) {
+export function createQueue(redis: Redis, { stream, group, deadLetterStream, waitReplicas = 0, waitTimeoutMs = 100 }: QueueOptions) {
   /** Appends events, one entry each, in one round trip; reports per event whether Redis took it. */
   async function enqueue(events: Event[]): Promise<EnqueueResult[]> {
-    if (events.length === 1) {
+    if (events.length === 1 && waitReplicas === 0) {
       try {
         const id = await redis.xadd(stream, '*', 'e', JSON.stringify(events[0]))
         return [{ ok: true, id: id as string }]
@@ -47,11 +54,19 @@ export function createQueue(redis: Redis, { stream, group, deadLetterStream }: Q
     }
     const pipeline = redis.pipeline()
     for (const event of events) pipeline.xadd(stream, '*', 'e', JSON.stringify(event))
+    if (waitReplicas > 0) pipeline.wait(waitReplicas, waitTimeoutMs)
     let replies: [Error | null, unknown][] | null
     try {
       replies = await pipeline.exec()
     } catch (err) {
       return events.map(() => ({ ok: false, error: err as Error }))
+    }
+    if (waitReplicas > 0) {
+      const [err, acked] = replies?.at(-1) ?? [new Error('no reply from Redis'), 0]
+      if (err || (acked as number) < waitReplicas) {
+        const error = err ?? new Error(`only ${acked} of ${waitReplicas} replicas confirmed the write within ${waitTimeoutMs} ms`)
+        return events.map(() => ({ ok: false, error }))
+      }
     }
     return events.map((_, i) => {
       const [error, id] = replies?.[i] ?? [new Error('no reply from Redis'), null]
@@ -68,26 +83,32 @@ export function createQueue(redis: Redis, { stream, group, deadLetterStream }: Q
     }
   }
 
-  /**
-   * Reads up to `count` entries for `consumer`. With `pending`, re-reads what this consumer
-   * was given before and never acknowledged (after a restart); otherwise new entries,
-   * blocking up to `blockMs`. Pass a connection of its own: the read blocks it.
-   */
-  async function read(reader: Redis, consumer: string, { count, blockMs, pending = false }: { count: number; blockMs: number; pending?: boolean }): Promise<Delivery> {
-    const reply = pending
-      ? await reader.xreadgroup('GROUP', group, consumer, 'COUNT', count, 'STREAMS', stream, '0')
-      : await reader.xreadgroup('GROUP', group, consumer, 'COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, '>')
+  /** Reads up to `count` new entries for `consumer`, blocking up to `blockMs`. Pass a connection of its own: the read blocks it. */
+  async function read(reader: Redis, consumer: string, { count, blockMs }: { count: number; blockMs: number }): Promise<Delivery> {
+    const reply = await reader.xreadgroup('GROUP', group, consumer, 'COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, '>')
     const entries = (reply as [string, RawEntry[]][] | null)?.[0]?.[1] ?? []
     return decode(entries)
   }
 
   /**
-   * Takes over entries another consumer has held for at least `minIdleMs` (it died, most likely).
-   * Returns them with the cursor to pass next time; '0-0' means the scan wrapped around.
+   * Takes over up to `count` entries that have waited unacknowledged for at least `minIdleMs`:
+   * those of `owner` only (a worker resuming its own after a restart), or anyone's (a consumer
+   * that died). An entry already delivered `maxDeliveries` times comes back in `bad`, to be
+   * dead-lettered instead of failing again.
    */
-  async function claim(consumer: string, { minIdleMs, count, cursor = '0-0' }: { minIdleMs: number; count: number; cursor?: string }): Promise<Delivery & { cursor: string }> {
-    const reply = (await redis.xautoclaim(stream, group, consumer, minIdleMs, cursor, 'COUNT', count)) as [string, RawEntry[], string[]?]
-    return { ...decode(reply[1]), cursor: reply[0] }
+  async function claim(consumer: string, { minIdleMs, count, owner, maxDeliveries = Number.POSITIVE_INFINITY }: { minIdleMs: number; count: number; owner?: string; maxDeliveries?: number }): Promise<Delivery> {
+    const args: (string | number)[] = ['IDLE', minIdleMs, '-', '+', count]
+    if (owner) args.push(owner)
+    const pending = (await redis.call('XPENDING', stream, group, ...args)) as [string, string, number, number][]
+    if (pending.length === 0) return { entries: [], bad: [] }
+    const delivered = new Map(pending.map(([id, , , n]) => [id, n]))
+    const claimed = (await redis.xclaim(stream, group, consumer, minIdleMs, ...pending.map(([id]) => id))) as RawEntry[]
+    const tooOften = claimed.filter(([id]) => (delivered.get(id) ?? 0) + 1 > maxDeliveries)
+    const { entries, bad } = decode(claimed.filter((e) => !tooOften.includes(e)))
+    for (const [id, fields] of tooOften) {
+      bad.push({ id, fields: fields ?? [], reason: `delivered ${(delivered.get(id) ?? 0) + 1} times without being stored` })
+    }
+    return { entries, bad }
   }
 
   /** Acknowledges entries and removes them from the stream, so it holds only un-acknowledged work. */

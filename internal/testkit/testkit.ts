@@ -4,7 +4,8 @@ import { createServer } from 'node:net'
 import Redis from 'ioredis'
 import postgres from 'postgres'
 import { createSql, type Sql } from '../clients/clients.ts'
-import { loadConfig, type Config } from '../config/config.ts'
+import { loadConfig } from '../config/config.ts'
+import type { QueueOptions } from '../queue/queue.ts'
 import { migrate } from '../store/migrate.ts'
 
 const base = loadConfig(process.env, { STATS_PUBLIC: 'true' })
@@ -33,7 +34,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   }
 }
 
-export type TestRedis = { url: string; redis: Redis; queue: Config['queue']; cleanup: () => Promise<void> }
+export type TestRedis = { url: string; redis: Redis; queue: QueueOptions & { stream: string }; cleanup: () => Promise<void> }
 
 /** A Redis client and queue key names under a prefix of the test's own; `cleanup` deletes the keys. */
 export async function createTestRedis(): Promise<TestRedis> {

@@ -94,6 +94,22 @@ describe('worker', () => {
     expect((await queue.depth()).pending).toBe(0)
   })
 
+  test('moves an entry that keeps failing to the dead-letter stream after the delivery limit, and stores the rest', async () => {
+    await queue.ensureGroup()
+    await queue.enqueue([event(1), event(2)])
+    const reader = r.redis.duplicate()
+    readers.push(reader)
+    await queue.read(reader, 'crashing-worker', { count: 1, blockMs: 10 }) // event 1 crashed a worker...
+    for (let i = 0; i < 2; i++) await queue.claim('crashing-worker', { minIdleMs: 0, count: 10 }) // ...three times
+    await Bun.sleep(1000)
+    const { stop } = startWorker({ claimIdleMs: 1000, maxDeliveries: 3 })
+    expect(await eventually(async () => (await queue.depth()).length === 0, { timeoutMs: 5000 })).toBe(true)
+    await stop()
+    expect(await storedCount()).toBe(1)
+    const letters = await queue.deadLetters()
+    expect(letters.map((l) => [JSON.parse(l.fields.e!).event_id, l.fields.reason])).toEqual([[event(1).event_id, 'delivered 4 times without being stored']])
+  })
+
   test('returns promptly once stopped, with nothing left pending', async () => {
     const { stop } = startWorker({ blockMs: 200 })
     await queue.enqueue([event(1)])

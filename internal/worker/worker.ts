@@ -21,6 +21,8 @@ export type WorkerOptions = {
   blockMs?: number
   /** Entries another consumer has held this long are taken over (it has probably died). */
   claimIdleMs?: number
+  /** An entry delivered this many times without being stored goes to the dead-letter stream. */
+  maxDeliveries?: number
   /** Backoff for Postgres and Redis failures: doubles from base to max, with full jitter. */
   retryBaseMs?: number
   retryMaxMs?: number
@@ -31,29 +33,28 @@ export type WorkerOptions = {
 export type WorkerStats = { batches: number; stored: number; duplicates: number; deadLettered: number }
 
 export function createWorker({ queue, store, reader, log }: WorkerDeps, options: WorkerOptions) {
-  const { consumer, batchSize = 2000, blockMs = 1000, claimIdleMs = 60_000, retryBaseMs = 100, retryMaxMs = 5000, stopGraceMs = 5000 } = options
+  const { consumer, batchSize = 2000, blockMs = 1000, claimIdleMs = 60_000, maxDeliveries = 5, retryBaseMs = 100, retryMaxMs = 5000, stopGraceMs = 5000 } = options
   const stats: WorkerStats = { batches: 0, stored: 0, duplicates: 0, deadLettered: 0 }
 
   /** Runs until `signal` aborts, then finishes and acknowledges the batch in hand and returns. */
   async function run(signal: AbortSignal): Promise<WorkerStats> {
     let failures = 0
     let ownPendingDone = false
-    let claimCursor = '0-0'
     let nextClaimAt = 0
     await retrying('create consumer group', () => queue.ensureGroup(), signal)
     while (!signal.aborted) {
       try {
         let delivery: Delivery
         if (!ownPendingDone) {
-          // After a restart under the same name, what we held before comes first.
-          delivery = await queue.read(reader, consumer, { count: batchSize, blockMs, pending: true })
+          // After a restart under the same name, what this consumer held before comes first.
+          delivery = await queue.claim(consumer, { owner: consumer, minIdleMs: 0, count: batchSize, maxDeliveries })
           ownPendingDone = delivery.entries.length + delivery.bad.length === 0
         } else if (Date.now() >= nextClaimAt) {
-          const claimed = await queue.claim(consumer, { minIdleMs: claimIdleMs, count: batchSize, cursor: claimCursor })
-          claimCursor = claimed.cursor
-          if (claimCursor === '0-0') nextClaimAt = Date.now() + Math.min(claimIdleMs, 30_000)
-          delivery = claimed
-          if (delivery.entries.length) log.warn({ count: delivery.entries.length }, 'took over entries from a stalled consumer')
+          delivery = await queue.claim(consumer, { minIdleMs: claimIdleMs, count: batchSize, maxDeliveries })
+          const got = delivery.entries.length + delivery.bad.length
+          if (got > 0) log.warn({ count: got }, 'took over entries from a stalled consumer')
+          // A full batch may mean more are waiting; otherwise look again in a while.
+          if (got < batchSize) nextClaimAt = Date.now() + Math.max(500, Math.min(claimIdleMs / 2, 30_000))
         } else {
           delivery = await queue.read(reader, consumer, { count: batchSize, blockMs })
         }
@@ -63,6 +64,8 @@ export function createWorker({ queue, store, reader, log }: WorkerDeps, options:
         failures++
         const wait = backoff(failures)
         log.error({ err, retry_in_ms: wait }, 'queue read failed; retrying')
+        // Redis came back without its data (no persistence): the group has to be made again.
+        if (String((err as Error).message).includes('NOGROUP')) await queue.ensureGroup().catch(() => {})
         await sleep(wait, signal)
       }
     }

@@ -1,0 +1,48 @@
+import type { Context } from 'hono'
+
+export type RateLimiterOptions = {
+  /** Events per second each key may send on average. */
+  perSecond: number
+  /** How many events a key may send at once after being idle. */
+  burst: number
+  now?: () => number
+}
+
+/** A token bucket per key (a client IP): one token per event, refilled at perSecond. */
+export function createRateLimiter({ perSecond, burst, now = Date.now }: RateLimiterOptions) {
+  const buckets = new Map<string, { tokens: number; at: number }>()
+  let calls = 0
+
+  return function take(key: string, n = 1): { ok: true } | { ok: false; retryAfterS: number } {
+    const t = now()
+    if (++calls % 10_000 === 0) sweep(t)
+    const b = buckets.get(key) ?? { tokens: burst, at: t }
+    b.tokens = Math.min(burst, b.tokens + ((t - b.at) / 1000) * perSecond)
+    b.at = t
+    buckets.set(key, b)
+    if (b.tokens >= n) {
+      b.tokens -= n
+      return { ok: true }
+    }
+    return { ok: false, retryAfterS: Math.max(1, Math.ceil((Math.min(n, burst) - b.tokens) / perSecond)) }
+  }
+
+  /** Forgets keys whose bucket has refilled: they would start full anyway. */
+  function sweep(t: number) {
+    for (const [key, b] of buckets) if (b.tokens + ((t - b.at) / 1000) * perSecond >= burst) buckets.delete(key)
+  }
+}
+
+/**
+ * The client's address: behind a trusted proxy (nginx appends the address it saw to
+ * X-Forwarded-For), the last entry of that header; otherwise the socket's peer.
+ */
+export function clientIp(c: Context, trustProxy: boolean): string {
+  if (trustProxy) {
+    const forwarded = c.req.header('x-forwarded-for')
+    const last = forwarded?.split(',').at(-1)?.trim()
+    if (last) return last
+  }
+  const server = c.env as { requestIP?: (r: Request) => { address: string } | null } | undefined
+  return server?.requestIP?.(c.req.raw)?.address ?? 'unknown'
+}
