@@ -63,8 +63,8 @@ export function createApp({ queue, backpressure = null, store, log, checks }: Ap
 
   if (statsToken) {
     const auth = statsAuth(statsToken)
-    app.use('/stats', auth)
-    app.use('/v1/stats', auth)
+    app.get('/stats', auth)
+    app.get('/v1/stats', auth)
   }
   app.route('/', statsRoutes(store))
   return app

@@ -157,7 +157,31 @@ export function createQueue(redis: Redis, { stream, group, deadLetterStream, wai
     return entries.map(([id, fields]) => ({ id, fields: toRecord(fields) as Record<string, string> }))
   }
 
-  return { stream, group, enqueue, ensureGroup, read, claim, ack, deadLetter, depth, deadLetters }
+  /**
+   * Puts dead letters back on the stream (all of them, or those with the given ids) and
+   * removes them from the dead-letter stream. Entries with no event to replay stay put.
+   */
+  async function replay(ids: string[] | 'all'): Promise<{ replayed: string[]; skipped: { id: string; reason: string }[] }> {
+    const letters = ids === 'all' ? await deadLetters(Number.MAX_SAFE_INTEGER) : await Promise.all(ids.map(async (id) => {
+      const [entry] = (await redis.xrange(deadLetterStream, id, id)) as [string, string[]][]
+      return entry ? { id, fields: toRecord(entry[1]) as Record<string, string> } : { id, fields: null }
+    }))
+    const replayed: string[] = []
+    const skipped: { id: string; reason: string }[] = []
+    for (const { id, fields } of letters) {
+      if (!fields) skipped.push({ id, reason: 'no such dead letter' })
+      else if (fields.e === undefined) skipped.push({ id, reason: 'it holds no event (it was not a valid entry)' })
+      else {
+        const replies = await redis.multi().xadd(stream, '*', 'e', fields.e).xdel(deadLetterStream, id).exec()
+        const failed = replies?.find(([err]) => err)
+        if (failed) throw failed[0]
+        replayed.push(id)
+      }
+    }
+    return { replayed, skipped }
+  }
+
+  return { stream, group, enqueue, ensureGroup, read, claim, ack, deadLetter, depth, deadLetters, replay }
 }
 
 function decode(raw: RawEntry[]): Delivery {

@@ -1,0 +1,42 @@
+// sluice: the operator command. `bun run sluice -- help` lists what it does.
+import { parseArgs } from 'node:util'
+import { openClients } from '../../internal/clients/open.ts'
+import { loadConfig } from '../../internal/config/config.ts'
+import { runMain } from '../../internal/lifecycle/run.ts'
+import { createLogger } from '../../internal/log/log.ts'
+import { createQueue } from '../../internal/queue/queue.ts'
+import { createStore } from '../../internal/store/store.ts'
+
+const USAGE = `usage: bun run sluice -- <command>
+  queue                       queue depth: stream length, pending, undelivered, oldest pending age, dead letters
+  dead-letters [--count N]    list dead letters, oldest first (default 100)
+  replay (--all | <id>...)    put dead letters back on the stream for the workers
+  rollup                      run the rollup job once
+  retention                   run the retention job once
+Output is JSON.`
+
+await runMain('sluice', async () => {
+  const { positionals, values } = parseArgs({ allowPositionals: true, options: { all: { type: 'boolean' }, count: { type: 'string', default: '100' } } })
+  const [command, ...rest] = positionals
+  const known = ['queue', 'dead-letters', 'replay', 'rollup', 'retention']
+  if (!command || !known.includes(command) || (command === 'replay' && !values.all && rest.length === 0)) {
+    console.error(USAGE)
+    return command === 'help' ? 0 : 64
+  }
+  const config = loadConfig()
+  const log = createLogger({ level: 'warn', name: 'sluice' })
+  const { redis, sql } = await openClients(config, 'ops', log, { sqlMax: 2 })
+  const queue = createQueue(redis, config.queue)
+  const store = createStore(sql)
+  const out = await {
+    queue: () => queue.depth(),
+    'dead-letters': () => queue.deadLetters(Number(values.count)),
+    replay: () => queue.replay(values.all ? 'all' : rest),
+    rollup: () => store.rollup({ ...config.rollup }),
+    retention: () => store.retention({ ...config.retention }),
+  }[command as 'queue']()
+  console.log(JSON.stringify(out, null, 2))
+  await sql.end({ timeout: 5 })
+  await redis.quit()
+  return 0
+})
