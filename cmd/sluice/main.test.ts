@@ -22,18 +22,18 @@ describe('sluice (operator command)', () => {
     const reader = r.redis.duplicate()
     const { entries, bad } = await queue.read(reader, 'c', { count: 10, blockMs: 10 })
     reader.disconnect()
-    await queue.deadLetter([...entries.map((e) => ({ id: e.id, fields: ['e', JSON.stringify(e.event)], reason: 'test' })), ...bad])
+    await queue.deadLetter([...entries.map((e) => ({ id: e.id, fields: ['b', JSON.stringify(e.events)], reason: 'test' })), ...bad])
 
     const list = await runBinary('sluice', envFor(db, r), ['dead-letters'])
     expect(list.code).toBe(0)
     const letters = JSON.parse(list.output) as { id: string; fields: { reason: string } }[]
-    expect(letters.map((l) => l.fields.reason)).toEqual(['test', expect.stringContaining('no "e" field')])
+    expect(letters.map((l) => l.fields.reason)).toEqual(['test', expect.stringContaining('no "b" or "e" field')])
 
     const replay = await runBinary('sluice', envFor(db, r), ['replay', '--all'])
     expect(replay.code).toBe(0)
     expect(JSON.parse(replay.output)).toEqual({ replayed: [letters[0]!.id], skipped: [{ id: letters[1]!.id, reason: 'it holds no event (it was not a valid entry)' }] })
     const back = await r.redis.xrange(r.queue.stream, '-', '+')
-    expect(back.map(([, f]) => JSON.parse(f[1]!).event_id)).toEqual([event.event_id])
+    expect(back.flatMap(([, f]) => JSON.parse(f[1]!)).map((e: { event_id: string }) => e.event_id)).toEqual([event.event_id])
 
     const depth = JSON.parse((await runBinary('sluice', envFor(db, r), ['queue'])).output)
     expect(depth).toMatchObject({ length: 1, deadLetters: 1 })

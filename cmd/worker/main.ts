@@ -17,7 +17,7 @@ await runMain('worker', async () => {
   reader.on('error', (err) => log.warn({ err: err.message }, 'redis reader connection error'))
   const worker = createWorker(
     { queue: createQueue(redis, config.queue), store: createStore(sql), reader, log },
-    { consumer: config.worker.name, batchSize: config.worker.batchSize, blockMs: config.worker.blockMs, claimIdleMs: config.worker.claimIdleMs, maxDeliveries: config.worker.maxDeliveries },
+    { consumer: config.worker.name, batchSize: config.worker.batchSize, blockMs: config.worker.blockMs, claimIdleMs: config.worker.claimIdleMs, maxDeliveries: config.worker.maxDeliveries, maxEntryEvents: config.queue.maxEntryEvents },
   )
   const stop = onStopSignals(log)
   log.info({ consumer: config.worker.name, stream: config.queue.stream, group: config.queue.group }, 'worker started')

@@ -20,6 +20,7 @@ export const DEFAULTS = {
   REDIS_WAIT_REPLICAS: '0',
   REDIS_WAIT_TIMEOUT_MS: '100',
   QUEUE_MAX_BACKLOG: '1000000',
+  QUEUE_ENTRY_MAX_EVENTS: '100',
   INGEST_BODY_LIMIT_BYTES: String(1024 * 1024),
   INGEST_BATCH_MAX: '1000',
   INGEST_MAX_FUTURE_MS: String(5 * 60_000),
@@ -77,6 +78,7 @@ const EnvSchema = v.object({
   REDIS_WAIT_REPLICAS: int(0, 100),
   REDIS_WAIT_TIMEOUT_MS: int(1, 60_000),
   QUEUE_MAX_BACKLOG: int(1, 1_000_000_000),
+  QUEUE_ENTRY_MAX_EVENTS: int(1, 1000),
   INGEST_BODY_LIMIT_BYTES: int(1024, 64 * 1024 * 1024),
   INGEST_BATCH_MAX: int(1, 10_000),
   INGEST_MAX_FUTURE_MS: int(0, 24 * 3_600_000),
@@ -110,7 +112,7 @@ export type Config = Readonly<{
   logLevel: string
   redisTimeoutMs: number
   shutdownTimeoutMs: number
-  queue: Readonly<{ stream: string; group: string; deadLetterStream: string; waitReplicas: number; waitTimeoutMs: number; maxBacklog: number }>
+  queue: Readonly<{ stream: string; group: string; deadLetterStream: string; waitReplicas: number; waitTimeoutMs: number; maxBacklog: number; maxEntryEvents: number }>
   ingest: Readonly<{
     bodyLimitBytes: number
     batchMax: number
@@ -167,6 +169,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
       waitReplicas: e.REDIS_WAIT_REPLICAS,
       waitTimeoutMs: e.REDIS_WAIT_TIMEOUT_MS,
       maxBacklog: e.QUEUE_MAX_BACKLOG,
+      maxEntryEvents: e.QUEUE_ENTRY_MAX_EVENTS,
     },
     ingest: {
       bodyLimitBytes: e.INGEST_BODY_LIMIT_BYTES,

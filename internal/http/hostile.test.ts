@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import fc from 'fast-check'
+import type { Event } from '../event/event.ts'
 import { silentLogger } from '../log/log.ts'
 import { createQueue } from '../queue/queue.ts'
 import { createStore } from '../store/store.ts'
@@ -182,7 +183,7 @@ describe('fuzzing', () => {
     )
     // Everything accepted goes into Postgres without an error.
     const entries = await r.redis.xrange(r.queue.stream, '-', '+')
-    const events = entries.map(([, f]) => JSON.parse(f[1]!)).filter((e) => seen.includes(e.event_id))
+    const events = entries.flatMap(([, f]) => JSON.parse(f[1]!) as Event[]).filter((e) => seen.includes(e.event_id))
     expect(events.length).toBe(seen.length)
     expect(seen.length).toBeGreaterThan(10)
     expect(await store.insertEvents(events)).toBe(events.length)

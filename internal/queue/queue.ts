@@ -1,8 +1,9 @@
 // Package queue is the Redis Streams queue between the ingestion API and the workers:
-// one entry per event, read through a consumer group, acknowledged only after the
-// event is committed in Postgres, and deleted from the stream when acknowledged.
+// entries of up to 100 events, read through a consumer group, acknowledged only after
+// their events are committed in Postgres, and deleted from the stream when acknowledged.
 import type Redis from 'ioredis'
-import type { Event } from '../event/event.ts'
+import { decode, type BadEntry, type Delivery, type RawEntry } from './entry.ts'
+import { createWriter } from './writer.ts'
 
 export type QueueOptions = {
   stream: string
@@ -15,15 +16,12 @@ export type QueueOptions = {
    */
   waitReplicas?: number
   waitTimeoutMs?: number
+  /** Most events the API packs into one stream entry. */
+  maxEntryEvents?: number
 }
 
-/** One stream entry that decoded into an event. */
-export type Entry = { id: string; event: Event }
-/** One stream entry that did not decode; it can only be dead-lettered. */
-export type BadEntry = { id: string; fields: string[]; reason: string }
-export type Delivery = { entries: Entry[]; bad: BadEntry[] }
-
-export type EnqueueResult = { ok: true; id: string } | { ok: false; error: Error }
+export type { BadEntry, Delivery, Entry } from './entry.ts'
+export type { EnqueueResult } from './writer.ts'
 
 export type Depth = {
   /** Entries in the stream: delivered but not yet acknowledged, plus not yet delivered. */
@@ -37,42 +35,11 @@ export type Depth = {
   deadLetters: number
 }
 
-type RawEntry = [id: string, fields: string[] | null]
-
 export type Queue = ReturnType<typeof createQueue>
 
-export function createQueue(redis: Redis, { stream, group, deadLetterStream, waitReplicas = 0, waitTimeoutMs = 100 }: QueueOptions) {
-  /** Appends events, one entry each, in one round trip; reports per event whether Redis took it. */
-  async function enqueue(events: Event[]): Promise<EnqueueResult[]> {
-    if (events.length === 1 && waitReplicas === 0) {
-      try {
-        const id = await redis.xadd(stream, '*', 'e', JSON.stringify(events[0]))
-        return [{ ok: true, id: id as string }]
-      } catch (err) {
-        return [{ ok: false, error: err as Error }]
-      }
-    }
-    const pipeline = redis.pipeline()
-    for (const event of events) pipeline.xadd(stream, '*', 'e', JSON.stringify(event))
-    if (waitReplicas > 0) pipeline.wait(waitReplicas, waitTimeoutMs)
-    let replies: [Error | null, unknown][] | null
-    try {
-      replies = await pipeline.exec()
-    } catch (err) {
-      return events.map(() => ({ ok: false, error: err as Error }))
-    }
-    if (waitReplicas > 0) {
-      const [err, acked] = replies?.at(-1) ?? [new Error('no reply from Redis'), 0]
-      if (err || (acked as number) < waitReplicas) {
-        const error = err ?? new Error(`only ${acked} of ${waitReplicas} replicas confirmed the write within ${waitTimeoutMs} ms`)
-        return events.map(() => ({ ok: false, error }))
-      }
-    }
-    return events.map((_, i) => {
-      const [error, id] = replies?.[i] ?? [new Error('no reply from Redis'), null]
-      return error ? { ok: false, error } : { ok: true, id: id as string }
-    })
-  }
+export function createQueue(redis: Redis, { stream, group, deadLetterStream, maxEntryEvents = 100, waitReplicas = 0, waitTimeoutMs = 100 }: QueueOptions) {
+  /** Appends events; reports per event whether Redis took it. See createWriter. */
+  const { enqueue } = createWriter(redis, { stream, maxEntryEvents, waitReplicas, waitTimeoutMs })
 
   /** Creates the consumer group (and the stream) if missing. Safe to call from every worker. */
   async function ensureGroup(): Promise<void> {
@@ -170,9 +137,10 @@ export function createQueue(redis: Redis, { stream, group, deadLetterStream, wai
     const skipped: { id: string; reason: string }[] = []
     for (const { id, fields } of letters) {
       if (!fields) skipped.push({ id, reason: 'no such dead letter' })
-      else if (fields.e === undefined) skipped.push({ id, reason: 'it holds no event (it was not a valid entry)' })
+      else if (fields.b === undefined && fields.e === undefined) skipped.push({ id, reason: 'it holds no event (it was not a valid entry)' })
       else {
-        const replies = await redis.multi().xadd(stream, '*', 'e', fields.e).xdel(deadLetterStream, id).exec()
+        const payload = fields.b !== undefined ? ['b', fields.b] : ['e', fields.e!]
+        const replies = await redis.multi().xadd(stream, '*', ...payload).xdel(deadLetterStream, id).exec()
         const failed = replies?.find(([err]) => err)
         if (failed) throw failed[0]
         replayed.push(id)
@@ -182,44 +150,6 @@ export function createQueue(redis: Redis, { stream, group, deadLetterStream, wai
   }
 
   return { stream, group, enqueue, ensureGroup, read, claim, ack, deadLetter, depth, deadLetters, replay }
-}
-
-function decode(raw: RawEntry[]): Delivery {
-  const entries: Entry[] = []
-  const bad: BadEntry[] = []
-  for (const [id, fields] of raw) {
-    // A pending entry that was deleted from the stream comes back without fields; nothing is left to store.
-    if (fields === null) {
-      bad.push({ id, fields: [], reason: 'entry was deleted from the stream before it was stored' })
-      continue
-    }
-    const i = fields.indexOf('e')
-    try {
-      if (i < 0 || i % 2 !== 0) throw new Error('no "e" field')
-      entries.push({ id, event: checkShape(JSON.parse(fields[i + 1]!)) })
-    } catch (err) {
-      bad.push({ id, fields, reason: `undecodable entry: ${(err as Error).message}` })
-    }
-  }
-  return { entries, bad }
-}
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
-
-/**
- * The API validated the event before writing it; this re-checks only what Postgres would
- * choke on, so a hand-written or corrupted entry is set aside instead of retried forever.
- */
-function checkShape(e: Event): Event {
-  const str = (x: unknown) => typeof x === 'string'
-  const optional = (x: unknown) => x === null || str(x)
-  if (
-    !e || !UUID.test(e.event_id) || !str(e.site_id) || !str(e.event_type) || !optional(e.path) || !optional(e.user_id) ||
-    !str(e.timestamp) || Number.isNaN(Date.parse(e.timestamp)) || !Number.isFinite(e.received_at)
-  ) {
-    throw new Error('not a valid event')
-  }
-  return e
 }
 
 function toRecord(flat: unknown[]): Record<string, unknown> {

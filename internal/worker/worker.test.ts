@@ -39,7 +39,7 @@ function startWorker(options: Partial<WorkerOptions> = {}) {
 const storedCount = async () => ((await db.sql`select count(*)::int as n from events`)[0]!.n as number)
 
 describe('worker', () => {
-  test('moves queued events into Postgres and removes them from the stream', async () => {
+  test('moves queued events into Postgres in inserts of at most batchSize events, and removes them from the stream', async () => {
     await queue.enqueue(Array.from({ length: 50 }, (_, i) => event(i)))
     const { stop } = startWorker({ batchSize: 20 })
     expect(await eventually(async () => (await storedCount()) === 50)).toBe(true)
@@ -96,7 +96,8 @@ describe('worker', () => {
 
   test('moves an entry that keeps failing to the dead-letter stream after the delivery limit, and stores the rest', async () => {
     await queue.ensureGroup()
-    await queue.enqueue([event(1), event(2)])
+    await queue.enqueue([event(1)])
+    await queue.enqueue([event(2)])
     const reader = r.redis.duplicate()
     readers.push(reader)
     await queue.read(reader, 'crashing-worker', { count: 1, blockMs: 10 }) // event 1 crashed a worker...
@@ -107,7 +108,7 @@ describe('worker', () => {
     await stop()
     expect(await storedCount()).toBe(1)
     const letters = await queue.deadLetters()
-    expect(letters.map((l) => [JSON.parse(l.fields.e!).event_id, l.fields.reason])).toEqual([[event(1).event_id, 'delivered 4 times without being stored']])
+    expect(letters.map((l) => [JSON.parse(l.fields.b!)[0].event_id, l.fields.reason])).toEqual([[event(1).event_id, 'delivered 4 times without being stored']])
   })
 
   test('returns promptly once stopped, with nothing left pending', async () => {

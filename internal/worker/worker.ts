@@ -1,10 +1,11 @@
-// Package worker drains the queue into Postgres: it reads batches through the consumer
-// group, inserts each in one statement, and acknowledges only after the commit.
+// Package worker drains the queue into Postgres: it reads entries through the consumer
+// group, inserts their events in statements of at most batchSize events, and acknowledges
+// entries only after the commit. The next read overlaps the current insert.
 import type Redis from 'ioredis'
 import type { Event } from '../event/event.ts'
 import { sleep } from '../lifecycle/lifecycle.ts'
 import type { Logger } from '../log/log.ts'
-import type { Delivery, Entry, Queue } from '../queue/queue.ts'
+import type { Delivery, Queue } from '../queue/queue.ts'
 import { isDataError, type Store } from '../store/store.ts'
 
 export type WorkerDeps = {
@@ -17,50 +18,70 @@ export type WorkerDeps = {
 
 export type WorkerOptions = {
   consumer: string
+  /** Most events per insert statement (and, roughly, per read). */
   batchSize?: number
   blockMs?: number
   /** Entries another consumer has held this long are taken over (it has probably died). */
   claimIdleMs?: number
   /** An entry delivered this many times without being stored goes to the dead-letter stream. */
   maxDeliveries?: number
-  /** Backoff for Postgres and Redis failures: doubles from base to max, with full jitter. */
+  /** Most events the API puts in one entry; sizes the first read. */
+  maxEntryEvents?: number
+  /** Backoff for Postgres and Redis failures: doubles from base to max, with jitter. */
   retryBaseMs?: number
   retryMaxMs?: number
   /** Once stopping, how long to keep retrying the batch in hand before leaving it pending for another worker. */
   stopGraceMs?: number
 }
 
+/** batches counts insert statements. */
 export type WorkerStats = { batches: number; stored: number; duplicates: number; deadLettered: number }
 
-export function createWorker({ queue, store, reader, log }: WorkerDeps, options: WorkerOptions) {
-  const { consumer, batchSize = 2000, blockMs = 1000, claimIdleMs = 60_000, maxDeliveries = 5, retryBaseMs = 100, retryMaxMs = 5000, stopGraceMs = 5000 } = options
-  const stats: WorkerStats = { batches: 0, stored: 0, duplicates: 0, deadLettered: 0 }
+type Rejected = { entryId: string; event: Event; reason: string }
 
-  /** Runs until `signal` aborts, then finishes and acknowledges the batch in hand and returns. */
+export function createWorker({ queue, store, reader, log }: WorkerDeps, options: WorkerOptions) {
+  const {
+    consumer, batchSize = 2000, blockMs = 1000, claimIdleMs = 60_000, maxDeliveries = 5, maxEntryEvents = 100,
+    retryBaseMs = 100, retryMaxMs = 5000, stopGraceMs = 5000,
+  } = options
+  const stats: WorkerStats = { batches: 0, stored: 0, duplicates: 0, deadLettered: 0 }
+  // How many entries to ask for: enough for about batchSize events, adapted to the sizes seen.
+  let count = Math.max(1, Math.floor(batchSize / maxEntryEvents))
+
+  /** Runs until `signal` aborts, then finishes and acknowledges what it holds and returns. */
   async function run(signal: AbortSignal): Promise<WorkerStats> {
     let failures = 0
     let ownPendingDone = false
     let nextClaimAt = 0
+    let prefetch: Promise<Delivery> | null = null
     await retrying('create consumer group', () => queue.ensureGroup(), signal)
-    while (!signal.aborted) {
+    while (!signal.aborted || prefetch) {
       try {
         let delivery: Delivery
-        if (!ownPendingDone) {
+        if (prefetch) {
+          delivery = await prefetch
+          prefetch = null
+        } else if (!ownPendingDone) {
           // After a restart under the same name, what this consumer held before comes first.
-          delivery = await queue.claim(consumer, { owner: consumer, minIdleMs: 0, count: batchSize, maxDeliveries })
-          ownPendingDone = delivery.entries.length + delivery.bad.length === 0
+          delivery = await queue.claim(consumer, { owner: consumer, minIdleMs: 0, count, maxDeliveries })
+          ownPendingDone = size(delivery) === 0
         } else if (Date.now() >= nextClaimAt) {
-          delivery = await queue.claim(consumer, { minIdleMs: claimIdleMs, count: batchSize, maxDeliveries })
-          const got = delivery.entries.length + delivery.bad.length
-          if (got > 0) log.warn({ count: got }, 'took over entries from a stalled consumer')
-          // A full batch may mean more are waiting; otherwise look again in a while.
-          if (got < batchSize) nextClaimAt = Date.now() + Math.max(500, Math.min(claimIdleMs / 2, 30_000))
+          delivery = await queue.claim(consumer, { minIdleMs: claimIdleMs, count, maxDeliveries })
+          const got = size(delivery)
+          if (got > 0) log.warn({ entries: got }, 'took over entries from a stalled consumer')
+          // A full read may mean more are waiting; otherwise look again in a while.
+          if (got < count) nextClaimAt = Date.now() + Math.max(500, Math.min(claimIdleMs / 2, 30_000))
         } else {
-          delivery = await queue.read(reader, consumer, { count: batchSize, blockMs })
+          delivery = await queue.read(reader, consumer, { count, blockMs })
         }
         failures = 0
-        if (delivery.entries.length + delivery.bad.length > 0) await handle(delivery, signal)
+        if (size(delivery) === 0) continue
+        adapt(delivery)
+        // Read the next batch while this one is inserted; on a stop, it is stored before returning.
+        if (ownPendingDone && Date.now() < nextClaimAt) prefetch = queue.read(reader, consumer, { count, blockMs: signal.aborted ? 1 : blockMs })
+        await handle(delivery, signal)
       } catch (err) {
+        prefetch = null
         failures++
         const wait = backoff(failures)
         log.error({ err, retry_in_ms: wait }, 'queue read failed; retrying')
@@ -73,45 +94,62 @@ export function createWorker({ queue, store, reader, log }: WorkerDeps, options:
     return stats
   }
 
-  /** Stores a delivery and acknowledges it. Entries that can never be stored go to the dead-letter stream. */
+  const size = (d: Delivery) => d.entries.length + d.bad.length
+
+  /** Asks for more entries when they are small and fewer when they are large, so reads stay near batchSize events. */
+  function adapt({ entries }: Delivery) {
+    const events = entries.reduce((n, e) => n + e.events.length, 0)
+    if (events === 0) return
+    const full = entries.length >= count
+    const ideal = Math.floor((entries.length * batchSize) / events)
+    if (events > batchSize || full) count = Math.max(1, Math.min(batchSize, ideal))
+  }
+
+  /** Stores a delivery and acknowledges it. What can never be stored goes to the dead-letter stream. */
   async function handle({ entries, bad }: Delivery, signal: AbortSignal): Promise<void> {
-    const deadLetters = bad.map((b) => ({ id: b.id, fields: b.fields, reason: b.reason }))
-    const stored = await retrying('insert batch', () => insert(entries), signal, stopGraceMs)
-    if (stored === undefined) return // stopping, and Postgres is still failing: leave the batch pending.
-    for (const { entry, reason } of stored.rejected) {
-      deadLetters.push({ id: entry.id, fields: ['e', JSON.stringify(entry.event)], reason })
+    const events = entries.flatMap((e) => e.events.map((event) => ({ entryId: e.id, event })))
+    let inserted = 0
+    const rejected: Rejected[] = []
+    for (let i = 0; i < events.length; i += batchSize) {
+      const chunk = events.slice(i, i + batchSize)
+      const result = await retrying('insert batch', () => insert(chunk), signal, stopGraceMs)
+      if (result === undefined) return // stopping, and Postgres is still failing: leave it all pending.
+      inserted += result.inserted
+      rejected.push(...result.rejected)
+      stats.batches++
     }
-    const good = entries.filter((e) => !stored.rejected.some((r) => r.entry === e)).map((e) => e.id)
-    await retrying('acknowledge batch', () => queue.ack(good), signal, stopGraceMs)
+    const deadLetters = [
+      ...bad,
+      ...rejected.map((r) => ({ id: r.entryId, fields: ['e', JSON.stringify(r.event)], reason: r.reason })),
+    ]
     if (deadLetters.length) {
       await retrying('dead-letter entries', () => queue.deadLetter(deadLetters), signal, stopGraceMs)
       log.error({ count: deadLetters.length, reasons: [...new Set(deadLetters.map((d) => d.reason))] }, 'moved entries to the dead-letter stream')
     }
-    stats.batches++
-    stats.stored += stored.inserted
-    stats.duplicates += entries.length - stored.rejected.length - stored.inserted
+    await retrying('acknowledge batch', () => queue.ack(entries.map((e) => e.id)), signal, stopGraceMs)
+    stats.stored += inserted
+    stats.duplicates += events.length - rejected.length - inserted
     stats.deadLettered += deadLetters.length
   }
 
   /**
-   * Inserts the whole batch in one statement. If Postgres rejects the data itself, falls back
-   * to one event at a time so the good ones still go in and only the bad ones are set aside.
+   * Inserts events in one statement. If Postgres rejects the data itself, falls back to one
+   * event at a time so the good ones still go in and only the bad ones are set aside.
    */
-  async function insert(entries: Entry[]): Promise<{ inserted: number; rejected: { entry: Entry; reason: string }[] }> {
-    const events: Event[] = entries.map((e) => e.event)
+  async function insert(chunk: { entryId: string; event: Event }[]): Promise<{ inserted: number; rejected: Rejected[] }> {
     try {
-      return { inserted: await store.insertEvents(events), rejected: [] }
+      return { inserted: await store.insertEvents(chunk.map((c) => c.event)), rejected: [] }
     } catch (err) {
       if (!isDataError(err)) throw err
     }
     let inserted = 0
-    const rejected: { entry: Entry; reason: string }[] = []
-    for (const entry of entries) {
+    const rejected: Rejected[] = []
+    for (const c of chunk) {
       try {
-        inserted += await store.insertEvents([entry.event])
+        inserted += await store.insertEvents([c.event])
       } catch (err) {
         if (!isDataError(err)) throw err
-        rejected.push({ entry, reason: `postgres rejected the event: ${(err as Error).message}` })
+        rejected.push({ ...c, reason: `postgres rejected the event: ${(err as Error).message}` })
       }
     }
     return { inserted, rejected }
