@@ -39,13 +39,18 @@ const api = spawnBinary('api', env)
 await waitForReady(`${url}/readyz`, api)
 const single = await wrk(`${url}/event`, { script: 'event.lua', seconds: SECONDS, env: { TIMESTAMP } })
 line(`POST /event: ${Math.round(single.rps)} req/s (${((100 * single.rps) / base.rps).toFixed(1)} % of baseline), p50 ${single.p50Ms} ms, p99 ${single.p99Ms} ms, non-2xx ${single.non2xx}`)
-await r.redis.del(r.queue.stream)
+/** Clears the stream once requests still in flight when wrk stopped have landed. */
+const clear = async () => {
+  await Bun.sleep(1000)
+  await r.redis.del(r.queue.stream)
+}
+await clear()
 const batches: Record<string, WrkResult & { eventsPerS: number }> = {}
 for (const n of [100, 1000]) {
   const w = await wrk(`${url}/events`, { script: 'batch.lua', seconds: SECONDS, env: { TIMESTAMP, BATCH: String(n) } })
   batches[n] = { ...w, eventsPerS: Math.round((w.requests - w.non2xx) * n / SECONDS) }
   line(`POST /events x${n}: ${batches[n]!.eventsPerS} events/s accepted (${Math.round(w.rps)} req/s, p99 ${w.p99Ms} ms, non-2xx ${w.non2xx})`)
-  await r.redis.del(r.queue.stream)
+  await clear()
 }
 const apiRss = peakRssMb(api.proc.pid)
 

@@ -19,6 +19,29 @@ describe('sluice-api', () => {
     expect(await api.stop()).toBe(0)
   })
 
+  test('serves ingest from its native routes with the same JSON answers as the app', async () => {
+    const port = await freePort()
+    const api = spawnBinary('api', envFor(db, r, { PORT: String(port), STATS_TOKEN: 't', INGEST_BODY_LIMIT_BYTES: '2048' }))
+    const base = `http://127.0.0.1:${port}`
+    await waitForReady(`${base}/readyz`, api)
+    const post = (path: string, body: BodyInit, headers: Record<string, string> = { 'content-type': 'application/json' }) => fetch(`${base}${path}`, { method: 'POST', body, headers })
+    const event = JSON.stringify({ site_id: 's', event_type: 'pageview', timestamp: new Date().toISOString() })
+    const code = async (res: Response) => [res.status, ((await res.json()) as { code?: string; status?: string }).code ?? 'accepted']
+
+    expect(await code(await post('/event', event))).toEqual([202, 'accepted'])
+    expect(await code(await post('/events', `[${event}]`, { 'content-type': 'text/plain' }))).toEqual([202, 'accepted'])
+    expect(await code(await post('/event', event, { 'content-type': 'application/xml' }))).toEqual([415, 'unsupported_media_type'])
+    expect(await code(await post('/event', 'x'.repeat(5000)))).toEqual([413, 'body_too_large'])
+    const chunked = new ReadableStream({ start(c) { c.enqueue(new TextEncoder().encode('x'.repeat(5000))); c.close() } })
+    expect(await code(await post('/event', chunked))).toEqual([413, 'body_too_large'])
+    const get = await fetch(`${base}/event`)
+    expect(await code(get)).toEqual([405, 'method_not_allowed'])
+    const preflight = await fetch(`${base}/event`, { method: 'OPTIONS', headers: { origin: 'https://a.example', 'access-control-request-method': 'POST' } })
+    expect(preflight.status).toBe(204)
+    expect(preflight.headers.get('access-control-allow-origin')).toBe('*')
+    expect(await api.stop()).toBe(0)
+  })
+
   test('refuses to start without a stats token, in one line naming the setting', async () => {
     const { code, output } = await runBinary('api', envFor(db, r, { PORT: String(await freePort()), STATS_TOKEN: '', STATS_PUBLIC: 'false' }))
     expect(code).toBe(78)

@@ -1,30 +1,27 @@
-import type { Context } from 'hono'
+import { isUtf8 } from 'node:buffer'
 import { ApiError } from './errors.ts'
 
 const ACCEPTED_TYPES = new Set(['application/json', 'text/plain'])
-const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false })
+const decoder = new TextDecoder()
 
 /**
  * Reads a JSON body sent as application/json or as text/plain (what navigator.sendBeacon
- * sends for a string). Invalid UTF-8 and invalid JSON are 400s; other types are 415s.
- * The size limit is enforced before this by the body-limit middleware.
+ * sends for a string). Other types are 415s; a body over `limit` bytes is a 413 (checked
+ * from Content-Length first, and while reading when there is none); invalid UTF-8 and
+ * invalid JSON are 400s.
  */
-export async function readJsonBody(c: Context): Promise<unknown> {
-  const type = (c.req.header('content-type') ?? '').split(';')[0]!.trim().toLowerCase()
+export async function readJsonBody(req: Request, limit: number): Promise<unknown> {
+  const type = (req.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase()
   if (!ACCEPTED_TYPES.has(type)) {
-    throw new ApiError(
-      415,
-      'unsupported_media_type',
-      `Content-Type must be application/json or text/plain, not ${type ? JSON.stringify(type) : 'missing'}`,
-    )
+    throw new ApiError(415, 'unsupported_media_type', `Content-Type must be application/json or text/plain, not ${type ? JSON.stringify(type) : 'missing'}`)
   }
-  const bytes = await c.req.arrayBuffer()
-  let text: string
-  try {
-    text = utf8.decode(bytes)
-  } catch {
-    throw new ApiError(400, 'invalid_utf8', 'body is not valid UTF-8')
-  }
+  const tooLarge = () => new ApiError(413, 'body_too_large', `body is larger than the ${limit}-byte limit`)
+  const declared = req.headers.get('content-length')
+  if (declared !== null && Number(declared) > limit) throw tooLarge()
+  const bytes = declared !== null ? await req.bytes() : await readLimited(req, limit, tooLarge)
+  if (bytes.length > limit) throw tooLarge()
+  if (!isUtf8(bytes)) throw new ApiError(400, 'invalid_utf8', 'body is not valid UTF-8')
+  const text = decoder.decode(bytes)
   if (text.trim() === '') throw new ApiError(400, 'empty_body', 'body is empty; send a JSON event')
   try {
     return JSON.parse(text)
@@ -32,4 +29,17 @@ export async function readJsonBody(c: Context): Promise<unknown> {
     const reason = err instanceof RangeError ? 'it is nested too deeply' : (err as Error).message
     throw new ApiError(400, 'invalid_json', `body is not valid JSON: ${reason}`)
   }
+}
+
+/** Reads a body of unknown length, giving up as soon as it passes `limit`. */
+async function readLimited(req: Request, limit: number, tooLarge: () => Error): Promise<Uint8Array> {
+  if (!req.body) return new Uint8Array()
+  const chunks: Uint8Array[] = []
+  let size = 0
+  for await (const chunk of req.body as unknown as AsyncIterable<Uint8Array>) {
+    size += chunk.length
+    if (size > limit) throw tooLarge()
+    chunks.push(chunk)
+  }
+  return Buffer.concat(chunks)
 }

@@ -165,7 +165,7 @@ describe('routing', () => {
   test('answers a wrong method with 405 and Allow', async () => {
     const res = await app.request('/event', { method: 'GET' })
     await expectError(res, 405, 'method_not_allowed')
-    expect(res.headers.get('allow')).toBe('POST')
+    expect(res.headers.get('allow')).toBe('POST, OPTIONS')
   })
 
   test('answers an unknown route with 404 JSON', async () => {

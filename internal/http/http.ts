@@ -8,7 +8,8 @@ import type { Backpressure } from '../queue/backpressure.ts'
 import type { Queue } from '../queue/queue.ts'
 import type { Store } from '../store/store.ts'
 import { errorHandler } from './errors.ts'
-import { ingestRoutes, type IngestOptions } from './ingest.ts'
+import { createIngest, type Ingest, type IngestOptions } from './ingest.ts'
+import type { RequestIpSource } from './limits.ts'
 import { statsRoutes } from './stats.ts'
 
 export type Check = () => Promise<unknown>
@@ -21,6 +22,8 @@ export type AppDeps = {
   log: Logger
   /** Named dependency checks for /readyz, e.g. { redis: ping, postgres: select 1 }. */
   checks: Record<string, Check>
+  /** The ingest handlers; pass the same ones the server's native routes use, so they share state. */
+  ingest?: Ingest
 }
 
 export type AppOptions = {
@@ -32,7 +35,7 @@ export type AppOptions = {
   readyTimeoutMs?: number
 }
 
-export function createApp({ queue, backpressure = null, store, log, checks }: AppDeps, { ingest, statsToken, isStopping = () => false, readyTimeoutMs = 1000 }: AppOptions) {
+export function createApp({ queue, backpressure = null, store, log, checks, ingest: handlers }: AppDeps, { ingest, statsToken, isStopping = () => false, readyTimeoutMs = 1000 }: AppOptions) {
   const app = new Hono()
   app.use(methodNotAllowed({
     app,
@@ -59,7 +62,12 @@ export function createApp({ queue, backpressure = null, store, log, checks }: Ap
     return c.json({ status: ready ? 'ready' : 'not ready', checks: Object.fromEntries(results) }, ready ? 200 : 503)
   })
 
-  app.route('/', ingestRoutes({ queue, backpressure }, ingest))
+  const ingestHandlers = handlers ?? createIngest({ queue, backpressure }, ingest)
+  for (const path of ['/event', '/events'] as const) {
+    const handle = path === '/event' ? ingestHandlers.event : ingestHandlers.events
+    app.post(path, (c) => handle(c.req.raw, c.env as RequestIpSource))
+    app.options(path, (c) => ingestHandlers.preflight(c.req.raw))
+  }
 
   if (statsToken) {
     const auth = statsAuth(statsToken)

@@ -1,12 +1,9 @@
-import { type Context, Hono } from 'hono'
-import { bodyLimit } from 'hono/body-limit'
-import { cors } from 'hono/cors'
 import { createEventParser, type Event, type ParseResult, type Problem } from '../event/event.ts'
 import type { Backpressure } from '../queue/backpressure.ts'
 import type { Queue } from '../queue/queue.ts'
 import { readJsonBody } from './body.ts'
 import { ApiError, queueUnavailable, RETRY_AFTER_SECONDS } from './errors.ts'
-import { clientIp, createRateLimiter } from './limits.ts'
+import { clientIp, createRateLimiter, type RequestIpSource } from './limits.ts'
 
 export type IngestOptions = {
   bodyLimitBytes: number
@@ -30,8 +27,16 @@ export type ItemResult =
   | { index: number; status: 'rejected'; code: 'invalid_event'; details: Problem[] }
   | { index: number; status: 'failed'; code: 'queue_unavailable'; error: string }
 
-/** POST /event and POST /events: validate, put on the queue, and answer 202 only once Redis has the events. */
-export function ingestRoutes({ queue, backpressure = null }: IngestDeps, options: IngestOptions) {
+type Handler = (req: Request, server?: RequestIpSource) => Promise<Response>
+
+export type Ingest = { event: Handler; events: Handler; preflight: (req: Request) => Response }
+
+/**
+ * POST /event and POST /events as plain Request → Response functions: validate, put on the
+ * queue, and answer 202 only once Redis has the events. They carry no framework, so the API
+ * serves them from Bun's native router (the hot path) and the Hono app mounts the same ones.
+ */
+export function createIngest({ queue, backpressure = null }: IngestDeps, options: IngestOptions): Ingest {
   const { bodyLimitBytes, batchMax, maxFutureMs, allowedSites = null, allowedOrigins = null, rateLimitPerSecond = 0, rateLimitBurst, trustProxy = false } = options
   const parseEvent = createEventParser({ maxFutureMs })
   const sites = allowedSites?.length ? new Set(allowedSites) : null
@@ -45,74 +50,90 @@ export function ingestRoutes({ queue, backpressure = null }: IngestDeps, options
     }
     return r
   }
-  const limit = bodyLimit({
-    maxSize: bodyLimitBytes,
-    onError: (c) => c.json({ error: `body is larger than the ${bodyLimitBytes}-byte limit`, code: 'body_too_large' }, 413),
-  })
-  // Browsers: sendBeacon's text/plain POST is a simple request (no preflight); fetch with JSON preflights.
-  const corsHeaders = cors({
-    origin: (origin) => (origins ? (origins.has(origin) ? origin : null) : '*'),
-    allowMethods: ['POST', 'OPTIONS'],
-    allowHeaders: ['Content-Type'],
-    maxAge: 86_400,
-  })
-  /** Checks that apply before the body is read: origin, load shedding. */
-  const admit = async function admit(c: Context, next: () => Promise<void>) {
-    const origin = c.req.header('origin')
-    if (origins && origin !== undefined && !origins.has(origin)) {
+
+  /** CORS for browser beacons: any origin, or only the allowed ones. */
+  const corsHeaders = (req: Request): Record<string, string> => {
+    if (!origins) return { 'Access-Control-Allow-Origin': '*' }
+    const origin = req.headers.get('origin')
+    return origin && origins.has(origin) ? { 'Access-Control-Allow-Origin': origin, Vary: 'Origin' } : { Vary: 'Origin' }
+  }
+  const json = (req: Request, body: unknown, status: number, headers?: Record<string, string>) =>
+    new Response(JSON.stringify(body), { status, headers: { 'Content-Type': 'application/json', ...corsHeaders(req), ...headers } })
+
+  /** Checks that come before reading the body, then the body itself. */
+  async function admit(req: Request): Promise<unknown> {
+    const origin = req.headers.get('origin')
+    if (origins && origin !== null && !origins.has(origin)) {
       throw new ApiError(403, 'origin_not_allowed', `origin ${JSON.stringify(origin)} may not send events here`)
     }
     if (backpressure?.overloaded()) {
       throw new ApiError(503, 'queue_full', `the queue holds ${backpressure.backlog()} unprocessed events (limit ${backpressure.maxBacklog}); retry later`, undefined, { 'Retry-After': '5' })
     }
-    await next()
+    return readJsonBody(req, bodyLimitBytes)
   }
-  const charge = (c: Context, n: number) => {
-    const verdict = take?.(clientIp(c, trustProxy), n)
+  const charge = (req: Request, server: RequestIpSource | undefined, n: number) => {
+    const verdict = take?.(clientIp(req, server, trustProxy), n)
     if (verdict && !verdict.ok) {
       throw new ApiError(429, 'rate_limited', `too many events from this client; retry in ${verdict.retryAfterS} s`, undefined, { 'Retry-After': String(verdict.retryAfterS) })
     }
   }
+  /** An ApiError becomes its JSON answer; anything else goes up to the caller's error handler. */
+  const guarded = (handler: Handler): Handler => async (req, server) => {
+    try {
+      return await handler(req, server)
+    } catch (err) {
+      if (!(err instanceof ApiError)) throw err
+      return json(req, { error: err.message, code: err.code, ...(err.details ? { details: err.details } : {}) }, err.status, err.headers)
+    }
+  }
 
-  return new Hono()
-    .use('/event', corsHeaders)
-    .use('/events', corsHeaders)
-    .post('/event', admit, limit, async (c) => {
-      const result = parse(await readJsonBody(c))
-      if (!result.ok) {
-        const notRegistered = sites && result.problems.length === 1 && result.problems[0]!.message.endsWith('is not registered here')
-        if (notRegistered) throw new ApiError(403, 'site_not_allowed', result.problems[0]!.message)
-        throw new ApiError(400, 'invalid_event', 'event is invalid', result.problems)
-      }
-      charge(c, 1)
-      const [written] = await queue.enqueue([result.event])
-      if (!written?.ok) throw queueUnavailable()
-      return c.json({ status: 'accepted', event_id: result.event.event_id }, 202)
+  const event = guarded(async function ingestEvent(req, server) {
+    const result = parse(await admit(req))
+    if (!result.ok) {
+      const notRegistered = sites && result.problems.length === 1 && result.problems[0]!.message.endsWith('is not registered here')
+      if (notRegistered) throw new ApiError(403, 'site_not_allowed', result.problems[0]!.message)
+      throw new ApiError(400, 'invalid_event', 'event is invalid', result.problems)
+    }
+    charge(req, server, 1)
+    const [written] = await queue.enqueue([result.event])
+    if (!written?.ok) throw queueUnavailable()
+    return json(req, { status: 'accepted', event_id: result.event.event_id }, 202)
+  })
+
+  const events = guarded(async function ingestEvents(req, server) {
+    const items = batchItems(await admit(req), batchMax)
+    charge(req, server, items.length)
+    const results: ItemResult[] = new Array(items.length)
+    const valid: { index: number; event: Event }[] = []
+    items.forEach((item, index) => {
+      const r = parse(item)
+      if (r.ok) valid.push({ index, event: r.event })
+      else results[index] = { index, status: 'rejected', code: 'invalid_event', details: r.problems }
     })
-    .post('/events', admit, limit, async (c) => {
-      const items = batchItems(await readJsonBody(c), batchMax)
-      charge(c, items.length)
-      const results: ItemResult[] = new Array(items.length)
-      const valid: { index: number; event: Event }[] = []
-      items.forEach((item, index) => {
-        const r = parse(item)
-        if (r.ok) valid.push({ index, event: r.event })
-        else results[index] = { index, status: 'rejected', code: 'invalid_event', details: r.problems }
-      })
-      const written = valid.length ? await queue.enqueue(valid.map((v) => v.event)) : []
-      valid.forEach(({ index, event }, i) => {
-        results[index] = written[i]?.ok
-          ? { index, status: 'accepted', event_id: event.event_id }
-          : { index, status: 'failed', code: 'queue_unavailable', error: 'the event queue cannot take writes right now; retry this event' }
-      })
-      const accepted = results.filter((r) => r.status === 'accepted').length
-      const failed = results.filter((r) => r.status === 'failed').length
-      const rejected = items.length - accepted - failed
-      const status = accepted === items.length ? 202 : accepted > 0 ? 207 : failed > 0 ? 503 : 400
-      const summary = accepted === items.length ? 'accepted' : accepted > 0 ? 'partial' : failed > 0 ? 'unavailable' : 'rejected'
-      const headers = failed > 0 ? { 'Retry-After': RETRY_AFTER_SECONDS } : undefined
-      return c.json({ status: summary, accepted, rejected, failed, results }, status, headers)
+    const written = valid.length ? await queue.enqueue(valid.map((v) => v.event)) : []
+    valid.forEach(({ index, event }, i) => {
+      results[index] = written[i]?.ok
+        ? { index, status: 'accepted', event_id: event.event_id }
+        : { index, status: 'failed', code: 'queue_unavailable', error: 'the event queue cannot take writes right now; retry this event' }
     })
+    const accepted = results.filter((r) => r.status === 'accepted').length
+    const failed = results.filter((r) => r.status === 'failed').length
+    const rejected = items.length - accepted - failed
+    const status = accepted === items.length ? 202 : accepted > 0 ? 207 : failed > 0 ? 503 : 400
+    const summary = accepted === items.length ? 'accepted' : accepted > 0 ? 'partial' : failed > 0 ? 'unavailable' : 'rejected'
+    return json(req, { status: summary, accepted, rejected, failed, results }, status, failed > 0 ? { 'Retry-After': RETRY_AFTER_SECONDS } : undefined)
+  })
+
+  // Browsers: sendBeacon's text/plain POST is a simple request (no preflight); fetch with JSON preflights.
+  function preflight(req: Request): Response {
+    const headers = corsHeaders(req)
+    if (headers['Access-Control-Allow-Origin']) {
+      Object.assign(headers, { 'Access-Control-Allow-Methods': 'POST, OPTIONS', 'Access-Control-Allow-Headers': 'Content-Type', 'Access-Control-Max-Age': '86400' })
+    }
+    return new Response(null, { status: 204, headers })
+  }
+
+  return { event, events, preflight }
 }
 
 function batchItems(body: unknown, max: number): unknown[] {

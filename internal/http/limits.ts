@@ -1,4 +1,3 @@
-import type { Context } from 'hono'
 
 export type RateLimiterOptions = {
   /** Events per second each key may send on average. */
@@ -37,12 +36,13 @@ export function createRateLimiter({ perSecond, burst, now = Date.now }: RateLimi
  * The client's address: behind a trusted proxy (nginx appends the address it saw to
  * X-Forwarded-For), the last entry of that header; otherwise the socket's peer.
  */
-export function clientIp(c: Context, trustProxy: boolean): string {
+export function clientIp(req: Request, server: RequestIpSource | undefined, trustProxy: boolean): string {
   if (trustProxy) {
-    const forwarded = c.req.header('x-forwarded-for')
-    const last = forwarded?.split(',').at(-1)?.trim()
+    const last = req.headers.get('x-forwarded-for')?.split(',').at(-1)?.trim()
     if (last) return last
   }
-  const server = c.env as { requestIP?: (r: Request) => { address: string } | null } | undefined
-  return server?.requestIP?.(c.req.raw)?.address ?? 'unknown'
+  return server?.requestIP?.(req)?.address ?? 'unknown'
 }
+
+/** What Bun's server offers to tell a request's peer address. */
+export type RequestIpSource = { requestIP?: (req: Request) => { address: string } | null }
