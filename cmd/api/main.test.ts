@@ -24,7 +24,7 @@ describe('sluice-api', () => {
     const api = spawnBinary('api', envFor(db, r, { PORT: String(port), STATS_TOKEN: 't', INGEST_BODY_LIMIT_BYTES: '2048' }))
     const base = `http://127.0.0.1:${port}`
     await waitForReady(`${base}/readyz`, api)
-    const post = (path: string, body: BodyInit, headers: Record<string, string> = { 'content-type': 'application/json' }) => fetch(`${base}${path}`, { method: 'POST', body, headers })
+    const post = (path: string, body: string | ReadableStream, headers: Record<string, string> = { 'content-type': 'application/json' }) => fetch(`${base}${path}`, { method: 'POST', body, headers })
     const event = JSON.stringify({ site_id: 's', event_type: 'pageview', timestamp: new Date().toISOString() })
     const code = async (res: Response) => [res.status, ((await res.json()) as { code?: string; status?: string }).code ?? 'accepted']
 

@@ -22,10 +22,10 @@ export async function readJsonBody(req: Request, limit: number): Promise<unknown
   if (bytes.length > limit) throw tooLarge()
   if (!isUtf8(bytes)) throw new ApiError(400, 'invalid_utf8', 'body is not valid UTF-8')
   const text = decoder.decode(bytes)
-  if (text.trim() === '') throw new ApiError(400, 'empty_body', 'body is empty; send a JSON event')
   try {
     return JSON.parse(text)
   } catch (err) {
+    if (text.trim() === '') throw new ApiError(400, 'empty_body', 'body is empty; send a JSON event')
     const reason = err instanceof RangeError ? 'it is nested too deeply' : (err as Error).message
     throw new ApiError(400, 'invalid_json', `body is not valid JSON: ${reason}`)
   }

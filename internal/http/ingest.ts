@@ -52,13 +52,20 @@ export function createIngest({ queue, backpressure = null }: IngestDeps, options
   }
 
   /** CORS for browser beacons: any origin, or only the allowed ones. */
+  const ANY_ORIGIN = { 'Access-Control-Allow-Origin': '*' }
+  const JSON_ANY_ORIGIN = { 'Content-Type': 'application/json', ...ANY_ORIGIN }
   const corsHeaders = (req: Request): Record<string, string> => {
-    if (!origins) return { 'Access-Control-Allow-Origin': '*' }
+    if (!origins) return ANY_ORIGIN
     const origin = req.headers.get('origin')
     return origin && origins.has(origin) ? { 'Access-Control-Allow-Origin': origin, Vary: 'Origin' } : { Vary: 'Origin' }
   }
   const json = (req: Request, body: unknown, status: number, headers?: Record<string, string>) =>
-    new Response(JSON.stringify(body), { status, headers: { 'Content-Type': 'application/json', ...corsHeaders(req), ...headers } })
+    respond(req, JSON.stringify(body), status, headers)
+  const respond = (req: Request, body: string, status: number, headers?: Record<string, string>) =>
+    new Response(body, {
+      status,
+      headers: !origins && !headers ? JSON_ANY_ORIGIN : { 'Content-Type': 'application/json', ...corsHeaders(req), ...headers },
+    })
 
   /** Checks that come before reading the body, then the body itself. */
   async function admit(req: Request): Promise<unknown> {
@@ -97,7 +104,8 @@ export function createIngest({ queue, backpressure = null }: IngestDeps, options
     charge(req, server, 1)
     const [written] = await queue.enqueue([result.event])
     if (!written?.ok) throw queueUnavailable()
-    return json(req, { status: 'accepted', event_id: result.event.event_id }, 202)
+    // event_id is a lower-case UUID: nothing in it needs escaping.
+    return respond(req, `{"status":"accepted","event_id":"${result.event.event_id}"}`, 202)
   })
 
   const events = guarded(async function ingestEvents(req, server) {
