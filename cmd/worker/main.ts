@@ -11,13 +11,13 @@ import { createWorker } from '../../internal/worker/worker.ts'
 await runMain('worker', async () => {
   const config = loadConfig()
   const log = createLogger({ level: config.logLevel, name: 'worker' })
-  const { redis, sql } = await openClients(config, 'worker', log, { sqlMax: 2 })
+  const { redis, sql } = await openClients(config, 'worker', log, { sqlMax: config.worker.insertConcurrency + 1 })
   // The blocking read gets a connection of its own, apart from the one that acks.
   const reader = redis.duplicate({ connectionName: 'sluice-worker-reader', commandTimeout: undefined })
   reader.on('error', (err) => log.warn({ err: err.message }, 'redis reader connection error'))
   const worker = createWorker(
     { queue: createQueue(redis, config.queue), store: createStore(sql), reader, log },
-    { consumer: config.worker.name, batchSize: config.worker.batchSize, blockMs: config.worker.blockMs, claimIdleMs: config.worker.claimIdleMs, maxDeliveries: config.worker.maxDeliveries, maxEntryEvents: config.queue.maxEntryEvents },
+    { consumer: config.worker.name, batchSize: config.worker.batchSize, blockMs: config.worker.blockMs, claimIdleMs: config.worker.claimIdleMs, maxDeliveries: config.worker.maxDeliveries, maxEntryEvents: config.queue.maxEntryEvents, insertConcurrency: config.worker.insertConcurrency },
   )
   const stop = onStopSignals(log)
   log.info({ consumer: config.worker.name, stream: config.queue.stream, group: config.queue.group }, 'worker started')

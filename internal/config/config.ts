@@ -27,6 +27,7 @@ export const DEFAULTS = {
   INGEST_ALLOWED_SITES: '',
   INGEST_ALLOWED_ORIGINS: '',
   INGEST_RATE_LIMIT: '0',
+  INGEST_IN_FLIGHT_BYTES: String(1024 * 1024),
   INGEST_RATE_BURST: '0',
   TRUST_PROXY: 'false',
   WORKER_NAME: '',
@@ -34,6 +35,7 @@ export const DEFAULTS = {
   WORKER_BLOCK_MS: '1000',
   WORKER_CLAIM_IDLE_MS: '60000',
   WORKER_MAX_DELIVERIES: '5',
+  WORKER_INSERT_CONCURRENCY: '2',
   CRON_QUEUE_DEPTH: '0 * * * * *',
   CRON_ROLLUP: '*/30 * * * * *',
   CRON_RETENTION: '0 */5 * * * *',
@@ -85,6 +87,7 @@ const EnvSchema = v.object({
   INGEST_ALLOWED_SITES: list,
   INGEST_ALLOWED_ORIGINS: v.pipe(list, v.check((xs) => xs.every((o) => /^https?:\/\/[^/]+$/.test(o)), 'must be a comma-separated list of origins like https://example.com (scheme and host, no path)')),
   INGEST_RATE_LIMIT: int(0, 10_000_000),
+  INGEST_IN_FLIGHT_BYTES: int(1024, 1024 * 1024 * 1024),
   INGEST_RATE_BURST: int(0, 10_000_000),
   TRUST_PROXY: bool,
   WORKER_NAME: v.string(),
@@ -92,6 +95,7 @@ const EnvSchema = v.object({
   WORKER_BLOCK_MS: int(1, 60_000),
   WORKER_CLAIM_IDLE_MS: int(1000, 24 * 3_600_000),
   WORKER_MAX_DELIVERIES: int(1, 1000),
+  WORKER_INSERT_CONCURRENCY: int(1, 16),
   CRON_QUEUE_DEPTH: v.pipe(nonEmpty, v.rawCheck<string>(cronPattern)),
   CRON_ROLLUP: v.pipe(nonEmpty, v.rawCheck<string>(cronPattern)),
   CRON_RETENTION: v.pipe(nonEmpty, v.rawCheck<string>(cronPattern)),
@@ -122,8 +126,9 @@ export type Config = Readonly<{
     rateLimitPerSecond: number
     rateLimitBurst: number | undefined
     trustProxy: boolean
+    inFlightBytes: number
   }>
-  worker: Readonly<{ name: string; batchSize: number; blockMs: number; claimIdleMs: number; maxDeliveries: number }>
+  worker: Readonly<{ name: string; batchSize: number; blockMs: number; claimIdleMs: number; maxDeliveries: number; insertConcurrency: number }>
   cron: Readonly<{ schedules: Readonly<Record<string, string>> }>
   rollup: Readonly<{ pathCap: number; chunkXids: number }>
   retention: Readonly<{ rawRetentionHours: number; dedupWindowHours: number }>
@@ -180,6 +185,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
       rateLimitPerSecond: e.INGEST_RATE_LIMIT,
       rateLimitBurst: e.INGEST_RATE_BURST || undefined,
       trustProxy: e.TRUST_PROXY,
+      inFlightBytes: e.INGEST_IN_FLIGHT_BYTES,
     },
     worker: {
       name: e.WORKER_NAME || `${hostname()}-${process.pid}`,
@@ -187,6 +193,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
       blockMs: e.WORKER_BLOCK_MS,
       claimIdleMs: e.WORKER_CLAIM_IDLE_MS,
       maxDeliveries: e.WORKER_MAX_DELIVERIES,
+      insertConcurrency: e.WORKER_INSERT_CONCURRENCY,
     },
     cron: { schedules: { 'queue-depth': e.CRON_QUEUE_DEPTH, rollup: e.CRON_ROLLUP, retention: e.CRON_RETENTION } },
     rollup: { pathCap: e.ROLLUP_PATH_CAP, chunkXids: e.ROLLUP_CHUNK_XIDS },

@@ -120,3 +120,25 @@ describe('backpressure', () => {
     await own.cleanup()
   })
 })
+
+describe('the in-flight gate', () => {
+  test('lets requests in while their bytes fit, queues the rest in order, and lets a lone large one through', async () => {
+    const { createGate } = await import('./limits.ts')
+    const gate = createGate(100)
+    const order: string[] = []
+    const a = gate.acquire(60) as () => void
+    const b = (gate.acquire(50) as Promise<() => void>).then((r) => (order.push('b'), r))
+    const c = (gate.acquire(10) as Promise<() => void>).then((r) => (order.push('c'), r))
+    expect(gate.inUse()).toBe(60)
+    a()
+    const [rb, rc] = await Promise.all([b, c])
+    expect(order).toEqual(['b', 'c'])
+    expect(gate.inUse()).toBe(60)
+    rb()
+    rc()
+    const big = gate.acquire(500)
+    expect(typeof big).toBe('function')
+    ;(big as () => void)()
+    expect(gate.inUse()).toBe(0)
+  })
+})

@@ -3,7 +3,7 @@ import type { Backpressure } from '../queue/backpressure.ts'
 import type { Queue } from '../queue/queue.ts'
 import { readJsonBody } from './body.ts'
 import { ApiError, queueUnavailable, RETRY_AFTER_SECONDS } from './errors.ts'
-import { clientIp, createRateLimiter, type RequestIpSource } from './limits.ts'
+import { clientIp, createGate, createRateLimiter, type RequestIpSource } from './limits.ts'
 
 export type IngestOptions = {
   bodyLimitBytes: number
@@ -18,6 +18,8 @@ export type IngestOptions = {
   rateLimitBurst?: number
   /** Read the client IP from X-Forwarded-For (set when behind nginx). */
   trustProxy?: boolean
+  /** Most request-body bytes worked on at once; more wait their turn. Bounds the API's memory. */
+  inFlightBytes?: number
 }
 
 export type IngestDeps = { queue: Queue; backpressure?: Backpressure | null }
@@ -37,7 +39,8 @@ export type Ingest = { event: Handler; events: Handler; preflight: (req: Request
  * serves them from Bun's native router (the hot path) and the Hono app mounts the same ones.
  */
 export function createIngest({ queue, backpressure = null }: IngestDeps, options: IngestOptions): Ingest {
-  const { bodyLimitBytes, batchMax, maxFutureMs, allowedSites = null, allowedOrigins = null, rateLimitPerSecond = 0, rateLimitBurst, trustProxy = false } = options
+  const { bodyLimitBytes, batchMax, maxFutureMs, allowedSites = null, allowedOrigins = null, rateLimitPerSecond = 0, rateLimitBurst, trustProxy = false, inFlightBytes = 8 * 1024 * 1024 } = options
+  const gate = createGate(inFlightBytes)
   const parseEvent = createEventParser({ maxFutureMs })
   const sites = allowedSites?.length ? new Set(allowedSites) : null
   const origins = allowedOrigins?.length ? new Set(allowedOrigins) : null
@@ -86,11 +89,16 @@ export function createIngest({ queue, backpressure = null }: IngestDeps, options
   }
   /** An ApiError becomes its JSON answer; anything else goes up to the caller's error handler. */
   const guarded = (handler: Handler): Handler => async (req, server) => {
+    const declared = Number(req.headers.get('content-length') ?? bodyLimitBytes)
+    const held = gate.acquire(Math.min(Number.isFinite(declared) ? declared : bodyLimitBytes, bodyLimitBytes))
+    const release = typeof held === 'function' ? held : await held
     try {
       return await handler(req, server)
     } catch (err) {
       if (!(err instanceof ApiError)) throw err
       return json(req, { error: err.message, code: err.code, ...(err.details ? { details: err.details } : {}) }, err.status, err.headers)
+    } finally {
+      release()
     }
   }
 

@@ -46,3 +46,32 @@ export function clientIp(req: Request, server: RequestIpSource | undefined, trus
 
 /** What Bun's server offers to tell a request's peer address. */
 export type RequestIpSource = { requestIP?: (req: Request) => { address: string } | null }
+
+/**
+ * Bounds the request bytes being worked on at once. A request past the bound waits, with its
+ * body still unread in the socket, so a burst of large batches cannot grow the heap without
+ * limit. Waiters are served in order.
+ */
+export function createGate(maxBytes: number) {
+  let inUse = 0
+  const waiting: { n: number; go: () => void }[] = []
+  const release = (n: number) => () => {
+    inUse -= n
+    while (waiting.length && (inUse === 0 || inUse + waiting[0]!.n <= maxBytes)) {
+      const next = waiting.shift()!
+      inUse += next.n
+      next.go()
+    }
+  }
+  return {
+    /** Resolves with a release function once `n` bytes fit (a single request larger than the bound still gets in alone). */
+    acquire(n: number): Promise<() => void> | (() => void) {
+      if (waiting.length === 0 && (inUse === 0 || inUse + n <= maxBytes)) {
+        inUse += n
+        return release(n)
+      }
+      return new Promise((resolve) => waiting.push({ n, go: () => resolve(release(n)) }))
+    },
+    inUse: () => inUse,
+  }
+}

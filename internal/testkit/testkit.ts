@@ -107,9 +107,10 @@ export type Binary = {
   stop: (signal?: NodeJS.Signals) => Promise<number>
 }
 
-/** Starts `cmd/<name>/main.ts` as a real process of its own. */
+/** Starts `cmd/<name>/main.ts` as a real process of its own, with the Bun flags package.json's script gives it. */
 export function spawnBinary(name: string, env: Record<string, string>, args: string[] = []): Binary {
-  const proc = Bun.spawn(['bun', `${ROOT}cmd/${name}/main.ts`, ...args], { cwd: ROOT, env, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
+  const flags = name === 'api' ? ['--smol'] : []
+  const proc = Bun.spawn(['bun', ...flags, `${ROOT}cmd/${name}/main.ts`, ...args], { cwd: ROOT, env, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
   let text = ''
   const drain = async (stream: ReadableStream<Uint8Array>) => {
     const decoder = new TextDecoder()

@@ -27,6 +27,8 @@ export type WorkerOptions = {
   maxDeliveries?: number
   /** Most events the API puts in one entry; sizes the first read. */
   maxEntryEvents?: number
+  /** Insert statements in flight at once, on separate connections: one Postgres backend is the bottleneck. */
+  insertConcurrency?: number
   /** Backoff for Postgres and Redis failures: doubles from base to max, with jitter. */
   retryBaseMs?: number
   retryMaxMs?: number
@@ -42,11 +44,13 @@ type Rejected = { entryId: string; event: Event; reason: string }
 export function createWorker({ queue, store, reader, log }: WorkerDeps, options: WorkerOptions) {
   const {
     consumer, batchSize = 2000, blockMs = 1000, claimIdleMs = 60_000, maxDeliveries = 5, maxEntryEvents = 100,
-    retryBaseMs = 100, retryMaxMs = 5000, stopGraceMs = 5000,
+    insertConcurrency = 2, retryBaseMs = 100, retryMaxMs = 5000, stopGraceMs = 5000,
   } = options
+  // Each read aims at enough events for every insert slot.
+  const readTarget = batchSize * insertConcurrency
   const stats: WorkerStats = { batches: 0, stored: 0, duplicates: 0, deadLettered: 0 }
   // How many entries to ask for: enough for about batchSize events, adapted to the sizes seen.
-  let count = Math.max(1, Math.floor(batchSize / maxEntryEvents))
+  let count = Math.max(1, Math.floor(readTarget / maxEntryEvents))
 
   /** Runs until `signal` aborts, then finishes and acknowledges what it holds and returns. */
   async function run(signal: AbortSignal): Promise<WorkerStats> {
@@ -96,13 +100,13 @@ export function createWorker({ queue, store, reader, log }: WorkerDeps, options:
 
   const size = (d: Delivery) => d.entries.length + d.bad.length
 
-  /** Asks for more entries when they are small and fewer when they are large, so reads stay near batchSize events. */
+  /** Asks for more entries when they are small and fewer when they are large, so reads stay near readTarget events. */
   function adapt({ entries }: Delivery) {
     const events = entries.reduce((n, e) => n + e.events.length, 0)
     if (events === 0) return
     const full = entries.length >= count
-    const ideal = Math.floor((entries.length * batchSize) / events)
-    if (events > batchSize || full) count = Math.max(1, Math.min(batchSize, ideal))
+    const ideal = Math.floor((entries.length * readTarget) / events)
+    if (events > readTarget || full) count = Math.max(1, Math.min(readTarget, ideal))
   }
 
   /** Stores a delivery and acknowledges it. What can never be stored goes to the dead-letter stream. */
@@ -110,13 +114,16 @@ export function createWorker({ queue, store, reader, log }: WorkerDeps, options:
     const events = entries.flatMap((e) => e.events.map((event) => ({ entryId: e.id, event })))
     let inserted = 0
     const rejected: Rejected[] = []
-    for (let i = 0; i < events.length; i += batchSize) {
-      const chunk = events.slice(i, i + batchSize)
-      const result = await retrying('insert batch', () => insert(chunk), signal, stopGraceMs)
-      if (result === undefined) return // stopping, and Postgres is still failing: leave it all pending.
-      inserted += result.inserted
-      rejected.push(...result.rejected)
-      stats.batches++
+    const chunks: (typeof events)[] = []
+    for (let i = 0; i < events.length; i += batchSize) chunks.push(events.slice(i, i + batchSize))
+    for (let i = 0; i < chunks.length; i += insertConcurrency) {
+      const results = await Promise.all(chunks.slice(i, i + insertConcurrency).map((chunk) => retrying('insert batch', () => insert(chunk), signal, stopGraceMs)))
+      if (results.includes(undefined)) return // stopping, and Postgres is still failing: leave it all pending.
+      for (const result of results) {
+        inserted += result!.inserted
+        rejected.push(...result!.rejected)
+        stats.batches++
+      }
     }
     const deadLetters = [
       ...bad,
