@@ -183,7 +183,7 @@ describe('fuzzing', () => {
     )
     // Everything accepted goes into Postgres without an error.
     const entries = await r.redis.xrange(r.queue.stream, '-', '+')
-    const events = entries.flatMap(([, f]) => JSON.parse(f[1]!) as Event[]).filter((e) => seen.includes(e.event_id))
+    const events = entries.flatMap(([, f]) => JSON.parse(f[f.indexOf('b') + 1]!) as Event[]).filter((e) => seen.includes(e.event_id))
     expect(events.length).toBe(seen.length)
     expect(seen.length).toBeGreaterThan(10)
     expect(await store.insertEvents(events)).toBe(events.length)

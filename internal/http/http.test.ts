@@ -31,7 +31,7 @@ afterAll(async () => {
 const post = (path: string, body: string | Uint8Array, type: string | null = 'application/json') =>
   app.request(path, { method: 'POST', body, headers: type ? { 'content-type': type } : {} })
 const postJson = (path: string, value: unknown) => post(path, JSON.stringify(value))
-const streamIds = async () => (await r.redis.xrange(r.queue.stream, '-', '+')).flatMap(([, f]) => JSON.parse(f[1]!) as { event_id: string }[]).map((e) => e.event_id)
+const streamIds = async () => (await r.redis.xrange(r.queue.stream, '-', '+')).flatMap(([, f]) => JSON.parse(f[f.indexOf('b') + 1]!) as { event_id: string }[]).map((e) => e.event_id)
 
 async function expectError(res: Response, status: number, code: string) {
   expect(res.status).toBe(status)

@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, test } from 'bun:test'
 import type Redis from 'ioredis'
 import type { Event } from '../event/event.ts'
 import { createTestRedis, type TestRedis } from '../testkit/testkit.ts'
+import { eventsOf } from './entry.ts'
 import { createQueue, type Queue } from './queue.ts'
 
 let r: TestRedis
@@ -29,7 +30,7 @@ describe('queue', () => {
     const results = await queue.enqueue([event(1), event(2), event(3)])
     expect(results.every((x) => x.ok)).toBe(true)
     const { entries } = await queue.read(reader, 'c1', { count: 10, blockMs: 10 })
-    expect(entries.flatMap((e) => e.events)).toEqual([event(1), event(2), event(3)])
+    expect(entries.flatMap((e) => eventsOf(e))).toEqual([event(1), event(2), event(3)])
   })
 
   test('packs events that arrive together into shared entries of at most maxEntryEvents', async () => {
@@ -37,7 +38,7 @@ describe('queue', () => {
     const [a, b] = await Promise.all([small.enqueue([event(1), event(2), event(3)]), small.enqueue([event(4)])])
     expect([...a, ...b].every((x) => x.ok)).toBe(true)
     const { entries } = await queue.read(reader, 'c1', { count: 10, blockMs: 10 })
-    expect(entries.map((e) => e.events.map((x) => x.event_id.slice(-1)))).toEqual([['1', '2'], ['3', '4']])
+    expect(entries.map((e) => eventsOf(e).map((x) => x.event_id.slice(-1)))).toEqual([['1', '2'], ['3', '4']])
     // Each caller learns the entry its own events went into.
     expect([...a, ...b].map((x) => x.ok && x.id)).toEqual([entries[0]!.id, entries[0]!.id, entries[1]!.id, entries[1]!.id])
   })
@@ -46,7 +47,7 @@ describe('queue', () => {
     await r.redis.xadd(r.queue.stream, '*', 'e', JSON.stringify(event(7)))
     const { entries, bad } = await queue.read(reader, 'c1', { count: 10, blockMs: 10 })
     expect(bad).toEqual([])
-    expect(entries[0]!.events).toEqual([event(7)])
+    expect(eventsOf(entries[0]!)).toEqual([event(7)])
   })
 
   test('splits entries between consumers of the group', async () => {
@@ -54,7 +55,7 @@ describe('queue', () => {
     await queue.enqueue([event(2)])
     const a = await queue.read(reader, 'a', { count: 1, blockMs: 10 })
     const b = await queue.read(reader, 'b', { count: 1, blockMs: 10 })
-    expect([...a.entries, ...b.entries].flatMap((e) => e.events.map((x) => x.event_id)).sort()).toEqual([event(1).event_id, event(2).event_id])
+    expect([...a.entries, ...b.entries].flatMap((e) => eventsOf(e).map((x) => x.event_id)).sort()).toEqual([event(1).event_id, event(2).event_id])
   })
 
   test('keeps unacknowledged entries pending, and gives them back to the same consumer after a restart', async () => {
@@ -63,7 +64,7 @@ describe('queue', () => {
     expect((await queue.depth()).pending).toBe(1)
     expect((await queue.claim('c2', { owner: 'c2', minIdleMs: 0, count: 10 })).entries).toEqual([])
     const again = await queue.claim('c1', { owner: 'c1', minIdleMs: 0, count: 10 })
-    expect(again.entries.flatMap((e) => e.events)).toEqual([event(1)])
+    expect(again.entries.flatMap((e) => eventsOf(e))).toEqual([event(1)])
   })
 
   test('removes acknowledged entries from the stream', async () => {
@@ -79,7 +80,7 @@ describe('queue', () => {
     expect((await queue.claim('alive', { minIdleMs: 60_000, count: 10 })).entries).toEqual([])
     await Bun.sleep(30)
     const claimed = await queue.claim('alive', { minIdleMs: 20, count: 10 })
-    expect(claimed.entries.flatMap((e) => e.events)).toEqual([event(1)])
+    expect(claimed.entries.flatMap((e) => eventsOf(e))).toEqual([event(1)])
   })
 
   test('hands back an entry delivered too many times as bad, saying so', async () => {
@@ -89,8 +90,8 @@ describe('queue', () => {
     await queue.claim('b', { minIdleMs: 0, count: 10 }) // delivery 2
     await queue.read(reader, 'c', { count: 1, blockMs: 10 }) // event 2: delivery 1
     const d = await queue.claim('d', { minIdleMs: 0, count: 10, maxDeliveries: 2 })
-    expect(d.entries.flatMap((e) => e.events)).toEqual([event(2)])
-    expect(d.bad).toEqual([{ id: expect.any(String), fields: ['b', JSON.stringify([event(1)])], reason: 'delivered 3 times without being stored' }])
+    expect(d.entries.flatMap((e) => eventsOf(e))).toEqual([event(2)])
+    expect(d.bad).toEqual([{ id: expect.any(String), fields: ['n', '1', 'b', JSON.stringify([event(1)])], reason: 'delivered 3 times without being stored' }])
   })
 
   test('reports depth: length, pending, undelivered and the age of the oldest pending entry', async () => {
@@ -102,19 +103,20 @@ describe('queue', () => {
     expect(d.oldestPendingAgeMs).toBeGreaterThan(0)
   })
 
-  test('hands back entries it cannot decode separately, so they can be dead-lettered', async () => {
-    await r.redis.xadd(r.queue.stream, '*', 'e', '{not json')
+  test('sets aside entries it cannot read, and leaves the rest unparsed until needed', async () => {
     await r.redis.xadd(r.queue.stream, '*', 'x', 'y')
+    await r.redis.xadd(r.queue.stream, '*', 'n', 'lots', 'b', '[]')
+    await r.redis.xadd(r.queue.stream, '*', 'n', '1', 'b', '[{not json]')
     await r.redis.xadd(r.queue.stream, '*', 'e', JSON.stringify({ ...event(9), timestamp: 'not a time' }))
     const { entries, bad } = await queue.read(reader, 'c1', { count: 10, blockMs: 10 })
-    expect(entries).toEqual([])
-    expect(bad.map((b) => b.reason)).toEqual([
-      expect.stringContaining('undecodable'), expect.stringContaining('no "b" or "e" field'), expect.stringContaining('not a valid event'),
-    ])
+    expect(bad.map((b) => b.reason)).toEqual([expect.stringContaining('no "b" or "e" field'), expect.stringContaining('"n" is not a count')])
+    expect(entries).toHaveLength(2)
+    expect(() => eventsOf(entries[0]!)).toThrow('undecodable entry')
+    expect(() => eventsOf(entries[1]!)).toThrow('not a valid event')
     await queue.deadLetter(bad)
-    expect(await queue.depth()).toMatchObject({ length: 0, pending: 0, deadLetters: 3 })
+    expect(await queue.depth()).toMatchObject({ length: 2, pending: 2, deadLetters: 2 })
     const letters = await queue.deadLetters()
-    expect(letters[0]!.fields).toMatchObject({ reason: expect.stringContaining('undecodable'), e: '{not json' })
+    expect(letters[0]!.fields).toMatchObject({ reason: expect.stringContaining('no "b" or "e" field'), x: 'y' })
   })
 
   test('creating the group twice is harmless', async () => {

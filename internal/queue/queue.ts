@@ -2,7 +2,7 @@
 // entries of up to 100 events, read through a consumer group, acknowledged only after
 // their events are committed in Postgres, and deleted from the stream when acknowledged.
 import type Redis from 'ioredis'
-import { decode, type BadEntry, type Delivery, type RawEntry } from './entry.ts'
+import { decode, fieldsOf, type BadEntry, type Delivery, type RawEntry } from './entry.ts'
 import { createWriter } from './writer.ts'
 
 export type QueueOptions = {
@@ -70,12 +70,12 @@ export function createQueue(redis: Redis, { stream, group, deadLetterStream, max
     if (pending.length === 0) return { entries: [], bad: [] }
     const delivered = new Map(pending.map(([id, , , n]) => [id, n]))
     const claimed = (await redis.xclaim(stream, group, consumer, minIdleMs, ...pending.map(([id]) => id))) as RawEntry[]
-    const tooOften = claimed.filter(([id]) => (delivered.get(id) ?? 0) + 1 > maxDeliveries)
-    const { entries, bad } = decode(claimed.filter((e) => !tooOften.includes(e)))
-    for (const [id, fields] of tooOften) {
-      bad.push({ id, fields: fields ?? [], reason: `delivered ${(delivered.get(id) ?? 0) + 1} times without being stored` })
+    const { entries, bad } = decode(claimed)
+    const tooOften = (id: string) => (delivered.get(id) ?? 0) + 1 > maxDeliveries
+    for (const entry of entries.filter((e) => tooOften(e.id))) {
+      bad.push({ id: entry.id, fields: fieldsOf(entry), reason: `delivered ${(delivered.get(entry.id) ?? 0) + 1} times without being stored` })
     }
-    return { entries, bad }
+    return { entries: entries.filter((e) => !tooOften(e.id)), bad }
   }
 
   /** Acknowledges entries and removes them from the stream, so it holds only un-acknowledged work. */
@@ -139,7 +139,7 @@ export function createQueue(redis: Redis, { stream, group, deadLetterStream, max
       if (!fields) skipped.push({ id, reason: 'no such dead letter' })
       else if (fields.b === undefined && fields.e === undefined) skipped.push({ id, reason: 'it holds no event (it was not a valid entry)' })
       else {
-        const payload = fields.b !== undefined ? ['b', fields.b] : ['e', fields.e!]
+        const payload = fields.b !== undefined ? ['n', fields.n ?? '1', 'b', fields.b] : ['e', fields.e!]
         const replies = await redis.multi().xadd(stream, '*', ...payload).xdel(deadLetterStream, id).exec()
         const failed = replies?.find(([err]) => err)
         if (failed) throw failed[0]

@@ -10,37 +10,18 @@ export type Store = ReturnType<typeof createStore>
 
 export function createStore(sql: Sql) {
   /**
-   * Inserts events in one statement and one round trip. An event_id already stored is
-   * skipped, so a redelivered batch changes nothing. Returns how many rows were new.
+   * Inserts events given as a JSON array (as the queue carries them) in one statement and
+   * one round trip; Postgres parses the JSON. An event_id already known (event_ids keeps
+   * them for the dedup window) is skipped, so a redelivered batch changes nothing.
+   * Returns how many rows were new.
    */
-  async function insertEvents(events: Event[]): Promise<number> {
-    if (events.length === 0) return 0
-    const n = events.length
-    const ids = new Array<string>(n)
-    const sites = new Array<string>(n)
-    const types = new Array<string>(n)
-    const paths = new Array<string | null>(n)
-    const users = new Array<string | null>(n)
-    const stamps = new Array<string>(n)
-    const received = new Array<string>(n)
-    for (let i = 0; i < n; i++) {
-      const e = events[i]!
-      ids[i] = e.event_id
-      sites[i] = e.site_id
-      types[i] = e.event_type
-      paths[i] = e.path
-      users[i] = e.user_id
-      stamps[i] = e.timestamp
-      received[i] = new Date(e.received_at).toISOString()
-    }
-    // event_ids remembers every id for the dedup window; only ids it did not know yet go into events.
+  async function insertEventsJson(json: string): Promise<number> {
     const result = await sql`
       with input as (
         select distinct on (event_id) *
-        from unnest(
-          ${ids}::uuid[], ${sites}::text[], ${types}::text[], ${paths}::text[],
-          ${users}::text[], ${stamps}::timestamptz[], ${received}::timestamptz[]
-        ) as t(event_id, site_id, event_type, path, user_id, ts, received_at)
+        from json_to_recordset(${json}::text::json) as t(
+          event_id uuid, site_id text, event_type text, path text, user_id text, "timestamp" timestamptz, received_at float8
+        )
       ),
       fresh as (
         insert into event_ids (event_id) select event_id from input
@@ -48,10 +29,13 @@ export function createStore(sql: Sql) {
         returning event_id
       )
       insert into events (event_id, site_id, event_type, path, user_id, ts, received_at)
-      select i.event_id, i.site_id, i.event_type, i.path, i.user_id, i.ts, i.received_at
+      select i.event_id, i.site_id, i.event_type, i.path, i.user_id, i."timestamp", to_timestamp(i.received_at / 1000)
       from input i join fresh f using (event_id)`
     return result.count
   }
+
+  /** insertEventsJson for events in hand. */
+  const insertEvents = (events: Event[]): Promise<number> => (events.length ? insertEventsJson(JSON.stringify(events)) : Promise.resolve(0))
 
   /** Totals, a time series and top paths for one site over any range; see rangeStats. */
   function stats(query: RangeQuery): Promise<RangeStats> {
@@ -64,6 +48,7 @@ export function createStore(sql: Sql) {
 
   return {
     insertEvents,
+    insertEventsJson,
     stats,
     rollup: (options?: RollupOptions) => rollup(sql, options),
     retention: (options?: RetentionOptions) => retention(sql, options),

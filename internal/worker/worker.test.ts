@@ -40,7 +40,7 @@ const storedCount = async () => ((await db.sql`select count(*)::int as n from ev
 
 describe('worker', () => {
   test('moves queued events into Postgres in inserts of at most batchSize events, and removes them from the stream', async () => {
-    await queue.enqueue(Array.from({ length: 50 }, (_, i) => event(i)))
+    await createQueue(r.redis, { ...r.queue, maxEntryEvents: 10 }).enqueue(Array.from({ length: 50 }, (_, i) => event(i)))
     const { stop } = startWorker({ batchSize: 20 })
     expect(await eventually(async () => (await storedCount()) === 50)).toBe(true)
     const stats = await stop()
@@ -68,6 +68,19 @@ describe('worker', () => {
     expect(letters).toHaveLength(1)
     expect(letters[0]!.fields.reason).toContain('postgres rejected the event')
     expect(JSON.parse(letters[0]!.fields.e!).event_id).toBe(event(2).event_id)
+  })
+
+  test('sets aside an entry whose JSON is broken, with the reason, and stores the entries read with it', async () => {
+    await queue.ensureGroup()
+    await queue.enqueue([event(1)])
+    await r.redis.xadd(r.queue.stream, '*', 'n', '2', 'b', '[{"event_id":"broken"')
+    await r.redis.xadd(r.queue.stream, '*', 'n', '1', 'b', JSON.stringify([{ ...event(2), event_id: 'not-a-uuid' }]))
+    await queue.enqueue([event(3)])
+    const { stop } = startWorker()
+    await eventually(async () => (await queue.depth()).length === 0)
+    await stop()
+    expect(await storedCount()).toBe(2)
+    expect((await queue.deadLetters()).map((l) => l.fields.reason)).toEqual([expect.stringContaining('undecodable entry'), expect.stringContaining('not a valid event')])
   })
 
   test('after a restart under the same name, first stores what it held before', async () => {

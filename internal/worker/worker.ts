@@ -5,7 +5,8 @@ import type Redis from 'ioredis'
 import type { Event } from '../event/event.ts'
 import { sleep } from '../lifecycle/lifecycle.ts'
 import type { Logger } from '../log/log.ts'
-import type { Delivery, Queue } from '../queue/queue.ts'
+import { eventsOf, fieldsOf, joinJson } from '../queue/entry.ts'
+import type { Delivery, Entry, Queue } from '../queue/queue.ts'
 import { isDataError, type Store } from '../store/store.ts'
 
 export type WorkerDeps = {
@@ -38,8 +39,6 @@ export type WorkerOptions = {
 
 /** batches counts insert statements. */
 export type WorkerStats = { batches: number; stored: number; duplicates: number; deadLettered: number }
-
-type Rejected = { entryId: string; event: Event; reason: string }
 
 export function createWorker({ queue, store, reader, log }: WorkerDeps, options: WorkerOptions) {
   const {
@@ -102,7 +101,7 @@ export function createWorker({ queue, store, reader, log }: WorkerDeps, options:
 
   /** Asks for more entries when they are small and fewer when they are large, so reads stay near readTarget events. */
   function adapt({ entries }: Delivery) {
-    const events = entries.reduce((n, e) => n + e.events.length, 0)
+    const events = entries.reduce((n, e) => n + e.count, 0)
     if (events === 0) return
     const full = entries.length >= count
     const ideal = Math.floor((entries.length * readTarget) / events)
@@ -111,11 +110,19 @@ export function createWorker({ queue, store, reader, log }: WorkerDeps, options:
 
   /** Stores a delivery and acknowledges it. What can never be stored goes to the dead-letter stream. */
   async function handle({ entries, bad }: Delivery, signal: AbortSignal): Promise<void> {
-    const events = entries.flatMap((e) => e.events.map((event) => ({ entryId: e.id, event })))
+    // Chunks of whole entries, at most batchSize events each (an entry larger than that is a chunk of its own).
+    const chunks: Entry[][] = []
+    let size = 0
+    for (const entry of entries) {
+      if (chunks.length === 0 || size + entry.count > batchSize) {
+        chunks.push([])
+        size = 0
+      }
+      chunks.at(-1)!.push(entry)
+      size += entry.count
+    }
     let inserted = 0
-    const rejected: Rejected[] = []
-    const chunks: (typeof events)[] = []
-    for (let i = 0; i < events.length; i += batchSize) chunks.push(events.slice(i, i + batchSize))
+    const rejected: { id: string; fields: string[]; reason: string }[] = [...bad]
     for (let i = 0; i < chunks.length; i += insertConcurrency) {
       const results = await Promise.all(chunks.slice(i, i + insertConcurrency).map((chunk) => retrying('insert batch', () => insert(chunk), signal, stopGraceMs)))
       if (results.includes(undefined)) return // stopping, and Postgres is still failing: leave it all pending.
@@ -125,38 +132,45 @@ export function createWorker({ queue, store, reader, log }: WorkerDeps, options:
         stats.batches++
       }
     }
-    const deadLetters = [
-      ...bad,
-      ...rejected.map((r) => ({ id: r.entryId, fields: ['e', JSON.stringify(r.event)], reason: r.reason })),
-    ]
-    if (deadLetters.length) {
-      await retrying('dead-letter entries', () => queue.deadLetter(deadLetters), signal, stopGraceMs)
-      log.error({ count: deadLetters.length, reasons: [...new Set(deadLetters.map((d) => d.reason))] }, 'moved entries to the dead-letter stream')
+    if (rejected.length) {
+      await retrying('dead-letter entries', () => queue.deadLetter(rejected), signal, stopGraceMs)
+      log.error({ count: rejected.length, reasons: [...new Set(rejected.map((d) => d.reason))] }, 'moved entries to the dead-letter stream')
     }
     await retrying('acknowledge batch', () => queue.ack(entries.map((e) => e.id)), signal, stopGraceMs)
+    const total = entries.reduce((n, e) => n + e.count, 0)
     stats.stored += inserted
-    stats.duplicates += events.length - rejected.length - inserted
-    stats.deadLettered += deadLetters.length
+    stats.duplicates += total - inserted - (rejected.length - bad.length)
+    stats.deadLettered += rejected.length
   }
 
   /**
-   * Inserts events in one statement. If Postgres rejects the data itself, falls back to one
-   * event at a time so the good ones still go in and only the bad ones are set aside.
+   * Inserts a chunk of entries in one statement, passing their JSON to Postgres unparsed.
+   * If Postgres rejects the data itself, parses the entries and inserts one event at a time,
+   * so the good events still go in and only the bad ones (or unreadable entries) are set aside.
    */
-  async function insert(chunk: { entryId: string; event: Event }[]): Promise<{ inserted: number; rejected: Rejected[] }> {
+  async function insert(chunk: Entry[]): Promise<{ inserted: number; rejected: { id: string; fields: string[]; reason: string }[] }> {
     try {
-      return { inserted: await store.insertEvents(chunk.map((c) => c.event)), rejected: [] }
+      return { inserted: await store.insertEventsJson(joinJson(chunk)), rejected: [] }
     } catch (err) {
       if (!isDataError(err)) throw err
     }
     let inserted = 0
-    const rejected: Rejected[] = []
-    for (const c of chunk) {
+    const rejected: { id: string; fields: string[]; reason: string }[] = []
+    for (const entry of chunk) {
+      let events: Event[]
       try {
-        inserted += await store.insertEvents([c.event])
+        events = eventsOf(entry)
       } catch (err) {
-        if (!isDataError(err)) throw err
-        rejected.push({ ...c, reason: `postgres rejected the event: ${(err as Error).message}` })
+        rejected.push({ id: entry.id, fields: fieldsOf(entry), reason: (err as Error).message })
+        continue
+      }
+      for (const event of events) {
+        try {
+          inserted += await store.insertEvents([event])
+        } catch (err) {
+          if (!isDataError(err)) throw err
+          rejected.push({ id: entry.id, fields: ['e', JSON.stringify(event)], reason: `postgres rejected the event: ${(err as Error).message}` })
+        }
       }
     }
     return { inserted, rejected }
