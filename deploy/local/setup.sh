@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepares a Debian/Ubuntu machine to run and test Sluice: installs Bun (through npm),
-# PostgreSQL 15 with the hll extension and Redis where missing, starts them if they are
+# PostgreSQL 15 with the hll extension, Redis, nginx and wrk where missing, starts them if they are
 # down, and installs the JavaScript dependencies from the lockfile. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,6 +16,8 @@ command -v node >/dev/null || missing+=(nodejs npm)
 [ -x "/usr/lib/postgresql/$PG_VERSION/bin/postgres" ] || missing+=("postgresql-$PG_VERSION")
 [ -f "/usr/share/postgresql/$PG_VERSION/extension/hll.control" ] || missing+=("postgresql-$PG_VERSION-hll")
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v wrk >/dev/null || missing+=(wrk)        # bun run bench
+[ -x /usr/sbin/nginx ] || missing+=(nginx)       # the nginx test
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   as_root apt-get update -q
