@@ -17,7 +17,7 @@ const clients: { sql: postgres.Sql; r: Redis }[] = []
 
 beforeAll(async () => {
   ;[pg, redis] = await Promise.all([startPostgres(), startRedis({ aof: true })])
-})
+}, 60_000)
 afterEach(async () => {
   await Promise.all(running.splice(0).map((b) => (b.proc.exitCode === null && b.proc.signalCode === null ? b.stop('SIGKILL') : null)))
   for (const { sql, r } of clients.splice(0)) {

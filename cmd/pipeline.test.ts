@@ -18,7 +18,7 @@ describe('the pipeline', () => {
     api = spawnBinary('api', env)
     worker = spawnBinary('worker', env)
     await waitForReady(`${base}/readyz`, api)
-  })
+  }, 60_000)
   afterAll(async () => {
     await Promise.all([api?.stop(), worker?.stop()])
     await r.cleanup()

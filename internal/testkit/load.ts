@@ -5,6 +5,7 @@
  */
 export function startLoad(baseUrl: () => string, { clients = 8, pauseMs = 2, site = 'fault-site' } = {}) {
   const accepted = new Map<string, number>() // event_id -> when the 202 arrived
+  const failed = new Map<string, number | string>() // event_id -> the status (or 'network') it got instead
   const statuses = new Map<number | string, number>()
   let stopping = false
   let sent = 0
@@ -19,7 +20,9 @@ export function startLoad(baseUrl: () => string, { clients = 8, pauseMs = 2, sit
         await res.arrayBuffer()
         statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1)
         if (res.status === 202) accepted.set(id, Date.now())
+        else failed.set(id, res.status)
       } catch {
+        failed.set(id, 'network')
         statuses.set('network', (statuses.get('network') ?? 0) + 1)
         await Bun.sleep(20)
       }
@@ -29,6 +32,7 @@ export function startLoad(baseUrl: () => string, { clients = 8, pauseMs = 2, sit
   const running = Promise.all(Array.from({ length: clients }, client))
   return {
     accepted,
+    failed,
     statuses,
     sent: () => sent,
     async stop() {
