@@ -7,7 +7,7 @@ import { onStopSignals, shutdown } from '../../internal/lifecycle/lifecycle.ts'
 import { aborted, runMain } from '../../internal/lifecycle/run.ts'
 import { createLogger } from '../../internal/log/log.ts'
 import { createBackpressure } from '../../internal/queue/backpressure.ts'
-import { createQueue } from '../../internal/queue/queue.ts'
+import { createShardedQueue } from '../../internal/queue/shards.ts'
 import { createStore } from '../../internal/store/store.ts'
 
 await runMain('api', async () => {
@@ -16,8 +16,8 @@ await runMain('api', async () => {
   const log = createLogger({ level: config.logLevel, name: 'api' })
   // No offline queue: while Redis is down, writes fail at once and clients get a 503.
   const { redis, sql } = await openClients(config, 'api', log, { redisOfflineQueue: false, sqlMax: 4 })
-  const queue = createQueue(redis, config.queue)
-  const backpressure = createBackpressure(redis, config.queue.stream, { maxBacklog: config.queue.maxBacklog })
+  const queue = createShardedQueue(redis, config.queue)
+  const backpressure = createBackpressure(redis, queue.streams, { maxBacklog: config.queue.maxBacklog })
   const store = createStore(sql)
   const stop = onStopSignals(log)
   const ingest = createIngest({ queue, backpressure }, config.ingest)

@@ -6,7 +6,7 @@ import { createJobs, schedule } from '../../internal/cron/cron.ts'
 import { onStopSignals, shutdown } from '../../internal/lifecycle/lifecycle.ts'
 import { aborted, runMain } from '../../internal/lifecycle/run.ts'
 import { createLogger } from '../../internal/log/log.ts'
-import { createQueue } from '../../internal/queue/queue.ts'
+import { createShardedQueue } from '../../internal/queue/shards.ts'
 import { createStore } from '../../internal/store/store.ts'
 
 const EXIT_USAGE = 64
@@ -16,7 +16,7 @@ await runMain('cron', async () => {
   const config = loadConfig()
   const log = createLogger({ level: config.logLevel, name: 'cron' })
   const { redis, sql } = await openClients(config, 'cron', log, { sqlMax: 2 })
-  const jobs = createJobs({ queue: createQueue(redis, config.queue), store: createStore(sql), log }, config)
+  const jobs = createJobs({ queue: createShardedQueue(redis, config.queue), store: createStore(sql), log }, config)
   const stop = onStopSignals(log)
   let code = 0
 

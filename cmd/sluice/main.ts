@@ -4,7 +4,7 @@ import { openClients } from '../../internal/clients/open.ts'
 import { loadConfig } from '../../internal/config/config.ts'
 import { runMain } from '../../internal/lifecycle/run.ts'
 import { createLogger } from '../../internal/log/log.ts'
-import { createQueue } from '../../internal/queue/queue.ts'
+import { createShardedQueue } from '../../internal/queue/shards.ts'
 import { createStore } from '../../internal/store/store.ts'
 
 const USAGE = `usage: bun run sluice -- <command>
@@ -26,7 +26,7 @@ await runMain('sluice', async () => {
   const config = loadConfig()
   const log = createLogger({ level: 'warn', name: 'sluice' })
   const { redis, sql } = await openClients(config, 'ops', log, { sqlMax: 2 })
-  const queue = createQueue(redis, config.queue)
+  const queue = createShardedQueue(redis, config.queue)
   const store = createStore(sql)
   const out = await {
     queue: () => queue.depth(),

@@ -1,10 +1,11 @@
-// sluice-worker: moves events from the Redis stream into Postgres.
+// sluice-worker: moves events from the Redis stream (every shard of it) into Postgres.
+import { duplicateRedis } from '../../internal/clients/clients.ts'
 import { openClients } from '../../internal/clients/open.ts'
 import { loadConfig } from '../../internal/config/config.ts'
 import { onStopSignals, shutdown } from '../../internal/lifecycle/lifecycle.ts'
 import { runMain } from '../../internal/lifecycle/run.ts'
 import { createLogger } from '../../internal/log/log.ts'
-import { createQueue } from '../../internal/queue/queue.ts'
+import { createShardedQueue } from '../../internal/queue/shards.ts'
 import { createStore } from '../../internal/store/store.ts'
 import { createWorker } from '../../internal/worker/worker.ts'
 
@@ -12,20 +13,21 @@ await runMain('worker', async () => {
   const config = loadConfig()
   const log = createLogger({ level: config.logLevel, name: 'worker' })
   const { redis, sql } = await openClients(config, 'worker', log, { sqlMax: config.worker.insertConcurrency + 1 })
-  // The blocking read gets a connection of its own, apart from the one that acks.
-  const reader = redis.duplicate({ connectionName: 'sluice-worker-reader', commandTimeout: undefined })
-  reader.on('error', (err) => log.warn({ err: err.message }, 'redis reader connection error'))
-  const worker = createWorker(
-    { queue: createQueue(redis, config.queue), store: createStore(sql), reader, log },
-    { consumer: config.worker.name, batchSize: config.worker.batchSize, blockMs: config.worker.blockMs, claimIdleMs: config.worker.claimIdleMs, maxDeliveries: config.worker.maxDeliveries, maxEntryEvents: config.queue.maxEntryEvents, insertConcurrency: config.worker.insertConcurrency },
-  )
+  const store = createStore(sql)
+  const { name, ...options } = config.worker
+  // One consumer loop per shard, each with a blocking reader of its own.
+  const readers = createShardedQueue(redis, config.queue).shards.map((queue) => {
+    const reader = duplicateRedis(redis, 'sluice-worker-reader')
+    reader.on('error', (err) => log.warn({ err: err.message }, 'redis reader connection error'))
+    return { reader, worker: createWorker({ queue, store, reader, log: log.child({ stream: queue.stream }) }, { consumer: name, maxEntryEvents: config.queue.maxEntryEvents, ...options }) }
+  })
   const stop = onStopSignals(log)
-  log.info({ consumer: config.worker.name, stream: config.queue.stream, group: config.queue.group }, 'worker started')
+  log.info({ consumer: name, streams: readers.length, group: config.queue.group }, 'worker started')
 
-  await worker.run(stop)
+  await Promise.all(readers.map(({ worker }) => worker.run(stop)))
   const ok = await shutdown(log, [
     ['close postgres', () => sql.end({ timeout: 5 })],
-    ['close redis reader', () => reader.quit()],
+    ['close redis readers', () => Promise.all(readers.map(({ reader }) => reader.quit()))],
     ['close redis', () => redis.quit()],
   ], config.shutdownTimeoutMs)
   return ok ? 0 : 1

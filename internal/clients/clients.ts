@@ -1,6 +1,6 @@
 // Package clients opens the Redis and Postgres connections every binary needs,
 // and turns "cannot connect" into one line that says what was tried and how to fix it.
-import Redis from 'ioredis'
+import Redis, { Cluster } from 'ioredis'
 import postgres from 'postgres'
 
 export type Sql = postgres.Sql
@@ -14,6 +14,9 @@ export class UnreachableError extends Error {
   }
 }
 
+/** A single Redis or a Redis Cluster: the commands Sluice uses work the same on both. */
+export type RedisClient = Redis | Cluster
+
 export type RedisOptions = {
   /** Shown in CLIENT LIST, e.g. "sluice-api". */
   name: string
@@ -21,22 +24,42 @@ export type RedisOptions = {
   commandTimeoutMs?: number
   /** When false, commands fail at once while disconnected instead of queueing (the API's choice). */
   offlineQueue?: boolean
+  /** host:port of some cluster nodes; when given, a Cluster client instead of one to `url`. */
+  clusterNodes?: readonly string[] | null
 }
 
-export function createRedis(url: string, { name, commandTimeoutMs, offlineQueue = true }: RedisOptions): Redis {
-  return new Redis(url, {
+// Reconnect forever, backing off to 2 s: Redis coming back must heal every binary without a restart.
+const backoff = (times: number) => Math.min(times * 100, 2000) + Math.floor(Math.random() * 100)
+
+export function createRedis(url: string, { name, commandTimeoutMs, offlineQueue = true, clusterNodes = null }: RedisOptions): RedisClient {
+  const options = {
     lazyConnect: true,
     connectionName: name,
-    enableOfflineQueue: offlineQueue,
     commandTimeout: commandTimeoutMs,
     maxRetriesPerRequest: offlineQueue ? 20 : 0,
-    // Reconnect forever, backing off to 2 s: Redis coming back must heal every binary without a restart.
-    retryStrategy: (times) => Math.min(times * 100, 2000) + Math.floor(Math.random() * 100),
-  })
+    retryStrategy: backoff,
+  }
+  if (clusterNodes?.length) {
+    return new Cluster(
+      clusterNodes.map((n) => ({ host: n.slice(0, n.lastIndexOf(':')), port: Number(n.slice(n.lastIndexOf(':') + 1)) })),
+      { lazyConnect: true, enableOfflineQueue: offlineQueue, clusterRetryStrategy: backoff, redisOptions: options },
+    )
+  }
+  return new Redis(url, { ...options, enableOfflineQueue: offlineQueue })
+}
+
+/** A second connection of the same kind, e.g. for a blocking reader. */
+export function duplicateRedis(redis: RedisClient, name: string): RedisClient {
+  return redis instanceof Cluster
+    ? redis.duplicate(undefined, { redisOptions: { ...redis.options.redisOptions, connectionName: name, commandTimeout: undefined } })
+    : redis.duplicate({ connectionName: name, commandTimeout: undefined })
 }
 
 /** Connects and PINGs, or throws UnreachableError. */
-export async function connectRedis(redis: Redis, url: string, timeoutMs = 5000): Promise<void> {
+export async function connectRedis(redis: RedisClient, url: string, timeoutMs = 5000): Promise<void> {
+  const cluster = redis instanceof Cluster
+  const target = cluster ? `the Redis Cluster at ${url}` : `Redis at ${redact(url)}`
+  const fix = cluster ? 'check the cluster, or set REDIS_CLUSTER_NODES to reachable nodes' : 'start redis-server, or set REDIS_URL to a reachable server'
   let lastError: unknown
   const remember = (err: unknown) => (lastError = err)
   redis.on('error', remember)
@@ -51,7 +74,7 @@ export async function connectRedis(redis: Redis, url: string, timeoutMs = 5000):
   } catch (err) {
     redis.disconnect()
     throw new UnreachableError(
-      `cannot reach Redis at ${redact(url)} (${reason(lastError ?? err)}): start redis-server, or set REDIS_URL to a reachable server`,
+      `cannot reach ${target} (${reason(lastError ?? err)}): ${fix}`,
     )
   } finally {
     redis.off('error', remember)

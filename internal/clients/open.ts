@@ -1,11 +1,10 @@
-import type Redis from 'ioredis'
 import type { Config } from '../config/config.ts'
 import type { Logger } from '../log/log.ts'
 import { ensureDatabase, migrate } from '../store/migrate.ts'
 import { ensurePartitions } from '../store/retention.ts'
-import { connectPostgres, connectRedis, createRedis, createSql, type Sql } from './clients.ts'
+import { connectPostgres, connectRedis, createRedis, createSql, type RedisClient, type Sql } from './clients.ts'
 
-export type Opened = { redis: Redis; sql: Sql }
+export type Opened = { redis: RedisClient; sql: Sql }
 
 /**
  * What every binary does first: connect to Redis and Postgres (or fail with one clear line),
@@ -16,8 +15,9 @@ export async function openClients(config: Config, role: string, log: Logger, { r
     name: `sluice-${role}`,
     commandTimeoutMs: config.redisTimeoutMs,
     offlineQueue: redisOfflineQueue,
+    clusterNodes: config.redisClusterNodes,
   })
-  await connectRedis(redis, config.redisUrl)
+  await connectRedis(redis, config.redisClusterNodes?.join(',') ?? config.redisUrl)
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'))
   // Creating the database needs the maintenance database; a managed Postgres may refuse, and then
   // connectPostgres reports the real problem.

@@ -12,9 +12,11 @@ export const DEFAULTS = {
   PORT: '8080',
   HOST: '0.0.0.0',
   REDIS_URL: 'redis://127.0.0.1:6379',
+  REDIS_CLUSTER_NODES: '',
   DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/sluice',
   LOG_LEVEL: 'info',
   QUEUE_STREAM: 'sluice:events',
+  QUEUE_SHARDS: '0',
   QUEUE_GROUP: 'sluice-workers',
   REDIS_TIMEOUT_MS: '2000',
   REDIS_WAIT_REPLICAS: '0',
@@ -72,9 +74,11 @@ const EnvSchema = v.object({
   PORT: int(0, 65535),
   HOST: nonEmpty,
   REDIS_URL: url('redis', 'rediss'),
+  REDIS_CLUSTER_NODES: v.pipe(list, v.check((xs) => xs.every((n) => /^[^\s:]+:\d{1,5}$/.test(n)), 'must be a comma-separated list of host:port')),
   DATABASE_URL: url('postgres', 'postgresql'),
   LOG_LEVEL: v.picklist(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'must be one of fatal, error, warn, info, debug, trace, silent'),
   QUEUE_STREAM: nonEmpty,
+  QUEUE_SHARDS: int(0, 1024),
   QUEUE_GROUP: nonEmpty,
   REDIS_TIMEOUT_MS: int(50, 60_000),
   REDIS_WAIT_REPLICAS: int(0, 100),
@@ -112,11 +116,13 @@ export type Config = Readonly<{
   port: number
   host: string
   redisUrl: string
+  /** host:port of Redis Cluster nodes; null for a single Redis at redisUrl. */
+  redisClusterNodes: readonly string[] | null
   databaseUrl: string
   logLevel: string
   redisTimeoutMs: number
   shutdownTimeoutMs: number
-  queue: Readonly<{ stream: string; group: string; deadLetterStream: string; waitReplicas: number; waitTimeoutMs: number; maxBacklog: number; maxEntryEvents: number }>
+  queue: Readonly<{ stream: string; shards: number; cluster: boolean; group: string; deadLetterStream: string; waitReplicas: number; waitTimeoutMs: number; maxBacklog: number; maxEntryEvents: number }>
   ingest: Readonly<{
     bodyLimitBytes: number
     batchMax: number
@@ -159,16 +165,23 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
     throw new ConfigError(problems.join('; '))
   }
   const e = parsed.output
+  if (e.REDIS_CLUSTER_NODES.length && e.REDIS_WAIT_REPLICAS > 0) {
+    throw new ConfigError('REDIS_WAIT_REPLICAS: is not supported with REDIS_CLUSTER_NODES (WAIT would go to one node); use appendfsync always on the cluster instead')
+  }
   return deepFreeze({
     port: e.PORT,
     host: e.HOST,
     redisUrl: e.REDIS_URL,
+    redisClusterNodes: e.REDIS_CLUSTER_NODES.length ? e.REDIS_CLUSTER_NODES : null,
     databaseUrl: e.DATABASE_URL,
     logLevel: e.LOG_LEVEL,
     redisTimeoutMs: e.REDIS_TIMEOUT_MS,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     queue: {
       stream: e.QUEUE_STREAM,
+      // 0 means: 1 on a single Redis, 6 on a cluster (two per master of a three-master cluster).
+      shards: e.QUEUE_SHARDS || (e.REDIS_CLUSTER_NODES.length ? 6 : 1),
+      cluster: e.REDIS_CLUSTER_NODES.length > 0,
       group: e.QUEUE_GROUP,
       deadLetterStream: `${e.QUEUE_STREAM}:dead`,
       waitReplicas: e.REDIS_WAIT_REPLICAS,

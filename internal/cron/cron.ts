@@ -2,12 +2,12 @@
 // their schedules or once by name (`cmd/cron --once <job>`).
 import { Cron } from 'croner'
 import type { Logger } from '../log/log.ts'
-import type { Queue } from '../queue/queue.ts'
+import type { Depth } from '../queue/queue.ts'
 import type { Store } from '../store/store.ts'
 
 export type Job = { name: string; run: (signal: AbortSignal) => Promise<unknown> }
 
-export type JobsDeps = { queue: Queue; store: Store; log: Logger }
+export type JobsDeps = { queue: { depth(): Promise<Depth> }; store: Store; log: Logger }
 export type JobsOptions = {
   rollup?: { pathCap?: number; chunkXids?: number }
   retention?: { rawRetentionHours?: number; dedupWindowHours?: number }

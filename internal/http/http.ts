@@ -15,7 +15,7 @@ import { statsRoutes } from './stats.ts'
 export type Check = () => Promise<unknown>
 
 export type AppDeps = {
-  queue: Queue
+  queue: Pick<Queue, 'enqueue'>
   /** When given, ingest answers 503 while the queue's backlog is over its limit. */
   backpressure?: Backpressure | null
   store: Store

@@ -22,7 +22,7 @@ export type IngestOptions = {
   inFlightBytes?: number
 }
 
-export type IngestDeps = { queue: Queue; backpressure?: Backpressure | null }
+export type IngestDeps = { queue: Pick<Queue, 'enqueue'>; backpressure?: Backpressure | null }
 
 export type ItemResult =
   | { index: number; status: 'accepted'; event_id: string }

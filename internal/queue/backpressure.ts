@@ -1,4 +1,4 @@
-import type Redis from 'ioredis'
+import type { RedisClient } from '../clients/clients.ts'
 
 export type BackpressureOptions = {
   /** Most entries the stream may hold (delivered-but-unacknowledged plus undelivered) before ingest sheds load. */
@@ -13,7 +13,10 @@ export type BackpressureOptions = {
  * of letting Redis run out of memory while workers are down or behind. Acknowledged entries
  * are deleted from the stream, so its length is exactly the backlog.
  */
-export function createBackpressure(redis: Redis, stream: string, { maxBacklog, refreshMs = 250, now = Date.now }: BackpressureOptions) {
+export function createBackpressure(redis: RedisClient, streams: string | string[], { maxBacklog, refreshMs = 250, now = Date.now }: BackpressureOptions) {
+  const keys = Array.isArray(streams) ? streams : [streams]
+  // One XLEN per shard: in a cluster the shards live on different nodes.
+  const total = async () => (await Promise.all(keys.map((k) => redis.xlen(k)))).reduce((a, b) => a + b, 0)
   let backlog = 0
   let checkedAt = Number.NEGATIVE_INFINITY
   let inFlight = false
@@ -21,8 +24,7 @@ export function createBackpressure(redis: Redis, stream: string, { maxBacklog, r
   function refresh() {
     if (inFlight || now() - checkedAt < refreshMs) return
     inFlight = true
-    redis
-      .xlen(stream)
+    total()
       .then((n) => {
         backlog = n
         checkedAt = now()
@@ -42,7 +44,7 @@ export function createBackpressure(redis: Redis, stream: string, { maxBacklog, r
     maxBacklog,
     /** Reads the backlog now (for tests and start-up). */
     async check(): Promise<number> {
-      backlog = await redis.xlen(stream)
+      backlog = await total()
       checkedAt = now()
       return backlog
     },

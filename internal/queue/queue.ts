@@ -1,7 +1,7 @@
 // Package queue is the Redis Streams queue between the ingestion API and the workers:
 // entries of up to 100 events, read through a consumer group, acknowledged only after
 // their events are committed in Postgres, and deleted from the stream when acknowledged.
-import type Redis from 'ioredis'
+import type { RedisClient } from '../clients/clients.ts'
 import { decode, fieldsOf, type BadEntry, type Delivery, type RawEntry } from './entry.ts'
 import { createWriter } from './writer.ts'
 
@@ -37,7 +37,7 @@ export type Depth = {
 
 export type Queue = ReturnType<typeof createQueue>
 
-export function createQueue(redis: Redis, { stream, group, deadLetterStream, maxEntryEvents = 100, waitReplicas = 0, waitTimeoutMs = 100 }: QueueOptions) {
+export function createQueue(redis: RedisClient, { stream, group, deadLetterStream, maxEntryEvents = 100, waitReplicas = 0, waitTimeoutMs = 100 }: QueueOptions) {
   /** Appends events; reports per event whether Redis took it. See createWriter. */
   const { enqueue } = createWriter(redis, { stream, maxEntryEvents, waitReplicas, waitTimeoutMs })
 
@@ -51,7 +51,7 @@ export function createQueue(redis: Redis, { stream, group, deadLetterStream, max
   }
 
   /** Reads up to `count` new entries for `consumer`, blocking up to `blockMs`. Pass a connection of its own: the read blocks it. */
-  async function read(reader: Redis, consumer: string, { count, blockMs }: { count: number; blockMs: number }): Promise<Delivery> {
+  async function read(reader: RedisClient, consumer: string, { count, blockMs }: { count: number; blockMs: number }): Promise<Delivery> {
     const reply = await reader.xreadgroup('GROUP', group, consumer, 'COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, '>')
     const entries = (reply as [string, RawEntry[]][] | null)?.[0]?.[1] ?? []
     return decode(entries)
@@ -69,7 +69,7 @@ export function createQueue(redis: Redis, { stream, group, deadLetterStream, max
     const pending = (await redis.call('XPENDING', stream, group, ...args)) as [string, string, number, number][]
     if (pending.length === 0) return { entries: [], bad: [] }
     const delivered = new Map(pending.map(([id, , , n]) => [id, n]))
-    const claimed = (await redis.xclaim(stream, group, consumer, minIdleMs, ...pending.map(([id]) => id))) as RawEntry[]
+    const claimed = (await redis.call('XCLAIM', stream, group, consumer, minIdleMs, ...pending.map(([id]) => id))) as RawEntry[]
     const { entries, bad } = decode(claimed)
     const tooOften = (id: string) => (delivered.get(id) ?? 0) + 1 > maxDeliveries
     for (const entry of entries.filter((e) => tooOften(e.id))) {
@@ -149,7 +149,7 @@ export function createQueue(redis: Redis, { stream, group, deadLetterStream, max
     return { replayed, skipped }
   }
 
-  return { stream, group, enqueue, ensureGroup, read, claim, ack, deadLetter, depth, deadLetters, replay }
+  return { stream, group, deadLetterStream, enqueue, ensureGroup, read, claim, ack, deadLetter, depth, deadLetters, replay }
 }
 
 function toRecord(flat: unknown[]): Record<string, unknown> {

@@ -1,4 +1,4 @@
-import type Redis from 'ioredis'
+import type { RedisClient } from '../clients/clients.ts'
 import type { Event } from '../event/event.ts'
 import { encode } from './entry.ts'
 
@@ -20,7 +20,7 @@ type Waiting = { events: Event[]; resolve: (r: EnqueueResult[]) => void }
  * pipeline (one round trip and one Command per entry instead of per event). Each caller's
  * promise resolves only after Redis has answered for the entries holding its events.
  */
-export function createWriter(redis: Redis, { stream, maxEntryEvents = 100, waitReplicas = 0, waitTimeoutMs = 100 }: WriterOptions) {
+export function createWriter(redis: RedisClient, { stream, maxEntryEvents = 100, waitReplicas = 0, waitTimeoutMs = 100 }: WriterOptions) {
   let waiting: Waiting[] = []
   let scheduled = false
 

@@ -67,3 +67,35 @@ export async function startPostgres() {
   server.start()
   return server
 }
+
+/** A real Redis Cluster of `masters` masters (no replicas) on free ports, made with redis-cli --cluster create. */
+export async function startRedisCluster(masters = 3) {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-cluster-'))
+  const ports: number[] = []
+  const procs: Bun.Subprocess[] = []
+  for (let i = 0; i < masters; i++) {
+    const port = await freePort()
+    ports.push(port)
+    procs.push(Bun.spawn(['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--cluster-enabled', 'yes',
+      '--cluster-config-file', `nodes-${port}.conf`, '--save', '', '--appendonly', 'no'], { stdout: 'ignore', stderr: 'ignore' }))
+  }
+  const cli = (port: number, ...args: string[]) => Bun.spawnSync(['redis-cli', '-p', String(port), ...args]).stdout.toString()
+  for (const port of ports) {
+    if (!(await eventually(async () => cli(port, 'ping').trim() === 'PONG', { timeoutMs: 10_000 }))) throw new Error(`redis-server on ${port} did not start`)
+  }
+  const create = Bun.spawnSync(['redis-cli', '--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'])
+  if (create.exitCode !== 0) throw new Error(`redis-cli --cluster create failed: ${create.stdout.toString()}${create.stderr.toString()}`)
+  const ok = await eventually(async () => ports.every((p) => cli(p, 'cluster', 'info').includes('cluster_state:ok')), { timeoutMs: 20_000 })
+  if (!ok) throw new Error('the cluster never reached cluster_state:ok')
+  return {
+    ports,
+    nodes: ports.map((p) => `127.0.0.1:${p}`).join(','),
+    /** Keys on one node matching a glob. */
+    keys: (port: number, pattern: string) => cli(port, '--scan', '--pattern', pattern).split('\n').filter(Boolean),
+    async destroy() {
+      for (const p of procs) p.kill('SIGKILL')
+      await Promise.all(procs.map((p) => p.exited))
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}

@@ -55,7 +55,7 @@ export async function createTestRedis(): Promise<TestRedis> {
 }
 
 /** Environment for a spawned binary that points it at the test's database and keys. */
-export function envFor(db: TestDatabase, r: TestRedis, extra: Record<string, string> = {}): Record<string, string> {
+export function envFor(db: TestDatabase, r: { url: string; queue: { stream: string } }, extra: Record<string, string> = {}): Record<string, string> {
   return {
     ...(process.env as Record<string, string>),
     DATABASE_URL: db.url,

@@ -1,7 +1,7 @@
 // Package worker drains the queue into Postgres: it reads entries through the consumer
 // group, inserts their events in statements of at most batchSize events, and acknowledges
 // entries only after the commit. The next read overlaps the current insert.
-import type Redis from 'ioredis'
+import type { RedisClient } from '../clients/clients.ts'
 import type { Event } from '../event/event.ts'
 import { sleep } from '../lifecycle/lifecycle.ts'
 import type { Logger } from '../log/log.ts'
@@ -13,7 +13,7 @@ export type WorkerDeps = {
   queue: Queue
   store: Store
   /** A connection of its own: XREADGROUP BLOCK holds it. */
-  reader: Redis
+  reader: RedisClient
   log: Logger
 }
 

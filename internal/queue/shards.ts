@@ -1,0 +1,76 @@
+import calculateSlot from 'cluster-key-slot'
+import type { Event } from '../event/event.ts'
+import type { RedisClient } from '../clients/clients.ts'
+import { createQueue, type Depth, type Queue, type QueueOptions } from './queue.ts'
+
+const SLOTS = 16_384
+
+/**
+ * The stream's shard keys. One shard on a single Redis keeps the plain names. Otherwise
+ * each shard is `{<stream>:<i>.<n>}`: the braces make it a hash tag that its dead-letter
+ * stream shares (so an ack plus a dead-letter write stays in one slot), and the suffix
+ * `n` is chosen so that shard i falls in the i-th of `shards` equal ranges of the 16384
+ * cluster slots. Shards therefore spread over the masters however the slots are split.
+ */
+export function shardNames(stream: string, shards: number, cluster: boolean): { stream: string; deadLetterStream: string }[] {
+  if (shards === 1 && !cluster) return [{ stream, deadLetterStream: `${stream}:dead` }]
+  return Array.from({ length: shards }, (_, i) => {
+    const lo = Math.floor((i * SLOTS) / shards)
+    const hi = Math.floor(((i + 1) * SLOTS) / shards)
+    for (let n = 0; ; n++) {
+      const tag = `${stream}:${i}.${n}`
+      const slot = calculateSlot(tag)
+      if (slot >= lo && slot < hi) return { stream: `{${tag}}`, deadLetterStream: `{${tag}}:dead` }
+    }
+  })
+}
+
+export type ShardedQueueOptions = Omit<QueueOptions, 'stream' | 'deadLetterStream'> & { stream: string; shards: number; cluster: boolean }
+
+/**
+ * The queue as the API, cron and operators see it: every shard together. Requests go to the
+ * shards in turn; workers consume each shard through its own Queue (`shards`).
+ */
+export function createShardedQueue(redis: RedisClient, { stream, shards, cluster, ...options }: ShardedQueueOptions) {
+  const queues: Queue[] = shardNames(stream, shards, cluster).map((names) => createQueue(redis, { ...options, ...names }))
+  let next = 0
+
+  return {
+    shards: queues,
+    streams: queues.map((q) => q.stream),
+    enqueue: (events: Event[]) => queues[next++ % queues.length]!.enqueue(events),
+    async depth(): Promise<Depth & { shards: number }> {
+      const all = await Promise.all(queues.map((q) => q.depth()))
+      return {
+        shards: all.length,
+        length: all.reduce((s, d) => s + d.length, 0),
+        pending: all.reduce((s, d) => s + d.pending, 0),
+        undelivered: all.some((d) => d.undelivered === null) ? null : all.reduce((s, d) => s + d.undelivered!, 0),
+        oldestPendingAgeMs: Math.max(0, ...all.map((d) => d.oldestPendingAgeMs)),
+        deadLetters: all.reduce((s, d) => s + d.deadLetters, 0),
+      }
+    },
+    async deadLetters(count = 100) {
+      const all = (await Promise.all(queues.map(async (q) => (await q.deadLetters(count)).map((l) => ({ ...l, stream: q.deadLetterStream })))))
+        .flat()
+        .sort((a, b) => compareIds(a.id, b.id))
+      return all.slice(0, count)
+    },
+    async replay(ids: string[] | 'all') {
+      const results = await Promise.all(queues.map((q) => q.replay(ids)))
+      const replayed = results.flatMap((r) => r.replayed)
+      const skipped = ids === 'all'
+        ? results.flatMap((r) => r.skipped)
+        : ids.filter((id) => !replayed.includes(id)).map((id) => results.flatMap((r) => r.skipped).find((s) => s.id === id && s.reason !== 'no such dead letter') ?? { id, reason: 'no such dead letter' })
+      return { replayed, skipped }
+    },
+  }
+}
+
+export type ShardedQueue = ReturnType<typeof createShardedQueue>
+
+function compareIds(a: string, b: string): number {
+  const [am, as] = a.split('-').map(Number) as [number, number]
+  const [bm, bs] = b.split('-').map(Number) as [number, number]
+  return am - bm || as - bs
+}
