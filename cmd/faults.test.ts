@@ -38,7 +38,7 @@ async function stack(extra: Record<string, string> = {}): Promise<Stack> {
   const env = {
     ...(process.env as Record<string, string>),
     DATABASE_URL: pg.url(db), REDIS_URL: redis.url, QUEUE_STREAM: `${db}:events`, PORT: String(port),
-    STATS_TOKEN: 't', LOG_LEVEL: 'warn', WORKER_CLAIM_IDLE_MS: '1000', WORKER_BLOCK_MS: '100', REDIS_TIMEOUT_MS: '500', ...extra,
+    STATS_TOKEN: 't', LOG_LEVEL: 'warn', WORKER_METRICS_PORT: '0', CRON_METRICS_PORT: '0', WORKER_CLAIM_IDLE_MS: '1000', WORKER_BLOCK_MS: '100', REDIS_TIMEOUT_MS: '500', ...extra,
   }
   const admin = postgres(pg.url(), { max: 1, onnotice: () => {} })
   await admin`create database ${admin(db)}`

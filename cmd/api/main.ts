@@ -3,6 +3,7 @@ import { openClients } from '../../internal/clients/open.ts'
 import { loadConfig, requireStatsAccess } from '../../internal/config/config.ts'
 import { createApp } from '../../internal/http/http.ts'
 import { createIngest } from '../../internal/http/ingest.ts'
+import { createMetrics, registerQueueGauges } from '../../internal/metrics/metrics.ts'
 import { onStopSignals, shutdown } from '../../internal/lifecycle/lifecycle.ts'
 import { aborted, runMain } from '../../internal/lifecycle/run.ts'
 import { createLogger } from '../../internal/log/log.ts'
@@ -18,11 +19,13 @@ await runMain('api', async () => {
   const { redis, sql } = await openClients(config, 'api', log, { redisOfflineQueue: false, sqlMax: 4 })
   const queue = createShardedQueue(redis, config.queue)
   const backpressure = createBackpressure(redis, queue.streams, { maxBacklog: config.queue.maxBacklog })
+  const metrics = createMetrics('api')
+  registerQueueGauges(metrics, queue)
   const store = createStore(sql)
   const stop = onStopSignals(log)
-  const ingest = createIngest({ queue, backpressure }, config.ingest)
+  const ingest = createIngest({ queue, backpressure, metrics }, config.ingest)
   const app = createApp(
-    { queue, backpressure, ingest, store, log, checks: { redis: () => redis.ping(), postgres: () => store.ping() } },
+    { queue, backpressure, ingest, metrics, store, log, checks: { redis: () => redis.ping(), postgres: () => store.ping() } },
     { ingest: config.ingest, statsToken: config.stats.public ? null : config.stats.token, isStopping: () => stop.aborted },
   )
   // Ingest takes Bun's native router (the hot path); everything else, and other methods, go to Hono.

@@ -2,10 +2,11 @@
 import { parseArgs } from 'node:util'
 import { openClients } from '../../internal/clients/open.ts'
 import { loadConfig } from '../../internal/config/config.ts'
-import { createJobs, schedule } from '../../internal/cron/cron.ts'
+import { createJobs, registerCronGauges, schedule } from '../../internal/cron/cron.ts'
 import { onStopSignals, shutdown } from '../../internal/lifecycle/lifecycle.ts'
 import { aborted, runMain } from '../../internal/lifecycle/run.ts'
 import { createLogger } from '../../internal/log/log.ts'
+import { createMetrics, serveMetrics } from '../../internal/metrics/metrics.ts'
 import { createShardedQueue } from '../../internal/queue/shards.ts'
 import { createStore } from '../../internal/store/store.ts'
 
@@ -16,7 +17,11 @@ await runMain('cron', async () => {
   const config = loadConfig()
   const log = createLogger({ level: config.logLevel, name: 'cron' })
   const { redis, sql } = await openClients(config, 'cron', log, { sqlMax: 2 })
-  const jobs = createJobs({ queue: createShardedQueue(redis, config.queue), store: createStore(sql), log }, config)
+  const queue = createShardedQueue(redis, config.queue)
+  const store = createStore(sql)
+  const metrics = createMetrics('cron')
+  registerCronGauges(metrics, queue, store)
+  const jobs = createJobs({ queue, store, log, metrics }, config)
   const stop = onStopSignals(log)
   let code = 0
 
@@ -30,8 +35,10 @@ await runMain('cron', async () => {
     }
   } else {
     const scheduler = schedule(jobs, config.cron.schedules, log)
+    const metricsServer = serveMetrics(metrics, config.metricsPorts.cron)
     await aborted(stop)
     await scheduler.stop()
+    await metricsServer?.stop()
   }
   const ok = await shutdown(log, [
     ['close postgres', () => sql.end({ timeout: 5 })],

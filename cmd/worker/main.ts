@@ -5,6 +5,7 @@ import { loadConfig } from '../../internal/config/config.ts'
 import { onStopSignals, shutdown } from '../../internal/lifecycle/lifecycle.ts'
 import { runMain } from '../../internal/lifecycle/run.ts'
 import { createLogger } from '../../internal/log/log.ts'
+import { createMetrics, registerQueueGauges, serveMetrics } from '../../internal/metrics/metrics.ts'
 import { createShardedQueue } from '../../internal/queue/shards.ts'
 import { createStore } from '../../internal/store/store.ts'
 import { createWorker } from '../../internal/worker/worker.ts'
@@ -15,17 +16,23 @@ await runMain('worker', async () => {
   const { redis, sql } = await openClients(config, 'worker', log, { sqlMax: config.worker.insertConcurrency + 1 })
   const store = createStore(sql)
   const { name, ...options } = config.worker
+  const queue = createShardedQueue(redis, config.queue)
+  const metrics = createMetrics('worker')
+  registerQueueGauges(metrics, queue)
+  const metricsServer = serveMetrics(metrics, config.metricsPorts.worker)
   // One consumer loop per shard, each with a blocking reader of its own.
-  const readers = createShardedQueue(redis, config.queue).shards.map((queue) => {
+  const readers = queue.shards.map((queue) => {
     const reader = duplicateRedis(redis, 'sluice-worker-reader')
     reader.on('error', (err) => log.warn({ err: err.message }, 'redis reader connection error'))
-    return { reader, worker: createWorker({ queue, store, reader, log: log.child({ stream: queue.stream }) }, { consumer: name, maxEntryEvents: config.queue.maxEntryEvents, ...options }) }
+    const deps = { queue, store, reader, metrics, log: log.child({ stream: queue.stream }) }
+    return { reader, worker: createWorker(deps, { consumer: name, maxEntryEvents: config.queue.maxEntryEvents, ...options }) }
   })
   const stop = onStopSignals(log)
   log.info({ consumer: name, streams: readers.length, group: config.queue.group }, 'worker started')
 
   await Promise.all(readers.map(({ worker }) => worker.run(stop)))
   const ok = await shutdown(log, [
+    ['stop metrics server', () => metricsServer?.stop()],
     ['close postgres', () => sql.end({ timeout: 5 })],
     ['close redis readers', () => Promise.all(readers.map(({ reader }) => reader.quit()))],
     ['close redis', () => redis.quit()],

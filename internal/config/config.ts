@@ -39,6 +39,8 @@ export const DEFAULTS = {
   WORKER_MAX_DELIVERIES: '5',
   WORKER_INSERT_CONCURRENCY: '2',
   CRON_QUEUE_DEPTH: '0 * * * * *',
+  WORKER_METRICS_PORT: '9101',
+  CRON_METRICS_PORT: '9102',
   CRON_ROLLUP: '*/30 * * * * *',
   CRON_RETENTION: '0 */5 * * * *',
   RAW_RETENTION_HOURS: '24',
@@ -104,6 +106,8 @@ const EnvSchema = v.object({
   CRON_ROLLUP: v.pipe(nonEmpty, v.rawCheck<string>(cronPattern)),
   CRON_RETENTION: v.pipe(nonEmpty, v.rawCheck<string>(cronPattern)),
   RAW_RETENTION_HOURS: int(1, 24 * 365),
+  WORKER_METRICS_PORT: int(0, 65535),
+  CRON_METRICS_PORT: int(0, 65535),
   DEDUP_WINDOW_HOURS: int(1, 24 * 365),
   ROLLUP_PATH_CAP: int(10, 100_000),
   ROLLUP_CHUNK_XIDS: int(1, 1_000_000),
@@ -137,6 +141,8 @@ export type Config = Readonly<{
   worker: Readonly<{ name: string; batchSize: number; blockMs: number; claimIdleMs: number; maxDeliveries: number; insertConcurrency: number }>
   cron: Readonly<{ schedules: Readonly<Record<string, string>> }>
   rollup: Readonly<{ pathCap: number; chunkXids: number }>
+  /** Where worker and cron serve /metrics; 0 turns it off. */
+  metricsPorts: Readonly<{ worker: number; cron: number }>
   retention: Readonly<{ rawRetentionHours: number; dedupWindowHours: number }>
   stats: Readonly<{ token: string | null; public: boolean }>
 }>
@@ -210,6 +216,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
     },
     cron: { schedules: { 'queue-depth': e.CRON_QUEUE_DEPTH, rollup: e.CRON_ROLLUP, retention: e.CRON_RETENTION } },
     rollup: { pathCap: e.ROLLUP_PATH_CAP, chunkXids: e.ROLLUP_CHUNK_XIDS },
+    metricsPorts: { worker: e.WORKER_METRICS_PORT, cron: e.CRON_METRICS_PORT },
     retention: { rawRetentionHours: e.RAW_RETENTION_HOURS, dedupWindowHours: e.DEDUP_WINDOW_HOURS },
     stats: { token: e.STATS_TOKEN || null, public: e.STATS_PUBLIC },
   })

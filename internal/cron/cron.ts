@@ -2,19 +2,20 @@
 // their schedules or once by name (`cmd/cron --once <job>`).
 import { Cron } from 'croner'
 import type { Logger } from '../log/log.ts'
+import { registerCollectedGauge, registerQueueGauges, type Metrics } from '../metrics/metrics.ts'
 import type { Depth } from '../queue/queue.ts'
 import type { Store } from '../store/store.ts'
 
 export type Job = { name: string; run: (signal: AbortSignal) => Promise<unknown> }
 
-export type JobsDeps = { queue: { depth(): Promise<Depth> }; store: Store; log: Logger }
+export type JobsDeps = { queue: { depth(): Promise<Depth> }; store: Store; log: Logger; metrics?: Metrics | null }
 export type JobsOptions = {
   rollup?: { pathCap?: number; chunkXids?: number }
   retention?: { rawRetentionHours?: number; dedupWindowHours?: number }
 }
 
 /** Every job cron knows, by name. */
-export function createJobs({ queue, store, log }: JobsDeps, options: JobsOptions = {}): Record<string, Job> {
+export function createJobs({ queue, store, log, metrics = null }: JobsDeps, options: JobsOptions = {}): Record<string, Job> {
   const jobs: Job[] = [
     {
       name: 'rollup',
@@ -23,6 +24,10 @@ export function createJobs({ queue, store, log }: JobsDeps, options: JobsOptions
         const started = performance.now()
         const result = await store.rollup({ ...options.rollup, signal })
         const ms = Math.round(performance.now() - started)
+        if (result.ran) {
+          metrics?.cron.rollupDuration.observe(ms / 1000)
+          metrics?.cron.rolledUp.inc(result.events)
+        }
         if (!result.ran) log.info({ job: 'rollup' }, 'another rollup holds the lock; skipped')
         else log.info({ job: 'rollup', ...result, duration_ms: ms, events_per_s: ms ? Math.round((result.events * 1000) / ms) : null }, 'rolled up')
         return result
@@ -33,6 +38,9 @@ export function createJobs({ queue, store, log }: JobsDeps, options: JobsOptions
       // Drops raw partitions past retention, once every row in them is rolled up.
       async run() {
         const result = await store.retention(options.retention)
+        metrics?.cron.partitionsDropped.inc(result.partitionsDropped.length)
+        metrics?.cron.rowsDeleted.inc({ table: 'events_default' }, result.defaultRowsDeleted)
+        metrics?.cron.rowsDeleted.inc({ table: 'event_ids' }, result.eventIdsDeleted)
         const level = result.partitionsKept.length ? 'warn' : 'info'
         log[level]({ job: 'retention', ...result }, result.partitionsKept.length ? 'kept expired partitions that are not rolled up yet' : 'retention done')
         return result
@@ -49,6 +57,13 @@ export function createJobs({ queue, store, log }: JobsDeps, options: JobsOptions
     },
   ]
   return Object.fromEntries(jobs.map((j) => [j.name, j]))
+}
+
+/** Cron's gauges: the queue, and how far the rollups are behind. */
+export function registerCronGauges(metrics: Metrics, queue: { depth(): Promise<Depth> }, store: Store) {
+  registerQueueGauges(metrics, queue)
+  registerCollectedGauge(metrics, 'sluice_rollup_watermark_age_seconds', 'Seconds since the rollup watermark last moved', async () => (await store.rollupLag()).ageSeconds)
+  registerCollectedGauge(metrics, 'sluice_rollup_unrolled_events', 'Raw events not yet counted in the rollups', async () => (await store.rollupLag()).unrolled)
 }
 
 export type Scheduler = { stop(): Promise<void> }

@@ -4,6 +4,7 @@ import { Hono } from 'hono'
 import { bearerAuth } from 'hono/bearer-auth'
 import { methodNotAllowed } from 'hono/method-not-allowed'
 import type { Logger } from '../log/log.ts'
+import type { Metrics } from '../metrics/metrics.ts'
 import type { Backpressure } from '../queue/backpressure.ts'
 import type { Queue } from '../queue/queue.ts'
 import type { Store } from '../store/store.ts'
@@ -24,6 +25,8 @@ export type AppDeps = {
   checks: Record<string, Check>
   /** The ingest handlers; pass the same ones the server's native routes use, so they share state. */
   ingest?: Ingest
+  /** When given, requests are counted and GET /metrics serves them. */
+  metrics?: Metrics | null
 }
 
 export type AppOptions = {
@@ -35,7 +38,7 @@ export type AppOptions = {
   readyTimeoutMs?: number
 }
 
-export function createApp({ queue, backpressure = null, store, log, checks, ingest: handlers }: AppDeps, { ingest, statsToken, isStopping = () => false, readyTimeoutMs = 1000 }: AppOptions) {
+export function createApp({ queue, backpressure = null, store, log, checks, ingest: handlers, metrics = null }: AppDeps, { ingest, statsToken, isStopping = () => false, readyTimeoutMs = 1000 }: AppOptions) {
   const app = new Hono()
   app.use(methodNotAllowed({
     app,
@@ -43,6 +46,18 @@ export function createApp({ queue, backpressure = null, store, log, checks, inge
       c.json({ error: `${c.req.method} is not allowed on ${c.req.path}; use ${methods.join(', ')}`, code: 'method_not_allowed' }, 405, { Allow: methods.join(', ') }),
   }))
   app.onError(errorHandler(log))
+  if (metrics) {
+    // Ingest counts itself (it is also served outside Hono); this counts every other route.
+    app.use(async function countRequest(c, next) {
+      const started = performance.now()
+      await next()
+      const route = c.req.routePath === '/*' ? 'unmatched' : c.req.routePath
+      if (route === '/event' || route === '/events') return
+      metrics.http.requests.inc({ route, status: c.res.status })
+      metrics.http.duration.observe({ route }, (performance.now() - started) / 1000)
+    })
+    app.get('/metrics', async (c) => c.body(await metrics.scrape(), 200, { 'Content-Type': metrics.contentType }))
+  }
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}`, code: 'not_found' }, 404))
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }))
@@ -62,7 +77,7 @@ export function createApp({ queue, backpressure = null, store, log, checks, inge
     return c.json({ status: ready ? 'ready' : 'not ready', checks: Object.fromEntries(results) }, ready ? 200 : 503)
   })
 
-  const ingestHandlers = handlers ?? createIngest({ queue, backpressure }, ingest)
+  const ingestHandlers = handlers ?? createIngest({ queue, backpressure, metrics }, ingest)
   for (const path of ['/event', '/events'] as const) {
     const handle = path === '/event' ? ingestHandlers.event : ingestHandlers.events
     app.post(path, (c) => handle(c.req.raw, c.env as RequestIpSource))

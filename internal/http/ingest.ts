@@ -1,4 +1,5 @@
 import { createEventParser, type Event, type ParseResult, type Problem } from '../event/event.ts'
+import type { Metrics } from '../metrics/metrics.ts'
 import type { Backpressure } from '../queue/backpressure.ts'
 import type { Queue } from '../queue/queue.ts'
 import { readJsonBody } from './body.ts'
@@ -22,7 +23,7 @@ export type IngestOptions = {
   inFlightBytes?: number
 }
 
-export type IngestDeps = { queue: Pick<Queue, 'enqueue'>; backpressure?: Backpressure | null }
+export type IngestDeps = { queue: Pick<Queue, 'enqueue'>; backpressure?: Backpressure | null; metrics?: Metrics | null }
 
 export type ItemResult =
   | { index: number; status: 'accepted'; event_id: string }
@@ -30,6 +31,9 @@ export type ItemResult =
   | { index: number; status: 'failed'; code: 'queue_unavailable'; error: string }
 
 type Handler = (req: Request, server?: RequestIpSource) => Promise<Response>
+/** What a handler reports for metrics: events accepted, and events not accepted by reason. */
+type Tally = { accepted: number; invalid: number; unavailable: number }
+type CountedHandler = (req: Request, server: RequestIpSource | undefined, tally: Tally) => Promise<Response>
 
 export type Ingest = { event: Handler; events: Handler; preflight: (req: Request) => Response }
 
@@ -38,7 +42,7 @@ export type Ingest = { event: Handler; events: Handler; preflight: (req: Request
  * queue, and answer 202 only once Redis has the events. They carry no framework, so the API
  * serves them from Bun's native router (the hot path) and the Hono app mounts the same ones.
  */
-export function createIngest({ queue, backpressure = null }: IngestDeps, options: IngestOptions): Ingest {
+export function createIngest({ queue, backpressure = null, metrics = null }: IngestDeps, options: IngestOptions): Ingest {
   const { bodyLimitBytes, batchMax, maxFutureMs, allowedSites = null, allowedOrigins = null, rateLimitPerSecond = 0, rateLimitBurst, trustProxy = false, inFlightBytes = 8 * 1024 * 1024 } = options
   const gate = createGate(inFlightBytes)
   const parseEvent = createEventParser({ maxFutureMs })
@@ -87,22 +91,36 @@ export function createIngest({ queue, backpressure = null }: IngestDeps, options
       throw new ApiError(429, 'rate_limited', `too many events from this client; retry in ${verdict.retryAfterS} s`, undefined, { 'Retry-After': String(verdict.retryAfterS) })
     }
   }
-  /** An ApiError becomes its JSON answer; anything else goes up to the caller's error handler. */
-  const guarded = (handler: Handler): Handler => async (req, server) => {
+  /** An ApiError becomes its JSON answer; anything else goes up to the caller's error handler. Counts every answer. */
+  const guarded = (route: string, handler: CountedHandler): Handler => async (req, server) => {
+    const started = performance.now()
+    const tally: Tally = { accepted: 0, invalid: 0, unavailable: 0 }
     const declared = Number(req.headers.get('content-length') ?? bodyLimitBytes)
     const held = gate.acquire(Math.min(Number.isFinite(declared) ? declared : bodyLimitBytes, bodyLimitBytes))
     const release = typeof held === 'function' ? held : await held
+    let res: Response | undefined
     try {
-      return await handler(req, server)
+      res = await handler(req, server, tally)
+      return res
     } catch (err) {
       if (!(err instanceof ApiError)) throw err
-      return json(req, { error: err.message, code: err.code, ...(err.details ? { details: err.details } : {}) }, err.status, err.headers)
+      if (err.status >= 500) tally.unavailable ||= 1
+      else if (tally.accepted + tally.invalid === 0) tally.invalid = 1
+      res = json(req, { error: err.message, code: err.code, ...(err.details ? { details: err.details } : {}) }, err.status, err.headers)
+      return res
     } finally {
       release()
+      if (metrics) {
+        metrics.http.requests.inc({ route, status: res?.status ?? 500 })
+        metrics.http.duration.observe({ route }, (performance.now() - started) / 1000)
+        if (tally.accepted) metrics.events.accepted.inc(tally.accepted)
+        if (tally.invalid) metrics.events.rejected.inc({ reason: 'invalid' }, tally.invalid)
+        if (tally.unavailable) metrics.events.rejected.inc({ reason: 'unavailable' }, tally.unavailable)
+      }
     }
   }
 
-  const event = guarded(async function ingestEvent(req, server) {
+  const event = guarded('/event', async function ingestEvent(req, server, tally) {
     const result = parse(await admit(req))
     if (!result.ok) {
       const notRegistered = sites && result.problems.length === 1 && result.problems[0]!.message.endsWith('is not registered here')
@@ -112,11 +130,12 @@ export function createIngest({ queue, backpressure = null }: IngestDeps, options
     charge(req, server, 1)
     const [written] = await queue.enqueue([result.event])
     if (!written?.ok) throw queueUnavailable()
+    tally.accepted = 1
     // event_id is a lower-case UUID: nothing in it needs escaping.
     return respond(req, `{"status":"accepted","event_id":"${result.event.event_id}"}`, 202)
   })
 
-  const events = guarded(async function ingestEvents(req, server) {
+  const events = guarded('/events', async function ingestEvents(req, server, tally) {
     const items = batchItems(await admit(req), batchMax)
     charge(req, server, items.length)
     const results: ItemResult[] = new Array(items.length)
@@ -135,6 +154,7 @@ export function createIngest({ queue, backpressure = null }: IngestDeps, options
     const accepted = results.filter((r) => r.status === 'accepted').length
     const failed = results.filter((r) => r.status === 'failed').length
     const rejected = items.length - accepted - failed
+    Object.assign(tally, { accepted, invalid: rejected, unavailable: failed })
     const status = accepted === items.length ? 202 : accepted > 0 ? 207 : failed > 0 ? 503 : 400
     const summary = accepted === items.length ? 'accepted' : accepted > 0 ? 'partial' : failed > 0 ? 'unavailable' : 'rejected'
     return json(req, { status: summary, accepted, rejected, failed, results }, status, failed > 0 ? { 'Retry-After': RETRY_AFTER_SECONDS } : undefined)

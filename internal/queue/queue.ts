@@ -112,7 +112,8 @@ export function createQueue(redis: RedisClient, { stream, group, deadLetterStrea
     return {
       length: length as number,
       pending,
-      undelivered: typeof info?.lag === 'number' ? info.lag : null,
+      // No group yet (no worker has run): nothing has been delivered.
+      undelivered: info === undefined ? (length as number) : typeof info.lag === 'number' ? info.lag : null,
       oldestPendingAgeMs: oldestId ? Math.max(0, now - Number(oldestId.split('-')[0])) : 0,
       deadLetters: deadLetters as number,
     }

@@ -66,6 +66,15 @@ export async function rollup(sql: Sql, { pathCap = 1000, chunkXids = 500, signal
   }
 }
 
+/** How far the rollups are behind: seconds since the last chunk committed, and raw events not yet counted. */
+export async function rollupLag(sql: Sql): Promise<{ ageSeconds: number | null; unrolled: number }> {
+  const [row] = await sql`
+    select extract(epoch from now() - rolled_at)::float8 as age,
+           (select count(*) from events where xid >= s.xid_watermark)::float8 as unrolled
+    from rollup_state s`
+  return { ageSeconds: (row!.age as number | null) ?? null, unrolled: row!.unrolled as number }
+}
+
 async function rollupRange(tx: Sql, lo: string, hi: string, pathCap: number): Promise<number> {
   const { log2m, regwidth, expthresh, sparseon } = HLL
   await tx`

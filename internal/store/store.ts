@@ -3,7 +3,7 @@
 import type { Sql } from '../clients/clients.ts'
 import type { Event } from '../event/event.ts'
 import { retention, type RetentionOptions } from './retention.ts'
-import { rollup, type RollupOptions } from './rollup.ts'
+import { rollup, rollupLag, type RollupOptions } from './rollup.ts'
 import { rangeStats, type RangeQuery, type RangeStats } from './stats.ts'
 
 export type Store = ReturnType<typeof createStore>
@@ -51,6 +51,7 @@ export function createStore(sql: Sql) {
     insertEventsJson,
     stats,
     rollup: (options?: RollupOptions) => rollup(sql, options),
+    rollupLag: () => rollupLag(sql),
     retention: (options?: RetentionOptions) => retention(sql, options),
     ping,
   }

@@ -62,6 +62,9 @@ export function envFor(db: TestDatabase, r: { url: string; queue: { stream: stri
     REDIS_URL: r.url,
     QUEUE_STREAM: r.queue.stream,
     LOG_LEVEL: 'warn',
+    // Many workers and crons run at once in tests: no fixed metrics ports unless a test asks.
+    WORKER_METRICS_PORT: '0',
+    CRON_METRICS_PORT: '0',
     ...extra,
   }
 }

@@ -5,6 +5,7 @@ import type { RedisClient } from '../clients/clients.ts'
 import type { Event } from '../event/event.ts'
 import { sleep } from '../lifecycle/lifecycle.ts'
 import type { Logger } from '../log/log.ts'
+import type { Metrics } from '../metrics/metrics.ts'
 import { eventsOf, fieldsOf, joinJson } from '../queue/entry.ts'
 import type { Delivery, Entry, Queue } from '../queue/queue.ts'
 import { isDataError, type Store } from '../store/store.ts'
@@ -15,6 +16,7 @@ export type WorkerDeps = {
   /** A connection of its own: XREADGROUP BLOCK holds it. */
   reader: RedisClient
   log: Logger
+  metrics?: Metrics | null
 }
 
 export type WorkerOptions = {
@@ -40,7 +42,7 @@ export type WorkerOptions = {
 /** batches counts insert statements. */
 export type WorkerStats = { batches: number; stored: number; duplicates: number; deadLettered: number }
 
-export function createWorker({ queue, store, reader, log }: WorkerDeps, options: WorkerOptions) {
+export function createWorker({ queue, store, reader, log, metrics = null }: WorkerDeps, options: WorkerOptions) {
   const {
     consumer, batchSize = 2000, blockMs = 1000, claimIdleMs = 60_000, maxDeliveries = 5, maxEntryEvents = 100,
     insertConcurrency = 2, retryBaseMs = 100, retryMaxMs = 5000, stopGraceMs = 5000,
@@ -138,9 +140,13 @@ export function createWorker({ queue, store, reader, log }: WorkerDeps, options:
     }
     await retrying('acknowledge batch', () => queue.ack(entries.map((e) => e.id)), signal, stopGraceMs)
     const total = entries.reduce((n, e) => n + e.count, 0)
+    const duplicates = total - inserted - (rejected.length - bad.length)
     stats.stored += inserted
-    stats.duplicates += total - inserted - (rejected.length - bad.length)
+    stats.duplicates += duplicates
     stats.deadLettered += rejected.length
+    metrics?.worker.stored.inc(inserted)
+    if (duplicates > 0) metrics?.worker.duplicates.inc(duplicates)
+    if (rejected.length) metrics?.worker.deadLettered.inc(rejected.length)
   }
 
   /**
@@ -150,7 +156,11 @@ export function createWorker({ queue, store, reader, log }: WorkerDeps, options:
    */
   async function insert(chunk: Entry[]): Promise<{ inserted: number; rejected: { id: string; fields: string[]; reason: string }[] }> {
     try {
-      return { inserted: await store.insertEventsJson(joinJson(chunk)), rejected: [] }
+      const started = performance.now()
+      const inserted = await store.insertEventsJson(joinJson(chunk))
+      metrics?.worker.insertDuration.observe((performance.now() - started) / 1000)
+      metrics?.worker.batchSize.observe(chunk.reduce((n, e) => n + e.count, 0))
+      return { inserted, rejected: [] }
     } catch (err) {
       if (!isDataError(err)) throw err
     }

@@ -1,0 +1,101 @@
+// Package metrics holds each binary's Prometheus metrics (prom-client) on a registry of
+// its own, and serves them: on the API's /metrics, or on a small port for worker and cron.
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import type { Depth } from '../queue/queue.ts'
+
+export type Role = 'api' | 'worker' | 'cron'
+
+export function createMetrics(role: Role) {
+  const registry = new Registry()
+  registry.setDefaultLabels({ service: `sluice-${role}` })
+  collectDefaultMetrics({ register: registry })
+  const registers = [registry]
+  return {
+    registry,
+    role,
+    http: {
+      requests: new Counter({ name: 'sluice_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'], registers }),
+      duration: new Histogram({
+        name: 'sluice_http_request_duration_seconds', help: 'HTTP request latency by route', labelNames: ['route'], registers,
+        buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      }),
+    },
+    events: {
+      accepted: new Counter({ name: 'sluice_events_accepted_total', help: 'Events answered 202 (Redis holds them)', registers }),
+      rejected: new Counter({ name: 'sluice_events_rejected_total', help: 'Events not accepted, by reason', labelNames: ['reason'], registers }),
+    },
+    worker: {
+      batchSize: new Histogram({ name: 'sluice_worker_batch_events', help: 'Events per insert statement', registers, buckets: [1, 10, 50, 100, 250, 500, 1000, 2000, 5000] }),
+      insertDuration: new Histogram({
+        name: 'sluice_worker_insert_duration_seconds', help: 'Time to insert one batch into Postgres', registers,
+        buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      }),
+      stored: new Counter({ name: 'sluice_worker_events_stored_total', help: 'Events inserted into Postgres', registers }),
+      duplicates: new Counter({ name: 'sluice_worker_duplicates_total', help: 'Events skipped because their event_id was already stored', registers }),
+      deadLettered: new Counter({ name: 'sluice_worker_dead_lettered_total', help: 'Entries or events moved to the dead-letter stream', registers }),
+    },
+    cron: {
+      rollupDuration: new Histogram({ name: 'sluice_rollup_duration_seconds', help: 'Duration of rollup runs', registers, buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300] }),
+      rolledUp: new Counter({ name: 'sluice_rollup_events_total', help: 'Raw events counted into the rollups', registers }),
+      partitionsDropped: new Counter({ name: 'sluice_retention_partitions_dropped_total', help: 'Raw hourly partitions dropped by retention', registers }),
+      rowsDeleted: new Counter({ name: 'sluice_retention_rows_deleted_total', help: 'Rows deleted by retention, by table', labelNames: ['table'], registers }),
+    },
+    /** Text exposition for a scrape. */
+    scrape: () => registry.metrics(),
+    contentType: registry.contentType,
+  }
+}
+
+export type Metrics = ReturnType<typeof createMetrics>
+
+/**
+ * Queue gauges read when scraped: stream length, pending (delivered, not acknowledged),
+ * undelivered, the age of the oldest pending entry (the lag) and dead letters.
+ */
+export function registerQueueGauges(metrics: Metrics, queue: { depth(): Promise<Depth> }) {
+  const registers = [metrics.registry]
+  let reading: Promise<Depth | null> | null = null
+  // One depth() per scrape, shared by the five gauges.
+  const depth = () => {
+    reading ??= queue.depth().catch(() => null).finally(() => setTimeout(() => (reading = null), 0))
+    return reading
+  }
+  const gauge = (name: string, help: string, pick: (d: Depth) => number | null) =>
+    new Gauge({
+      name, help, registers,
+      async collect() {
+        const d = await depth()
+        const v = d ? pick(d) : null
+        if (v !== null) this.set(v)
+      },
+    })
+  gauge('sluice_queue_length', 'Entries in the stream: pending plus undelivered', (d) => d.length)
+  gauge('sluice_queue_pending', 'Entries delivered to a worker and not yet acknowledged', (d) => d.pending)
+  gauge('sluice_queue_undelivered', 'Entries not yet delivered to any worker', (d) => d.undelivered)
+  gauge('sluice_queue_oldest_pending_age_seconds', 'Age of the oldest unacknowledged entry: the lag', (d) => d.oldestPendingAgeMs / 1000)
+  gauge('sluice_queue_dead_letters', 'Entries in the dead-letter stream', (d) => d.deadLetters)
+}
+
+/** A Gauge read when scraped, e.g. from Postgres. */
+export function registerCollectedGauge(metrics: Metrics, name: string, help: string, read: () => Promise<number | null>) {
+  new Gauge({
+    name, help, registers: [metrics.registry],
+    async collect() {
+      const v = await read().catch(() => null)
+      if (v !== null) this.set(v)
+    },
+  })
+}
+
+/** Serves GET /metrics on its own port (worker and cron). Returns the server, or null when port is 0. */
+export function serveMetrics(metrics: Metrics, port: number, host = '0.0.0.0') {
+  if (port === 0) return null
+  return Bun.serve({
+    port,
+    hostname: host,
+    async fetch(req) {
+      if (new URL(req.url).pathname !== '/metrics') return new Response('not found; try /metrics\n', { status: 404 })
+      return new Response(await metrics.scrape(), { headers: { 'Content-Type': metrics.contentType } })
+    },
+  })
+}
