@@ -37,6 +37,10 @@ await runMain('api', async () => {
       '/events': { POST: ingest.events, OPTIONS: ingest.preflight },
     },
     fetch: app.fetch,
+    error(err) {
+      log.error({ err }, 'unhandled error')
+      return Response.json({ error: 'internal error', code: 'internal' }, { status: 500 })
+    },
     // The handlers enforce INGEST_BODY_LIMIT_BYTES with a JSON 413; this is only a backstop.
     maxRequestBodySize: Math.max(64 * 1024 * 1024, 4 * config.ingest.bodyLimitBytes),
   })

@@ -41,7 +41,7 @@ export function errorHandler(log: Logger) {
       delete headers['content-type']
       return c.json({ error: err.message || res.statusText || 'request failed', code: codeFor(err.status) }, err.status, headers)
     }
-    log.error({ err, method: c.req.method, path: c.req.path }, 'unhandled error')
+    log.error({ err, method: c.req.method, path: c.req.path, request_id: c.get('requestId' as never) }, 'unhandled error')
     return c.json({ error: 'internal error', code: 'internal' }, 500)
   }
 }

@@ -311,3 +311,27 @@ describe('GET /v1/stats', () => {
     expect(body.details).toContainEqual({ field, message: expect.stringMatching(message) })
   })
 })
+
+describe('API documentation', () => {
+  test('/openapi.json describes every route, with schemas generated from the validators', async () => {
+    const res = await app.request('/openapi.json')
+    expect(res.status).toBe(200)
+    const doc = (await res.json()) as { openapi: string; paths: Record<string, Record<string, { parameters?: { name: string; required: boolean }[]; requestBody?: { content: Record<string, { schema: { properties?: Record<string, unknown>; required?: string[] } }> } }>> }
+    expect(doc.openapi).toStartWith('3.')
+    expect(Object.keys(doc.paths).sort()).toEqual(['/event', '/events', '/healthz', '/readyz', '/stats', '/v1/stats'])
+    const event = doc.paths['/event']!.post!.requestBody!.content['application/json']!.schema
+    expect(event.required).toEqual(['site_id', 'event_type', 'timestamp'])
+    expect(event.properties!.site_id).toEqual({ type: 'string', pattern: '^[A-Za-z0-9._:-]{1,128}$' })
+    expect(doc.paths['/event']!.post!.requestBody!.content['text/plain']).toBeDefined()
+    expect(doc.paths['/v1/stats']!.get!.parameters!.map((p) => [p.name, p.required])).toEqual([
+      ['site_id', true], ['from', true], ['to', false], ['granularity', false], ['event_type', false], ['limit', false],
+    ])
+  })
+
+  test('/docs renders it', async () => {
+    const res = await app.request('/docs')
+    expect(res.status).toBe(200)
+    expect(res.headers.get('content-type')).toContain('text/html')
+    expect(await res.text()).toContain("fetch('/openapi.json')")
+  })
+})

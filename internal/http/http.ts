@@ -3,6 +3,7 @@
 import { Hono } from 'hono'
 import { bearerAuth } from 'hono/bearer-auth'
 import { methodNotAllowed } from 'hono/method-not-allowed'
+import { requestId } from 'hono/request-id'
 import type { Logger } from '../log/log.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import type { Backpressure } from '../queue/backpressure.ts'
@@ -11,6 +12,7 @@ import type { Store } from '../store/store.ts'
 import { errorHandler } from './errors.ts'
 import { createIngest, type Ingest, type IngestOptions } from './ingest.ts'
 import type { RequestIpSource } from './limits.ts'
+import { documentation, routeDocs } from './openapi.ts'
 import { statsRoutes } from './stats.ts'
 
 export type Check = () => Promise<unknown>
@@ -40,6 +42,8 @@ export type AppOptions = {
 
 export function createApp({ queue, backpressure = null, store, log, checks, ingest: handlers, metrics = null }: AppDeps, { ingest, statsToken, isStopping = () => false, readyTimeoutMs = 1000 }: AppOptions) {
   const app = new Hono()
+  // X-Request-Id: the client's, or a new one; echoed back and put in error logs.
+  app.use(requestId())
   app.use(methodNotAllowed({
     app,
     onMethodNotAllowed: (c, methods) =>
@@ -60,8 +64,8 @@ export function createApp({ queue, backpressure = null, store, log, checks, inge
   }
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}`, code: 'not_found' }, 404))
 
-  app.get('/healthz', (c) => c.json({ status: 'ok' }))
-  app.get('/readyz', async (c) => {
+  app.get('/healthz', routeDocs.healthz, (c) => c.json({ status: 'ok' }))
+  app.get('/readyz', routeDocs.readyz, async (c) => {
     if (isStopping()) return c.json({ status: 'stopping' }, 503)
     const results = await Promise.all(
       Object.entries(checks).map(async ([name, check]) => {
@@ -80,7 +84,7 @@ export function createApp({ queue, backpressure = null, store, log, checks, inge
   const ingestHandlers = handlers ?? createIngest({ queue, backpressure, metrics }, ingest)
   for (const path of ['/event', '/events'] as const) {
     const handle = path === '/event' ? ingestHandlers.event : ingestHandlers.events
-    app.post(path, (c) => handle(c.req.raw, c.env as RequestIpSource))
+    app.post(path, path === '/event' ? routeDocs.event : routeDocs.events, (c) => handle(c.req.raw, c.env as RequestIpSource))
     app.options(path, (c) => ingestHandlers.preflight(c.req.raw))
   }
 
@@ -90,6 +94,7 @@ export function createApp({ queue, backpressure = null, store, log, checks, inge
     app.get('/v1/stats', auth)
   }
   app.route('/', statsRoutes(store))
+  documentation(app)
   return app
 }
 

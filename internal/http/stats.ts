@@ -6,6 +6,7 @@ import { GRANULARITIES } from '../store/rollup.ts'
 import { add, MAX_SERIES_BUCKETS, truncate } from '../store/stats.ts'
 import type { Store } from '../store/store.ts'
 import { ApiError } from './errors.ts'
+import { routeDocs } from './openapi.ts'
 
 const DATE = /^(\d{4})-(\d{2})-(\d{2})$/
 
@@ -43,15 +44,17 @@ const instant = (field: string) =>
     }),
   )
 
+const RangeQueryObject = v.object({
+  site_id: StatsQuerySchema.entries.site_id,
+  from: instant('from'),
+  to: v.optional(instant('to')),
+  granularity: v.optional(v.picklist(GRANULARITIES, `granularity must be one of ${GRANULARITIES.join(', ')}`), 'day'),
+  event_type: StatsQuerySchema.entries.event_type,
+  limit: StatsQuerySchema.entries.limit,
+})
+
 const RangeQuerySchema = v.pipe(
-  v.object({
-    site_id: StatsQuerySchema.entries.site_id,
-    from: instant('from'),
-    to: v.optional(instant('to')),
-    granularity: v.optional(v.picklist(GRANULARITIES, `granularity must be one of ${GRANULARITIES.join(', ')}`), 'day'),
-    event_type: StatsQuerySchema.entries.event_type,
-    limit: StatsQuerySchema.entries.limit,
-  }),
+  RangeQueryObject,
   v.transform((q) => ({ ...q, to: q.to ?? add(truncate(new Date(), 'hour'), 'hour') })),
   v.forward(v.check((q) => q.from < q.to, 'to must be after from'), ['to']),
   v.forward(
@@ -75,7 +78,7 @@ function query<T extends v.GenericSchema>(schema: T, input: unknown): v.InferOut
  */
 export function statsRoutes(store: Store) {
   return new Hono()
-  .get('/v1/stats', async (c) => {
+  .get('/v1/stats', routeDocs.rangeStats(RangeQueryObject), async (c) => {
     const q = query(RangeQuerySchema, c.req.query())
     const s = await store.stats({ siteId: q.site_id, from: q.from, to: q.to, granularity: q.granularity, eventType: q.event_type ?? null, limit: q.limit })
     return c.json({
@@ -86,7 +89,7 @@ export function statsRoutes(store: Store) {
       top_paths_max_error: s.top_paths_max_error,
     })
   })
-  .get('/stats', async (c) => {
+  .get('/stats', routeDocs.stats(StatsQuerySchema), async (c) => {
     const q = query(StatsQuerySchema, c.req.query())
     const from = q.date ? new Date(`${q.date}T00:00:00Z`) : null
     const to = from ? new Date(from.getTime() + 86_400_000) : null

@@ -1,0 +1,118 @@
+import { toJsonSchema } from '@valibot/to-json-schema'
+import type { Hono } from 'hono'
+import { describeRoute, openAPIRouteHandler, resolver } from 'hono-openapi'
+import * as v from 'valibot'
+import { EventSchema, type Problem } from '../event/event.ts'
+
+// Response shapes, as valibot schemas so the OpenAPI document is generated, not written.
+const ProblemSchema = v.object({ field: v.string(), message: v.string() }) satisfies v.GenericSchema<Problem>
+const ErrorSchema = v.object({ error: v.string(), code: v.string(), details: v.optional(v.array(ProblemSchema)) })
+const AcceptedSchema = v.object({ status: v.literal('accepted'), event_id: v.pipe(v.string(), v.uuid()) })
+const BatchSchema = v.object({
+  status: v.picklist(['accepted', 'partial', 'rejected', 'unavailable']),
+  accepted: v.number(), rejected: v.number(), failed: v.number(),
+  results: v.array(v.object({ index: v.number(), status: v.picklist(['accepted', 'rejected', 'failed']), event_id: v.optional(v.string()), code: v.optional(v.string()), details: v.optional(v.array(ProblemSchema)) })),
+})
+const PathViews = v.object({ path: v.string(), views: v.number() })
+const StatsSchema = v.object({
+  site_id: v.string(), date: v.nullable(v.string()), event_type: v.nullable(v.string()),
+  total_views: v.number(), unique_users: v.number(), top_paths: v.array(PathViews),
+})
+const RangeStatsSchema = v.object({
+  site_id: v.string(), from: v.string(), to: v.string(), granularity: v.picklist(['hour', 'day', 'month', 'year']), event_type: v.nullable(v.string()),
+  totals: v.object({ views: v.number(), unique_users: v.number() }),
+  series: v.array(v.object({ bucket: v.string(), views: v.number(), unique_users: v.number() })),
+  top_paths: v.array(PathViews),
+  top_paths_max_error: v.number(),
+})
+
+const ignore = { errorMode: 'ignore' } as const
+const json = (schema: v.GenericSchema, description: string) => ({ description, content: { 'application/json': { schema: resolver(schema as never, ignore) } } })
+const error = (description: string) => json(ErrorSchema, description)
+
+/** Query parameters from a valibot object schema (the one the handler validates with). */
+function queryParameters(schema: v.GenericSchema) {
+  const s = toJsonSchema(schema, ignore) as { properties?: Record<string, object & { description?: string }>; required?: string[] }
+  return Object.entries(s.properties ?? {}).map(([name, prop]) => ({ name, in: 'query' as const, required: s.required?.includes(name) ?? false, schema: prop }))
+}
+
+const ingestBody = (schema: v.GenericSchema, summary: string) => ({
+  content: {
+    'application/json': { schema: resolver(schema as never, ignore) },
+    'text/plain': { schema: resolver(schema as never, ignore), description: 'the same JSON, as navigator.sendBeacon sends it' },
+  },
+  required: true,
+  description: summary,
+})
+const ingestErrors = {
+  400: error('Invalid JSON, invalid UTF-8, an empty body, or an invalid event: `details` names every problem'),
+  403: error('Site or origin not allowed'),
+  413: error('Body or batch too large'),
+  415: error('Content-Type is not application/json or text/plain'),
+  429: error('Rate limited; see Retry-After'),
+  503: error('Redis cannot take the write, or the backlog is full; see Retry-After'),
+}
+
+export const routeDocs = {
+  event: describeRoute({
+    tags: ['ingest'], summary: 'Send one event',
+    description: 'Answers 202 only once Redis holds the event. When `event_id` is absent the API assigns a UUIDv7; clients that retry should send their own.',
+    requestBody: ingestBody(EventSchema, 'One event'),
+    responses: { 202: json(AcceptedSchema, 'Accepted: Redis holds the event'), ...ingestErrors },
+  }),
+  events: describeRoute({
+    tags: ['ingest'], summary: 'Send up to 1000 events',
+    description: 'A JSON array of events, or `{"events": [...]}`. The answer has a result per event, in order, so a client can retry just those not accepted.',
+    requestBody: ingestBody(v.union([v.array(EventSchema), v.object({ events: v.array(EventSchema) })]), 'A batch of events'),
+    responses: { 202: json(BatchSchema, 'Every event accepted'), 207: json(BatchSchema, 'Some accepted; see each result'), ...ingestErrors },
+  }),
+  stats: (query: v.GenericSchema) => describeRoute({
+    tags: ['stats'], summary: 'Views, unique users and top paths for one UTC day, or all time',
+    security: [{ bearer: [] }], parameters: queryParameters(query),
+    responses: { 200: json(StatsSchema, 'Stats'), 400: error('Invalid query; `details` names the parameter'), 401: error('No or wrong token') },
+  }),
+  rangeStats: (query: v.GenericSchema) => describeRoute({
+    tags: ['stats'], summary: 'Totals, a time series and top paths for any range',
+    description: 'Combines rollups and raw events not yet rolled up, in one snapshot. `from` and `to` must fall on whole UTC hours.',
+    security: [{ bearer: [] }], parameters: queryParameters(query),
+    responses: { 200: json(RangeStatsSchema, 'Stats'), 400: error('Invalid query; `details` names the parameter'), 401: error('No or wrong token') },
+  }),
+  healthz: describeRoute({ tags: ['health'], summary: 'Answers while the process lives', responses: { 200: { description: 'Alive' } } }),
+  readyz: describeRoute({ tags: ['health'], summary: 'Checks Redis and Postgres; 503 while shutting down', responses: { 200: { description: 'Ready' }, 503: { description: 'Not ready, or stopping' } } }),
+}
+
+/** GET /openapi.json, generated from the routes' descriptions, and GET /docs, which renders it. */
+export function documentation(app: Hono) {
+  app.get('/openapi.json', openAPIRouteHandler(app, {
+    documentation: {
+      info: { title: 'Sluice', version: '1', description: 'Event ingestion and web analytics. Errors are `{"error", "code", "details"?}`.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'STATS_TOKEN' } } },
+    },
+    exclude: ['/openapi.json', '/docs', '/metrics', '/dashboard', '/t.js', '/assets/*'],
+  }))
+  app.get('/docs', (c) => c.html(DOCS_PAGE))
+}
+
+const DOCS_PAGE = `<!doctype html><meta charset="utf-8"><title>Sluice API</title>
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<style>body{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:2rem auto;padding:0 1rem;color:#222}
+h2{margin-top:2rem;border-bottom:1px solid #ddd}code,pre{font:13px ui-monospace,monospace;background:#f5f5f5}
+pre{padding:.6rem;overflow:auto}.m{font-weight:700;text-transform:uppercase;margin-right:.5rem}
+table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:.2rem .5rem;text-align:left;vertical-align:top}</style>
+<h1>Sluice API</h1><p>Rendered from <a href="/openapi.json">/openapi.json</a>.</p><div id="api">Loading…</div>
+<script>
+const esc = (s) => String(s ?? '').replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c])
+fetch('/openapi.json').then((r) => r.json()).then((doc) => {
+  let html = '<p>' + esc(doc.info.description) + '</p>'
+  for (const [path, ops] of Object.entries(doc.paths)) for (const [method, op] of Object.entries(ops)) {
+    html += '<h2><span class="m">' + esc(method) + '</span><code>' + esc(path) + '</code></h2><p>' + esc(op.summary) + '</p>'
+    if (op.description) html += '<p>' + esc(op.description) + '</p>'
+    if (op.security) html += '<p>Needs <code>Authorization: Bearer &lt;STATS_TOKEN&gt;</code>.</p>'
+    if (op.parameters?.length) html += '<table><tr><th>parameter</th><th>required</th><th>schema</th></tr>' + op.parameters.map((p) => '<tr><td><code>' + esc(p.name) + '</code></td><td>' + (p.required ? 'yes' : 'no') + '</td><td><code>' + esc(JSON.stringify(p.schema)) + '</code></td></tr>').join('') + '</table>'
+    const body = op.requestBody?.content?.['application/json']?.schema
+    if (body) html += '<p>Body:</p><pre>' + esc(JSON.stringify(body, null, 2)) + '</pre>'
+    html += '<table><tr><th>status</th><th>meaning</th></tr>' + Object.entries(op.responses ?? {}).map(([s, r]) => '<tr><td>' + esc(s) + '</td><td>' + esc(r.description) + '</td></tr>').join('') + '</table>'
+  }
+  document.getElementById('api').innerHTML = html
+})
+</script>`
