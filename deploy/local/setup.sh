@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepares a Debian/Ubuntu machine to run and test Sluice: installs Bun (through npm),
-# PostgreSQL 15 with the hll extension, Redis, nginx and wrk where missing, starts them if they are
+# PostgreSQL 15 with the hll extension, Redis, nginx, wrk and Chromium where missing, starts them if they are
 # down, and installs the JavaScript dependencies from the lockfile. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,6 +18,7 @@ command -v node >/dev/null || missing+=(nodejs npm)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v wrk >/dev/null || missing+=(wrk)        # bun run bench
 [ -x /usr/sbin/nginx ] || missing+=(nginx)       # the nginx test
+[ -x /usr/bin/chromium ] || missing+=(chromium)  # the browser test (playwright-core drives it)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   as_root apt-get update -q

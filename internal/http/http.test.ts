@@ -100,6 +100,7 @@ describe('POST /event', () => {
   test('answers 503 with Retry-After, never 202, when Redis cannot take the write', async () => {
     const port = await freePort() // nothing listens here
     const dead = new Redis(`redis://127.0.0.1:${port}`, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0 })
+    dead.on('error', () => {}) // unreachable on purpose
     const down = createApp(
       { queue: createQueue(dead, r.queue), store: createStore(db.sql), log: silentLogger(), checks: {} },
       { ingest, statsToken: TOKEN },

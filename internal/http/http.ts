@@ -12,7 +12,9 @@ import type { Store } from '../store/store.ts'
 import { errorHandler } from './errors.ts'
 import { createIngest, type Ingest, type IngestOptions } from './ingest.ts'
 import type { RequestIpSource } from './limits.ts'
+import { dashboardRoutes } from './dashboard.ts'
 import { documentation, routeDocs } from './openapi.ts'
+import { trackerRoute } from './tracker.ts'
 import { statsRoutes } from './stats.ts'
 
 export type Check = () => Promise<unknown>
@@ -94,6 +96,8 @@ export function createApp({ queue, backpressure = null, store, log, checks, inge
     app.get('/v1/stats', auth)
   }
   app.route('/', statsRoutes(store))
+  trackerRoute(app)
+  dashboardRoutes(app)
   documentation(app)
   return app
 }
