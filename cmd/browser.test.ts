@@ -81,7 +81,7 @@ describe('in a real browser', () => {
     const anon = await browser.newPage()
     await anon.goto(`${apiBase}/dashboard?site=browser-site`)
     await anon.click('button')
-    await anon.waitForFunction(() => document.getElementById('error')!.textContent !== '')
+    await anon.waitForSelector('#error:not(:empty)')
     expect(await anon.textContent('#error')).toContain('stats need a token')
   }, 60_000)
 })

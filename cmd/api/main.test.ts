@@ -1,27 +1,19 @@
-import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { createTestDatabase, createTestRedis, envFor, freePort, runBinary, spawnBinary, waitForReady, type TestDatabase, type TestRedis } from '../../internal/testkit/testkit.ts'
+import { describe, expect, test } from 'bun:test'
+import { envFor, freePort, runBinary, spawnBinary, waitForReady, isolated } from '../../internal/testkit/testkit.ts'
 
-let db: TestDatabase
-let r: TestRedis
-beforeAll(async () => {
-  ;[db, r] = await Promise.all([createTestDatabase(), createTestRedis()])
-})
-afterAll(async () => {
-  await r.cleanup()
-  await db.drop()
-})
+const env = isolated()
 
 describe('sluice-api', () => {
   test('serves until SIGTERM, then exits 0', async () => {
     const port = await freePort()
-    const api = spawnBinary('api', envFor(db, r, { PORT: String(port), STATS_TOKEN: 't' }))
+    const api = spawnBinary('api', envFor(env.db, env.r, { PORT: String(port), STATS_TOKEN: 't' }))
     await waitForReady(`http://127.0.0.1:${port}/readyz`, api)
     expect(await api.stop()).toBe(0)
   })
 
   test('serves ingest from its native routes with the same JSON answers as the app', async () => {
     const port = await freePort()
-    const api = spawnBinary('api', envFor(db, r, { PORT: String(port), STATS_TOKEN: 't', INGEST_BODY_LIMIT_BYTES: '2048' }))
+    const api = spawnBinary('api', envFor(env.db, env.r, { PORT: String(port), STATS_TOKEN: 't', INGEST_BODY_LIMIT_BYTES: '2048' }))
     const base = `http://127.0.0.1:${port}`
     await waitForReady(`${base}/readyz`, api)
     const post = (path: string, body: string | ReadableStream, headers: Record<string, string> = { 'content-type': 'application/json' }) => fetch(`${base}${path}`, { method: 'POST', body, headers })
@@ -43,14 +35,14 @@ describe('sluice-api', () => {
   })
 
   test('refuses to start without a stats token, in one line naming the setting', async () => {
-    const { code, output } = await runBinary('api', envFor(db, r, { PORT: String(await freePort()), STATS_TOKEN: '', STATS_PUBLIC: 'false' }))
+    const { code, output } = await runBinary('api', envFor(env.db, env.r, { PORT: String(await freePort()), STATS_TOKEN: '', STATS_PUBLIC: 'false' }))
     expect(code).toBe(78)
     expect(output.trim()).toBe('sluice-api: config: STATS_TOKEN: must be set so that stats need a token (or set STATS_PUBLIC=true to serve stats without one)')
   })
 
   test('exits 69 with one line saying which Redis it tried and how to fix it', async () => {
     const dead = `redis://127.0.0.1:${await freePort()}`
-    const { code, output } = await runBinary('api', { ...envFor(db, r, { STATS_TOKEN: 't' }), REDIS_URL: dead })
+    const { code, output } = await runBinary('api', { ...envFor(env.db, env.r, { STATS_TOKEN: 't' }), REDIS_URL: dead })
     expect(code).toBe(69)
     expect(output.trim().split('\n')).toEqual([`sluice-api: cannot reach Redis at ${dead} (ECONNREFUSED): start redis-server, or set REDIS_URL to a reachable server`])
   })

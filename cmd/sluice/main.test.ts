@@ -1,47 +1,39 @@
-import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { describe, expect, test } from 'bun:test'
 import { fieldsOf } from '../../internal/queue/entry.ts'
 import { createQueue } from '../../internal/queue/queue.ts'
-import { createTestDatabase, createTestRedis, envFor, runBinary, type TestDatabase, type TestRedis } from '../../internal/testkit/testkit.ts'
+import { envFor, runBinary, isolated } from '../../internal/testkit/testkit.ts'
 
-let db: TestDatabase
-let r: TestRedis
-beforeAll(async () => {
-  ;[db, r] = await Promise.all([createTestDatabase(), createTestRedis()])
-})
-afterAll(async () => {
-  await r.cleanup()
-  await db.drop()
-})
+const env = isolated()
 
 describe('sluice (operator command)', () => {
   test('lists dead letters and replays them onto the stream', async () => {
-    const queue = createQueue(r.redis, r.queue)
+    const queue = createQueue(env.r.redis, env.r.queue)
     await queue.ensureGroup()
     const event = { event_id: crypto.randomUUID(), site_id: 's', event_type: 'pageview', path: null, user_id: null, timestamp: '2025-11-14T10:00:00.000Z', received_at: 1 }
-    await r.redis.xadd(r.queue.stream, '*', 'e', JSON.stringify(event))
-    await r.redis.xadd(r.queue.stream, '*', 'junk', 'x')
-    const reader = r.redis.duplicate()
+    await env.r.redis.xadd(env.r.queue.stream, '*', 'e', JSON.stringify(event))
+    await env.r.redis.xadd(env.r.queue.stream, '*', 'junk', 'x')
+    const reader = env.r.redis.duplicate()
     const { entries, bad } = await queue.read(reader, 'c', { count: 10, blockMs: 10 })
     reader.disconnect()
     await queue.deadLetter([...entries.map((e) => ({ id: e.id, fields: fieldsOf(e), reason: 'test' })), ...bad])
 
-    const list = await runBinary('sluice', envFor(db, r), ['dead-letters'])
+    const list = await runBinary('sluice', envFor(env.db, env.r), ['dead-letters'])
     expect(list.code).toBe(0)
     const letters = JSON.parse(list.output) as { id: string; fields: { reason: string } }[]
     expect(letters.map((l) => l.fields.reason)).toEqual(['test', expect.stringContaining('no "b" or "e" field')])
 
-    const replay = await runBinary('sluice', envFor(db, r), ['replay', '--all'])
+    const replay = await runBinary('sluice', envFor(env.db, env.r), ['replay', '--all'])
     expect(replay.code).toBe(0)
     expect(JSON.parse(replay.output)).toEqual({ replayed: [letters[0]!.id], skipped: [{ id: letters[1]!.id, reason: 'it holds no event (it was not a valid entry)' }] })
-    const back = await r.redis.xrange(r.queue.stream, '-', '+')
+    const back = await env.r.redis.xrange(env.r.queue.stream, '-', '+')
     expect(back.flatMap(([, f]) => JSON.parse(f[f.indexOf('b') + 1]!)).map((e: { event_id: string }) => e.event_id)).toEqual([event.event_id])
 
-    const depth = JSON.parse((await runBinary('sluice', envFor(db, r), ['queue'])).output)
+    const depth = JSON.parse((await runBinary('sluice', envFor(env.db, env.r), ['queue'])).output)
     expect(depth).toMatchObject({ length: 1, deadLetters: 1 })
   })
 
   test('prints usage and exits 64 for an unknown command', async () => {
-    const { code, output } = await runBinary('sluice', envFor(db, r), ['frobnicate'])
+    const { code, output } = await runBinary('sluice', envFor(env.db, env.r), ['frobnicate'])
     expect(code).toBe(64)
     expect(output).toContain('usage: bun run sluice -- <command>')
   })

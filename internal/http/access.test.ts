@@ -1,28 +1,20 @@
-import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { describe, expect, test } from 'bun:test'
 import { silentLogger } from '../log/log.ts'
 import { createBackpressure } from '../queue/backpressure.ts'
 import { createQueue } from '../queue/queue.ts'
 import { createStore } from '../store/store.ts'
-import { createTestDatabase, createTestRedis, type TestDatabase, type TestRedis } from '../testkit/testkit.ts'
+import { createTestRedis, isolated } from '../testkit/testkit.ts'
 import { createApp } from './http.ts'
 import type { IngestOptions } from './ingest.ts'
 import { createRateLimiter } from './limits.ts'
 
-let db: TestDatabase
-let r: TestRedis
-beforeAll(async () => {
-  ;[db, r] = await Promise.all([createTestDatabase(), createTestRedis()])
-})
-afterAll(async () => {
-  await r.cleanup()
-  await db.drop()
-})
+const env = isolated()
 
 const base: IngestOptions = { bodyLimitBytes: 65536, batchMax: 100, maxFutureMs: 300_000 }
 const valid = { site_id: 'allowed-site', event_type: 'pageview', timestamp: '2025-11-14T10:00:00Z' }
 const appWith = (ingest: Partial<IngestOptions>, backpressure: ReturnType<typeof createBackpressure> | null = null) =>
   createApp(
-    { queue: createQueue(r.redis, r.queue), backpressure, store: createStore(db.sql), log: silentLogger(), checks: {} },
+    { queue: createQueue(env.r.redis, env.r.queue), backpressure, store: createStore(env.db.sql), log: silentLogger(), checks: {} },
     { ingest: { ...base, ...ingest }, statsToken: 't' },
   )
 const post = (app: ReturnType<typeof createApp>, path: string, body: unknown, headers: Record<string, string> = {}) =>
@@ -105,7 +97,7 @@ describe('backpressure', () => {
     const own = await createTestRedis()
     const bp = createBackpressure(own.redis, own.queue.stream, { maxBacklog: 3, refreshMs: 0 })
     const app = createApp(
-      { queue: createQueue(own.redis, own.queue), backpressure: bp, store: createStore(db.sql), log: silentLogger(), checks: {} },
+      { queue: createQueue(own.redis, own.queue), backpressure: bp, store: createStore(env.db.sql), log: silentLogger(), checks: {} },
       { ingest: base, statsToken: 't' },
     )
     for (let i = 0; i < 3; i++) expect((await post(app, '/event', valid)).status).toBe(202)

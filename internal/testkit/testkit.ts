@@ -1,5 +1,6 @@
 // Package testkit gives each test its own Postgres database and its own Redis key
 // prefix on the real servers, so tests never share state and can run in any order.
+import { afterAll, beforeAll } from 'bun:test'
 import { createServer } from 'node:net'
 import Redis from 'ioredis'
 import postgres from 'postgres'
@@ -147,4 +148,20 @@ export async function waitForReady(url: string, binary: Binary, timeoutMs = 15_0
     return fetch(url).then((r) => r.ok, () => false)
   }, { timeoutMs })
   if (!ok || binary.proc.exitCode !== null) throw new Error(`${url} never became ready:\n${binary.output()}`)
+}
+
+/**
+ * A database and a Redis key prefix of the test file's own, made before its tests and
+ * removed after them: `const env = isolated()`, then `env.db` and `env.r` inside tests.
+ */
+export function isolated(): { db: TestDatabase; r: TestRedis } {
+  const ctx = {} as { db: TestDatabase; r: TestRedis }
+  beforeAll(async () => {
+    ;[ctx.db, ctx.r] = await Promise.all([createTestDatabase(), createTestRedis()])
+  }, 60_000)
+  afterAll(async () => {
+    await ctx.r?.cleanup()
+    await ctx.db?.drop()
+  })
+  return ctx
 }
