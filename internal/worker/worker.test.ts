@@ -124,6 +124,24 @@ describe('worker', () => {
     expect(letters.map((l) => [JSON.parse(l.fields.b!)[0].event_id, l.fields.reason])).toEqual([[event(1).event_id, 'delivered 4 times without being stored']])
   })
 
+  test('stops under constant load, after storing and acknowledging everything it was delivered', async () => {
+    const { stop } = startWorker({ blockMs: 200 })
+    let n = 0
+    let feeding = true
+    const feeder = (async () => {
+      while (feeding) {
+        await queue.enqueue([event(1000 + n++)])
+        await Bun.sleep(2)
+      }
+    })()
+    await eventually(async () => (await storedCount()) > 20)
+    const stopped = await Promise.race([stop().then(() => true), Bun.sleep(5000).then(() => false)])
+    feeding = false
+    await feeder
+    expect(stopped).toBe(true)
+    expect((await queue.depth()).pending).toBe(0)
+  })
+
   test('returns promptly once stopped, with nothing left pending', async () => {
     const { stop } = startWorker({ blockMs: 200 })
     await queue.enqueue([event(1)])

@@ -58,14 +58,18 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
     let failures = 0
     let ownPendingDone = false
     let nextClaimAt = 0
-    let prefetch: Promise<Delivery> | null = null
+    // A read started while the previous batch is inserted. It never rejects (it carries its
+    // error instead), so a failure cannot go unhandled while the insert is still running.
+    let prefetch: Promise<{ delivery: Delivery } | { error: unknown }> | null = null
     await retrying('create consumer group', () => queue.ensureGroup(), signal)
     while (!signal.aborted || prefetch) {
       try {
         let delivery: Delivery
         if (prefetch) {
-          delivery = await prefetch
+          const read = await prefetch
           prefetch = null
+          if ('error' in read) throw read.error
+          delivery = read.delivery
         } else if (!ownPendingDone) {
           // After a restart under the same name, what this consumer held before comes first.
           delivery = await queue.claim(consumer, { owner: consumer, minIdleMs: 0, count, maxDeliveries })
@@ -82,11 +86,13 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
         failures = 0
         if (size(delivery) === 0) continue
         adapt(delivery)
-        // Read the next batch while this one is inserted; on a stop, it is stored before returning.
-        if (ownPendingDone && Date.now() < nextClaimAt) prefetch = queue.read(reader, consumer, { count, blockMs: signal.aborted ? 1 : blockMs })
+        // Read the next batch while this one is inserted; it is stored before the loop ends.
+        // Once stopping, no new read starts, so a stop finishes even under constant load.
+        if (!signal.aborted && ownPendingDone && Date.now() < nextClaimAt) {
+          prefetch = queue.read(reader, consumer, { count, blockMs }).then((d) => ({ delivery: d }), (error: unknown) => ({ error }))
+        }
         await handle(delivery, signal)
       } catch (err) {
-        prefetch = null
         failures++
         const wait = backoff(failures)
         log.error({ err, retry_in_ms: wait }, 'queue read failed; retrying')
