@@ -30,6 +30,7 @@ export const DEFAULTS = {
   INGEST_ALLOWED_ORIGINS: '',
   INGEST_RATE_LIMIT: '0',
   INGEST_IN_FLIGHT_BYTES: String(1024 * 1024),
+  INGEST_BODY_TIMEOUT_MS: '10000',
   INGEST_RATE_BURST: '0',
   TRUST_PROXY: 'false',
   WORKER_NAME: '',
@@ -94,6 +95,7 @@ const EnvSchema = v.object({
   INGEST_ALLOWED_ORIGINS: v.pipe(list, v.check((xs) => xs.every((o) => /^https?:\/\/[^/]+$/.test(o)), 'must be a comma-separated list of origins like https://example.com (scheme and host, no path)')),
   INGEST_RATE_LIMIT: int(0, 10_000_000),
   INGEST_IN_FLIGHT_BYTES: int(1024, 1024 * 1024 * 1024),
+  INGEST_BODY_TIMEOUT_MS: int(100, 600_000),
   INGEST_RATE_BURST: int(0, 10_000_000),
   TRUST_PROXY: bool,
   WORKER_NAME: v.string(),
@@ -137,6 +139,7 @@ export type Config = Readonly<{
     rateLimitBurst: number | undefined
     trustProxy: boolean
     inFlightBytes: number
+    bodyTimeoutMs: number
   }>
   worker: Readonly<{ name: string; batchSize: number; blockMs: number; claimIdleMs: number; maxDeliveries: number; insertConcurrency: number }>
   cron: Readonly<{ schedules: Readonly<Record<string, string>> }>
@@ -205,6 +208,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
       rateLimitBurst: e.INGEST_RATE_BURST || undefined,
       trustProxy: e.TRUST_PROXY,
       inFlightBytes: e.INGEST_IN_FLIGHT_BYTES,
+      bodyTimeoutMs: e.INGEST_BODY_TIMEOUT_MS,
     },
     worker: {
       name: e.WORKER_NAME || `${hostname()}-${process.pid}`,

@@ -105,11 +105,30 @@ describe('backpressure', () => {
     const res = await post(app, '/event', valid)
     expect(res.status).toBe(503)
     expect(res.headers.get('retry-after')).toBe('5')
-    expect(await res.json()).toEqual({ error: 'the queue holds 3 unprocessed events (limit 3); retry later', code: 'queue_full' })
+    expect(await res.json()).toEqual({ error: 'the queue holds 3 unprocessed entries (limit 3); retry later', code: 'queue_full' })
     await own.redis.del(own.queue.stream)
     await bp.check()
     expect((await post(app, '/event', valid)).status).toBe(202)
     await own.cleanup()
+  })
+})
+
+describe('a slow client', () => {
+  test('gets 408 when its body does not arrive in time, and holds up nobody meanwhile', async () => {
+    const app = appWith({ bodyTimeoutMs: 300, inFlightBytes: 1024 })
+    let enqueued = false
+    const trickle = new ReadableStream({
+      start(c) {
+        c.enqueue(new TextEncoder().encode('{"site_id":'))
+        enqueued = true // and never more
+      },
+    })
+    const slow = app.request('/event', { method: 'POST', body: trickle, headers: { 'content-type': 'application/json' }, duplex: 'half' } as RequestInit)
+    expect(enqueued).toBe(true)
+    expect((await post(app, '/event', valid)).status).toBe(202)
+    const res = await slow
+    expect(res.status).toBe(408)
+    expect(((await res.json()) as { code: string }).code).toBe('body_timeout')
   })
 })
 

@@ -5,12 +5,12 @@ const ACCEPTED_TYPES = new Set(['application/json', 'text/plain'])
 const decoder = new TextDecoder()
 
 /**
- * Reads a JSON body sent as application/json or as text/plain (what navigator.sendBeacon
- * sends for a string). Other types are 415s; a body over `limit` bytes is a 413 (checked
- * from Content-Length first, and while reading when there is none); invalid UTF-8 and
- * invalid JSON are 400s.
+ * Reads a body sent as application/json or as text/plain (what navigator.sendBeacon sends
+ * for a string). Other types are 415s; a body over `limit` bytes is a 413 (checked from
+ * Content-Length first, and while reading when there is none); a body that has not arrived
+ * within `timeoutMs` is a 408, so a client trickling bytes cannot hold a request open.
  */
-export async function readJsonBody(req: Request, limit: number): Promise<unknown> {
+export async function readBody(req: Request, limit: number, timeoutMs = 10_000): Promise<Uint8Array> {
   const type = (req.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase()
   if (!ACCEPTED_TYPES.has(type)) {
     throw new ApiError(415, 'unsupported_media_type', `Content-Type must be application/json or text/plain, not ${type ? JSON.stringify(type) : 'missing'}`)
@@ -18,8 +18,21 @@ export async function readJsonBody(req: Request, limit: number): Promise<unknown
   const tooLarge = () => new ApiError(413, 'body_too_large', `body is larger than the ${limit}-byte limit`)
   const declared = req.headers.get('content-length')
   if (declared !== null && Number(declared) > limit) throw tooLarge()
-  const bytes = declared !== null ? await req.bytes() : await readLimited(req, limit, tooLarge)
-  if (bytes.length > limit) throw tooLarge()
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new ApiError(408, 'body_timeout', `the body did not arrive within ${timeoutMs / 1000} s`)), timeoutMs)
+  })
+  try {
+    const bytes = await Promise.race([declared !== null ? req.bytes() : readLimited(req, limit, tooLarge), deadline])
+    if (bytes.length > limit) throw tooLarge()
+    return bytes
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** Decodes a body as UTF-8 JSON: invalid UTF-8, an empty body and invalid JSON are 400s. */
+export function parseJson(bytes: Uint8Array): unknown {
   if (!isUtf8(bytes)) throw new ApiError(400, 'invalid_utf8', 'body is not valid UTF-8')
   const text = decoder.decode(bytes)
   try {

@@ -229,6 +229,8 @@ describe('GET /stats', () => {
     ['site_id=bad%20id', 'site_id'],
     ['site_id=s&date=2025-02-30', 'date'],
     ['site_id=s&date=14-11-2025', 'date'],
+    ['site_id=s&date=0000-01-01', 'date'],
+    ['site_id=s&date=1969-12-31', 'date'],
     ['site_id=s&limit=0', 'limit'],
     ['site_id=s&limit=abc', 'limit'],
     ['site_id=s&event_type=', 'event_type'],
@@ -306,6 +308,8 @@ describe('GET /v1/stats', () => {
     ['site_id=stats-site&from=2025-11-14T10:30:00Z', 'from', /whole UTC hour/],
     ['site_id=stats-site&from=2025-11-14&to=2025-11-13', 'to', /after from/],
     ['site_id=stats-site&from=2025-11-14&granularity=week', 'granularity', /hour, day, month, year/],
+    ['site_id=stats-site&from=0000-01-01&granularity=year', 'from', /date \(YYYY-MM-DD\)/],
+    ['site_id=stats-site&from=2025-01-01&to=9999-12-31T23:00:00-01:00&granularity=year', 'to', /date \(YYYY-MM-DD\)/],
     ['site_id=stats-site&from=2000-01-01&to=2025-01-01&granularity=hour', 'granularity', /coarser/],
   ])('rejects %p with 400 naming %p', async (q, field, message) => {
     const body = await expectError(await get(q), 400, 'invalid_query')

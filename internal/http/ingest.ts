@@ -2,7 +2,7 @@ import { createEventParser, type Event, type ParseResult, type Problem } from '.
 import type { Metrics } from '../metrics/metrics.ts'
 import type { Backpressure } from '../queue/backpressure.ts'
 import type { Queue } from '../queue/queue.ts'
-import { readJsonBody } from './body.ts'
+import { parseJson, readBody } from './body.ts'
 import { ApiError, queueUnavailable, RETRY_AFTER_SECONDS } from './errors.ts'
 import { clientIp, createGate, createRateLimiter, type RequestIpSource } from './limits.ts'
 
@@ -19,8 +19,10 @@ export type IngestOptions = {
   rateLimitBurst?: number
   /** Read the client IP from X-Forwarded-For (set when behind nginx). */
   trustProxy?: boolean
-  /** Most request-body bytes worked on at once; more wait their turn. Bounds the API's memory. */
+  /** Most request-body bytes parsed and processed at once; more wait their turn. Bounds the API's memory. */
   inFlightBytes?: number
+  /** A body that has not fully arrived by then gets a 408. */
+  bodyTimeoutMs?: number
 }
 
 export type IngestDeps = { queue: Pick<Queue, 'enqueue'>; backpressure?: Backpressure | null; metrics?: Metrics | null }
@@ -43,7 +45,7 @@ export type Ingest = { event: Handler; events: Handler; preflight: (req: Request
  * serves them from Bun's native router (the hot path) and the Hono app mounts the same ones.
  */
 export function createIngest({ queue, backpressure = null, metrics = null }: IngestDeps, options: IngestOptions): Ingest {
-  const { bodyLimitBytes, batchMax, maxFutureMs, allowedSites = null, allowedOrigins = null, rateLimitPerSecond = 0, rateLimitBurst, trustProxy = false, inFlightBytes = 8 * 1024 * 1024 } = options
+  const { bodyLimitBytes, batchMax, maxFutureMs, allowedSites = null, allowedOrigins = null, rateLimitPerSecond = 0, rateLimitBurst, trustProxy = false, inFlightBytes = 1024 * 1024, bodyTimeoutMs = 10_000 } = options
   const gate = createGate(inFlightBytes)
   const parseEvent = createEventParser({ maxFutureMs })
   const sites = allowedSites?.length ? new Set(allowedSites) : null
@@ -74,16 +76,28 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
       headers: !origins && !headers ? JSON_ANY_ORIGIN : { 'Content-Type': 'application/json', ...corsHeaders(req), ...headers },
     })
 
-  /** Checks that come before reading the body, then the body itself. */
-  async function admit(req: Request): Promise<unknown> {
+  /**
+   * Checks that come before reading the body, then the body itself, then a turn at the
+   * gate (only for parsing and what follows, so a slow upload holds up nobody else).
+   * The caller must call `release` when done.
+   */
+  async function admit(req: Request): Promise<{ body: unknown; release: () => void }> {
     const origin = req.headers.get('origin')
     if (origins && origin !== null && !origins.has(origin)) {
       throw new ApiError(403, 'origin_not_allowed', `origin ${JSON.stringify(origin)} may not send events here`)
     }
     if (backpressure?.overloaded()) {
-      throw new ApiError(503, 'queue_full', `the queue holds ${backpressure.backlog()} unprocessed events (limit ${backpressure.maxBacklog}); retry later`, undefined, { 'Retry-After': '5' })
+      throw new ApiError(503, 'queue_full', `the queue holds ${backpressure.backlog()} unprocessed entries (limit ${backpressure.maxBacklog}); retry later`, undefined, { 'Retry-After': '5' })
     }
-    return readJsonBody(req, bodyLimitBytes)
+    const bytes = await readBody(req, bodyLimitBytes, bodyTimeoutMs)
+    const held = gate.acquire(bytes.length)
+    const release = typeof held === 'function' ? held : await held
+    try {
+      return { body: parseJson(bytes), release }
+    } catch (err) {
+      release()
+      throw err
+    }
   }
   const charge = (req: Request, server: RequestIpSource | undefined, n: number) => {
     const verdict = take?.(clientIp(req, server, trustProxy), n)
@@ -95,9 +109,6 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
   const guarded = (route: string, handler: CountedHandler): Handler => async (req, server) => {
     const started = performance.now()
     const tally: Tally = { accepted: 0, invalid: 0, unavailable: 0 }
-    const declared = Number(req.headers.get('content-length') ?? bodyLimitBytes)
-    const held = gate.acquire(Math.min(Number.isFinite(declared) ? declared : bodyLimitBytes, bodyLimitBytes))
-    const release = typeof held === 'function' ? held : await held
     let res: Response | undefined
     try {
       res = await handler(req, server, tally)
@@ -109,7 +120,6 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
       res = json(req, { error: err.message, code: err.code, ...(err.details ? { details: err.details } : {}) }, err.status, err.headers)
       return res
     } finally {
-      release()
       if (metrics) {
         metrics.http.requests.inc({ route, status: res?.status ?? 500 })
         metrics.http.duration.observe({ route }, (performance.now() - started) / 1000)
@@ -121,7 +131,16 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
   }
 
   const event = guarded('/event', async function ingestEvent(req, server, tally) {
-    const result = parse(await admit(req))
+    const { body, release } = await admit(req)
+    try {
+      return await acceptEvent(req, server, tally, body)
+    } finally {
+      release()
+    }
+  })
+
+  async function acceptEvent(req: Request, server: RequestIpSource | undefined, tally: Tally, body: unknown): Promise<Response> {
+    const result = parse(body)
     if (!result.ok) {
       const notRegistered = sites && result.problems.length === 1 && result.problems[0]!.message.endsWith('is not registered here')
       if (notRegistered) throw new ApiError(403, 'site_not_allowed', result.problems[0]!.message)
@@ -133,10 +152,19 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
     tally.accepted = 1
     // event_id is a lower-case UUID: nothing in it needs escaping.
     return respond(req, `{"status":"accepted","event_id":"${result.event.event_id}"}`, 202)
-  })
+  }
 
   const events = guarded('/events', async function ingestEvents(req, server, tally) {
-    const items = batchItems(await admit(req), batchMax)
+    const { body, release } = await admit(req)
+    try {
+      return await acceptEvents(req, server, tally, body)
+    } finally {
+      release()
+    }
+  })
+
+  async function acceptEvents(req: Request, server: RequestIpSource | undefined, tally: Tally, body: unknown): Promise<Response> {
+    const items = batchItems(body, batchMax)
     charge(req, server, items.length)
     const results: ItemResult[] = new Array(items.length)
     const valid: { index: number; event: Event }[] = []
@@ -158,11 +186,11 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
     const status = accepted === items.length ? 202 : accepted > 0 ? 207 : failed > 0 ? 503 : 400
     const summary = accepted === items.length ? 'accepted' : accepted > 0 ? 'partial' : failed > 0 ? 'unavailable' : 'rejected'
     return json(req, { status: summary, accepted, rejected, failed, results }, status, failed > 0 ? { 'Retry-After': RETRY_AFTER_SECONDS } : undefined)
-  })
+  }
 
   // Browsers: sendBeacon's text/plain POST is a simple request (no preflight); fetch with JSON preflights.
   function preflight(req: Request): Response {
-    const headers = corsHeaders(req)
+    const headers = { ...corsHeaders(req) }
     if (headers['Access-Control-Allow-Origin']) {
       Object.assign(headers, { 'Access-Control-Allow-Methods': 'POST, OPTIONS', 'Access-Control-Allow-Headers': 'Content-Type', 'Access-Control-Max-Age': '86400' })
     }

@@ -15,7 +15,7 @@ const StatsQuerySchema = v.object({
     v.string('site_id is required'),
     v.regex(SITE_ID_PATTERN, 'site_id must be 1-128 characters of A-Z a-z 0-9 . _ : -'),
   ),
-  date: v.optional(v.pipe(v.string(), v.check(isCalendarDate, 'date must be a real calendar date written YYYY-MM-DD'))),
+  date: v.optional(v.pipe(v.string(), v.check(isCalendarDate, 'date must be a real calendar date from 1970 on, written YYYY-MM-DD'))),
   event_type: v.optional(
     v.pipe(v.string(), v.minLength(1, 'event_type must not be empty'), v.maxLength(LIMITS.event_type, `event_type must be at most ${LIMITS.event_type} characters`)),
   ),
@@ -32,7 +32,7 @@ const instant = (field: string) =>
     v.rawTransform<string, Date>(({ dataset, addIssue, NEVER }) => {
       const s = dataset.value
       const ms = isCalendarDate(s) ? Date.parse(`${s}T00:00:00Z`) : parseTimestampMs(s)
-      if (ms === null) {
+      if (ms === null || ms >= END_OF_9999) {
         addIssue({ message: `${field} must be a date (YYYY-MM-DD) or an ISO 8601 timestamp with a timezone` })
         return NEVER
       }
@@ -112,9 +112,12 @@ function countBuckets(from: Date, to: Date, g: (typeof GRANULARITIES)[number]): 
   return n
 }
 
+/** Postgres and ISO 8601 agree on years 1 to 9999; events start in 1970. */
+const END_OF_9999 = Date.UTC(10_000, 0, 1)
+
 function isCalendarDate(s: string): boolean {
   const m = DATE.exec(s)
-  if (!m) return false
+  if (!m || Number(m[1]) < 1970) return false
   const d = new Date(`${s}T00:00:00Z`)
   return !Number.isNaN(d.getTime()) && d.getUTCDate() === Number(m[3])
 }

@@ -124,3 +124,14 @@ describe('queue', () => {
     await queue.ensureGroup()
   })
 })
+
+describe('consumers', () => {
+  test('are pruned when idle long enough with nothing pending, and kept otherwise', async () => {
+    await queue.enqueue([event(1)])
+    await queue.read(reader, 'holding', { count: 10, blockMs: 10 })
+    await r.redis.xgroup('CREATECONSUMER', r.queue.stream, r.queue.group, 'empty-handed')
+    await Bun.sleep(20)
+    expect(await queue.pruneConsumers(10)).toEqual(['empty-handed'])
+    expect(await queue.pruneConsumers(60_000)).toEqual([])
+  })
+})

@@ -150,7 +150,20 @@ export function createQueue(redis: RedisClient, { stream, group, deadLetterStrea
     return { replayed, skipped }
   }
 
-  return { stream, group, deadLetterStream, enqueue, ensureGroup, read, claim, ack, deadLetter, depth, deadLetters, replay }
+  /** Deletes consumers that hold no pending entries and have been idle at least `minIdleMs`. Returns their names. */
+  async function pruneConsumers(minIdleMs: number): Promise<string[]> {
+    const consumers = ((await redis.xinfo('CONSUMERS', stream, group)) as unknown[][]).map(toRecord)
+    const idle = consumers.filter((c) => c.pending === 0 && typeof c.idle === 'number' && c.idle >= minIdleMs).map((c) => String(c.name))
+    for (const name of idle) await redis.xgroup('DELCONSUMER', stream, group, name)
+    return idle
+  }
+
+  /** Whether a dead letter with this id exists (ids are unique within one dead-letter stream only). */
+  async function hasDeadLetter(id: string): Promise<boolean> {
+    return ((await redis.xrange(deadLetterStream, id, id)) as unknown[]).length > 0
+  }
+
+  return { stream, group, deadLetterStream, enqueue, pruneConsumers, hasDeadLetter, ensureGroup, read, claim, ack, deadLetter, depth, deadLetters, replay }
 }
 
 function toRecord(flat: unknown[]): Record<string, unknown> {

@@ -18,3 +18,26 @@ describe('shard names', () => {
     })
   })
 })
+
+describe('the sharded queue', () => {
+  test('replays a dead letter by id only when exactly one shard holds that id', async () => {
+    const { createTestRedis } = await import('../testkit/testkit.ts')
+    const { createShardedQueue } = await import('./shards.ts')
+    const r = await createTestRedis()
+    const q = createShardedQueue(r.redis, { stream: r.queue.stream, group: 'g', shards: 2, cluster: false })
+    const [a, b] = q.shards
+    const event = JSON.stringify([{ event_id: crypto.randomUUID(), site_id: 's', event_type: 'x', path: null, user_id: null, timestamp: '2025-11-14T10:00:00.000Z', received_at: 1 }])
+    await r.redis.xadd(a!.deadLetterStream, '5-1', 'n', '1', 'b', event, 'reason', 'test')
+    await r.redis.xadd(b!.deadLetterStream, '5-1', 'n', '1', 'b', event, 'reason', 'test')
+    await r.redis.xadd(b!.deadLetterStream, '6-1', 'n', '1', 'b', event, 'reason', 'test')
+    expect(await q.replay(['5-1', '6-1', '7-1'])).toEqual({
+      replayed: ['6-1'],
+      skipped: [
+        { id: '5-1', reason: "the id is in 2 shards' dead-letter streams; use replay --all" },
+        { id: '7-1', reason: 'no such dead letter' },
+      ],
+    })
+    expect(await r.redis.xlen(b!.stream)).toBe(1)
+    await r.cleanup()
+  })
+})

@@ -56,12 +56,27 @@ export function createShardedQueue(redis: RedisClient, { stream, shards, cluster
         .sort((a, b) => compareIds(a.id, b.id))
       return all.slice(0, count)
     },
+    /**
+     * Replays all dead letters, or those with the given ids. An id is unique only within one
+     * shard's dead-letter stream, so an id found in several shards is skipped, not guessed.
+     */
     async replay(ids: string[] | 'all') {
-      const results = await Promise.all(queues.map((q) => q.replay(ids)))
-      const replayed = results.flatMap((r) => r.replayed)
-      const skipped = ids === 'all'
-        ? results.flatMap((r) => r.skipped)
-        : ids.filter((id) => !replayed.includes(id)).map((id) => results.flatMap((r) => r.skipped).find((s) => s.id === id && s.reason !== 'no such dead letter') ?? { id, reason: 'no such dead letter' })
+      if (ids === 'all') {
+        const results = await Promise.all(queues.map((q) => q.replay('all')))
+        return { replayed: results.flatMap((r) => r.replayed), skipped: results.flatMap((r) => r.skipped) }
+      }
+      const replayed: string[] = []
+      const skipped: { id: string; reason: string }[] = []
+      for (const id of ids) {
+        const owners = (await Promise.all(queues.map(async (q) => ((await q.hasDeadLetter(id)) ? q : null)))).filter((q) => q !== null)
+        if (owners.length !== 1) {
+          skipped.push({ id, reason: owners.length === 0 ? 'no such dead letter' : `the id is in ${owners.length} shards' dead-letter streams; use replay --all` })
+          continue
+        }
+        const r = await owners[0]!.replay([id])
+        replayed.push(...r.replayed)
+        skipped.push(...r.skipped)
+      }
       return { replayed, skipped }
     },
   }

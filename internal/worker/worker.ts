@@ -62,6 +62,8 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
     // error instead), so a failure cannot go unhandled while the insert is still running.
     let prefetch: Promise<{ delivery: Delivery } | { error: unknown }> | null = null
     await retrying('create consumer group', () => queue.ensureGroup(), signal)
+    // Consumers of earlier worker processes stay in the group; forget those idle a day with nothing pending.
+    await queue.pruneConsumers(24 * 3_600_000).catch((err) => log.warn({ err }, 'could not prune idle consumers'))
     while (!signal.aborted || prefetch) {
       try {
         let delivery: Delivery
@@ -130,23 +132,27 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
       size += entry.count
     }
     let inserted = 0
+    let rejectedEvents = 0
     const rejected: { id: string; fields: string[]; reason: string }[] = [...bad]
     for (let i = 0; i < chunks.length; i += insertConcurrency) {
       const results = await Promise.all(chunks.slice(i, i + insertConcurrency).map((chunk) => retrying('insert batch', () => insert(chunk), signal, stopGraceMs)))
       if (results.includes(undefined)) return // stopping, and Postgres is still failing: leave it all pending.
       for (const result of results) {
         inserted += result!.inserted
+        rejectedEvents += result!.rejectedEvents
         rejected.push(...result!.rejected)
         stats.batches++
       }
     }
     if (rejected.length) {
-      await retrying('dead-letter entries', () => queue.deadLetter(rejected), signal, stopGraceMs)
+      // Acking without the dead letters written would lose the rejected events: leave it all pending.
+      const written = await retrying('dead-letter entries', async () => (await queue.deadLetter(rejected), true), signal, stopGraceMs)
+      if (!written) return
       log.error({ count: rejected.length, reasons: [...new Set(rejected.map((d) => d.reason))] }, 'moved entries to the dead-letter stream')
     }
     await retrying('acknowledge batch', () => queue.ack(entries.map((e) => e.id)), signal, stopGraceMs)
     const total = entries.reduce((n, e) => n + e.count, 0)
-    const duplicates = total - inserted - (rejected.length - bad.length)
+    const duplicates = total - inserted - rejectedEvents
     stats.stored += inserted
     stats.duplicates += duplicates
     stats.deadLettered += rejected.length
@@ -160,17 +166,18 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
    * If Postgres rejects the data itself, parses the entries and inserts one event at a time,
    * so the good events still go in and only the bad ones (or unreadable entries) are set aside.
    */
-  async function insert(chunk: Entry[]): Promise<{ inserted: number; rejected: { id: string; fields: string[]; reason: string }[] }> {
+  async function insert(chunk: Entry[]): Promise<{ inserted: number; rejectedEvents: number; rejected: { id: string; fields: string[]; reason: string }[] }> {
     try {
       const started = performance.now()
       const inserted = await store.insertEventsJson(joinJson(chunk))
       metrics?.worker.insertDuration.observe((performance.now() - started) / 1000)
       metrics?.worker.batchSize.observe(chunk.reduce((n, e) => n + e.count, 0))
-      return { inserted, rejected: [] }
+      return { inserted, rejectedEvents: 0, rejected: [] }
     } catch (err) {
       if (!isDataError(err)) throw err
     }
     let inserted = 0
+    let rejectedEvents = 0
     const rejected: { id: string; fields: string[]; reason: string }[] = []
     for (const entry of chunk) {
       let events: Event[]
@@ -178,6 +185,7 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
         events = eventsOf(entry)
       } catch (err) {
         rejected.push({ id: entry.id, fields: fieldsOf(entry), reason: (err as Error).message })
+        rejectedEvents += entry.count
         continue
       }
       for (const event of events) {
@@ -186,10 +194,11 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
         } catch (err) {
           if (!isDataError(err)) throw err
           rejected.push({ id: entry.id, fields: ['e', JSON.stringify(event)], reason: `postgres rejected the event: ${(err as Error).message}` })
+          rejectedEvents++
         }
       }
     }
-    return { inserted, rejected }
+    return { inserted, rejectedEvents, rejected }
   }
 
   /**
