@@ -59,8 +59,7 @@ export function createApp({ queue, backpressure = null, store, log, checks, inge
       await next()
       const route = c.req.routePath === '/*' ? 'unmatched' : c.req.routePath
       if (route === '/event' || route === '/events') return
-      metrics.http.requests.inc({ route, status: c.res.status })
-      metrics.http.duration.observe({ route }, (performance.now() - started) / 1000)
+      metrics.observeRequest(route, c.res.status, (performance.now() - started) / 1000)
     })
     app.get('/metrics', async (c) => c.body(await metrics.scrape(), 200, { 'Content-Type': metrics.contentType }))
   }

@@ -121,8 +121,7 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
       return res
     } finally {
       if (metrics) {
-        metrics.http.requests.inc({ route, status: res?.status ?? 500 })
-        metrics.http.duration.observe({ route }, (performance.now() - started) / 1000)
+        metrics.observeRequest(route, res?.status ?? 500, (performance.now() - started) / 1000)
         if (tally.accepted) metrics.events.accepted.inc(tally.accepted)
         if (tally.invalid) metrics.events.rejected.inc({ reason: 'invalid' }, tally.invalid)
         if (tally.unavailable) metrics.events.rejected.inc({ reason: 'unavailable' }, tally.unavailable)

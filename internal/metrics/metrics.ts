@@ -10,16 +10,15 @@ export function createMetrics(role: Role) {
   registry.setDefaultLabels({ service: `sluice-${role}` })
   collectDefaultMetrics({ register: registry })
   const registers = [registry]
+  const requests = new Counter({ name: 'sluice_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'], registers })
+  const duration = new Histogram({
+    name: 'sluice_http_request_duration_seconds', help: 'HTTP request latency by route', labelNames: ['route'], registers,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+  })
   return {
     registry,
     role,
-    http: {
-      requests: new Counter({ name: 'sluice_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'], registers }),
-      duration: new Histogram({
-        name: 'sluice_http_request_duration_seconds', help: 'HTTP request latency by route', labelNames: ['route'], registers,
-        buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
-      }),
-    },
+    http: { requests, duration },
     events: {
       accepted: new Counter({ name: 'sluice_events_accepted_total', help: 'Events answered 202 (Redis holds them)', registers }),
       rejected: new Counter({ name: 'sluice_events_rejected_total', help: 'Events not accepted, by reason', labelNames: ['reason'], registers }),
@@ -40,6 +39,20 @@ export function createMetrics(role: Role) {
       partitionsDropped: new Counter({ name: 'sluice_retention_partitions_dropped_total', help: 'Raw hourly partitions dropped by retention', registers }),
       rowsDeleted: new Counter({ name: 'sluice_retention_rows_deleted_total', help: 'Rows deleted by retention, by table', labelNames: ['table'], registers }),
     },
+    /** Counts one HTTP answer. Labelled children are cached: looking labels up costs more than counting. */
+    observeRequest: (() => {
+      const counters = new Map<string, Counter.Internal>()
+      const timers = new Map<string, Histogram.Internal<string>>()
+      return (route: string, status: number, seconds: number) => {
+        const key = `${route} ${status}`
+        let c = counters.get(key)
+        if (!c) counters.set(key, (c = requests.labels(route, String(status))))
+        c.inc()
+        let t = timers.get(route)
+        if (!t) timers.set(route, (t = duration.labels(route)))
+        t.observe(seconds)
+      }
+    })(),
     /** Text exposition for a scrape. */
     scrape: () => registry.metrics(),
     contentType: registry.contentType,
