@@ -48,7 +48,8 @@ export async function createTestRedis(): Promise<TestRedis> {
     redis,
     queue,
     async cleanup() {
-      const keys = await redis.keys(`${prefix}:*`)
+      // Shard keys put the prefix inside a hash tag: {prefix:events:0.1}.
+      const keys = [...(await redis.keys(`${prefix}:*`)), ...(await redis.keys(`{${prefix}:*`))]
       if (keys.length) await redis.del(...keys)
       redis.disconnect()
     },
