@@ -15,7 +15,8 @@ if (migrate.exitCode !== 0) process.exit(migrate.exitCode ?? 1)
 
 const children = ['api', 'worker', 'cron'].map((name) => ({
   name,
-  proc: Bun.spawn(['bun', join(root, `cmd/${name}/main.ts`)], { env, stdout: 'inherit', stderr: 'inherit' }),
+  // The same flags as package.json's scripts: the API runs with --smol.
+  proc: Bun.spawn(['bun', ...(name === 'api' ? ['--smol'] : []), join(root, `cmd/${name}/main.ts`)], { env, stdout: 'inherit', stderr: 'inherit' }),
 }))
 
 let stopping = false
@@ -31,7 +32,10 @@ process.on('SIGINT', () => stopAll('SIGTERM'))
 process.on('SIGTERM', () => stopAll('SIGTERM'))
 
 const first = await Promise.race(children.map(async ({ name, proc }) => ({ name, code: await proc.exited })))
-if (!stopping) console.error(`sluice-start: ${first.name} exited with ${first.code}; stopping the others`)
-stopAll('SIGTERM')
+// Signal the others only if no stop is under way: a second SIGTERM makes a binary exit at once.
+if (!stopping) {
+  console.error(`sluice-start: ${first.name} exited with ${first.code}; stopping the others`)
+  stopAll('SIGTERM')
+}
 const codes = await Promise.all(children.map(({ proc }) => proc.exited))
 process.exit(stopping && codes.every((c) => c === 0) ? 0 : first.code || 1)
