@@ -129,14 +129,16 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
     }
   }
 
-  const event = guarded('/event', async function ingestEvent(req, server, tally) {
-    const { body, release } = await admit(req)
-    try {
-      return await acceptEvent(req, server, tally, body)
-    } finally {
-      release()
-    }
-  })
+  /** A handler that gets the admitted body, holding its turn at the gate until it has answered. */
+  const withBody = (route: string, accept: (req: Request, server: RequestIpSource | undefined, tally: Tally, body: unknown) => Promise<Response>) =>
+    guarded(route, async function ingest(req, server, tally) {
+      const { body, release } = await admit(req)
+      try {
+        return await accept(req, server, tally, body)
+      } finally {
+        release()
+      }
+    })
 
   async function acceptEvent(req: Request, server: RequestIpSource | undefined, tally: Tally, body: unknown): Promise<Response> {
     const result = parse(body)
@@ -152,15 +154,6 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
     // event_id is a lower-case UUID: nothing in it needs escaping.
     return respond(req, `{"status":"accepted","event_id":"${result.event.event_id}"}`, 202)
   }
-
-  const events = guarded('/events', async function ingestEvents(req, server, tally) {
-    const { body, release } = await admit(req)
-    try {
-      return await acceptEvents(req, server, tally, body)
-    } finally {
-      release()
-    }
-  })
 
   async function acceptEvents(req: Request, server: RequestIpSource | undefined, tally: Tally, body: unknown): Promise<Response> {
     const items = batchItems(body, batchMax)
@@ -186,6 +179,9 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
     const summary = accepted === items.length ? 'accepted' : accepted > 0 ? 'partial' : failed > 0 ? 'unavailable' : 'rejected'
     return json(req, { status: summary, accepted, rejected, failed, results }, status, failed > 0 ? { 'Retry-After': RETRY_AFTER_SECONDS } : undefined)
   }
+
+  const event = withBody('/event', acceptEvent)
+  const events = withBody('/events', acceptEvents)
 
   // Browsers: sendBeacon's text/plain POST is a simple request (no preflight); fetch with JSON preflights.
   function preflight(req: Request): Response {
