@@ -118,10 +118,11 @@ function reason(err: unknown): string {
   return String(err)
 }
 
-export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+/** Rejects with `message` if `p` has not settled within `ms`; the timer is cleared either way. */
+export function withTimeout<T>(p: Promise<T>, ms: number, message = `timed out after ${ms} ms`): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms)
+    timer = setTimeout(() => reject(new Error(message)), ms)
   })
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer))
 }

@@ -103,8 +103,3 @@ export function schedule(jobs: Record<string, Job>, schedules: Readonly<Record<s
     },
   }
 }
-
-/** Throws a clear error when a croner pattern is invalid, e.g. while validating config. */
-export function checkPattern(pattern: string): void {
-  new Cron(pattern, { paused: true }).stop()
-}

@@ -26,14 +26,15 @@ export const queueUnavailable = () =>
     'Retry-After': RETRY_AFTER_SECONDS,
   })
 
+/** The JSON body an ApiError is answered with. */
+export function errorBody(err: ApiError): ErrorBody {
+  return err.details ? { error: err.message, code: err.code, details: err.details } : { error: err.message, code: err.code }
+}
+
 /** Maps ApiError and HTTPException to their status with a JSON body; anything else is a logged 500. */
 export function errorHandler(log: Logger) {
   return function onError(err: Error, c: Context): Response {
-    if (err instanceof ApiError) {
-      const body: ErrorBody = { error: err.message, code: err.code }
-      if (err.details) body.details = err.details
-      return c.json(body, err.status, err.headers)
-    }
+    if (err instanceof ApiError) return c.json(errorBody(err), err.status, err.headers)
     if (err instanceof HTTPException) {
       const res = err.getResponse()
       if (res.headers.get('content-type')?.includes('application/json')) return res

@@ -4,6 +4,7 @@ import { Hono } from 'hono'
 import { bearerAuth } from 'hono/bearer-auth'
 import { methodNotAllowed } from 'hono/method-not-allowed'
 import { requestId } from 'hono/request-id'
+import { withTimeout } from '../clients/clients.ts'
 import type { Logger } from '../log/log.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import type { Backpressure } from '../queue/backpressure.ts'
@@ -71,7 +72,7 @@ export function createApp({ queue, backpressure = null, store, log, checks, inge
     const results = await Promise.all(
       Object.entries(checks).map(async ([name, check]) => {
         try {
-          await Promise.race([check(), Bun.sleep(readyTimeoutMs).then(() => Promise.reject(new Error('timed out')))])
+          await withTimeout(Promise.resolve(check()), readyTimeoutMs, 'timed out')
           return [name, 'ok'] as const
         } catch (err) {
           return [name, `failing: ${(err as Error).message}`] as const
@@ -83,9 +84,8 @@ export function createApp({ queue, backpressure = null, store, log, checks, inge
   })
 
   const ingestHandlers = handlers ?? createIngest({ queue, backpressure, metrics }, ingest)
-  for (const path of ['/event', '/events'] as const) {
-    const handle = path === '/event' ? ingestHandlers.event : ingestHandlers.events
-    app.post(path, path === '/event' ? routeDocs.event : routeDocs.events, (c) => handle(c.req.raw, c.env as RequestIpSource))
+  for (const [path, handle, docs] of [['/event', ingestHandlers.event, routeDocs.event], ['/events', ingestHandlers.events, routeDocs.events]] as const) {
+    app.post(path, docs, (c) => handle(c.req.raw, c.env as RequestIpSource))
     app.options(path, (c) => ingestHandlers.preflight(c.req.raw))
   }
 

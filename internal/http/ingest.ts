@@ -3,7 +3,7 @@ import type { Metrics } from '../metrics/metrics.ts'
 import type { Backpressure } from '../queue/backpressure.ts'
 import type { Queue } from '../queue/queue.ts'
 import { parseJson, readBody } from './body.ts'
-import { ApiError, queueUnavailable, RETRY_AFTER_SECONDS } from './errors.ts'
+import { ApiError, errorBody, queueUnavailable, RETRY_AFTER_SECONDS } from './errors.ts'
 import { clientIp, createGate, createRateLimiter, type RequestIpSource } from './limits.ts'
 
 export type IngestOptions = {
@@ -117,7 +117,7 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
       if (!(err instanceof ApiError)) throw err
       if (err.status >= 500) tally.unavailable ||= 1
       else if (tally.accepted + tally.invalid === 0) tally.invalid = 1
-      res = json(req, { error: err.message, code: err.code, ...(err.details ? { details: err.details } : {}) }, err.status, err.headers)
+      res = json(req, errorBody(err), err.status, err.headers)
       return res
     } finally {
       if (metrics) {
