@@ -2,18 +2,14 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { chromium, type Browser } from 'playwright-core'
-import { createTestDatabase, createTestRedis, envFor, eventually, freePort, spawnBinary, waitForReady, type Binary, type TestDatabase, type TestRedis } from '../internal/testkit/testkit.ts'
+import { eventually, pipeline } from '../internal/testkit/testkit.ts'
 
 // A real headless Chromium (Debian's) loads a page on another origin that includes /t.js,
 // navigates twice (once through history.pushState), and the page views must reach
 // Postgres; then the dashboard must show what /v1/stats says.
 
 const OUT = join(import.meta.dir, '..', 'test-output')
-let db: TestDatabase
-let r: TestRedis
-let api: Binary
-let worker: Binary
-let apiBase: string
+const stack = pipeline({ STATS_TOKEN: 'browser-token' })
 let site: ReturnType<typeof Bun.serve>
 let browser: Browser
 
@@ -24,14 +20,7 @@ const page = (api: string, title: string) => `<!doctype html><meta charset="utf-
 <script defer src="${api}/t.js" data-site="browser-site"></script>`
 
 beforeAll(async () => {
-  ;[db, r] = await Promise.all([createTestDatabase(), createTestRedis()])
-  const port = await freePort()
-  apiBase = `http://127.0.0.1:${port}`
-  const env = envFor(db, r, { PORT: String(port), STATS_TOKEN: 'browser-token', WORKER_BLOCK_MS: '100' })
-  api = spawnBinary('api', env)
-  worker = spawnBinary('worker', env)
-  site = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: (req) => new Response(page(apiBase, new URL(req.url).pathname === '/about' ? 'About' : 'Home'), { headers: { 'Content-Type': 'text/html' } }) })
-  await waitForReady(`${apiBase}/readyz`, api)
+  site = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: (req) => new Response(page(stack.base, new URL(req.url).pathname === '/about' ? 'About' : 'Home'), { headers: { 'Content-Type': 'text/html' } }) })
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
     headless: true,
@@ -42,13 +31,11 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close()
   site?.stop(true)
-  await Promise.all([api?.stop(), worker?.stop()])
-  await r.cleanup()
-  await db.drop()
 })
 
 describe('in a real browser', () => {
   test('the tracker sends page views, including an SPA route change, and the dashboard shows what /v1/stats says', async () => {
+    const { db, base: apiBase } = stack
     const tab = await browser.newPage()
     await tab.goto(`http://127.0.0.1:${site.port}/`)
     await eventually(async () => (await db.sql`select 1 from events where site_id = 'browser-site'`).length === 1)

@@ -3,7 +3,7 @@ import Redis from 'ioredis'
 import postgres from 'postgres'
 import { startLoad, type Load } from '../internal/testkit/load.ts'
 import { startPostgres, startRedis } from '../internal/testkit/servers.ts'
-import { eventually, freePort, spawnBinary, uniqueName, waitForReady, type Binary } from '../internal/testkit/testkit.ts'
+import { envFor, eventually, freePort, spawnBinary, uniqueName, waitForReady, type Binary } from '../internal/testkit/testkit.ts'
 
 // Fault injection with real processes: each case runs the real binaries under a steady load,
 // breaks something, and then checks that Postgres holds exactly the events answered 202.
@@ -35,11 +35,9 @@ type Stack = { env: Record<string, string>; base: string; sql: postgres.Sql; r: 
 async function stack(extra: Record<string, string> = {}): Promise<Stack> {
   const db = uniqueName('fault')
   const port = await freePort()
-  const env = {
-    ...(process.env as Record<string, string>),
-    DATABASE_URL: pg.url(db), REDIS_URL: redis.url, QUEUE_STREAM: `${db}:events`, PORT: String(port),
-    STATS_TOKEN: 't', LOG_LEVEL: 'warn', WORKER_METRICS_PORT: '0', CRON_METRICS_PORT: '0', WORKER_CLAIM_IDLE_MS: '1000', WORKER_BLOCK_MS: '100', REDIS_TIMEOUT_MS: '500', ...extra,
-  }
+  const env = envFor({ url: pg.url(db) }, { url: redis.url, queue: { stream: `${db}:events` } }, {
+    PORT: String(port), STATS_TOKEN: 't', WORKER_CLAIM_IDLE_MS: '1000', WORKER_BLOCK_MS: '100', REDIS_TIMEOUT_MS: '500', ...extra,
+  })
   const admin = postgres(pg.url(), { max: 1, onnotice: () => {} })
   await admin`create database ${admin(db)}`
   await admin.end()

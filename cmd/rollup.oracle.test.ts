@@ -1,7 +1,7 @@
-import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { describe, expect, test } from 'bun:test'
 import { GRANULARITIES, HLL_EXACT_UP_TO } from '../internal/store/rollup.ts'
 import { truncate } from '../internal/store/stats.ts'
-import { createTestDatabase, createTestRedis, envFor, eventually, freePort, runBinary, spawnBinary, waitForReady, type Binary, type TestDatabase, type TestRedis } from '../internal/testkit/testkit.ts'
+import { eventually, pipeline, runBinary, spawnBinary } from '../internal/testkit/testkit.ts'
 
 // An exact oracle for the rollups: a seeded random workload of several sites over a year
 // boundary goes through the real API and worker; the rollup runs repeatedly as the real
@@ -70,49 +70,30 @@ function expected(events: Ev[]) {
 }
 
 describe('rollups against an exact oracle', () => {
-  let db: TestDatabase
-  let r: TestRedis
-  let api: Binary
-  let worker: Binary
-  let base: string
-  let env: Record<string, string>
+  // Small worker batches and one transaction per rollup chunk make the rollup long enough to kill mid-run.
+  const stack = pipeline({ STATS_TOKEN: 'oracle', WORKER_BATCH_SIZE: '100', ROLLUP_CHUNK_XIDS: '1' })
   const sent = new Map<string, Ev>()
   const log: string[] = []
 
-  beforeAll(async () => {
-    ;[db, r] = await Promise.all([createTestDatabase(), createTestRedis()])
-    const port = await freePort()
-    base = `http://127.0.0.1:${port}`
-    // Small worker batches and one transaction per rollup chunk make the rollup long enough to kill mid-run.
-    env = envFor(db, r, { PORT: String(port), STATS_TOKEN: 'oracle', WORKER_BATCH_SIZE: '100', WORKER_BLOCK_MS: '100', ROLLUP_CHUNK_XIDS: '1' })
-    api = spawnBinary('api', env)
-    worker = spawnBinary('worker', env)
-    await waitForReady(`${base}/readyz`, api)
-  }, 60_000)
-  afterAll(async () => {
-    await Promise.all([api?.stop(), worker?.stop()])
-    await r.cleanup()
-    await db.drop()
-  })
-
   async function post(events: Ev[]) {
     for (let i = 0; i < events.length; i += 1000) {
-      const res = await fetch(`${base}/events`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(events.slice(i, i + 1000)) })
+      const res = await fetch(`${stack.base}/events`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(events.slice(i, i + 1000)) })
       expect(res.status).toBe(202)
       for (const e of events.slice(i, i + 1000)) sent.set(e.event_id, e)
     }
   }
   async function drained() {
     const ok = await eventually(async () => {
-      const [{ n }] = (await db.sql`select count(*)::int as n from events`) as unknown as [{ n: number }]
-      return n === sent.size && (await r.redis.xlen(r.queue.stream)) === 0
+      const [{ n }] = (await stack.db.sql`select count(*)::int as n from events`) as unknown as [{ n: number }]
+      return n === sent.size && (await stack.r.redis.xlen(stack.r.queue.stream)) === 0
     }, { timeoutMs: 60_000 })
     expect(ok).toBe(true)
   }
-  const unrolled = async () => ((await db.sql`select count(*)::int as n from events where xid >= (select xid_watermark from rollup_state)`)[0]!.n as number)
-  const rollupOnce = () => runBinary('cron', env, ['--once', 'rollup'])
+  const unrolled = async () => ((await stack.db.sql`select count(*)::int as n from events where xid >= (select xid_watermark from rollup_state)`)[0]!.n as number)
+  const rollupOnce = () => runBinary('cron', stack.env, ['--once', 'rollup'])
 
   test('every bucket of every granularity matches, through kills, concurrency, late events and duplicates', async () => {
+    const { db, r, env, base } = stack
     const all = workload()
     const [first, second] = [all.slice(0, 14_000), all.slice(14_000)]
 

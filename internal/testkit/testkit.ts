@@ -57,7 +57,7 @@ export async function createTestRedis(): Promise<TestRedis> {
 }
 
 /** Environment for a spawned binary that points it at the test's database and keys. */
-export function envFor(db: TestDatabase, r: { url: string; queue: { stream: string } }, extra: Record<string, string> = {}): Record<string, string> {
+export function envFor(db: { url: string }, r: { url: string; queue: { stream: string } }, extra: Record<string, string> = {}): Record<string, string> {
   return {
     ...(process.env as Record<string, string>),
     DATABASE_URL: db.url,
@@ -161,6 +161,31 @@ export function isolated(): { db: TestDatabase; r: TestRedis } {
     ;[ctx.db, ctx.r] = await Promise.all([createTestDatabase(), createTestRedis()])
   }, 60_000)
   afterAll(async () => {
+    await ctx.r?.cleanup()
+    await ctx.db?.drop()
+  })
+  return ctx
+}
+
+export type Pipeline = { db: TestDatabase; r: TestRedis; env: Record<string, string>; base: string; api: Binary; worker: Binary }
+
+/**
+ * The real API and worker as processes of their own, on the test file's own database and
+ * key prefix, started before its tests and stopped after them. `extra` adds settings.
+ */
+export function pipeline(extra: Record<string, string> = {}): Pipeline {
+  const ctx = {} as Pipeline
+  beforeAll(async () => {
+    ;[ctx.db, ctx.r] = await Promise.all([createTestDatabase(), createTestRedis()])
+    const port = await freePort()
+    ctx.base = `http://127.0.0.1:${port}`
+    ctx.env = envFor(ctx.db, ctx.r, { PORT: String(port), WORKER_BLOCK_MS: '100', ...extra })
+    ctx.api = spawnBinary('api', ctx.env)
+    ctx.worker = spawnBinary('worker', ctx.env)
+    await waitForReady(`${ctx.base}/readyz`, ctx.api)
+  }, 60_000)
+  afterAll(async () => {
+    await Promise.all([ctx.api?.stop(), ctx.worker?.stop()])
     await ctx.r?.cleanup()
     await ctx.db?.drop()
   })
