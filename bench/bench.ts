@@ -35,7 +35,7 @@ const r = await createTestRedis()
 const apiPort = await freePort()
 const url = `http://127.0.0.1:${apiPort}`
 const env = envFor(db, r, { PORT: String(apiPort), STATS_TOKEN: 'bench', QUEUE_MAX_BACKLOG: '100000000', LOG_LEVEL: 'warn', WORKER_BLOCK_MS: '100' })
-// spawnBinary runs the API with --smol, as package.json's api script does.
+// spawnBinary runs each binary as its package.json script does (the API with --smol).
 const api = spawnBinary('api', env)
 await waitForReady(`${url}/readyz`, api)
 const single = await wrk(`${url}/event`, { script: 'event.lua', seconds: SECONDS, env: { TIMESTAMP } })

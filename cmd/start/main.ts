@@ -2,6 +2,7 @@
 // SIGINT/SIGTERM, or when any one of them exits.
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
+import { scriptCommand } from '../../internal/lifecycle/run.ts'
 
 const root = join(import.meta.dir, '..', '..')
 const env = { ...process.env }
@@ -10,13 +11,13 @@ if (!env.STATS_TOKEN && env.STATS_PUBLIC !== 'true') {
   console.error(`sluice-start: STATS_TOKEN was not set; this run's stats token is ${env.STATS_TOKEN}`)
 }
 
-const migrate = Bun.spawnSync(['bun', join(root, 'cmd/migrate/main.ts')], { env, stdout: 'inherit', stderr: 'inherit' })
+// Each binary is started exactly as its package.json script starts it.
+const migrate = Bun.spawnSync(scriptCommand(root, 'migrate'), { cwd: root, env, stdout: 'inherit', stderr: 'inherit' })
 if (migrate.exitCode !== 0) process.exit(migrate.exitCode ?? 1)
 
 const children = ['api', 'worker', 'cron'].map((name) => ({
   name,
-  // The same flags as package.json's scripts: the API runs with --smol.
-  proc: Bun.spawn(['bun', ...(name === 'api' ? ['--smol'] : []), join(root, `cmd/${name}/main.ts`)], { env, stdout: 'inherit', stderr: 'inherit' }),
+  proc: Bun.spawn(scriptCommand(root, name), { cwd: root, env, stdout: 'inherit', stderr: 'inherit' }),
 }))
 
 let stopping = false

@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { ConfigError, EXIT_CONFIG, EXIT_UNAVAILABLE } from '../config/config.ts'
 import { UnreachableError } from '../clients/clients.ts'
 
@@ -27,4 +29,16 @@ export async function runMain(name: string, body: () => Promise<number>): Promis
 /** Resolves when the signal aborts. */
 export function aborted(signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })))
+}
+
+/**
+ * The command package.json's script `name` runs (e.g. `bun --smol cmd/api/main.ts`), split
+ * into arguments, to be run with `root` as the working directory. The scripts are the one
+ * place that says how each binary is started; the supervisor and the tests use them too.
+ */
+export function scriptCommand(root: string, name: string): string[] {
+  const scripts = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts?: Record<string, string> }).scripts ?? {}
+  const script = scripts[name]
+  if (!script) throw new Error(`package.json has no script named ${name}`)
+  return script.trim().split(/\s+/)
 }

@@ -6,6 +6,7 @@ import Redis from 'ioredis'
 import postgres from 'postgres'
 import { createSql, type Sql } from '../clients/clients.ts'
 import { loadConfig } from '../config/config.ts'
+import { scriptCommand } from '../lifecycle/run.ts'
 import type { QueueOptions } from '../queue/queue.ts'
 import { migrate } from '../store/migrate.ts'
 
@@ -112,10 +113,9 @@ export type Binary = {
   stop: (signal?: NodeJS.Signals) => Promise<number>
 }
 
-/** Starts `cmd/<name>/main.ts` as a real process of its own, with the Bun flags package.json's script gives it. */
+/** Starts a binary as a real process of its own, exactly as its package.json script does (`bun run <name>`). */
 export function spawnBinary(name: string, env: Record<string, string>, args: string[] = []): Binary {
-  const flags = name === 'api' ? ['--smol'] : []
-  const proc = Bun.spawn(['bun', ...flags, `${ROOT}cmd/${name}/main.ts`, ...args], { cwd: ROOT, env, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
+  const proc = Bun.spawn([...scriptCommand(ROOT, name), ...args], { cwd: ROOT, env, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
   let text = ''
   const drain = async (stream: ReadableStream<Uint8Array>) => {
     const decoder = new TextDecoder()
