@@ -1,4 +1,4 @@
-import { chownSync, mkdtempSync, rmSync } from 'node:fs'
+import { chownSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { eventually, freePort } from './testkit.ts'
@@ -73,15 +73,24 @@ export async function startRedisCluster(masters = 3) {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-cluster-'))
   const ports: number[] = []
   const procs: Bun.Subprocess[] = []
-  for (let i = 0; i < masters; i++) {
-    const port = await freePort()
-    ports.push(port)
-    procs.push(Bun.spawn(['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--cluster-enabled', 'yes',
-      '--cluster-config-file', `nodes-${port}.conf`, '--save', '', '--appendonly', 'no'], { stdout: 'ignore', stderr: 'ignore' }))
-  }
   const cli = (port: number, ...args: string[]) => Bun.spawnSync(['redis-cli', '-p', String(port), ...args]).stdout.toString()
-  for (const port of ports) {
-    if (!(await eventually(async () => cli(port, 'ping').trim() === 'PONG', { timeoutMs: 10_000 }))) throw new Error(`redis-server on ${port} did not start`)
+  // freePort() only says a port was free a moment ago: another socket can take it before
+  // redis-server binds it. A server that exits at start is tried again on another port.
+  for (let i = 0, attempt = 1; i < masters; attempt++) {
+    const port = await freePort()
+    const log = join(dir, `redis-${port}.log`)
+    const proc = Bun.spawn(['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--cluster-enabled', 'yes',
+      '--cluster-config-file', `nodes-${port}.conf`, '--save', '', '--appendonly', 'no', '--logfile', log], { stdout: 'ignore', stderr: 'ignore' })
+    const up = await eventually(async () => proc.exitCode !== null || cli(port, 'ping').trim() === 'PONG', { timeoutMs: 10_000 })
+    if (up && proc.exitCode === null) {
+      ports.push(port)
+      procs.push(proc)
+      i++
+      attempt = 0
+      continue
+    }
+    proc.kill('SIGKILL')
+    if (attempt >= 5) throw new Error(`redis-server on ${port} did not start (exit ${proc.exitCode}): ${readFileSync(log, 'utf8').slice(-2000)}`)
   }
   const create = Bun.spawnSync(['redis-cli', '--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'])
   if (create.exitCode !== 0) throw new Error(`redis-cli --cluster create failed: ${create.stdout.toString()}${create.stderr.toString()}`)
