@@ -12,14 +12,19 @@ const USAGE = `usage: bun run sluice -- <command>
   dead-letters [--count N]    list dead letters, oldest first (default 100)
   replay (--all | <id>...)    put dead letters back on the stream for the workers
   rollup                      run the rollup job once
+  rollup-status               how far the rollups are behind, and how many events are set aside
+  rollup-rejects [--count N]  list raw events the rollup set aside, with Postgres's error (default 100)
+  rollup-replay (--all | <event_id>...)
+                              put set-aside events back into the raw events for the next rollup
   retention                   run the retention job once
 Output is JSON.`
 
 await runMain('sluice', async () => {
   const { positionals, values } = parseArgs({ allowPositionals: true, options: { all: { type: 'boolean' }, count: { type: 'string', default: '100' } } })
   const [command, ...rest] = positionals
-  const known = ['queue', 'dead-letters', 'replay', 'rollup', 'retention']
-  if (!command || !known.includes(command) || (command === 'replay' && !values.all && rest.length === 0)) {
+  const known = ['queue', 'dead-letters', 'replay', 'rollup', 'rollup-status', 'rollup-rejects', 'rollup-replay', 'retention']
+  const needsIds = (command === 'replay' || command === 'rollup-replay') && !values.all && rest.length === 0
+  if (!command || !known.includes(command) || needsIds) {
     console.error(USAGE)
     return command === 'help' ? 0 : 64
   }
@@ -33,6 +38,9 @@ await runMain('sluice', async () => {
     'dead-letters': () => queue.deadLetters(Number(values.count)),
     replay: () => queue.replay(values.all ? 'all' : rest),
     rollup: () => store.rollup({ ...config.rollup }),
+    'rollup-status': () => store.rollupLag(),
+    'rollup-rejects': () => store.rollupRejects(Number(values.count)),
+    'rollup-replay': () => store.replayRejects(values.all ? 'all' : rest),
     retention: () => store.retention({ ...config.retention }),
   }[command as 'queue']()
   console.log(JSON.stringify(out, null, 2))

@@ -4,6 +4,7 @@ import { Cron } from 'croner'
 import type { Logger } from '../log/log.ts'
 import { registerCollectedGauge, registerQueueGauges, type Metrics } from '../metrics/metrics.ts'
 import type { Depth } from '../queue/queue.ts'
+import type { RollupLag } from '../store/rollup.ts'
 import type { Store } from '../store/store.ts'
 
 export type Job = { name: string; run: (signal: AbortSignal) => Promise<unknown> }
@@ -27,6 +28,10 @@ export function createJobs({ queue, store, log, metrics = null }: JobsDeps, opti
         if (result.ran) {
           metrics?.cron.rollupDuration.observe(ms / 1000)
           metrics?.cron.rolledUp.inc(result.events)
+          metrics?.cron.setAside.inc(result.setAside)
+        }
+        if (result.setAside) {
+          log.error({ job: 'rollup', set_aside: result.setAside }, 'raw events the rollup cannot count were set aside; see `bun run sluice -- rollup-rejects`')
         }
         if (!result.ran) log.info({ job: 'rollup' }, 'another rollup holds the lock; skipped')
         else log.info({ job: 'rollup', ...result, duration_ms: ms, events_per_s: ms ? Math.round((result.events * 1000) / ms) : null }, 'rolled up')
@@ -62,8 +67,15 @@ export function createJobs({ queue, store, log, metrics = null }: JobsDeps, opti
 /** Cron's gauges: the queue, and how far the rollups are behind. */
 export function registerCronGauges(metrics: Metrics, queue: { depth(): Promise<Depth> }, store: Store) {
   registerQueueGauges(metrics, queue)
-  registerCollectedGauge(metrics, 'sluice_rollup_watermark_age_seconds', 'Seconds since the rollup watermark last moved', async () => (await store.rollupLag()).ageSeconds)
-  registerCollectedGauge(metrics, 'sluice_rollup_unrolled_events', 'Raw events not yet counted in the rollups', async () => (await store.rollupLag()).unrolled)
+  // One query per scrape serves all three gauges.
+  let lag: Promise<RollupLag> | null = null
+  const read = (pick: (l: RollupLag) => number) => async () => {
+    lag ??= store.rollupLag().finally(() => setTimeout(() => (lag = null), 100).unref())
+    return pick(await lag)
+  }
+  registerCollectedGauge(metrics, 'sluice_rollup_watermark_age_seconds', 'How long the oldest raw event not yet rolled up has waited (0 when none waits); alert above 300', read((l) => l.ageSeconds))
+  registerCollectedGauge(metrics, 'sluice_rollup_unrolled_events', 'Raw events not yet counted in the rollups', read((l) => l.unrolled))
+  registerCollectedGauge(metrics, 'sluice_rollup_rejected_events', 'Raw events set aside in rollup_rejects, waiting for an operator', read((l) => l.rejected))
 }
 
 export type Scheduler = { stop(): Promise<void> }

@@ -36,6 +36,7 @@ export function createMetrics(role: Role) {
     cron: {
       rollupDuration: new Histogram({ name: 'sluice_rollup_duration_seconds', help: 'Duration of rollup runs', registers, buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300] }),
       rolledUp: new Counter({ name: 'sluice_rollup_events_total', help: 'Raw events counted into the rollups', registers }),
+      setAside: new Counter({ name: 'sluice_rollup_set_aside_events_total', help: 'Raw events the rollup could not count, moved to rollup_rejects', registers }),
       partitionsDropped: new Counter({ name: 'sluice_retention_partitions_dropped_total', help: 'Raw hourly partitions dropped by retention', registers }),
       rowsDeleted: new Counter({ name: 'sluice_retention_rows_deleted_total', help: 'Rows deleted by retention, by table', labelNames: ['table'], registers }),
     },

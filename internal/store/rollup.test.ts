@@ -119,6 +119,56 @@ describe('rollup', () => {
   })
 })
 
+/** A path of incompressible three-byte characters, too large for a btree index row (2704 bytes). */
+const hugePath = (chars = 2047) => '/' + Array.from({ length: chars }, (_, i) => String.fromCharCode(0x4e00 + ((i * 7919) % 20000))).join('')
+
+describe('rows the rollup cannot count', () => {
+  test('are set aside with their error, and every other event, of every site, is still counted', async () => {
+    const bad = event({ path: hugePath() })
+    await store.insertEvents([event(), event()])
+    await store.insertEvents([bad])
+    await store.insertEvents([event({ site_id: 'other' })])
+    const result = await rollup(db.sql)
+    expect(result).toMatchObject({ ran: true, events: 3, setAside: 1 })
+    expect((await rolled('day')).map((r) => r.views)).toEqual([2])
+    expect((await rolled('year', 'other')).map((r) => r.views)).toEqual([1])
+    const [reject] = await store.rollupRejects()
+    expect(reject).toMatchObject({ event_id: bad.event_id, code: '54000' })
+    expect(reject!.error).toContain('index row size')
+    expect(reject!.row).toMatchObject({ site_id: 'r', path: bad.path, user_id: bad.user_id })
+    expect(await db.sql`select 1 from events where event_id = ${bad.event_id}`).toHaveLength(0)
+    expect(await store.rollupLag()).toEqual({ ageSeconds: 0, unrolled: 0, rejected: 1 })
+  })
+
+  test('are found inside one transaction of many rows, and later chunks go on', async () => {
+    const bad = [event({ path: hugePath() }), event({ path: hugePath(1500) })]
+    await store.insertEvents([event(), bad[0]!, event(), event(), bad[1]!, event()])
+    await store.insertEvents([event({ site_id: 'later' })])
+    const result = await rollup(db.sql, { chunkXids: 1 })
+    expect(result).toMatchObject({ events: 5, setAside: 2 })
+    expect((await store.rollupRejects()).map((r) => r.event_id).sort()).toEqual(bad.map((e) => e.event_id).sort())
+    expect((await rolled('hour')).map((r) => r.views)).toEqual([4])
+    expect((await rolled('hour', 'later')).map((r) => r.views)).toEqual([1])
+  })
+
+  test('can be put back into the raw events, and are counted by the next rollup once the cause is gone', async () => {
+    // A cause an operator can remove: a constraint that refuses one path.
+    await db.sql`alter table rollup_day_paths add constraint no_blocked check (path <> '/blocked')`
+    const bad = event({ path: '/blocked', user_id: 'b' })
+    await store.insertEvents([bad, event()])
+    expect(await rollup(db.sql)).toMatchObject({ events: 1, setAside: 1 })
+    expect((await store.rollupRejects())[0]).toMatchObject({ event_id: bad.event_id, code: '23514' })
+    await db.sql`alter table rollup_day_paths drop constraint no_blocked`
+    expect(await store.replayRejects('all')).toEqual([bad.event_id])
+    expect(await store.rollupRejects()).toEqual([])
+    expect(await rollup(db.sql)).toMatchObject({ events: 1, setAside: 0 })
+    expect((await rolled('day')).map((r) => [r.views, r.users])).toEqual([[2, 2]])
+    expect((await rolledPaths('month')).map((r) => [r.path, r.views])).toEqual([['/', 1], ['/blocked', 1]])
+    const stats = await store.stats({ siteId: 'r', from: null, to: null, granularity: null })
+    expect(stats).toMatchObject({ total_views: 2, unique_users: 2 })
+  })
+})
+
 describe('stats over rollups and raw rows', () => {
   test('give the same answer before and after the rollup, and between', async () => {
     const q = { siteId: 'r', from: new Date('2025-11-01T00:00:00Z'), to: new Date('2025-12-01T00:00:00Z'), granularity: 'day' as const }

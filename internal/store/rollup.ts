@@ -1,4 +1,7 @@
+import type { TransactionSql } from 'postgres'
 import type { Sql } from '../clients/clients.ts'
+import { setAside } from './rejects.ts'
+import { isDataError } from './errors.ts'
 
 export const GRANULARITIES = ['hour', 'day', 'month', 'year'] as const
 export type Granularity = (typeof GRANULARITIES)[number]
@@ -24,6 +27,8 @@ export type RollupResult = {
   ran: boolean
   chunks: number
   events: number
+  /** Raw events that could not be counted, moved to rollup_rejects (see rejects.ts). */
+  setAside: number
   watermark: string
 }
 
@@ -39,6 +44,7 @@ export type RollupResult = {
 export async function rollup(sql: Sql, { pathCap = 1000, chunkXids = 500, signal }: RollupOptions = {}): Promise<RollupResult> {
   let chunks = 0
   let events = 0
+  let setAsideTotal = 0
   let watermark = ''
   for (;;) {
     const chunk = await sql.begin(async (tx) => {
@@ -53,42 +59,107 @@ export async function rollup(sql: Sql, { pathCap = 1000, chunkXids = 500, signal
       // Start at the oldest row not yet counted, so empty stretches of transaction ids cost nothing.
       const start = first === null ? BigInt(horizon) : BigInt(first)
       const hi = String(start + BigInt(chunkXids) < BigInt(horizon) ? start + BigInt(chunkXids) : BigInt(horizon))
-      if (BigInt(hi) <= BigInt(lo)) return { events: 0, watermark: lo, done: true }
-      const n = await rollupRange(tx as unknown as Sql, lo, hi, pathCap)
+      if (BigInt(hi) <= BigInt(lo)) return { events: 0, setAside: 0, watermark: lo, done: true }
+      const counted = await rollupSettling(tx, BigInt(lo), BigInt(hi), pathCap)
       await tx`update rollup_state set xid_watermark = ${hi}::xid8, rolled_at = now()`
-      return { events: n, watermark: hi, done: hi === horizon }
+      return { ...counted, watermark: hi, done: hi === horizon }
     })
-    if (chunk === null) return { ran: false, chunks, events, watermark }
+    if (chunk === null) return { ran: false, chunks, events, setAside: setAsideTotal, watermark }
     watermark = chunk.watermark
-    if (chunk.events > 0 || !chunk.done) chunks++
+    if (chunk.events > 0 || chunk.setAside > 0 || !chunk.done) chunks++
     events += chunk.events
-    if (chunk.done || signal?.aborted) return { ran: true, chunks, events, watermark }
+    setAsideTotal += chunk.setAside
+    if (chunk.done || signal?.aborted) return { ran: true, chunks, events, setAside: setAsideTotal, watermark }
   }
 }
 
-/** How far the rollups are behind: seconds since the last chunk committed, and raw events not yet counted. */
-export async function rollupLag(sql: Sql): Promise<{ ageSeconds: number | null; unrolled: number }> {
-  const [row] = await sql`
-    select extract(epoch from now() - rolled_at)::float8 as age,
-           (select count(*) from events where xid >= s.xid_watermark)::float8 as unrolled
-    from rollup_state s`
-  return { ageSeconds: (row!.age as number | null) ?? null, unrolled: row!.unrolled as number }
+export type RollupLag = {
+  /** How long the oldest raw event not yet counted has waited since it was stored; 0 when every event is counted. */
+  ageSeconds: number
+  /** Raw events not yet counted. */
+  unrolled: number
+  /** Events set aside in rollup_rejects, waiting for an operator. */
+  rejected: number
 }
 
-async function rollupRange(tx: Sql, lo: string, hi: string, pathCap: number): Promise<number> {
+/**
+ * How far the rollups are behind. The age grows only while stored events wait, so an idle
+ * site reads 0 and a stalled rollup reads ever higher: alert on it (docs/rollups.md).
+ */
+export async function rollupLag(sql: Sql): Promise<RollupLag> {
+  const [row] = await sql`
+    select coalesce(extract(epoch from now() - (
+             select inserted_at from events where xid >= s.xid_watermark order by xid limit 1
+           )), 0)::float8 as age,
+           (select count(*) from events where xid >= s.xid_watermark)::float8 as unrolled,
+           (select count(*) from rollup_rejects)::float8 as rejected
+    from rollup_state s`
+  return { ageSeconds: Math.max(0, row!.age as number), unrolled: row!.unrolled as number, rejected: row!.rejected as number }
+}
+
+/** Which raw rows one attempt counts: a range of inserting transaction ids, or some rows of one transaction. */
+type Scope = { lo: bigint; hi: bigint } | { xid: bigint; ids: string[] }
+
+/**
+ * Counts the raw rows of [lo, hi) into the rollups. When Postgres refuses their data (a
+ * value too large for an index, say), it splits the range in halves, then a transaction's
+ * rows in halves, down to the rows that fail on their own; those are set aside in
+ * rollup_rejects and everything else is counted. Each attempt runs in a savepoint, so a
+ * failed one leaves nothing behind; all of it is still one transaction with the watermark.
+ */
+async function rollupSettling(tx: TransactionSql, lo: bigint, hi: bigint, pathCap: number): Promise<{ events: number; setAside: number }> {
+  const out = { events: 0, setAside: 0 }
+  const attempt = async (scope: Scope): Promise<void> => {
+    try {
+      out.events += await tx.savepoint((sp) => rollupRange(sp as unknown as Sql, scope, pathCap))
+      return
+    } catch (err) {
+      if (!isDataError(err)) throw err
+      if ('lo' in scope && scope.hi - scope.lo > 1n) {
+        const mid = scope.lo + (scope.hi - scope.lo) / 2n
+        await attempt({ lo: scope.lo, hi: mid })
+        await attempt({ lo: mid, hi: scope.hi })
+        return
+      }
+      const xid = 'lo' in scope ? scope.lo : scope.xid
+      const ids = 'ids' in scope ? scope.ids : (await tx`select event_id from events where xid = ${String(xid)}::xid8 order by event_id`).map((r) => r.event_id as string)
+      if (ids.length > 1) {
+        const half = Math.ceil(ids.length / 2)
+        await attempt({ xid, ids: ids.slice(0, half) })
+        await attempt({ xid, ids: ids.slice(half) })
+        return
+      }
+      if (ids.length === 1) {
+        await setAside(tx as unknown as Sql, String(xid), ids[0]!, err as Error & { code?: string })
+        out.setAside++
+      }
+    }
+  }
+  await attempt({ lo, hi })
+  return out
+}
+
+/** Counts the raw rows in scope into every rollup table; returns how many there were. */
+async function rollupRange(tx: Sql, scope: Scope, pathCap: number): Promise<number> {
   const { log2m, regwidth, expthresh, sparseon } = HLL
+  const rows = 'lo' in scope
+    ? tx`xid >= ${String(scope.lo)}::xid8 and xid < ${String(scope.hi)}::xid8`
+    : tx`xid = ${String(scope.xid)}::xid8 and event_id = any(${scope.ids}::uuid[])`
   await tx`
     create temp table rollup_chunk on commit drop as
     select site_id, date_trunc('hour', ts, 'UTC') as bucket, event_type, count(*)::bigint as views,
            hll_add_agg(hll_hash_text(user_id), ${log2m}, ${regwidth}, ${expthresh}, ${sparseon}) as users
-    from events where xid >= ${lo}::xid8 and xid < ${hi}::xid8
+    from events where ${rows}
     group by 1, 2, 3`
   const [{ n }] = (await tx`select coalesce(sum(views), 0)::float8 as n from rollup_chunk`) as unknown as [{ n: number }]
-  if (n === 0) return 0
+  if (n === 0) {
+    await tx`drop table rollup_chunk`
+    return 0
+  }
   await tx`
     create temp table rollup_chunk_paths on commit drop as
     select site_id, date_trunc('hour', ts, 'UTC') as bucket, event_type, path, count(*)::bigint as views
-    from events where xid >= ${lo}::xid8 and xid < ${hi}::xid8 and path is not null
+    from events where ${rows} and path is not null
     group by 1, 2, 3, 4`
   for (const g of GRANULARITIES) {
     const table = tx(`rollup_${g}`)
@@ -128,5 +199,7 @@ async function rollupRange(tx: Sql, lo: string, hi: string, pathCap: number): Pr
       from (select site_id, bucket, event_type, sum(views) as views from trimmed group by 1, 2, 3) f
       where r.site_id = f.site_id and r.bucket = f.bucket and r.event_type = f.event_type`
   }
+  // A chunk that had to be split counts several scopes in one transaction.
+  await tx`drop table rollup_chunk, rollup_chunk_paths`
   return n
 }

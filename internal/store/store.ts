@@ -2,9 +2,12 @@
 // the rollup and retention jobs, and stats over rollups and raw rows. Tagged templates only, so every value is a bound parameter.
 import type { Sql } from '../clients/clients.ts'
 import type { Event } from '../event/event.ts'
+import { listRejects, replayRejects } from './rejects.ts'
 import { retention, type RetentionOptions } from './retention.ts'
 import { rollup, rollupLag, type RollupOptions } from './rollup.ts'
 import { rangeStats, type RangeQuery, type RangeStats } from './stats.ts'
+
+export { isDataError } from './errors.ts'
 
 export type Store = ReturnType<typeof createStore>
 
@@ -52,13 +55,9 @@ export function createStore(sql: Sql) {
     stats,
     rollup: (options?: RollupOptions) => rollup(sql, options),
     rollupLag: () => rollupLag(sql),
+    rollupRejects: (limit?: number) => listRejects(sql, limit),
+    replayRejects: (ids: 'all' | string[]) => replayRejects(sql, ids),
     retention: (options?: RetentionOptions) => retention(sql, options),
     ping,
   }
-}
-
-/** SQLSTATE classes that mean "this data can never be stored", as opposed to "try again later". */
-export function isDataError(err: unknown): boolean {
-  const code = (err as { code?: unknown })?.code
-  return typeof code === 'string' && /^(22|23)/.test(code)
 }
