@@ -30,6 +30,16 @@ export type EventParserOptions = {
 
 export const SITE_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/
 export const LIMITS = { site_id: 128, event_type: 64, path: 2048, user_id: 256 } as const
+/**
+ * path is bounded in UTF-8 bytes, not characters: it is a key of the path rollups, and a
+ * btree index row holds at most 2704 bytes. With site_id (128 ASCII bytes) and event_type
+ * (64 UTF-16 units, at most 192 bytes) the largest key is about 2400 bytes. A UTF-8 string
+ * has at least as many bytes as UTF-16 units, so this bound implies LIMITS.path too.
+ */
+export const PATH_MAX_BYTES = 2048
+const PATH_BYTES_MESSAGE = `path must be at most ${PATH_MAX_BYTES} bytes of UTF-8`
+/** True when s fits PATH_MAX_BYTES; counts bytes only when it could be over (three bytes a unit at most). */
+const pathFits = (s: string) => s.length * 3 <= PATH_MAX_BYTES || (s.length <= PATH_MAX_BYTES && Buffer.byteLength(s) <= PATH_MAX_BYTES)
 const FIELDS = ['site_id', 'event_type', 'timestamp', 'path', 'user_id', 'event_id'] as const
 
 const wellFormed = (field: string) =>
@@ -56,7 +66,7 @@ export const EventSchema = v.object(
     ),
     event_type: required('event_type', LIMITS.event_type),
     timestamp: v.string('timestamp must be a string'),
-    path: optionalText('path', LIMITS.path),
+    path: v.pipe(optionalText('path', LIMITS.path), v.check((s) => s === null || pathFits(s), PATH_BYTES_MESSAGE)),
     user_id: optionalText('user_id', LIMITS.user_id),
     event_id: v.optional(v.pipe(v.string('event_id must be a string'), v.uuid('event_id must be a UUID'))),
   },
@@ -123,7 +133,7 @@ function acceptFast(input: unknown, now: () => number, maxFutureMs: number, newI
   const { site_id, event_type, timestamp, path, user_id, event_id } = e
   if (typeof site_id !== 'string' || !SITE_ID_PATTERN.test(site_id)) return null
   if (typeof event_type !== 'string' || event_type.length === 0 || event_type.length > LIMITS.event_type || !clean(event_type)) return null
-  if (!isOptionalText(path, LIMITS.path) || !isOptionalText(user_id, LIMITS.user_id)) return null
+  if (!isOptionalText(path, LIMITS.path) || (typeof path === 'string' && !pathFits(path)) || !isOptionalText(user_id, LIMITS.user_id)) return null
   if (event_id !== undefined && (typeof event_id !== 'string' || !UUID.test(event_id))) return null
   if (typeof timestamp !== 'string') return null
   const ts = parseTimestamp(timestamp)
