@@ -32,6 +32,8 @@ await runMain('api', async () => {
   const server = Bun.serve({
     port: config.port,
     hostname: config.host,
+    // Several API processes on one host share the port; the kernel spreads connections over them.
+    reusePort: true,
     routes: {
       '/event': { POST: ingest.event, OPTIONS: ingest.preflight },
       '/events': { POST: ingest.events, OPTIONS: ingest.preflight },

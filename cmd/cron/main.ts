@@ -35,7 +35,7 @@ await runMain('cron', async () => {
     }
   } else {
     const scheduler = schedule(jobs, config.cron.schedules, log)
-    const metricsServer = serveMetrics(metrics, config.metricsPorts.cron)
+    const metricsServer = serveMetrics(metrics, config.metricsPorts.cron, { avoid: Object.values(config.metricsPorts), log })
     await aborted(stop)
     await scheduler.stop()
     await metricsServer?.stop()

@@ -19,7 +19,7 @@ await runMain('worker', async () => {
   const queue = createShardedQueue(redis, config.queue)
   const metrics = createMetrics('worker')
   registerQueueGauges(metrics, queue)
-  const metricsServer = serveMetrics(metrics, config.metricsPorts.worker)
+  const metricsServer = serveMetrics(metrics, config.metricsPorts.worker, { avoid: Object.values(config.metricsPorts), log })
   // One consumer loop per shard, each with a blocking reader of its own.
   const readers = queue.shards.map((queue) => {
     const reader = duplicateRedis(redis, 'sluice-worker-reader')

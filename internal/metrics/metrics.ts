@@ -1,5 +1,6 @@
 // Package metrics holds each binary's Prometheus metrics (prom-client) on a registry of
 // its own, and serves them: on the API's /metrics, or on a small port for worker and cron.
+import type { Logger } from '../log/log.ts'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { Depth } from '../queue/queue.ts'
 
@@ -101,15 +102,38 @@ export function registerCollectedGauge(metrics: Metrics, name: string, help: str
   })
 }
 
-/** Serves GET /metrics on its own port (worker and cron). Returns the server, or null when port is 0. */
-export function serveMetrics(metrics: Metrics, port: number, host = '0.0.0.0') {
+export type ServeMetricsOptions = {
+  host?: string
+  /** Ports to skip when looking for a free one: the other binaries' configured ports. */
+  avoid?: readonly number[]
+  /** How many ports after `port` to try when it is busy. */
+  tries?: number
+  log?: Pick<Logger, 'info' | 'warn'>
+}
+
+/**
+ * Serves GET /metrics on its own port (worker and cron). Several workers or crons on one
+ * host must all run, so a busy port is never fatal: the next free one of the following
+ * `tries` ports is taken and logged, and if none is free the process runs without a
+ * metrics listener, with a warning. Returns the server, or null (also when port is 0).
+ */
+export function serveMetrics(metrics: Metrics, port: number, { host = '0.0.0.0', avoid = [], tries = 20, log }: ServeMetricsOptions = {}) {
   if (port === 0) return null
-  return Bun.serve({
-    port,
-    hostname: host,
-    async fetch(req) {
-      if (new URL(req.url).pathname !== '/metrics') return new Response('not found; try /metrics\n', { status: 404 })
-      return new Response(await metrics.scrape(), { headers: { 'Content-Type': metrics.contentType } })
-    },
-  })
+  const fetch = async (req: Request) => {
+    if (new URL(req.url).pathname !== '/metrics') return new Response('not found; try /metrics\n', { status: 404 })
+    return new Response(await metrics.scrape(), { headers: { 'Content-Type': metrics.contentType } })
+  }
+  for (let p = port; p <= Math.min(65_535, port + tries); p++) {
+    if (p !== port && avoid.includes(p)) continue
+    try {
+      const server = Bun.serve({ port: p, hostname: host, fetch })
+      if (p === port) log?.info({ port: p }, 'metrics listening')
+      else log?.warn({ port: p, configured_port: port }, 'metrics port was busy; serving metrics on the next free port')
+      return server
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EADDRINUSE') throw err
+    }
+  }
+  log?.warn({ configured_port: port, tried: tries + 1 }, 'no free metrics port; running without a metrics listener')
+  return null
 }
