@@ -46,6 +46,7 @@ export const DEFAULTS = {
   CRON_RETENTION: '0 */5 * * * *',
   RAW_RETENTION_HOURS: '24',
   DEDUP_WINDOW_HOURS: '48',
+  ROLLUP_HOUR_RETENTION_DAYS: '90',
   ROLLUP_PATH_CAP: '1000',
   ROLLUP_CHUNK_XIDS: '500',
   STATS_TOKEN: '',
@@ -111,6 +112,7 @@ const EnvSchema = v.object({
   WORKER_METRICS_PORT: int(0, 65535),
   CRON_METRICS_PORT: int(0, 65535),
   DEDUP_WINDOW_HOURS: int(1, 24 * 365),
+  ROLLUP_HOUR_RETENTION_DAYS: int(0, 100 * 366),
   ROLLUP_PATH_CAP: int(10, 100_000),
   ROLLUP_CHUNK_XIDS: int(1, 1_000_000),
   STATS_TOKEN: v.string(),
@@ -146,7 +148,7 @@ export type Config = Readonly<{
   rollup: Readonly<{ pathCap: number; chunkXids: number }>
   /** Where worker and cron serve /metrics; 0 turns it off. */
   metricsPorts: Readonly<{ worker: number; cron: number }>
-  retention: Readonly<{ rawRetentionHours: number; dedupWindowHours: number }>
+  retention: Readonly<{ rawRetentionHours: number; dedupWindowHours: number; hourRollupDays: number }>
   stats: Readonly<{ token: string | null; public: boolean }>
 }>
 
@@ -221,7 +223,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
     cron: { schedules: { 'queue-depth': e.CRON_QUEUE_DEPTH, rollup: e.CRON_ROLLUP, retention: e.CRON_RETENTION } },
     rollup: { pathCap: e.ROLLUP_PATH_CAP, chunkXids: e.ROLLUP_CHUNK_XIDS },
     metricsPorts: { worker: e.WORKER_METRICS_PORT, cron: e.CRON_METRICS_PORT },
-    retention: { rawRetentionHours: e.RAW_RETENTION_HOURS, dedupWindowHours: e.DEDUP_WINDOW_HOURS },
+    retention: { rawRetentionHours: e.RAW_RETENTION_HOURS, dedupWindowHours: e.DEDUP_WINDOW_HOURS, hourRollupDays: e.ROLLUP_HOUR_RETENTION_DAYS },
     stats: { token: e.STATS_TOKEN || null, public: e.STATS_PUBLIC },
   })
 }

@@ -12,7 +12,7 @@ export type Job = { name: string; run: (signal: AbortSignal) => Promise<unknown>
 export type JobsDeps = { queue: { depth(): Promise<Depth> }; store: Store; log: Logger; metrics?: Metrics | null }
 export type JobsOptions = {
   rollup?: { pathCap?: number; chunkXids?: number }
-  retention?: { rawRetentionHours?: number; dedupWindowHours?: number }
+  retention?: { rawRetentionHours?: number; dedupWindowHours?: number; hourRollupDays?: number }
 }
 
 /** Every job cron knows, by name. */
@@ -46,6 +46,7 @@ export function createJobs({ queue, store, log, metrics = null }: JobsDeps, opti
         metrics?.cron.partitionsDropped.inc(result.partitionsDropped.length)
         metrics?.cron.rowsDeleted.inc({ table: 'events_default' }, result.defaultRowsDeleted)
         metrics?.cron.rowsDeleted.inc({ table: 'event_ids' }, result.eventIdsDeleted)
+        metrics?.cron.rowsDeleted.inc({ table: 'rollup_hour' }, result.hourRollupRowsDeleted)
         const level = result.partitionsKept.length ? 'warn' : 'info'
         log[level]({ job: 'retention', ...result }, result.partitionsKept.length ? 'kept expired partitions that are not rolled up yet' : 'retention done')
         return result

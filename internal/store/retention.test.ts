@@ -1,8 +1,8 @@
 import { afterEach, beforeEach, describe, expect, test } from 'bun:test'
 import { createTestDatabase, type TestDatabase } from '../testkit/testkit.ts'
-import { ensurePartitions, retention } from './retention.ts'
+import { ensurePartitions, hourlyKeptSince, retention } from './retention.ts'
 import { rollup } from './rollup.ts'
-import { createStore, type Store } from './store.ts'
+import { createStore, HourlyDetailExpiredError, type Store } from './store.ts'
 
 let db: TestDatabase
 let store: Store
@@ -83,5 +83,43 @@ describe('retention', () => {
     const result = await retention(db.sql, { rawRetentionHours: 24, dedupWindowHours: 48, now })
     expect(result.eventIdsDeleted).toBe(1)
     expect((await db.sql`select count(*)::int as n from event_ids`)[0]!.n).toBe(1)
+  })
+
+  test('deletes hourly rollups past their retention, and day, month and year answers stay the same', async () => {
+    const today = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate()))
+    const daysAgo = (d: number, hour = 10) => new Date(today.getTime() - d * 24 * HOUR + hour * HOUR).toISOString()
+    for (const [d, user, path] of [[40, 'a', '/x'], [40, 'b', '/y'], [35, 'a', '/x'], [3, 'c', '/x'], [0, 'a', '/z']] as const) {
+      await ingestedHoursAgo(1, { ts: daysAgo(d), user, path })
+    }
+    await rollup(db.sql)
+    const daily = () => store.stats({ siteId: 'ret', from: new Date(daysAgo(60, 0)), to: new Date(daysAgo(-1, 0)), granularity: 'day' })
+    const all = () => store.stats({ siteId: 'ret', from: null, to: null, granularity: null })
+    const before = { daily: await daily(), all: await all() }
+    const hourRows = async () => (await db.sql`select count(*)::int as n from rollup_hour`)[0]!.n as number
+
+    const result = await retention(db.sql, { hourRollupDays: 30, now })
+    expect(result.hourRollupRowsDeleted).toBe(2 + 3) // two old hours, in rollup_hour and in rollup_hour_paths (/x, /y, /x)
+    expect(await hourRows()).toBe(2)
+    expect(await daily()).toEqual(before.daily)
+    expect(await all()).toEqual(before.all)
+    expect(before.all).toMatchObject({ total_views: 5, unique_users: 3 })
+    const months = await store.stats({ siteId: 'ret', from: new Date(Date.UTC(now.getUTCFullYear() - 1, 0, 1)), to: new Date(Date.UTC(now.getUTCFullYear() + 1, 0, 1)), granularity: 'month' })
+    expect(months.total_views).toBe(5)
+
+    // Hourly detail inside the retention still answers; before it, the range is refused by name.
+    const hourlyFrom = hourlyKeptSince(30, now)
+    const recent = await store.stats({ siteId: 'ret', from: new Date(daysAgo(3, 0)), to: new Date(daysAgo(2, 0)), granularity: 'hour', hourlyFrom })
+    expect(recent.series.find((b) => b.views > 0)).toEqual({ bucket: daysAgo(3), views: 1, unique_users: 1 })
+    const old = store.stats({ siteId: 'ret', from: new Date(daysAgo(40, 0)), to: new Date(daysAgo(39, 0)), granularity: 'hour', hourlyFrom })
+    await expect(old).rejects.toBeInstanceOf(HourlyDetailExpiredError)
+    await expect(store.stats({ siteId: 'ret', from: new Date(daysAgo(40, 6)), to: new Date(daysAgo(39, 0)), granularity: null, hourlyFrom })).rejects.toMatchObject({ code: 'hourly_detail_expired' })
+    expect((await store.stats({ siteId: 'ret', from: new Date(daysAgo(40, 0)), to: new Date(daysAgo(39, 0)), granularity: 'day', hourlyFrom })).total_views).toBe(2)
+  })
+
+  test('keeps hourly rollups forever when their retention is 0', async () => {
+    await ingestedHoursAgo(1, { ts: '2001-01-01T10:00:00Z' })
+    await rollup(db.sql)
+    expect((await retention(db.sql, { hourRollupDays: 0, now })).hourRollupRowsDeleted).toBe(0)
+    expect(hourlyKeptSince(0, now)).toBeNull()
   })
 })

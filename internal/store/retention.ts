@@ -5,6 +5,8 @@ export type RetentionOptions = {
   rawRetentionHours?: number
   /** event_ids are remembered this long; a duplicate arriving later is stored again. */
   dedupWindowHours?: number
+  /** Hourly rollups are kept this many whole UTC days back from today; 0 keeps them forever. */
+  hourRollupDays?: number
   /** How many hourly partitions to make ahead of now. */
   aheadHours?: number
   now?: Date
@@ -17,9 +19,22 @@ export type RetentionResult = {
   partitionsKept: string[]
   defaultRowsDeleted: number
   eventIdsDeleted: number
+  /** Rows of rollup_hour and rollup_hour_paths older than the hourly retention. */
+  hourRollupRowsDeleted: number
 }
 
 const HOUR = 3_600_000
+const BATCH = 50_000
+
+/**
+ * The first hour whose hourly rollups are kept: the start of the UTC day `days` before
+ * `now`'s, or null when they are kept forever (days = 0). Stats refuse to read hourly
+ * buckets before it (see stats.ts), and retention deletes them.
+ */
+export function hourlyKeptSince(days: number, now = new Date()): Date | null {
+  if (days === 0) return null
+  return new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() - days))
+}
 
 /** Makes the hourly partitions of events from the previous hour to `aheadHours` ahead. */
 export async function ensurePartitions(sql: Sql, { aheadHours = 6, now = new Date() }: { aheadHours?: number; now?: Date } = {}): Promise<number> {
@@ -36,9 +51,9 @@ export async function ensurePartitions(sql: Sql, { aheadHours = 6, now = new Dat
  * counted: whole hourly partitions are dropped (no vacuum, no bloat) only when every row
  * in them lies below the rollup watermark.
  */
-export async function retention(sql: Sql, { rawRetentionHours = 24, dedupWindowHours = 48, aheadHours = 6, now = new Date() }: RetentionOptions = {}): Promise<RetentionResult> {
+export async function retention(sql: Sql, { rawRetentionHours = 24, dedupWindowHours = 48, hourRollupDays = 90, aheadHours = 6, now = new Date() }: RetentionOptions = {}): Promise<RetentionResult> {
   const cutoff = new Date(now.getTime() - rawRetentionHours * HOUR)
-  const result: RetentionResult = { partitionsCreated: 0, partitionsDropped: [], partitionsKept: [], defaultRowsDeleted: 0, eventIdsDeleted: 0 }
+  const result: RetentionResult = { partitionsCreated: 0, partitionsDropped: [], partitionsKept: [], defaultRowsDeleted: 0, eventIdsDeleted: 0, hourRollupRowsDeleted: 0 }
   result.partitionsCreated = await ensurePartitions(sql, { aheadHours, now })
 
   const partitions = await sql`
@@ -61,12 +76,24 @@ export async function retention(sql: Sql, { rawRetentionHours = 24, dedupWindowH
   result.defaultRowsDeleted = deleted.count
 
   const dedupCutoff = new Date(now.getTime() - Math.max(dedupWindowHours, rawRetentionHours) * HOUR)
-  for (;;) {
-    const batch = await sql`
-      delete from event_ids where ctid = any(array(
-        select ctid from event_ids where seen_at < ${dedupCutoff} limit 50000))`
-    result.eventIdsDeleted += batch.count
-    if (batch.count < 50000) break
+  result.eventIdsDeleted = await deleteInBatches(sql, 'event_ids', sql`seen_at < ${dedupCutoff}`)
+
+  // Day, month and year rollups hold the same counts; only hourly detail goes.
+  const hourly = hourlyKeptSince(hourRollupDays, now)
+  if (hourly) {
+    for (const table of ['rollup_hour', 'rollup_hour_paths']) {
+      result.hourRollupRowsDeleted += await deleteInBatches(sql, table, sql`bucket < ${hourly}`)
+    }
   }
   return result
+}
+
+/** Deletes the rows of `table` matching `where` in batches, so no one statement holds locks for long. */
+async function deleteInBatches(sql: Sql, table: string, where: ReturnType<Sql>): Promise<number> {
+  let total = 0
+  for (;;) {
+    const batch = await sql`delete from ${sql(table)} where ctid = any(array(select ctid from ${sql(table)} where ${where} limit ${BATCH}))`
+    total += batch.count
+    if (batch.count < BATCH) return total
+  }
 }

@@ -1,5 +1,6 @@
 import type postgres from 'postgres'
 import type { Sql } from '../clients/clients.ts'
+import { HourlyDetailExpiredError } from './errors.ts'
 import { GRANULARITIES, HLL, type Granularity } from './rollup.ts'
 
 export type RangeQuery = {
@@ -11,6 +12,8 @@ export type RangeQuery = {
   granularity: Granularity | null
   eventType?: string | null
   limit?: number
+  /** Hourly rollup buckets before this are gone (retention); a range that needs them is refused. */
+  hourlyFrom?: Date | null
 }
 
 export type RangeStats = {
@@ -32,10 +35,14 @@ type SeriesRow = { b: Date; views: number; users: number }
  * Totals and top paths read the coarsest aligned buckets (years, then months, days, hours);
  * the series reads buckets no coarser than its granularity.
  */
-export async function rangeStats(sql: Sql, { siteId, from, to, granularity, eventType = null, limit = 10 }: RangeQuery): Promise<RangeStats> {
+export async function rangeStats(sql: Sql, { siteId, from, to, granularity, eventType = null, limit = 10, hourlyFrom = null }: RangeQuery): Promise<RangeStats> {
   const bounded = from !== null && to !== null
   const coarse = bounded ? plan(from, to, null) : null
   const fine = bounded && granularity ? plan(from, to, granularity) : null
+  if (hourlyFrom) {
+    const needed = [...(coarse?.hour ?? []), ...(fine?.hour ?? [])]
+    if (needed.some((b) => new Date(b) < hourlyFrom)) throw new HourlyDetailExpiredError(hourlyFrom)
+  }
   const { log2m, regwidth, expthresh, sparseon } = HLL
 
   return sql.begin('isolation level repeatable read read only', async (tx) => {

@@ -7,7 +7,7 @@ import { retention, type RetentionOptions } from './retention.ts'
 import { rollup, rollupLag, type RollupOptions } from './rollup.ts'
 import { rangeStats, type RangeQuery, type RangeStats } from './stats.ts'
 
-export { isDataError } from './errors.ts'
+export { HourlyDetailExpiredError, isDataError } from './errors.ts'
 
 export type Store = ReturnType<typeof createStore>
 
