@@ -1,6 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { fieldsOf } from '../../internal/queue/entry.ts'
-import { createQueue } from '../../internal/queue/queue.ts'
+import { createQueue, fieldsOf } from '../../internal/queue/queue.ts'
 import { envFor, runBinary, isolated } from '../../internal/testkit/testkit.ts'
 
 const env = isolated()

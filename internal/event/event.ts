@@ -117,6 +117,20 @@ function createEventParserWith({ maxFutureMs = 5 * 60_000, now = Date.now, newId
 
 // Must agree with valibot's uuid() check.
 const UUID = /^[\da-f]{8}(?:-[\da-f]{4}){3}-[\da-f]{12}$/iu
+
+/**
+ * Whether a value has the shape of a validated Event (as the queue carries it): what a
+ * consumer checks before handing an event it did not validate itself to Postgres.
+ */
+export function isEventShape(x: unknown): x is Event {
+  const e = x as Record<string, unknown> | null
+  const str = (v: unknown) => typeof v === 'string'
+  const optional = (v: unknown) => v === null || str(v)
+  return (
+    typeof e === 'object' && e !== null && str(e.event_id) && UUID.test(e.event_id as string) && str(e.site_id) && str(e.event_type) &&
+    optional(e.path) && optional(e.user_id) && str(e.timestamp) && !Number.isNaN(Date.parse(e.timestamp as string)) && Number.isFinite(e.received_at)
+  )
+}
 const clean = (s: string) => !s.includes('\0') && s.isWellFormed()
 const isOptionalText = (x: unknown, max: number): x is string | null | undefined =>
   x === undefined || x === null || (typeof x === 'string' && x.length <= max && clean(x))

@@ -1,4 +1,4 @@
-import type { Event } from '../event/event.ts'
+import { isEventShape, type Event } from '../event/event.ts'
 
 /**
  * A stream entry that decoded: `count` events as a JSON array (`json`). Fields on the wire:
@@ -16,6 +16,16 @@ export const encode = (events: Event[]): string[] => ['n', String(events.length)
 
 /** The fields that put an entry back on the stream as it was (for dead letters and replays). */
 export const fieldsOf = (entry: Entry): string[] => ['n', String(entry.count), 'b', entry.json]
+
+/** The fields of one event set aside on its own (the one-event form, `e`). */
+export const eventFields = (event: Event): string[] => ['e', JSON.stringify(event)]
+
+/** A dead letter's fields (as a record) made back into a stream entry, or null when it holds no event. */
+export function replayFields(fields: Record<string, string>): string[] | null {
+  if (fields.b !== undefined) return ['n', fields.n ?? '1', 'b', fields.b]
+  if (fields.e !== undefined) return ['e', fields.e]
+  return null
+}
 
 const MAX_COUNT = 10_000
 
@@ -56,7 +66,8 @@ export function eventsOf(entry: Entry): Event[] {
     throw new Error(`undecodable entry: ${(err as Error).message}`)
   }
   if (!Array.isArray(events) || events.length !== entry.count) throw new Error(`undecodable entry: "b" does not hold ${entry.count} events`)
-  return events.map(checkShape)
+  for (const e of events) if (!isEventShape(e)) throw new Error('undecodable entry: not a valid event')
+  return events
 }
 
 /** Joins entries' arrays into one JSON array, without parsing them. */
@@ -65,18 +76,4 @@ export const joinJson = (entries: Entry[]): string => (entries.length === 1 ? en
 function fieldOf(fields: string[], name: string): string | undefined {
   for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === name) return fields[i + 1]
   return undefined
-}
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
-
-function checkShape(e: Event): Event {
-  const str = (x: unknown) => typeof x === 'string'
-  const optional = (x: unknown) => x === null || str(x)
-  if (
-    !e || !UUID.test(e.event_id) || !str(e.site_id) || !str(e.event_type) || !optional(e.path) || !optional(e.user_id) ||
-    !str(e.timestamp) || Number.isNaN(Date.parse(e.timestamp)) || !Number.isFinite(e.received_at)
-  ) {
-    throw new Error('undecodable entry: not a valid event')
-  }
-  return e
 }

@@ -2,7 +2,7 @@
 // entries of up to 100 events, read through a consumer group, acknowledged only after
 // their events are committed in Postgres, and deleted from the stream when acknowledged.
 import type { RedisClient } from '../clients/clients.ts'
-import { decode, fieldsOf, type BadEntry, type Delivery, type RawEntry } from './entry.ts'
+import { decode, fieldsOf, replayFields, type BadEntry, type Delivery, type RawEntry } from './entry.ts'
 import { createWriter } from './writer.ts'
 
 export type QueueOptions = {
@@ -21,6 +21,8 @@ export type QueueOptions = {
 }
 
 export type { BadEntry, Delivery, Entry } from './entry.ts'
+// What a consumer needs of an entry; the fields on the wire stay in entry.ts.
+export { eventFields, eventsOf, fieldsOf, joinJson } from './entry.ts'
 export type { EnqueueResult } from './writer.ts'
 
 export type Depth = {
@@ -87,7 +89,7 @@ export function createQueue(redis: RedisClient, { stream, group, deadLetterStrea
   }
 
   /** Moves entries to the dead-letter stream with the reason, then acknowledges them. */
-  async function deadLetter(items: { id: string; fields: string[]; reason: string }[]): Promise<void> {
+  async function deadLetter(items: BadEntry[]): Promise<void> {
     if (items.length === 0) return
     const tx = redis.multi()
     for (const { id, fields, reason } of items) {
@@ -137,10 +139,10 @@ export function createQueue(redis: RedisClient, { stream, group, deadLetterStrea
     const replayed: string[] = []
     const skipped: { id: string; reason: string }[] = []
     for (const { id, fields } of letters) {
+      const payload = fields && replayFields(fields)
       if (!fields) skipped.push({ id, reason: 'no such dead letter' })
-      else if (fields.b === undefined && fields.e === undefined) skipped.push({ id, reason: 'it holds no event (it was not a valid entry)' })
+      else if (!payload) skipped.push({ id, reason: 'it holds no event (it was not a valid entry)' })
       else {
-        const payload = fields.b !== undefined ? ['n', fields.n ?? '1', 'b', fields.b] : ['e', fields.e!]
         const replies = await redis.multi().xadd(stream, '*', ...payload).xdel(deadLetterStream, id).exec()
         const failed = replies?.find(([err]) => err)
         if (failed) throw failed[0]

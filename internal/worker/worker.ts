@@ -6,8 +6,7 @@ import type { Event } from '../event/event.ts'
 import { sleep } from '../lifecycle/lifecycle.ts'
 import type { Logger } from '../log/log.ts'
 import type { Metrics } from '../metrics/metrics.ts'
-import { eventsOf, fieldsOf, joinJson } from '../queue/entry.ts'
-import type { Delivery, Entry, Queue } from '../queue/queue.ts'
+import { eventFields, eventsOf, fieldsOf, joinJson, type BadEntry, type Delivery, type Entry, type Queue } from '../queue/queue.ts'
 import { isDataError, type Store } from '../store/store.ts'
 
 export type WorkerDeps = {
@@ -133,7 +132,7 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
     }
     let inserted = 0
     let rejectedEvents = 0
-    const rejected: { id: string; fields: string[]; reason: string }[] = [...bad]
+    const rejected: BadEntry[] = [...bad]
     for (let i = 0; i < chunks.length; i += insertConcurrency) {
       const results = await Promise.all(chunks.slice(i, i + insertConcurrency).map((chunk) => retrying('insert batch', () => insert(chunk), signal, stopGraceMs)))
       if (results.includes(undefined)) return // stopping, and Postgres is still failing: leave it all pending.
@@ -166,7 +165,7 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
    * If Postgres rejects the data itself, parses the entries and inserts one event at a time,
    * so the good events still go in and only the bad ones (or unreadable entries) are set aside.
    */
-  async function insert(chunk: Entry[]): Promise<{ inserted: number; rejectedEvents: number; rejected: { id: string; fields: string[]; reason: string }[] }> {
+  async function insert(chunk: Entry[]): Promise<{ inserted: number; rejectedEvents: number; rejected: BadEntry[] }> {
     try {
       const started = performance.now()
       const inserted = await store.insertEventsJson(joinJson(chunk))
@@ -178,7 +177,7 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
     }
     let inserted = 0
     let rejectedEvents = 0
-    const rejected: { id: string; fields: string[]; reason: string }[] = []
+    const rejected: BadEntry[] = []
     for (const entry of chunk) {
       let events: Event[]
       try {
@@ -193,7 +192,7 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
           inserted += await store.insertEvents([event])
         } catch (err) {
           if (!isDataError(err)) throw err
-          rejected.push({ id: entry.id, fields: ['e', JSON.stringify(event)], reason: `postgres rejected the event: ${(err as Error).message}` })
+          rejected.push({ id: entry.id, fields: eventFields(event), reason: `postgres rejected the event: ${(err as Error).message}` })
           rejectedEvents++
         }
       }
