@@ -2,6 +2,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test
 import Redis from 'ioredis'
 import postgres from 'postgres'
 import { startLoad, type Load } from '../internal/testkit/load.ts'
+import { prepareDatabase } from '../internal/store/migrate.ts'
 import { startPostgres, startRedis } from '../internal/testkit/servers.ts'
 import { envFor, eventually, freePort, spawnBinary, uniqueName, waitForReady, type Binary } from '../internal/testkit/testkit.ts'
 
@@ -38,9 +39,7 @@ async function stack(extra: Record<string, string> = {}): Promise<Stack> {
   const env = envFor({ url: pg.url(db) }, { url: redis.url, queue: { stream: `${db}:events` } }, {
     PORT: String(port), STATS_TOKEN: 't', WORKER_CLAIM_IDLE_MS: '1000', WORKER_BLOCK_MS: '100', REDIS_TIMEOUT_MS: '500', ...extra,
   })
-  const admin = postgres(pg.url(), { max: 1, onnotice: () => {} })
-  await admin`create database ${admin(db)}`
-  await admin.end()
+  await prepareDatabase(pg.url(db))
   const start = (name: string, more: Record<string, string> = {}, args: string[] = []) => {
     const b = spawnBinary(name, { ...env, ...more }, args)
     running.push(b)

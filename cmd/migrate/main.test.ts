@@ -1,9 +1,12 @@
 import { afterAll, describe, expect, test } from 'bun:test'
 import postgres from 'postgres'
 import { loadConfig } from '../../internal/config/config.ts'
+import { listMigrations } from '../../internal/store/migrate.ts'
 import { runBinary, uniqueName } from '../../internal/testkit/testkit.ts'
 
 const name = uniqueName('sluice_migrate')
+const raced = uniqueName('sluice_migrate_race')
+const bare = uniqueName('sluice_migrate_bare')
 const url = (db: string) => {
   const u = new URL(loadConfig({ ...process.env, STATS_PUBLIC: 'true' }).databaseUrl)
   u.pathname = `/${db}`
@@ -13,7 +16,7 @@ const env = { ...(process.env as Record<string, string>), DATABASE_URL: url(name
 
 afterAll(async () => {
   const admin = postgres(url('postgres'), { max: 1, onnotice: () => {} })
-  await admin`drop database if exists ${admin(name)} with (force)`
+  for (const db of [name, raced, bare]) await admin`drop database if exists ${admin(db)} with (force)`
   await admin.end()
 })
 
@@ -23,5 +26,29 @@ describe('sluice-migrate', () => {
     expect(first).toEqual({ code: 0, output: expect.stringMatching(/created the database\napplied 0001_events.sql/) })
     const second = await runBinary('migrate', env)
     expect(second).toEqual({ code: 0, output: 'database is up to date\n' })
+  })
+
+  test('several runs started at once on a missing database all succeed, and apply each migration once', async () => {
+    const runs = await Promise.all([1, 2, 3].map(() => runBinary('migrate', { ...env, DATABASE_URL: url(raced) })))
+    expect(runs.map((r) => r.code)).toEqual([0, 0, 0])
+    expect(runs.filter((r) => r.output.includes('applied 0001_events.sql'))).toHaveLength(1)
+    const sql = postgres(url(raced), { max: 1, onnotice: () => {} })
+    const versions = await sql`select version from schema_migrations order by version`
+    await sql.end()
+    expect(versions.map((v) => v.version)).toEqual((await listMigrations()).map((m) => m.version))
+  })
+
+  test('a binary started on a database that lacks migrations changes nothing and exits 69, naming the fix', async () => {
+    const admin = postgres(url('postgres'), { max: 1, onnotice: () => {} })
+    await admin`create database ${admin(bare)}`
+    await admin.end()
+    const api = await runBinary('api', { ...env, DATABASE_URL: url(bare), STATS_PUBLIC: 'true', PORT: '0' })
+    expect(api.code).toBe(69)
+    expect(api.output).toContain('lacks migrations 0001_events.sql')
+    expect(api.output).toContain('run `bun run migrate` first')
+    const sql = postgres(url(bare), { max: 1, onnotice: () => {} })
+    const tables = await sql`select count(*)::int as n from pg_tables where schemaname = 'public'`
+    await sql.end()
+    expect(tables[0]!.n).toBe(0)
   })
 })

@@ -1,7 +1,8 @@
 import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import postgres from 'postgres'
-import type { Sql } from '../clients/clients.ts'
+import { connectPostgres, createSql, redact, UnreachableError, type Sql } from '../clients/clients.ts'
+import { ensurePartitions } from './retention.ts'
 
 export const MIGRATIONS_DIR = join(import.meta.dir, 'migrations')
 // Any constant works; it only has to be the same in every process that migrates.
@@ -62,5 +63,47 @@ export async function ensureDatabase(url: string): Promise<boolean> {
     throw err
   } finally {
     await sql.end({ timeout: 1 })
+  }
+}
+
+export type Prepared = { createdDatabase: boolean; applied: string[]; partitionsCreated: number }
+
+/**
+ * Everything a database needs before the binaries use it: the database itself, every
+ * migration, and the hourly partitions of events around now. `bun run migrate` (and so
+ * `bun run start` and compose's one-shot migrate service) runs it; the other binaries only
+ * check that it has been run (requireSchema). Safe to run again, and from several places
+ * at once: migrations take turns under an advisory lock.
+ */
+export async function prepareDatabase(url: string): Promise<Prepared> {
+  // Creating the database needs the maintenance database; a managed Postgres may refuse, and
+  // then connectPostgres reports the real problem.
+  const createdDatabase = await ensureDatabase(url).catch(() => false)
+  const sql = createSql(url, { max: 1 })
+  await connectPostgres(sql, url)
+  try {
+    const applied = await migrate(sql)
+    const partitionsCreated = await ensurePartitions(sql)
+    return { createdDatabase, applied, partitionsCreated }
+  } finally {
+    await sql.end({ timeout: 5 })
+  }
+}
+
+/**
+ * Throws UnreachableError, naming the fix, when the database lacks migrations this build
+ * has: binaries never change the schema themselves. A newer schema (a newer build migrated
+ * first, during a rolling upgrade) is fine.
+ */
+export async function requireSchema(sql: Sql, url: string, dir = MIGRATIONS_DIR): Promise<void> {
+  const migrations = await listMigrations(dir)
+  const needed = migrations.at(-1)?.version ?? 0
+  const [row] = await sql`select coalesce(max(version), 0)::int as version from schema_migrations`.catch((err: { code?: string }) =>
+    err.code === '42P01' ? [{ version: 0 }] : Promise.reject(err),
+  )
+  const have = row!.version as number
+  if (have < needed) {
+    const missing = migrations.filter((m) => m.version > have).map((m) => m.name)
+    throw new UnreachableError(`the database at ${redact(url)} lacks migrations ${missing.join(', ')}: run \`bun run migrate\` first`)
   }
 }
