@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
-import { GRANULARITIES, HLL_EXACT_UP_TO } from '../internal/store/rollup.ts'
-import { truncate } from '../internal/store/stats.ts'
+import { GRANULARITIES, truncate } from '../internal/store/buckets.ts'
+import { HLL_EXACT_UP_TO } from '../internal/store/rollup.ts'
 import { eventually, pipeline, runBinary, spawnBinary } from '../internal/testkit/testkit.ts'
 
 // An exact oracle for the rollups: a seeded random workload of several sites over a year

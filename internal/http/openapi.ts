@@ -3,6 +3,7 @@ import type { Hono } from 'hono'
 import { describeRoute, openAPIRouteHandler, resolver } from 'hono-openapi'
 import * as v from 'valibot'
 import { EventSchema, type Problem } from '../event/event.ts'
+import { GRANULARITIES } from '../store/buckets.ts'
 
 // Response shapes, as valibot schemas so the OpenAPI document is generated, not written.
 const ProblemSchema = v.object({ field: v.string(), message: v.string() }) satisfies v.GenericSchema<Problem>
@@ -19,7 +20,7 @@ const StatsSchema = v.object({
   total_views: v.number(), unique_users: v.number(), top_paths: v.array(PathViews),
 })
 const RangeStatsSchema = v.object({
-  site_id: v.string(), from: v.string(), to: v.string(), granularity: v.picklist(['hour', 'day', 'month', 'year']), event_type: v.nullable(v.string()),
+  site_id: v.string(), from: v.string(), to: v.string(), granularity: v.picklist(GRANULARITIES), event_type: v.nullable(v.string()),
   totals: v.object({ views: v.number(), unique_users: v.number() }),
   series: v.array(v.object({ bucket: v.string(), views: v.number(), unique_users: v.number() })),
   top_paths: v.array(PathViews),

@@ -1,10 +1,9 @@
 import type { TransactionSql } from 'postgres'
 import type { Sql } from '../clients/clients.ts'
 import { setAside } from './rejects.ts'
+import { GRANULARITIES } from './buckets.ts'
 import { isDataError } from './errors.ts'
 
-export const GRANULARITIES = ['hour', 'day', 'month', 'year'] as const
-export type Granularity = (typeof GRANULARITIES)[number]
 
 /** HyperLogLog parameters for unique users: 2^14 registers of 5 bits, exact up to 1280 users. */
 export const HLL = { log2m: 14, regwidth: 5, expthresh: -1, sparseon: 1 } as const

@@ -1,7 +1,8 @@
 import type postgres from 'postgres'
 import type { Sql } from '../clients/clients.ts'
 import { HourlyDetailExpiredError } from './errors.ts'
-import { GRANULARITIES, HLL, type Granularity } from './rollup.ts'
+import { add, GRANULARITIES, truncate, type Granularity } from './buckets.ts'
+import { HLL } from './rollup.ts'
 
 export type RangeQuery = {
   siteId: string
@@ -87,9 +88,6 @@ export async function rangeStats(sql: Sql, { siteId, from, to, granularity, even
   })
 }
 
-/** The most buckets one answer's series may hold. */
-export const MAX_SERIES_BUCKETS = 10_000
-
 /**
  * Splits [from, to) into series buckets of `granularity`, and each of those into the fewest
  * aligned rollup buckets: a full year from rollup_year, a full month from rollup_month, and
@@ -106,26 +104,6 @@ export function plan(from: Date, to: Date, granularity: Granularity | null): Seg
     t = add(t, level)
   }
   return segments
-}
-
-export function truncate(d: Date, g: Granularity): Date {
-  const y = d.getUTCFullYear()
-  const m = d.getUTCMonth()
-  switch (g) {
-    case 'year': return new Date(Date.UTC(y, 0, 1))
-    case 'month': return new Date(Date.UTC(y, m, 1))
-    case 'day': return new Date(Date.UTC(y, m, d.getUTCDate()))
-    case 'hour': return new Date(Date.UTC(y, m, d.getUTCDate(), d.getUTCHours()))
-  }
-}
-
-export function add(d: Date, g: Granularity, n = 1): Date {
-  const r = new Date(d)
-  if (g === 'year') r.setUTCFullYear(r.getUTCFullYear() + n)
-  else if (g === 'month') r.setUTCMonth(r.getUTCMonth() + n)
-  else if (g === 'day') r.setUTCDate(r.getUTCDate() + n)
-  else r.setUTCHours(r.getUTCHours() + n)
-  return r
 }
 
 /** Every bucket of the range in order, zeros where nothing happened. */
