@@ -5,6 +5,7 @@ import { createApp } from '../../internal/http/http.ts'
 import { createIngest } from '../../internal/http/ingest.ts'
 import { createMetrics, registerQueueGauges } from '../../internal/metrics/metrics.ts'
 import { onStopSignals, shutdown } from '../../internal/lifecycle/lifecycle.ts'
+import { EXIT } from '../../internal/lifecycle/exit-codes.ts'
 import { aborted, runMain } from '../../internal/lifecycle/run.ts'
 import { createLogger } from '../../internal/log/log.ts'
 import { createBackpressure } from '../../internal/queue/backpressure.ts'
@@ -55,5 +56,5 @@ await runMain('api', async () => {
     ['close redis', () => redis.quit()],
   ], config.shutdownTimeoutMs)
   log.info('api stopped')
-  return ok ? 0 : 1
+  return ok ? EXIT.ok : EXIT.failed
 })

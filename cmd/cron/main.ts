@@ -4,13 +4,12 @@ import { openClients } from '../../internal/clients/open.ts'
 import { loadConfig } from '../../internal/config/config.ts'
 import { createJobs, registerCronGauges, schedule } from '../../internal/cron/cron.ts'
 import { onStopSignals, shutdown } from '../../internal/lifecycle/lifecycle.ts'
+import { EXIT } from '../../internal/lifecycle/exit-codes.ts'
 import { aborted, runMain } from '../../internal/lifecycle/run.ts'
 import { createLogger } from '../../internal/log/log.ts'
 import { createMetrics, serveMetrics } from '../../internal/metrics/metrics.ts'
 import { createShardedQueue } from '../../internal/queue/shards.ts'
 import { createStore } from '../../internal/store/store.ts'
-
-const EXIT_USAGE = 64
 
 await runMain('cron', async () => {
   const { values } = parseArgs({ options: { once: { type: 'string' } } })
@@ -23,15 +22,15 @@ await runMain('cron', async () => {
   registerCronGauges(metrics, queue, store)
   const jobs = createJobs({ queue, store, log, metrics }, config)
   const stop = onStopSignals(log)
-  let code = 0
+  let code: number = EXIT.ok
 
   if (values.once !== undefined) {
     const job = jobs[values.once]
     if (!job) {
       console.error(`sluice-cron: no job named ${JSON.stringify(values.once)}; known jobs: ${Object.keys(jobs).join(', ')}`)
-      code = EXIT_USAGE
+      code = EXIT.usage
     } else {
-      code = await job.run(stop).then(() => 0, (err) => (log.error({ err, job: job.name }, 'job failed'), 1))
+      code = await job.run(stop).then(() => EXIT.ok, (err) => (log.error({ err, job: job.name }, 'job failed'), EXIT.failed))
     }
   } else {
     const scheduler = schedule(jobs, config.cron.schedules, log)
@@ -44,5 +43,5 @@ await runMain('cron', async () => {
     ['close postgres', () => sql.end({ timeout: 5 })],
     ['close redis', () => redis.quit()],
   ], config.shutdownTimeoutMs)
-  return ok ? code : code || 1
+  return ok ? code : code || EXIT.failed
 })

@@ -2,6 +2,7 @@
 import { parseArgs } from 'node:util'
 import { openClients } from '../../internal/clients/open.ts'
 import { loadConfig } from '../../internal/config/config.ts'
+import { EXIT } from '../../internal/lifecycle/exit-codes.ts'
 import { runMain } from '../../internal/lifecycle/run.ts'
 import { createLogger } from '../../internal/log/log.ts'
 import { createShardedQueue } from '../../internal/queue/shards.ts'
@@ -26,7 +27,7 @@ await runMain('sluice', async () => {
   const needsIds = (command === 'replay' || command === 'rollup-replay') && !values.all && rest.length === 0
   if (!command || !known.includes(command) || needsIds) {
     console.error(USAGE)
-    return command === 'help' ? 0 : 64
+    return command === 'help' ? EXIT.ok : EXIT.usage
   }
   const config = loadConfig()
   const log = createLogger({ level: 'warn', name: 'sluice' })

@@ -3,6 +3,7 @@ import { duplicateRedis } from '../../internal/clients/clients.ts'
 import { openClients } from '../../internal/clients/open.ts'
 import { loadConfig } from '../../internal/config/config.ts'
 import { onStopSignals, shutdown } from '../../internal/lifecycle/lifecycle.ts'
+import { EXIT } from '../../internal/lifecycle/exit-codes.ts'
 import { runMain } from '../../internal/lifecycle/run.ts'
 import { createLogger } from '../../internal/log/log.ts'
 import { createMetrics, registerQueueGauges, serveMetrics } from '../../internal/metrics/metrics.ts'
@@ -37,5 +38,5 @@ await runMain('worker', async () => {
     ['close redis readers', () => Promise.all(readers.map(({ reader }) => reader.quit()))],
     ['close redis', () => redis.quit()],
   ], config.shutdownTimeoutMs)
-  return ok ? 0 : 1
+  return ok ? EXIT.ok : EXIT.failed
 })

@@ -4,8 +4,6 @@ import { hostname } from 'node:os'
 import { Cron } from 'croner'
 import * as v from 'valibot'
 
-export const EXIT_CONFIG = 78 // EX_CONFIG from sysexits.h
-export const EXIT_UNAVAILABLE = 69 // EX_UNAVAILABLE: a dependency could not be reached
 
 /** Every setting, by environment variable name, with its default. README's config table mirrors this. */
 export const DEFAULTS = {

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { ConfigError, EXIT_CONFIG, EXIT_UNAVAILABLE } from '../config/config.ts'
+import { ConfigError } from '../config/config.ts'
+import { EXIT } from './exit-codes.ts'
 import { UnreachableError } from '../clients/clients.ts'
 
 /**
@@ -14,13 +15,13 @@ export async function runMain(name: string, body: () => Promise<number>): Promis
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(`sluice-${name}: ${err.message}`)
-      code = EXIT_CONFIG
+      code = EXIT.config
     } else if (err instanceof UnreachableError) {
       console.error(`sluice-${name}: ${err.message}`)
-      code = EXIT_UNAVAILABLE
+      code = EXIT.unavailable
     } else {
       console.error(`sluice-${name}: fatal:`, err)
-      code = 1
+      code = EXIT.failed
     }
   }
   process.exit(code)

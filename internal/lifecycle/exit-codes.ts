@@ -1,0 +1,14 @@
+/** Every exit code a Sluice binary uses, from sysexits.h where one fits. */
+export const EXIT = {
+  ok: 0,
+  /** A crash, a failed job, or a shutdown step that failed. */
+  failed: 1,
+  /** Bad command-line arguments (EX_USAGE). */
+  usage: 64,
+  /** A dependency could not be reached or is not ready, e.g. Redis down or migrations missing (EX_UNAVAILABLE). */
+  unavailable: 69,
+  /** Bad configuration (EX_CONFIG). */
+  config: 78,
+  /** Stopped at once by a second stop signal (128 + SIGINT). */
+  interrupted: 130,
+} as const
