@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { createEventParser, type ParseResult } from './event.ts'
+import { createEventParser, type ParseResult, textProblem } from './event.ts'
 
 const NOW = Date.parse('2025-11-14T12:00:00Z')
 const parse = createEventParser({ now: () => NOW, newId: () => '01a2015d-ffcc-704f-b537-162d405faf8e' })
@@ -121,7 +121,18 @@ describe('timestamp', () => {
     ['2025-11-14T24:00:00Z', /not a real time/],
     ['2025-11-14T10:00:00+25:00', /offset/],
     ['1969-12-31T23:59:59Z', /before 1970/],
+    // Years 0-99 are those years, not 1900-1999 (Date.UTC's reading), so they are before 1970.
+    ['0070-06-15T00:00:00Z', /before 1970/],
+    ['0001-01-01T00:00:00Z', /before 1970/],
+    ['0099-12-31T23:59:59Z', /before 1970/],
+    ['0097-02-29T00:00:00Z', /not a real date/],
   ])('rejects %p', (timestamp, message) => rejects({ ...valid, timestamp }, 'timestamp', message))
+
+  test('reads a two-digit year written with four digits as that year, also on the fast path', () => {
+    const r = createEventParser()({ ...valid, timestamp: '0070-06-15T00:00:00Z' })
+    expect(r.ok).toBe(false)
+    expect(parse({ ...valid, timestamp: '1969-12-31T23:00:00-02:00' })).toMatchObject({ ok: true, event: { timestamp: '1970-01-01T01:00:00.000Z' } })
+  })
 
   test('rejects a number', () => rejects({ ...valid, timestamp: 1731578400 }, 'timestamp', /must be a string/))
 
@@ -170,5 +181,13 @@ describe('the fast path for valid events', () => {
     // Both outcomes must be well represented for the comparison to mean anything.
     expect(accepted).toBeGreaterThan(100)
     expect(accepted).toBeLessThan(2900)
+  })
+})
+
+describe('the text rule', () => {
+  test('names a NUL, then a lone surrogate, and passes well-formed text', () => {
+    expect(textProblem('event_type', 'a\0b')).toBe('event_type must not contain NUL characters')
+    expect(textProblem('from', '\uD800x')).toBe('from must be valid Unicode (it has a lone surrogate)')
+    expect(textProblem('path', '/ü/😀')).toBeNull()
   })
 })

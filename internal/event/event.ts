@@ -42,10 +42,23 @@ const PATH_BYTES_MESSAGE = `path must be at most ${PATH_MAX_BYTES} bytes of UTF-
 const pathFits = (s: string) => s.length * 3 <= PATH_MAX_BYTES || (s.length <= PATH_MAX_BYTES && Buffer.byteLength(s) <= PATH_MAX_BYTES)
 const FIELDS = ['site_id', 'event_type', 'timestamp', 'path', 'user_id', 'event_id'] as const
 
+const nulMessage = (field: string) => `${field} must not contain NUL characters`
+const surrogateMessage = (field: string) => `${field} must be valid Unicode (it has a lone surrogate)`
+
+/**
+ * The text rule of every string Sluice takes, in events and in query parameters: Postgres
+ * refuses NUL (0x00) and cannot store a lone surrogate. Returns what is wrong, or null.
+ */
+export function textProblem(field: string, s: string): string | null {
+  if (s.includes('\0')) return nulMessage(field)
+  if (!s.isWellFormed()) return surrogateMessage(field)
+  return null
+}
+
 const wellFormed = (field: string) =>
   [
-    v.check((s: string) => !s.includes('\0'), `${field} must not contain NUL characters`),
-    v.check((s: string) => s.isWellFormed(), `${field} must be valid Unicode (it has a lone surrogate)`),
+    v.check((s: string) => !s.includes('\0'), nulMessage(field)),
+    v.check((s: string) => s.isWellFormed(), surrogateMessage(field)),
   ] as const
 
 const text = (field: string, max: number) =>

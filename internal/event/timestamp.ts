@@ -15,7 +15,7 @@ export function parseTimestamp(s: string): TimestampResult {
   const [year, month, day, hour, minute, second] = [m[1], m[2], m[3], m[4], m[5], m[6]].map((x) => (x === undefined ? 0 : Number(x))) as [number, number, number, number, number, number]
   const fraction = m[7] ? Number(`0.${m[7]}`) * 1000 : 0
   if (month < 1 || month > 12 || hour > 23 || minute > 59 || second > 59) return { ok: false, message: `${FORMAT}; ${s} is not a real time` }
-  const local = Date.UTC(year, month - 1, day, hour, minute, second) + Math.floor(fraction)
+  const local = utc(year, month - 1, day, hour, minute, second) + Math.floor(fraction)
   if (new Date(local).getUTCDate() !== day) return { ok: false, message: `${FORMAT}; ${s} is not a real date` }
   let offsetMinutes = 0
   if (!m[8]) {
@@ -27,4 +27,15 @@ export function parseTimestamp(s: string): TimestampResult {
   const ms = local - offsetMinutes * 60_000
   if (ms < 0) return { ok: false, message: 'timestamp must not be before 1970-01-01T00:00:00Z' }
   return { ok: true, ms }
+}
+
+/**
+ * Date.UTC, except that years 0-99 stay years 0-99: Date.UTC maps them to 1900-1999, which
+ * would read 0070 as 1970. The common case keeps the fast path.
+ */
+function utc(year: number, month: number, day: number, hour: number, minute: number, second: number): number {
+  if (year >= 100) return Date.UTC(year, month, day, hour, minute, second)
+  const d = new Date(Date.UTC(2000, month, day, hour, minute, second))
+  d.setUTCFullYear(year)
+  return d.getTime()
 }

@@ -104,6 +104,24 @@ const rows: Row[] = [
   // Stats.
   ['stats without a token', 'GET', '/stats?site_id=a', null, null, 401, 'unauthorized'],
   ['stats with a Basic header', 'GET', '/stats?site_id=a', null, 'basic', 400, 'bad_authorization'],
+  // Query parameters get the text rule of event fields: Postgres refuses NUL.
+  ['a NUL in /stats event_type', 'GET', '/stats?site_id=s&event_type=a%00b', null, 'bearer', 400, 'invalid_query', 'event_type'],
+  ['a NUL in /stats site_id', 'GET', '/stats?site_id=s%00', null, 'bearer', 400, 'invalid_query', 'site_id'],
+  ['a NUL in /stats date', 'GET', '/stats?site_id=s&date=2025-11-14%00', null, 'bearer', 400, 'invalid_query', 'date'],
+  ['a NUL in /stats limit', 'GET', '/stats?site_id=s&limit=1%00', null, 'bearer', 400, 'invalid_query', 'limit'],
+  ['a NUL in /v1/stats event_type', 'GET', '/v1/stats?site_id=s&from=2025-11-01&event_type=%00', null, 'bearer', 400, 'invalid_query', 'event_type'],
+  ['a NUL in /v1/stats from', 'GET', '/v1/stats?site_id=s&from=2025-11-01%00', null, 'bearer', 400, 'invalid_query', 'from'],
+  ['a NUL in /v1/stats to', 'GET', '/v1/stats?site_id=s&from=2025-11-01&to=2025-11-02%00', null, 'bearer', 400, 'invalid_query', 'to'],
+  ['a NUL in /v1/stats granularity', 'GET', '/v1/stats?site_id=s&from=2025-11-01&granularity=day%00', null, 'bearer', 400, 'invalid_query', 'granularity'],
+  ['a NUL in an unknown stats parameter', 'GET', '/v1/stats?site_id=s&from=2025-11-01&x=%00', null, 'bearer', 400, 'invalid_query', 'x'],
+  ['a NUL in a stats parameter name', 'GET', '/v1/stats?site_id=s&from=2025-11-01&%00=1', null, 'bearer', 400, 'invalid_query', 'query'],
+  // Years 0-99 written with four digits are those years (before 1970), not 1900-1999.
+  ['a two-digit year 0070 in a timestamp', 'POST', '/event', json({ ...ok, timestamp: '0070-06-15T00:00:00Z' }), 'application/json', 400, 'invalid_event', 'timestamp'],
+  ['the year 0001 in a timestamp', 'POST', '/event', json({ ...ok, timestamp: '0001-01-01T00:00:00Z' }), 'application/json', 400, 'invalid_event', 'timestamp'],
+  ['the year 0099 in a batch timestamp', 'POST', '/events', json([{ ...ok, timestamp: '0099-12-31T23:59:59Z' }]), 'application/json', 400, 'invalid_event'],
+  ['a two-digit year in /v1/stats from', 'GET', '/v1/stats?site_id=s&from=0070-01-01T00:00:00Z', null, 'bearer', 400, 'invalid_query', 'from'],
+  ['a two-digit year date in /v1/stats to', 'GET', '/v1/stats?site_id=s&from=2025-11-01&to=0070-01-01', null, 'bearer', 400, 'invalid_query', 'to'],
+  ['a two-digit year date in /stats', 'GET', '/stats?site_id=s&date=0070-01-01', null, 'bearer', 400, 'invalid_query', 'date'],
 ]
 // Every row gets all eight values: bun hands a test function with more parameters than values a done callback.
 const cases: Case[] = rows.map(([n, m, p, b, t, s, c, f]) => [n, m, p, b, t, s, c, f ?? ''])
@@ -115,6 +133,7 @@ describe('a hostile or malformed request', () => {
     const before = await r.redis.xlen(r.queue.stream)
     const headers: Record<string, string> = {}
     if (type === 'basic') headers.authorization = 'Basic dXNlcjpwYXNz'
+    else if (type === 'bearer') headers.authorization = `Bearer ${TOKEN}`
     else if (type) headers['content-type'] = type
     const res = await app.request(path, { method, body: body ?? undefined, headers })
     expect(res.status).toBe(status)

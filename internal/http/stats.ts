@@ -1,6 +1,6 @@
 import { Hono } from 'hono'
 import * as v from 'valibot'
-import { LIMITS, SITE_ID_PATTERN } from '../event/event.ts'
+import { LIMITS, SITE_ID_PATTERN, textProblem } from '../event/event.ts'
 import { parseTimestamp } from '../event/timestamp.ts'
 import { add, GRANULARITIES, MAX_SERIES_BUCKETS, truncate } from '../store/buckets.ts'
 import type { Store } from '../store/store.ts'
@@ -62,7 +62,15 @@ const RangeQuerySchema = v.pipe(
   ),
 )
 
-function query<T extends v.GenericSchema>(schema: T, input: unknown): v.InferOutput<T> {
+/** Parses query parameters; every value, known or not, must first pass the event package's text rule. */
+function query<T extends v.GenericSchema>(schema: T, input: Record<string, string>): v.InferOutput<T> {
+  const textProblems = Object.entries(input).flatMap(([name, value]) => {
+    const badName = textProblem('a parameter name', name)
+    if (badName) return [{ field: 'query', message: badName }]
+    const badValue = textProblem(name, value)
+    return badValue ? [{ field: name, message: badValue }] : []
+  })
+  if (textProblems.length) throw new ApiError(400, 'invalid_query', 'query is invalid', textProblems)
   const parsed = v.safeParse(schema, input)
   if (!parsed.success) {
     const details = parsed.issues.map((i) => ({ field: v.getDotPath(i) ?? 'query', message: i.message }))
