@@ -27,7 +27,7 @@ await runMain('api', async () => {
   const ingest = createIngest({ queue, backpressure, metrics }, config.ingest)
   const app = createApp(
     { queue, backpressure, ingest, metrics, store, log, checks: { redis: () => redis.ping(), postgres: () => store.ping() } },
-    { ingest: config.ingest, statsToken: config.stats.public ? null : config.stats.token, isStopping: () => stop.aborted },
+    { ingest: config.ingest, statsToken: config.stats.public ? null : config.stats.token, isStopping: () => stop.aborted, hourRollupDays: config.retention.hourRollupDays },
   )
   // Ingest takes Bun's native router (the hot path); everything else, and other methods, go to Hono.
   const server = Bun.serve({

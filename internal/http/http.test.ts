@@ -317,6 +317,37 @@ describe('GET /v1/stats', () => {
   })
 })
 
+describe('GET /v1/stats defaults and retention', () => {
+  const auth = { authorization: `Bearer ${TOKEN}` }
+  const HOUR = 3_600_000
+
+  test('counts, with no to given, an event whose timestamp is as far ahead as ingest accepts', async () => {
+    // Ingest that accepts timestamps up to 3 hours ahead: the default range must reach them.
+    const aheadMs = 3 * HOUR
+    const store = createStore(db.sql)
+    const ahead = createApp({ queue: createQueue(r.redis, r.queue), store, log: silentLogger(), checks: {} }, { ingest: { ...ingest, maxFutureMs: aheadMs }, statsToken: TOKEN })
+    const ts = new Date(Date.now() + aheadMs - 60_000).toISOString()
+    const res = await ahead.request('/event', { method: 'POST', body: JSON.stringify({ ...valid, site_id: 'ahead', timestamp: ts }), headers: { 'content-type': 'application/json' } })
+    expect(res.status).toBe(202)
+    const [event] = (await r.redis.xrange(r.queue.stream, '-', '+')).flatMap(([, f]) => JSON.parse(f[f.indexOf('b') + 1]!) as { site_id: string }[]).filter((e) => e.site_id === 'ahead')
+    await store.insertEvents([event as never])
+    const from = new Date(Math.floor(Date.now() / HOUR) * HOUR).toISOString()
+    const stats = (await (await ahead.request(`/v1/stats?site_id=ahead&from=${from}&granularity=hour`, { headers: auth })).json()) as { to: string; totals: { views: number } }
+    expect(stats.totals.views).toBe(1)
+    expect(new Date(stats.to).getTime()).toBeGreaterThan(new Date(ts).getTime())
+  })
+
+  test('answers 422 hourly_detail_expired for hourly buckets past their retention, and whole days still answer', async () => {
+    const store = createStore(db.sql)
+    const kept = createApp({ queue: createQueue(r.redis, r.queue), store, log: silentLogger(), checks: {} }, { ingest, statsToken: TOKEN, hourRollupDays: 30 })
+    const day = new Date(Math.floor(Date.now() / (24 * HOUR)) * 24 * HOUR - 40 * 24 * HOUR).toISOString().slice(0, 10)
+    const body = await expectError(await kept.request(`/v1/stats?site_id=s&from=${day}T05:00:00Z&granularity=hour`, { headers: auth }), 422, 'hourly_detail_expired')
+    expect(body.error).toContain('hourly detail is kept only from')
+    expect((await kept.request(`/v1/stats?site_id=s&from=${day}&granularity=day`, { headers: auth })).status).toBe(200)
+    expect((await kept.request(`/stats?site_id=s&date=${day}`, { headers: auth })).status).toBe(200)
+  })
+})
+
 describe('API documentation', () => {
   test('/openapi.json describes every route, with schemas generated from the validators', async () => {
     const res = await app.request('/openapi.json')

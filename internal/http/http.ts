@@ -41,9 +41,11 @@ export type AppOptions = {
   /** True once shutdown has begun: /readyz answers 503 so load balancers stop sending traffic. */
   isStopping?: () => boolean
   readyTimeoutMs?: number
+  /** ROLLUP_HOUR_RETENTION_DAYS: stats refuse ranges that need hourly buckets older than this; 0 keeps them forever. */
+  hourRollupDays?: number
 }
 
-export function createApp({ queue, backpressure = null, store, log, checks, ingest: handlers, metrics = null }: AppDeps, { ingest, statsToken, isStopping = () => false, readyTimeoutMs = 1000 }: AppOptions) {
+export function createApp({ queue, backpressure = null, store, log, checks, ingest: handlers, metrics = null }: AppDeps, { ingest, statsToken, isStopping = () => false, readyTimeoutMs = 1000, hourRollupDays = 0 }: AppOptions) {
   const app = new Hono()
   // X-Request-Id: the client's, or a new one; echoed back and put in error logs.
   app.use(requestId())
@@ -94,7 +96,7 @@ export function createApp({ queue, backpressure = null, store, log, checks, inge
     app.get('/stats', auth)
     app.get('/v1/stats', auth)
   }
-  app.route('/', statsRoutes(store))
+  app.route('/', statsRoutes(store, { maxFutureMs: ingest.maxFutureMs, hourRollupDays }))
   trackerRoute(app)
   dashboardRoutes(app)
   documentation(app)

@@ -3,7 +3,9 @@ import * as v from 'valibot'
 import { LIMITS, SITE_ID_PATTERN, textProblem } from '../event/event.ts'
 import { parseTimestamp } from '../event/timestamp.ts'
 import { add, GRANULARITIES, MAX_SERIES_BUCKETS, truncate } from '../store/buckets.ts'
-import type { Store } from '../store/store.ts'
+import { hourlyKeptSince } from '../store/retention.ts'
+import type { RangeQuery } from '../store/stats.ts'
+import { HourlyDetailExpiredError, type Store } from '../store/store.ts'
 import { ApiError } from './errors.ts'
 import { routeDocs } from './openapi.ts'
 
@@ -52,9 +54,14 @@ const RangeQueryObject = v.object({
   limit: StatsQuerySchema.entries.limit,
 })
 
-const RangeQuerySchema = v.pipe(
+/**
+ * The range query; without `to`, the range ends after the last hour an accepted event can
+ * be in (now plus INGEST_MAX_FUTURE_MS, rounded up to the hour), so what a client just sent
+ * is counted.
+ */
+const rangeQuerySchema = (maxFutureMs: number) => v.pipe(
   RangeQueryObject,
-  v.transform((q) => ({ ...q, to: q.to ?? add(truncate(new Date(), 'hour'), 'hour') })),
+  v.transform((q) => ({ ...q, to: q.to ?? add(truncate(new Date(Date.now() + maxFutureMs), 'hour'), 'hour') })),
   v.forward(v.check((q) => q.from < q.to, 'to must be after from'), ['to']),
   v.forward(
     v.check((q) => countBuckets(q.from, q.to, q.granularity) <= MAX_SERIES_BUCKETS, `the range holds more than ${MAX_SERIES_BUCKETS} buckets of that granularity; choose a coarser one`),
@@ -79,15 +86,29 @@ function query<T extends v.GenericSchema>(schema: T, input: Record<string, strin
   return parsed.output
 }
 
+export type StatsRoutesOptions = {
+  /** INGEST_MAX_FUTURE_MS: how far ahead an accepted event's timestamp can be. */
+  maxFutureMs?: number
+  /** ROLLUP_HOUR_RETENTION_DAYS; 0 keeps hourly rollups forever. */
+  hourRollupDays?: number
+}
+
 /**
  * GET /stats?site_id=&date=YYYY-MM-DD[&event_type=][&limit=]: one UTC day, or all time without date.
  * GET /v1/stats?site_id=&from=&to=&granularity=&event_type=&limit=: totals, a series and top paths for any range.
+ * A range that needs hourly rollups past their retention is a 422 hourly_detail_expired.
  */
-export function statsRoutes(store: Store) {
+export function statsRoutes(store: Store, { maxFutureMs = 5 * 60_000, hourRollupDays = 0 }: StatsRoutesOptions = {}) {
+  const RangeQuerySchema = rangeQuerySchema(maxFutureMs)
+  const stats = (q: Omit<RangeQuery, 'hourlyFrom'>) =>
+    store.stats({ ...q, hourlyFrom: hourlyKeptSince(hourRollupDays) }).catch((err: unknown) => {
+      if (err instanceof HourlyDetailExpiredError) throw new ApiError(422, err.code, err.message)
+      throw err
+    })
   return new Hono()
   .get('/v1/stats', routeDocs.rangeStats(RangeQueryObject), async (c) => {
     const q = query(RangeQuerySchema, c.req.query())
-    const s = await store.stats({ siteId: q.site_id, from: q.from, to: q.to, granularity: q.granularity, eventType: q.event_type ?? null, limit: q.limit })
+    const s = await stats({ siteId: q.site_id, from: q.from, to: q.to, granularity: q.granularity, eventType: q.event_type ?? null, limit: q.limit })
     return c.json({
       site_id: q.site_id, from: q.from.toISOString(), to: q.to.toISOString(), granularity: q.granularity, event_type: q.event_type ?? null,
       totals: { views: s.total_views, unique_users: s.unique_users },
@@ -100,7 +121,7 @@ export function statsRoutes(store: Store) {
     const q = query(StatsQuerySchema, c.req.query())
     const from = q.date ? new Date(`${q.date}T00:00:00Z`) : null
     const to = from ? new Date(from.getTime() + 86_400_000) : null
-    const s = await store.stats({ siteId: q.site_id, from, to, granularity: null, eventType: q.event_type ?? null, limit: q.limit })
+    const s = await stats({ siteId: q.site_id, from, to, granularity: null, eventType: q.event_type ?? null, limit: q.limit })
     return c.json({
       site_id: q.site_id, date: q.date ?? null, event_type: q.event_type ?? null,
       total_views: s.total_views, unique_users: s.unique_users, top_paths: s.top_paths,
