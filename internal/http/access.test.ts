@@ -132,24 +132,91 @@ describe('a slow client', () => {
   })
 })
 
+describe('a body shorter than its declared length', () => {
+  /** Sends raw HTTP over one socket and resolves with what came back and when, or '' if the server closed without answering. */
+  function rawRequest(port: number, head: string, body: string): Promise<{ text: string; ms: number }> {
+    const started = performance.now()
+    return new Promise((resolve) => {
+      let text = ''
+      Bun.connect({
+        hostname: '127.0.0.1', port,
+        socket: {
+          open: (sock) => void sock.write(head + body),
+          data: (sock, chunk) => {
+            text += chunk.toString()
+            if (text.includes('\r\n\r\n{') && text.trimEnd().endsWith('}')) {
+              sock.end()
+              resolve({ text, ms: performance.now() - started })
+            }
+          },
+          close: () => resolve({ text, ms: performance.now() - started }),
+        },
+      })
+    })
+  }
+
+  test.each([[10], [20_000]])('of %p bytes gets a 408 within the body timeout', async (declared) => {
+    const app = appWith({ bodyTimeoutMs: 500 })
+    const server = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: (req) => app.fetch(req) })
+    try {
+      const sent = '{"site_id":"a"'.slice(0, Math.min(10, declared - 5))
+      const res = await rawRequest(server.port!, `POST /event HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${declared}\r\n\r\n`, sent)
+      expect(res.text).toStartWith('HTTP/1.1 408')
+      expect(res.text).toContain('"code":"body_timeout"')
+      expect(res.ms).toBeLessThan(500 + 250 + 500)
+    } finally {
+      server.stop(true)
+    }
+  })
+})
+
 describe('the in-flight gate', () => {
-  test('lets requests in while their bytes fit, queues the rest in order, and lets a lone large one through', async () => {
+  test('holds requests while their bytes fit and refuses the rest at once, keeping a quarter of the budget for small bodies', async () => {
     const { createGate } = await import('./limits.ts')
-    const gate = createGate(100)
-    const order: string[] = []
-    const a = gate.acquire(60) as () => void
-    const b = (gate.acquire(50) as Promise<() => void>).then((r) => (order.push('b'), r))
-    const c = (gate.acquire(10) as Promise<() => void>).then((r) => (order.push('c'), r))
-    expect(gate.inUse()).toBe(60)
-    a()
-    const [rb, rc] = await Promise.all([b, c])
-    expect(order).toEqual(['b', 'c'])
-    expect(gate.inUse()).toBe(60)
-    rb()
-    rc()
-    const big = gate.acquire(500)
-    expect(typeof big).toBe('function')
-    ;(big as () => void)()
+    const gate = createGate(100_000, { smallBytes: 1000 })
+    const hold = (n: number) => {
+      const h = gate.hold(n)
+      return h.grow(n) ? h : null
+    }
+    const large = hold(70_000)
+    expect(large).not.toBeNull()
+    // Large bodies may use three quarters (75,000): another 10,000 does not fit.
+    expect(hold(10_000)).toBeNull()
+    // Small ones may use the rest.
+    const smalls = Array.from({ length: 30 }, () => hold(1000))
+    expect(smalls.every(Boolean)).toBe(true)
+    expect(hold(1000)).toBeNull()
+    expect(gate.inUse()).toBe(100_000)
+    large!.release()
+    large!.release() // releasing twice changes nothing
+    expect(gate.inUse()).toBe(30_000)
+    for (const h of smalls) h!.release()
+    // A lone body over the whole budget still gets in, and the small quarter stays open beside it.
+    const lone = hold(500_000)
+    expect(lone).not.toBeNull()
+    expect(hold(10_000)).toBeNull()
+    const beside = Array.from({ length: 25 }, () => hold(1000))
+    expect(beside.every(Boolean)).toBe(true)
+    expect(hold(1000)).toBeNull()
+    lone!.release()
+    for (const h of beside) h!.release()
+    expect(gate.inUse()).toBe(0)
+  })
+
+  test('counts a body of unknown length as it arrives, small until it outgrows that, then as a whole large body', async () => {
+    const { createGate } = await import('./limits.ts')
+    const gate = createGate(100_000, { smallBytes: 1000 })
+    const h = gate.hold(60_000)
+    expect(h.grow(400)).toBe(true)
+    expect(h.grow(900)).toBe(true)
+    expect(gate.inUse()).toBe(900)
+    expect(h.grow(1500)).toBe(true)
+    expect(gate.inUse()).toBe(60_000)
+    expect(h.grow(50_000)).toBe(true)
+    expect(gate.inUse()).toBe(60_000)
+    const other = gate.hold(20_000)
+    expect(other.grow(2000)).toBe(false)
+    h.release()
     expect(gate.inUse()).toBe(0)
   })
 })

@@ -3,32 +3,55 @@ import { HTTPException } from 'hono/http-exception'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
 import type { Logger } from '../log/log.ts'
 
+/** Every code an API error answer can carry: clients branch on these, never on the message. */
+export type ErrorCode =
+  | 'bad_request' | 'unauthorized' | 'bad_authorization' | 'not_found' | 'method_not_allowed' | 'error' | 'internal'
+  | 'unsupported_media_type' | 'body_too_large' | 'body_timeout' | 'invalid_utf8' | 'empty_body' | 'invalid_json'
+  | 'invalid_event' | 'invalid_batch' | 'empty_batch' | 'batch_too_large'
+  | 'origin_not_allowed' | 'site_not_allowed' | 'rate_limited'
+  | 'queue_full' | 'queue_unavailable' | 'server_busy'
+  | 'invalid_query' | 'hourly_detail_expired'
+
+export type ApiErrorOptions = {
+  /** Problems with single fields, as `details` in the answer. */
+  details?: unknown[]
+  headers?: Record<string, string>
+  /** Further fields of the answer's JSON body, e.g. the event_id a client should retry with. */
+  extra?: Record<string, unknown>
+}
+
 /** Where a client went wrong (or Redis could not take the write): a status, a stable code and a message. */
 export class ApiError extends Error {
-  constructor(
-    readonly status: ContentfulStatusCode,
-    readonly code: string,
-    message: string,
-    readonly details?: unknown[],
-    readonly headers?: Record<string, string>,
-  ) {
+  readonly details?: unknown[]
+  readonly headers?: Record<string, string>
+  readonly extra?: Record<string, unknown>
+  constructor(readonly status: ContentfulStatusCode, readonly code: ErrorCode, message: string, { details, headers, extra }: ApiErrorOptions = {}) {
     super(message)
     this.name = 'ApiError'
+    this.details = details
+    this.headers = headers
+    this.extra = extra
   }
 }
 
-export type ErrorBody = { error: string; code: string; details?: unknown[] }
+export type ErrorBody = { error: string; code: ErrorCode; details?: unknown[] } & Record<string, unknown>
 
 export const RETRY_AFTER_SECONDS = '1'
 
-export const queueUnavailable = () =>
-  new ApiError(503, 'queue_unavailable', 'the event queue cannot take writes right now; retry later', undefined, {
-    'Retry-After': RETRY_AFTER_SECONDS,
-  })
+/**
+ * What a client is told when Redis did not confirm a write in time. The write may still
+ * have happened (a frozen Redis can wake and apply it), so the event is not "refused":
+ * the client should retry with the same event_id, which is stored once however often it
+ * arrives within the dedup window.
+ */
+export const QUEUE_UNCONFIRMED = 'the event queue did not confirm the write: it may or may not have been stored. Retry with the same event_id; it is stored once'
+
+export const queueUnavailable = (eventId: string) =>
+  new ApiError(503, 'queue_unavailable', QUEUE_UNCONFIRMED, { headers: { 'Retry-After': RETRY_AFTER_SECONDS }, extra: { event_id: eventId } })
 
 /** The JSON body an ApiError is answered with. */
 export function errorBody(err: ApiError): ErrorBody {
-  return err.details ? { error: err.message, code: err.code, details: err.details } : { error: err.message, code: err.code }
+  return { error: err.message, code: err.code, ...(err.details ? { details: err.details } : {}), ...err.extra }
 }
 
 /** Maps ApiError and HTTPException to their status with a JSON body; anything else is a logged 500. */
@@ -43,10 +66,10 @@ export function errorHandler(log: Logger) {
       return c.json({ error: err.message || res.statusText || 'request failed', code: codeFor(err.status) }, err.status, headers)
     }
     log.error({ err, method: c.req.method, path: c.req.path, request_id: c.get('requestId' as never) }, 'unhandled error')
-    return c.json({ error: 'internal error', code: 'internal' }, 500)
+    return c.json({ error: 'internal error', code: 'internal' satisfies ErrorCode }, 500)
   }
 }
 
-function codeFor(status: number): string {
-  return ({ 400: 'bad_request', 401: 'unauthorized', 413: 'body_too_large' } as Record<number, string>)[status] ?? 'error'
+function codeFor(status: number): ErrorCode {
+  return ({ 400: 'bad_request', 401: 'unauthorized', 413: 'body_too_large' } as Record<number, ErrorCode>)[status] ?? 'error'
 }

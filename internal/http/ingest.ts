@@ -2,8 +2,8 @@ import { createEventParser, type Event, type ParseResult, type Problem } from '.
 import type { Metrics } from '../metrics/metrics.ts'
 import type { Backpressure } from '../queue/backpressure.ts'
 import type { Queue } from '../queue/queue.ts'
-import { parseJson, readBody } from './body.ts'
-import { ApiError, errorBody, queueUnavailable, RETRY_AFTER_SECONDS } from './errors.ts'
+import { checkBody, createDeadlines, parseJson, readBody } from './body.ts'
+import { ApiError, errorBody, QUEUE_UNCONFIRMED, queueUnavailable, RETRY_AFTER_SECONDS } from './errors.ts'
 import { clientIp, createGate, createRateLimiter, type RequestIpSource } from './limits.ts'
 
 export type IngestOptions = {
@@ -19,9 +19,12 @@ export type IngestOptions = {
   rateLimitBurst?: number
   /** Read the client IP from X-Forwarded-For (set when behind nginx). */
   trustProxy?: boolean
-  /** Most request-body bytes parsed and processed at once; more wait their turn. Bounds the API's memory. */
+  /**
+   * Most request-body bytes held at once, counted from each request's declared length before
+   * it is read; a request that does not fit gets a 503 at once. Bounds the API's memory.
+   */
   inFlightBytes?: number
-  /** A body that has not fully arrived by then gets a 408. */
+  /** A body that has not fully arrived by then gets a 408, whatever its size. */
   bodyTimeoutMs?: number
 }
 
@@ -30,7 +33,7 @@ export type IngestDeps = { queue: Pick<Queue, 'enqueue'>; backpressure?: Backpre
 export type ItemResult =
   | { index: number; status: 'accepted'; event_id: string }
   | { index: number; status: 'rejected'; code: 'invalid_event'; details: Problem[] }
-  | { index: number; status: 'failed'; code: 'queue_unavailable'; error: string }
+  | { index: number; status: 'failed'; code: 'queue_unavailable'; error: string; event_id: string }
 
 type Handler = (req: Request, server?: RequestIpSource) => Promise<Response>
 /** What a handler reports for metrics: events accepted, and events not accepted by reason. */
@@ -45,17 +48,20 @@ export type Ingest = { event: Handler; events: Handler; preflight: (req: Request
  * serves them from Bun's native router (the hot path) and the Hono app mounts the same ones.
  */
 export function createIngest({ queue, backpressure = null, metrics = null }: IngestDeps, options: IngestOptions): Ingest {
-  const { bodyLimitBytes, batchMax, maxFutureMs, allowedSites = null, allowedOrigins = null, rateLimitPerSecond = 0, rateLimitBurst, trustProxy = false, inFlightBytes = 1024 * 1024, bodyTimeoutMs = 10_000 } = options
+  const { bodyLimitBytes, batchMax, maxFutureMs, allowedSites = null, allowedOrigins = null, rateLimitPerSecond = 0, rateLimitBurst, trustProxy = false, inFlightBytes = 8 * 1024 * 1024, bodyTimeoutMs = 10_000 } = options
   const gate = createGate(inFlightBytes)
+  const deadlines = createDeadlines(bodyTimeoutMs)
   const parseEvent = createEventParser({ maxFutureMs })
   const sites = allowedSites?.length ? new Set(allowedSites) : null
   const origins = allowedOrigins?.length ? new Set(allowedOrigins) : null
   const take = rateLimitPerSecond > 0 ? createRateLimiter({ perSecond: rateLimitPerSecond, burst: rateLimitBurst ?? Math.max(rateLimitPerSecond, batchMax) }) : null
 
-  const parse = (input: unknown): ParseResult => {
+  /** A valid event of a site not registered here is refused apart from invalid ones (403, not 400). */
+  type Parsed = ParseResult | { ok: false; notRegistered: true; problems: Problem[] }
+  const parse = (input: unknown): Parsed => {
     const r = parseEvent(input)
     if (r.ok && sites && !sites.has(r.event.site_id)) {
-      return { ok: false, problems: [{ field: 'site_id', message: `site_id ${JSON.stringify(r.event.site_id)} is not registered here` }] }
+      return { ok: false, notRegistered: true, problems: [{ field: 'site_id', message: `site_id ${JSON.stringify(r.event.site_id)} is not registered here` }] }
     }
     return r
   }
@@ -77,9 +83,11 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
     })
 
   /**
-   * Checks that come before reading the body, then the body itself, then a turn at the
-   * gate (only for parsing and what follows, so a slow upload holds up nobody else).
-   * The caller must call `release` when done.
+   * Checks that come before reading the body, then a place in the in-flight budget for its
+   * declared length, then the body itself. A request that does not fit is refused before Bun
+   * buffers its body, and its connection is closed so the rest of the body is never read. A
+   * body sent without a length holds a small body's place until it outgrows it, then the
+   * whole body limit. The caller must call `release` when done.
    */
   async function admit(req: Request): Promise<{ body: unknown; release: () => void }> {
     const origin = req.headers.get('origin')
@@ -87,22 +95,28 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
       throw new ApiError(403, 'origin_not_allowed', `origin ${JSON.stringify(origin)} may not send events here`)
     }
     if (backpressure?.overloaded()) {
-      throw new ApiError(503, 'queue_full', `the queue holds ${backpressure.backlog()} unprocessed entries (limit ${backpressure.maxBacklog}); retry later`, undefined, { 'Retry-After': '5' })
+      throw new ApiError(503, 'queue_full', `the queue holds ${backpressure.backlog()} unprocessed entries (limit ${backpressure.maxBacklog}); retry later`, { headers: { 'Retry-After': '5' } })
     }
-    const bytes = await readBody(req, bodyLimitBytes, bodyTimeoutMs)
-    const held = gate.acquire(bytes.length)
-    const release = typeof held === 'function' ? held : await held
+    const declared = checkBody(req, bodyLimitBytes)
+    const hold = gate.hold(declared ?? bodyLimitBytes)
+    if (declared !== null && !hold.grow(declared)) busy()
+    const grow = declared !== null ? undefined : (size: number) => void (hold.grow(size) || busy())
     try {
-      return { body: parseJson(bytes), release }
+      return { body: parseJson(await readBody(req, declared, bodyLimitBytes, deadlines, grow)), release: hold.release }
     } catch (err) {
-      release()
+      hold.release()
       throw err
     }
+  }
+  const busy = (): never => {
+    throw new ApiError(503, 'server_busy', `the API holds ${gate.inUse()} bytes of request bodies, its limit (INGEST_IN_FLIGHT_BYTES ${gate.maxBytes}); retry in ${RETRY_AFTER_SECONDS} s`, {
+      headers: { 'Retry-After': RETRY_AFTER_SECONDS, Connection: 'close' },
+    })
   }
   const charge = (req: Request, server: RequestIpSource | undefined, n: number) => {
     const verdict = take?.(clientIp(req, server, trustProxy), n)
     if (verdict && !verdict.ok) {
-      throw new ApiError(429, 'rate_limited', `too many events from this client; retry in ${verdict.retryAfterS} s`, undefined, { 'Retry-After': String(verdict.retryAfterS) })
+      throw new ApiError(429, 'rate_limited', `too many events from this client; retry in ${verdict.retryAfterS} s`, { headers: { 'Retry-After': String(verdict.retryAfterS) } })
     }
   }
   /** An ApiError becomes its JSON answer; anything else goes up to the caller's error handler. Counts every answer. */
@@ -143,13 +157,12 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
   async function acceptEvent(req: Request, server: RequestIpSource | undefined, tally: Tally, body: unknown): Promise<Response> {
     const result = parse(body)
     if (!result.ok) {
-      const notRegistered = sites && result.problems.length === 1 && result.problems[0]!.message.endsWith('is not registered here')
-      if (notRegistered) throw new ApiError(403, 'site_not_allowed', result.problems[0]!.message)
-      throw new ApiError(400, 'invalid_event', 'event is invalid', result.problems)
+      if ('notRegistered' in result) throw new ApiError(403, 'site_not_allowed', result.problems[0]!.message)
+      throw new ApiError(400, 'invalid_event', 'event is invalid', { details: result.problems })
     }
     charge(req, server, 1)
     const [written] = await queue.enqueue([result.event])
-    if (!written?.ok) throw queueUnavailable()
+    if (!written?.ok) throw queueUnavailable(result.event.event_id)
     tally.accepted = 1
     // event_id is a lower-case UUID: nothing in it needs escaping.
     return respond(req, `{"status":"accepted","event_id":"${result.event.event_id}"}`, 202)
@@ -169,7 +182,7 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
     valid.forEach(({ index, event }, i) => {
       results[index] = written[i]?.ok
         ? { index, status: 'accepted', event_id: event.event_id }
-        : { index, status: 'failed', code: 'queue_unavailable', error: 'the event queue cannot take writes right now; retry this event' }
+        : { index, status: 'failed', code: 'queue_unavailable', error: QUEUE_UNCONFIRMED, event_id: event.event_id }
     })
     const accepted = results.filter((r) => r.status === 'accepted').length
     const failed = results.filter((r) => r.status === 'failed').length

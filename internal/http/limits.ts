@@ -47,31 +47,70 @@ export function clientIp(req: Request, server: RequestIpSource | undefined, trus
 /** What Bun's server offers to tell a request's peer address. */
 export type RequestIpSource = { requestIP?: (req: Request) => { address: string } | null }
 
+/** Bodies up to this size may use the part of the in-flight budget kept back from larger ones. */
+export const SMALL_BODY_BYTES = 16 * 1024
+
 /**
- * Bounds the request bytes being worked on at once. A request past the bound waits, with its
- * body still unread in the socket, so a burst of large batches cannot grow the heap without
- * limit. Waiters are served in order.
+ * Bounds the request-body bytes the API holds at once, counted from the declared length
+ * before a byte is read: Bun buffers a request's body as it arrives whether or not anyone
+ * reads it, so a request that does not fit is refused at once (the caller answers 503 and
+ * closes the connection) rather than kept waiting with its bytes in memory.
+ *
+ * A quarter of the budget is kept for small bodies (single events, beacons): large or slow
+ * uploads can hold at most the other three quarters, so they never stop small ones. A lone
+ * large body bigger than its share still gets in when no other large one is held. So the
+ * bytes held are at most maxBytes, or one body limit plus the small quarter.
  */
-export function createGate(maxBytes: number) {
-  let inUse = 0
-  const waiting: { n: number; go: () => void }[] = []
-  const release = (n: number) => () => {
-    inUse -= n
-    while (waiting.length && (inUse === 0 || inUse + waiting[0]!.n <= maxBytes)) {
-      const next = waiting.shift()!
-      inUse += next.n
-      next.go()
-    }
-  }
+export function createGate(maxBytes: number, { smallBytes = SMALL_BODY_BYTES, smallShare = 0.25 } = {}) {
+  const smallReserve = Math.floor(maxBytes * smallShare)
+  const largeCap = maxBytes - smallReserve
+  let small = 0
+  let large = 0
+  const fits = (n: number, asSmall: boolean) =>
+    asSmall ? small + large === 0 || small + n <= smallReserve || small + large + n <= maxBytes : large === 0 || large + n <= largeCap
+
   return {
-    /** Resolves with a release function once `n` bytes fit (a single request larger than the bound still gets in alone). */
-    acquire(n: number): Promise<() => void> | (() => void) {
-      if (waiting.length === 0 && (inUse === 0 || inUse + n <= maxBytes)) {
-        inUse += n
-        return release(n)
+    /**
+     * A hold on the budget for one request's body, empty until grown. `grow(total)` makes it
+     * cover `total` bytes (the declared length up front, or the bytes arrived so far) and
+     * returns false, holding what it held, when they do not fit. A body counts as small while
+     * it is at most smallBytes, and as large (its whole `largeBytes`) from then on.
+     */
+    hold(largeBytes: number) {
+      let held = 0
+      let isLarge = false
+      let done = false
+      const give = () => {
+        if (isLarge) large -= held
+        else small -= held
+        held = 0
       }
-      return new Promise((resolve) => waiting.push({ n, go: () => resolve(release(n)) }))
+      return {
+        grow(total: number): boolean {
+          if (done || total <= held) return !done
+          if (total <= smallBytes && !isLarge) {
+            if (!fits(total - held, true)) return false
+            small += total - held
+            held = total
+            return true
+          }
+          if (isLarge) return true // a large hold already covers the whole body
+          const want = Math.max(total, largeBytes)
+          if (!fits(want, false)) return false
+          give()
+          large += want
+          held = want
+          isLarge = true
+          return true
+        },
+        release() {
+          if (done) return
+          done = true
+          give()
+        },
+      }
     },
-    inUse: () => inUse,
+    inUse: () => small + large,
+    maxBytes,
   }
 }

@@ -77,11 +77,11 @@ function query<T extends v.GenericSchema>(schema: T, input: Record<string, strin
     const badValue = textProblem(name, value)
     return badValue ? [{ field: name, message: badValue }] : []
   })
-  if (textProblems.length) throw new ApiError(400, 'invalid_query', 'query is invalid', textProblems)
+  if (textProblems.length) throw new ApiError(400, 'invalid_query', 'query is invalid', { details: textProblems })
   const parsed = v.safeParse(schema, input)
   if (!parsed.success) {
     const details = parsed.issues.map((i) => ({ field: v.getDotPath(i) ?? 'query', message: i.message }))
-    throw new ApiError(400, 'invalid_query', 'query is invalid', details)
+    throw new ApiError(400, 'invalid_query', 'query is invalid', { details })
   }
   return parsed.output
 }
