@@ -124,6 +124,66 @@ describe('under load', () => {
     expect(result.duplicated).toBe(0)
   }, 90_000)
 
+  test('a frozen Redis: every 503 and failed batch item carries the event_id, and retrying with it stores each event exactly once', async () => {
+    const s = await stack({ REDIS_TIMEOUT_MS: '300' })
+    const api = s.start('api')
+    await waitForReady(`${s.base}/readyz`, api)
+    s.start('worker')
+    // Clients that send no event_id of their own: the API assigns one, and a 503 must hand it back.
+    const payload = new Map<string, Record<string, unknown>>() // path -> event, each path sent once
+    const unsure = new Map<string, Record<string, unknown>>() // event_id from a 503 -> its event
+    let stopping = false
+    let n = 0
+    const statuses: Record<string, number> = {}
+    const send = async () => {
+      while (!stopping) {
+        const batch = n % 3 === 0
+        const events = Array.from({ length: batch ? 4 : 1 }, () => ({ site_id: 'frozen', event_type: 'pageview', path: `/f/${n++}`, timestamp: new Date().toISOString() }))
+        for (const e of events) payload.set(e.path, e)
+        const res = await fetch(`${s.base}/${batch ? 'events' : 'event'}`, { method: 'POST', body: JSON.stringify(batch ? events : events[0]), headers: { 'content-type': 'application/json' } }).catch(() => null)
+        if (!res) continue
+        statuses[res.status] = (statuses[res.status] ?? 0) + 1
+        const body = (await res.json()) as { event_id?: string; code?: string; results?: { status: string; event_id?: string }[] }
+        if (res.status === 503 && !batch) {
+          expect(body.code).toBe('queue_unavailable')
+          expect(body.event_id).toMatch(/^[0-9a-f-]{36}$/)
+          unsure.set(body.event_id!, events[0]!)
+        }
+        for (const [i, item] of (body.results ?? []).entries()) {
+          if (item.status === 'failed') {
+            expect(item.event_id).toMatch(/^[0-9a-f-]{36}$/)
+            unsure.set(item.event_id!, events[i]!)
+          }
+        }
+      }
+    }
+    const running = Promise.all(Array.from({ length: 6 }, send))
+    await Bun.sleep(800)
+    redis.freeze()
+    await Bun.sleep(3000)
+    redis.thaw()
+    await Bun.sleep(800)
+    stopping = true
+    await running
+    expect(unsure.size).toBeGreaterThan(0)
+
+    // Each unsure event is retried, as the README says, with the event_id the answer gave.
+    for (const [id, e] of unsure) {
+      const res = await fetch(`${s.base}/event`, { method: 'POST', body: JSON.stringify({ ...e, event_id: id }), headers: { 'content-type': 'application/json' } })
+      expect(res.status).toBe(202)
+    }
+    await eventually(async () => (await s.r.xlen(s.env.QUEUE_STREAM!)) === 0, { timeoutMs: 30_000, intervalMs: 100 })
+    const rows = await s.sql`select path, count(*)::int as n from events where site_id = 'frozen' group by path`
+    const storedTwice = rows.filter((r) => r.n > 1)
+    const storedAnyway = (await s.sql`select count(*)::int as n from events where event_id = any(${[...unsure.keys()]}::uuid[])`)[0]!.n as number
+    report.push(`frozen Redis 3 s: statuses ${JSON.stringify(statuses)}; ${unsure.size} events answered 503 or failed, retried with their event_id; ${storedAnyway} of them stored (once each); ${storedTwice.length} stored twice`)
+    expect(storedTwice).toEqual([])
+    expect(storedAnyway).toBe(unsure.size)
+    // Every event a 202 or a retry covered is stored.
+    const answered = rows.length
+    expect(answered).toBeGreaterThanOrEqual(unsure.size)
+  }, 90_000)
+
   test('a Redis crash and restart with AOF loses only events acknowledged within the fsync window, and every binary recovers by itself', async () => {
     const s = await stack({ CRON_QUEUE_DEPTH: '* * * * * *', LOG_LEVEL: 'info' })
     const api = s.start('api')

@@ -22,6 +22,9 @@ export async function startRedis({ aof = true, replicaOf }: { aof?: boolean; rep
       const up = await eventually(async () => (await Bun.spawn(['redis-cli', '-p', String(port), 'ping'], { stdout: 'ignore', stderr: 'ignore' }).exited) === 0, { timeoutMs: 10_000 })
       if (!up) throw new Error(`redis-server on ${port} did not start`)
     },
+    /** Freezes the server (SIGSTOP): connections stay open and nothing answers. */
+    freeze: () => void proc?.kill('SIGSTOP'),
+    thaw: () => void proc?.kill('SIGCONT'),
     /** SIGKILL by default: a crash, so only what AOF had written survives. */
     async stop(signal: NodeJS.Signals = 'SIGKILL') {
       proc?.kill(signal)
