@@ -43,5 +43,6 @@ await runMain('cron', async () => {
     ['close postgres', () => sql.end({ timeout: 5 })],
     ['close redis', () => redis.quit()],
   ], config.shutdownTimeoutMs)
+  if (values.once === undefined) log.info('cron stopped')
   return ok ? code : code || EXIT.failed
 })

@@ -1,42 +1,61 @@
 // sluice-start: runs api, worker and cron together for local use. Stops them all on
 // SIGINT/SIGTERM, or when any one of them exits.
-import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
+import { ConfigError, localStatsToken } from '../../internal/config/config.ts'
+import { EXIT } from '../../internal/lifecycle/exit-codes.ts'
+import { SIGNAL_ECHO_MS } from '../../internal/lifecycle/lifecycle.ts'
 import { scriptCommand } from '../../internal/lifecycle/run.ts'
 
 const root = join(import.meta.dir, '..', '..')
 const env = { ...process.env }
-if (!env.STATS_TOKEN && env.STATS_PUBLIC !== 'true') {
-  env.STATS_TOKEN = randomBytes(18).toString('base64url')
-  console.error(`sluice-start: STATS_TOKEN was not set; this run's stats token is ${env.STATS_TOKEN}`)
+let token: string | null = null
+try {
+  token = localStatsToken(env)
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err
+  console.error(`sluice-start: ${err.message}`)
+  process.exit(EXIT.config)
+}
+if (token) {
+  env.STATS_TOKEN = token
+  console.error(`sluice-start: STATS_TOKEN was not set; this run's stats token is ${token}`)
 }
 
-// Each binary is started exactly as its package.json script starts it.
-const migrate = Bun.spawnSync(scriptCommand(root, 'migrate'), { cwd: root, env, stdout: 'inherit', stderr: 'inherit' })
-if (migrate.exitCode !== 0) process.exit(migrate.exitCode ?? 1)
-
-const children = ['api', 'worker', 'cron'].map((name) => ({
-  name,
-  proc: Bun.spawn(scriptCommand(root, name), { cwd: root, env, stdout: 'inherit', stderr: 'inherit' }),
-}))
-
+// The first signal stops every child gracefully (once: a second SIGTERM would make them exit
+// at once). The echoes of the same Ctrl-C are ignored; a signal after that kills them.
+// Installed before anything starts, so a Ctrl-C during start-up is a stop too.
+let children: { name: string; proc: Bun.Subprocess }[] = []
 let stopping = false
-function stopAll(signal: NodeJS.Signals) {
+let stoppedAt = 0
+function stopAll() {
   if (stopping) {
+    if (Date.now() - stoppedAt < SIGNAL_ECHO_MS) return
+    console.error('sluice-start: second stop signal: killing api, worker and cron')
     for (const { proc } of children) proc.kill('SIGKILL')
     return
   }
   stopping = true
-  for (const { proc } of children) proc.kill(signal)
+  stoppedAt = Date.now()
+  for (const { proc } of children) proc.kill('SIGTERM')
 }
-process.on('SIGINT', () => stopAll('SIGTERM'))
-process.on('SIGTERM', () => stopAll('SIGTERM'))
+process.on('SIGINT', stopAll)
+process.on('SIGTERM', stopAll)
+
+// Each binary is started exactly as its package.json script starts it.
+const migrate = Bun.spawnSync(scriptCommand(root, 'migrate'), { cwd: root, env, stdout: 'inherit', stderr: 'inherit' })
+if (migrate.exitCode !== 0) process.exit(migrate.exitCode ?? EXIT.failed)
+if (stopping) process.exit(EXIT.ok)
+
+children = ['api', 'worker', 'cron'].map((name) => ({
+  name,
+  proc: Bun.spawn(scriptCommand(root, name), { cwd: root, env, stdout: 'inherit', stderr: 'inherit' }),
+}))
 
 const first = await Promise.race(children.map(async ({ name, proc }) => ({ name, code: await proc.exited })))
 // Signal the others only if no stop is under way: a second SIGTERM makes a binary exit at once.
 if (!stopping) {
   console.error(`sluice-start: ${first.name} exited with ${first.code}; stopping the others`)
-  stopAll('SIGTERM')
+  stopAll()
 }
 const codes = await Promise.all(children.map(({ proc }) => proc.exited))
-process.exit(stopping && codes.every((c) => c === 0) ? 0 : first.code || 1)
+process.exit(stopping && codes.every((c) => c === 0) ? EXIT.ok : first.code || EXIT.failed)

@@ -1,5 +1,6 @@
 // Package config is the only place that reads the environment. It parses it
 // with valibot into a frozen, typed Config: explicit value, then env, then DEFAULTS.
+import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import { Cron } from 'croner'
 import * as v from 'valibot'
@@ -224,6 +225,17 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
     retention: { rawRetentionHours: e.RAW_RETENTION_HOURS, dedupWindowHours: e.DEDUP_WINDOW_HOURS, hourRollupDays: e.ROLLUP_HOUR_RETENTION_DAYS },
     stats: { token: e.STATS_TOKEN || null, public: e.STATS_PUBLIC },
   })
+}
+
+/**
+ * For `bun run start` (local use): when stats would need a token and none is set, a random
+ * one for this run, to hand to every binary it starts; null when none is needed. Reads the
+ * environment through loadConfig, so STATS_PUBLIC=1 means what it means everywhere.
+ */
+export function localStatsToken(env: Env = process.env): string | null {
+  const config = loadConfig(env)
+  if (config.stats.token || config.stats.public) return null
+  return randomBytes(18).toString('base64url')
 }
 
 /** The API serves stats only behind a token, unless the operator says otherwise out loud. */

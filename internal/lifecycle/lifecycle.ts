@@ -1,23 +1,68 @@
 // Package lifecycle owns process signals and the ordered shutdown every binary runs.
 import type { Logger } from '../log/log.ts'
+import { EXIT } from './exit-codes.ts'
 
 /**
- * The first SIGTERM or SIGINT aborts the returned signal, which starts a graceful stop;
- * a second one exits at once with 130.
+ * Signals that arrive this soon after the first are echoes of the same stop: one Ctrl-C in
+ * a terminal reaches a binary as SIGINT from the terminal, SIGINT again from `bun run`, and
+ * SIGTERM from `bun run start`'s supervisor.
  */
-export function onStopSignals(log: Logger): AbortSignal {
+export const SIGNAL_ECHO_MS = 1000
+
+/**
+ * The first SIGTERM or SIGINT aborts the returned signal, which starts a graceful stop.
+ * Signals within SIGNAL_ECHO_MS of it belong to the same stop; one after that (a second,
+ * deliberate Ctrl-C) exits at once with 130.
+ */
+export function onStopSignals(log: Logger, { echoMs = SIGNAL_ECHO_MS, now = Date.now } = {}): AbortSignal {
   const controller = new AbortController()
+  let firstAt = 0
+  const early = takeEarlySignal()
+  if (early) {
+    firstAt = early.at
+    log.info({ signal: early.signal }, 'stop signal during start-up: stopping gracefully once started')
+    controller.abort()
+  }
   const handle = (sig: NodeJS.Signals) => {
     if (controller.signal.aborted) {
+      if (now() - firstAt < echoMs) {
+        log.debug({ signal: sig }, 'stop signal again: part of the same stop')
+        return
+      }
       log.warn({ signal: sig }, 'second stop signal: exiting now')
-      process.exit(130)
+      process.exit(EXIT.interrupted)
     }
+    firstAt = now()
     log.info({ signal: sig }, 'stopping gracefully; send the signal again to exit at once')
     controller.abort()
   }
   process.on('SIGTERM', handle)
   process.on('SIGINT', handle)
   return controller.signal
+}
+
+// Process signals are the process's own, so what arrives before a binary installs its
+// handlers is kept here: runMain holds them from its first line, onStopSignals takes them.
+let early: { signal: NodeJS.Signals; at: number } | null = null
+let holder: ((sig: NodeJS.Signals) => void) | null = null
+
+/** Keeps a stop signal that arrives during start-up, instead of dying of it, until onStopSignals runs. */
+export function holdStopSignals(): void {
+  if (holder) return
+  holder = (signal) => void (early ??= { signal, at: Date.now() })
+  process.on('SIGTERM', holder)
+  process.on('SIGINT', holder)
+}
+
+function takeEarlySignal() {
+  if (holder) {
+    process.off('SIGTERM', holder)
+    process.off('SIGINT', holder)
+    holder = null
+  }
+  const taken = early
+  early = null
+  return taken
 }
 
 export type ShutdownStep = readonly [name: string, run: () => unknown]
@@ -29,7 +74,7 @@ export type ShutdownStep = readonly [name: string, run: () => unknown]
 export async function shutdown(log: Logger, steps: ShutdownStep[], timeoutMs: number): Promise<boolean> {
   const force = setTimeout(() => {
     log.error({ timeout_ms: timeoutMs }, 'shutdown took too long: exiting')
-    process.exit(1)
+    process.exit(EXIT.failed)
   }, timeoutMs)
   force.unref()
   let ok = true

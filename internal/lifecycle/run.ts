@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { ConfigError } from '../config/config.ts'
 import { EXIT } from './exit-codes.ts'
+import { holdStopSignals } from './lifecycle.ts'
 import { UnreachableError } from '../clients/clients.ts'
 
 /**
@@ -9,6 +10,7 @@ import { UnreachableError } from '../clients/clients.ts'
  * become one line on stderr and a dedicated exit code; anything else is a crash (1).
  */
 export async function runMain(name: string, body: () => Promise<number>): Promise<never> {
+  holdStopSignals()
   let code: number
   try {
     code = await body()

@@ -1,0 +1,84 @@
+import { describe, expect, test } from 'bun:test'
+import { join } from 'node:path'
+import { envFor, eventually, freePort, isolated, waitForReady, type Binary } from '../internal/testkit/testkit.ts'
+
+// One Ctrl-C stops everything gracefully. A terminal sends SIGINT to the whole foreground
+// process group: `bun run`, the supervisor and every binary get it, and then `bun run`
+// forwards it and the supervisor sends SIGTERM too. None of that may count as a second,
+// "exit now" signal.
+
+const env = isolated()
+const ROOT = join(import.meta.dir, '..')
+const RUNS = 10
+
+/** `bun run <script>` as a terminal would run it: a process group of its own, led by it. */
+function runInGroup(script: string, vars: Record<string, string>): Binary & { group: number } {
+  const proc = Bun.spawn(['setsid', 'bun', 'run', script], { cwd: ROOT, env: vars, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
+  let text = ''
+  const drain = async (s: ReadableStream<Uint8Array>) => {
+    const d = new TextDecoder()
+    for await (const c of s) text += d.decode(c, { stream: true })
+  }
+  const drained = Promise.all([drain(proc.stdout), drain(proc.stderr)])
+  return {
+    proc: proc as never,
+    group: proc.pid, // setsid execs bun in place: its pid leads the new group
+    output: () => text,
+    async stop() {
+      const code = await proc.exited
+      await drained
+      return code
+    },
+  }
+}
+
+/** Posts events until stopped; returns the event_ids answered 202. */
+function steadyLoad(base: string) {
+  const accepted: string[] = []
+  let stopping = false
+  const run = (async () => {
+    while (!stopping) {
+      const event_id = crypto.randomUUID()
+      const res = await fetch(`${base}/event`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ event_id, site_id: 'ctrl-c', event_type: 'pageview', timestamp: new Date().toISOString() }) }).catch(() => null)
+      if (res?.status === 202) accepted.push(event_id)
+      if (!res) break // the API has stopped listening
+    }
+  })()
+  return { accepted, stop: async () => ((stopping = true), await run) }
+}
+
+/** Every accepted event is in Postgres or still on the stream for the next worker. */
+async function unaccounted(ids: string[]): Promise<string[]> {
+  const stored = new Set((await env.db.sql`select event_id::text as id from events where event_id = any(${ids}::uuid[])`).map((r) => r.id as string))
+  const queued = new Set((await env.r.redis.xrange(env.r.queue.stream, '-', '+')).flatMap(([, f]) => JSON.parse(f[f.indexOf('b') + 1]!) as { event_id: string }[]).map((e) => e.event_id))
+  return ids.filter((id) => !stored.has(id) && !queued.has(id))
+}
+
+describe('one Ctrl-C', () => {
+  for (const script of ['start', 'api'] as const) {
+    test(`on bun run ${script}, ${RUNS} times, stops every binary gracefully with exit 0 and loses nothing accepted`, async () => {
+      const codes: number[] = []
+      const accepted: string[] = []
+      for (let run = 0; run < RUNS; run++) {
+        const port = await freePort()
+        const vars = envFor(env.db, env.r, { PORT: String(port), LOG_LEVEL: 'info', STATS_PUBLIC: 'true', WORKER_BLOCK_MS: '100' })
+        const group = runInGroup(script, vars)
+        await waitForReady(`http://127.0.0.1:${port}/readyz`, group)
+        const load = steadyLoad(`http://127.0.0.1:${port}`)
+        await eventually(async () => load.accepted.length >= 20)
+        process.kill(-group.group, 'SIGINT') // what the terminal does on Ctrl-C
+        const code = await group.stop()
+        await load.stop()
+        codes.push(code)
+        accepted.push(...load.accepted)
+        const out = group.output()
+        const expected = script === 'start' ? ['api stopped', 'worker stopped', 'cron stopped'] : ['api stopped']
+        for (const line of expected) expect(out).toContain(line)
+        expect(out).not.toContain('exiting now')
+      }
+      expect(codes).toEqual(Array(RUNS).fill(0))
+      expect(accepted.length).toBeGreaterThan(RUNS * 20 - 1)
+      expect(await unaccounted(accepted)).toEqual([])
+    }, 120_000)
+  }
+})
