@@ -65,6 +65,34 @@ describe('nginx in front of three API replicas', () => {
     expect(String(line.upstream)).toMatch(/^127\.0\.0\.1:\d+$/)
   })
 
+  test('answers every one of several requests pipelined in one TCP write, and stores each once (Bun alone answers none)', async () => {
+    const ids = Array.from({ length: 3 }, () => crypto.randomUUID())
+    const raw = ids.map((event_id, i) => {
+      const body = JSON.stringify({ event_id, site_id: 'pipelined', event_type: 'pageview', path: `/${i}`, timestamp: new Date().toISOString() })
+      return `POST /event HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+    }).join('')
+    const pipelined = (port: number) => new Promise<string[]>((resolve) => {
+      let text = ''
+      const done = () => resolve(text.match(/HTTP\/1\.1 \d+/g) ?? [])
+      Bun.connect({ hostname: '127.0.0.1', port, socket: {
+        open: (sock) => void sock.write(raw),
+        data: (sock, chunk) => {
+          text += chunk.toString()
+          if ((text.match(/HTTP\/1\.1 \d+/g) ?? []).length === ids.length && text.trimEnd().endsWith('}')) sock.end()
+        },
+        close: done,
+        error: done,
+      } })
+      setTimeout(done, 3000)
+    })
+    expect(await pipelined(Number(new URL(base).port))).toEqual(Array(3).fill('HTTP/1.1 202'))
+    await eventually(async () => (await db.sql`select count(*)::int as n from events where site_id = 'pipelined'`)[0]!.n === 3)
+    const rows = await db.sql`select event_id::text as id from events where site_id = 'pipelined' order by path`
+    expect(rows.map((row) => row.id)).toEqual(ids)
+    // The same bytes straight to an API replica: recorded, not asserted (a Bun fix would change it).
+    console.log(`pipelined straight to the API on Bun ${Bun.version}: ${JSON.stringify(await pipelined(apis[0]!.port))}`)
+  })
+
   test('spreads load over every replica, and a replica SIGKILLed mid-load loses no accepted event', async () => {
     const load = startLoad(() => base, { clients: 8, pauseMs: 1 })
     await Bun.sleep(1500)
