@@ -64,6 +64,9 @@ describe('one Ctrl-C', () => {
         const vars = envFor(env.db, env.r, { PORT: String(port), LOG_LEVEL: 'info', STATS_PUBLIC: 'true', WORKER_BLOCK_MS: '100' })
         const group = runInGroup(script, vars)
         await waitForReady(`http://127.0.0.1:${port}/readyz`, group)
+        // Most runs stop a fully started pipeline; every third one stops it while worker and cron may still be loading.
+        const early = run % 3 === 2
+        if (script === 'start' && !early) await eventually(async () => group.output().includes('worker started') && group.output().includes('job scheduled'))
         const load = steadyLoad(`http://127.0.0.1:${port}`)
         await eventually(async () => load.accepted.length >= 20)
         process.kill(-group.group, 'SIGINT') // what the terminal does on Ctrl-C
@@ -72,8 +75,10 @@ describe('one Ctrl-C', () => {
         codes.push(code)
         accepted.push(...load.accepted)
         const out = group.output()
-        const expected = script === 'start' ? ['api stopped', 'worker stopped', 'cron stopped'] : ['api stopped']
-        for (const line of expected) expect(out).toContain(line)
+        // Every binary that had started logs its graceful stop (one still loading was stopped before it started).
+        for (const [started, stopped] of script === 'start' ? [['api listening', 'api stopped'], ['worker started', 'worker stopped'], ['job scheduled', 'cron stopped']] : [['api listening', 'api stopped']]) {
+          if (!early || out.includes(started!)) expect(out).toContain(stopped!)
+        }
         expect(out).not.toContain('exiting now')
       }
       expect(codes).toEqual(Array(RUNS).fill(0))

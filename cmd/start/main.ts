@@ -57,5 +57,8 @@ if (!stopping) {
   console.error(`sluice-start: ${first.name} exited with ${first.code}; stopping the others`)
   stopAll()
 }
-const codes = await Promise.all(children.map(({ proc }) => proc.exited))
-process.exit(stopping && codes.every((c) => c === 0) ? EXIT.ok : first.code || EXIT.failed)
+await Promise.all(children.map(({ proc }) => proc.exited))
+// A child that a stop signal killed outright had not got as far as holding signals (runMain's
+// first step): it never started, so it held nothing. That is a clean stop too.
+const clean = children.every(({ proc }) => proc.exitCode === 0 || proc.signalCode === 'SIGINT' || proc.signalCode === 'SIGTERM')
+process.exit(stopping && clean ? EXIT.ok : first.code || EXIT.failed)
