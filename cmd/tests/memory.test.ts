@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { readFileSync } from 'node:fs'
 import type { Socket } from 'bun'
-import { eventually, pipeline } from '../internal/testkit/testkit.ts'
+import { eventually, pipeline } from '../../internal/testkit/testkit.ts'
 
 // The API's memory is bounded by INGEST_IN_FLIGHT_BYTES however many slow, large uploads
 // are open at once, and ordinary events keep being answered meanwhile.

@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
-import { LIMITS, PATH_MAX_BYTES } from '../internal/event/event.ts'
-import { eventually, pipeline, runBinary } from '../internal/testkit/testkit.ts'
+import { LIMITS, PATH_MAX_BYTES } from '../../internal/event/event.ts'
+import { eventually, pipeline, runBinary } from '../../internal/testkit/testkit.ts'
 
 // No value the API accepts can stop the rollups: the largest accepted value of every
 // indexed text field, in incompressible multibyte text, through the real binaries.

@@ -1,10 +1,10 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test'
 import Redis from 'ioredis'
 import postgres from 'postgres'
-import { startLoad, type Load } from '../internal/testkit/load.ts'
-import { prepareDatabase } from '../internal/store/migrate.ts'
-import { startPostgres, startRedis } from '../internal/testkit/servers.ts'
-import { envFor, eventually, freePort, spawnBinary, uniqueName, waitForReady, type Binary } from '../internal/testkit/testkit.ts'
+import { startLoad, type Load } from '../../internal/testkit/load.ts'
+import { prepareDatabase } from '../../internal/store/migrate.ts'
+import { startPostgres, startRedis } from '../../internal/testkit/servers.ts'
+import { envFor, eventually, freePort, spawnBinary, uniqueName, waitForReady, type Binary } from '../../internal/testkit/testkit.ts'
 
 // Fault injection with real processes: each case runs the real binaries under a steady load,
 // breaks something, and then checks that Postgres holds exactly the events answered 202.

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { envFor, eventually, freePort, isolated, spawnBinary, waitForReady, type Binary } from '../internal/testkit/testkit.ts'
+import { envFor, eventually, freePort, isolated, spawnBinary, waitForReady, type Binary } from '../../internal/testkit/testkit.ts'
 
 // Several workers and crons on one host, with default settings: a busy metrics port moves
 // the next one along, and nothing stops a worker from draining.

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { startRedisCluster } from '../internal/testkit/servers.ts'
-import { createTestDatabase, envFor, eventually, freePort, runBinary, spawnBinary, uniqueName, waitForReady, type Binary, type TestDatabase } from '../internal/testkit/testkit.ts'
+import { startRedisCluster } from '../../internal/testkit/servers.ts'
+import { createTestDatabase, envFor, eventually, freePort, runBinary, spawnBinary, uniqueName, waitForReady, type Binary, type TestDatabase } from '../../internal/testkit/testkit.ts'
 
 // The pipeline end to end on a real three-master Redis Cluster: the stream is sharded over
 // six keys whose hash tags spread them over the masters, and workers consume every shard.

@@ -2,13 +2,13 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { chromium, type Browser } from 'playwright-core'
-import { eventually, pipeline } from '../internal/testkit/testkit.ts'
+import { eventually, pipeline } from '../../internal/testkit/testkit.ts'
 
 // A real headless Chromium (Debian's) loads a page on another origin that includes /t.js,
 // navigates twice (once through history.pushState), and the page views must reach
 // Postgres; then the dashboard must show what /v1/stats says.
 
-const OUT = join(import.meta.dir, '..', 'test-output')
+const OUT = join(import.meta.dir, '..', '..', 'test-output')
 const stack = pipeline({ STATS_TOKEN: 'browser-token' })
 let site: ReturnType<typeof Bun.serve>
 let browser: Browser

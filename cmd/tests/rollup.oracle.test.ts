@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test'
-import { GRANULARITIES, truncate } from '../internal/store/buckets.ts'
-import { HLL_EXACT_UP_TO } from '../internal/store/rollup.ts'
-import { eventually, pipeline, runBinary, spawnBinary } from '../internal/testkit/testkit.ts'
+import { GRANULARITIES, truncate } from '../../internal/store/buckets.ts'
+import { HLL_EXACT_UP_TO } from '../../internal/store/rollup.ts'
+import { eventually, pipeline, runBinary, spawnBinary } from '../../internal/testkit/testkit.ts'
 
 // An exact oracle for the rollups: a seeded random workload of several sites over a year
 // boundary goes through the real API and worker; the rollup runs repeatedly as the real

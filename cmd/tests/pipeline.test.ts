@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { eventually, pipeline } from '../internal/testkit/testkit.ts'
+import { eventually, pipeline } from '../../internal/testkit/testkit.ts'
 
 // The seed example, end to end: the real API and worker as separate processes, real Redis and Postgres.
 describe('the pipeline', () => {

@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { join } from 'node:path'
-import { envFor, eventually, freePort, isolated, waitForReady, type Binary } from '../internal/testkit/testkit.ts'
+import { envFor, eventually, freePort, isolated, waitForReady, type Binary } from '../../internal/testkit/testkit.ts'
 
 // One Ctrl-C stops everything gracefully. A terminal sends SIGINT to the whole foreground
 // process group: `bun run`, the supervisor and every binary get it, and then `bun run`
@@ -8,7 +8,7 @@ import { envFor, eventually, freePort, isolated, waitForReady, type Binary } fro
 // "exit now" signal.
 
 const env = isolated()
-const ROOT = join(import.meta.dir, '..')
+const ROOT = join(import.meta.dir, '..', '..')
 const RUNS = 10
 
 /** `bun run <script>` as a terminal would run it: a process group of its own, led by it. */

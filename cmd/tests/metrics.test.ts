@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { createTestDatabase, createTestRedis, envFor, eventually, freePort, spawnBinary, waitForReady, type Binary, type TestDatabase, type TestRedis } from '../internal/testkit/testkit.ts'
+import { createTestDatabase, createTestRedis, envFor, eventually, freePort, spawnBinary, waitForReady, type Binary, type TestDatabase, type TestRedis } from '../../internal/testkit/testkit.ts'
 
 let db: TestDatabase
 let r: TestRedis

@@ -2,8 +2,8 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { startLoad } from '../internal/testkit/load.ts'
-import { createTestDatabase, createTestRedis, envFor, eventually, freePort, spawnBinary, waitForReady, type Binary, type TestDatabase, type TestRedis } from '../internal/testkit/testkit.ts'
+import { startLoad } from '../../internal/testkit/load.ts'
+import { createTestDatabase, createTestRedis, envFor, eventually, freePort, spawnBinary, waitForReady, type Binary, type TestDatabase, type TestRedis } from '../../internal/testkit/testkit.ts'
 
 // deploy/nginx/nginx.conf, unchanged, in front of three real API processes and a worker.
 // Only the two included files differ from compose: the replicas' addresses and the port.
@@ -29,7 +29,7 @@ beforeAll(async () => {
   await Promise.all(apis.map(({ port, proc }) => waitForReady(`http://127.0.0.1:${port}/readyz`, proc)))
 
   dir = mkdtempSync(join(tmpdir(), 'sluice-nginx-'))
-  copyFileSync(join(import.meta.dir, '../deploy/nginx/nginx.conf'), join(dir, 'nginx.conf'))
+  copyFileSync(join(import.meta.dir, '../../deploy/nginx/nginx.conf'), join(dir, 'nginx.conf'))
   writeFileSync(join(dir, 'sluice-upstream.conf'), apis.map(({ port }) => `server 127.0.0.1:${port} max_fails=3 fail_timeout=5s;\n`).join(''))
   const port = await freePort()
   writeFileSync(join(dir, 'sluice-listen.conf'), `listen 127.0.0.1:${port};\n`)
