@@ -222,7 +222,6 @@ await worker.stop()
 
 const apiRss = peakRssMb(api.proc.pid)
 line(`peak RSS across every phase: api ${apiRss} MB, worker ${Math.max(workerRss, drain1.peakRssMb)} MB`)
-const batchMax = Math.max(batches[100]!.eventsPerS, batches[1000]!.eventsPerS)
 const goals = {
   single_vs_naive_ge_1_5: median(single.vsNaive) >= 1.5,
   single_vs_bare_ge_0_7: median(single.vsBare) >= 0.7,

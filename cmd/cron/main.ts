@@ -30,7 +30,13 @@ await runMain('cron', async () => {
       console.error(`sluice-cron: no job named ${JSON.stringify(values.once)}; known jobs: ${Object.keys(jobs).join(', ')}`)
       code = EXIT.usage
     } else {
-      code = await job.run(stop).then(() => EXIT.ok, (err) => (log.error({ err, job: job.name }, 'job failed'), EXIT.failed))
+      code = await job.run(stop).then(
+        () => EXIT.ok,
+        (err) => {
+          log.error({ err, job: job.name }, 'job failed')
+          return EXIT.failed
+        },
+      )
     }
   } else {
     const scheduler = schedule(jobs, config.cron.schedules, log)

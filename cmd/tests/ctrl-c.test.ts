@@ -44,7 +44,11 @@ function steadyLoad(base: string) {
       if (!res) break // the API has stopped listening
     }
   })()
-  return { accepted, stop: async () => ((stopping = true), await run) }
+  const stop = async () => {
+    stopping = true
+    await run
+  }
+  return { accepted, stop }
 }
 
 /** Every accepted event is in Postgres or still on the stream for the next worker. */

@@ -58,7 +58,10 @@ function expected(events: Ev[]) {
     for (const g of GRANULARITIES) {
       const key = `${g}|${e.site_id}|${truncate(new Date(e.timestamp), g).toISOString()}`
       let b = buckets.get(key)
-      if (!b) buckets.set(key, (b = { views: 0, byType: new Map(), users: new Set(), paths: new Map() }))
+      if (!b) {
+        b = { views: 0, byType: new Map(), users: new Set(), paths: new Map() }
+        buckets.set(key, b)
+      }
       b.views++
       b.byType.set(e.event_type, (b.byType.get(e.event_type) ?? 0) + 1)
       b.users.add(e.user_id)

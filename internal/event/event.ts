@@ -200,7 +200,9 @@ function dedupe(problems: Problem[]): Problem[] {
   return problems
     .filter((p) => {
       const key = `${p.field}\n${p.message}`
-      return seen.has(key) ? false : (seen.add(key), true)
+      if (seen.has(key)) return false
+      seen.add(key)
+      return true
     })
     .sort((a, b) => order(a) - order(b))
 }

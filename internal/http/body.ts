@@ -72,8 +72,14 @@ export function createDeadlines(timeoutMs: number) {
           timer.unref?.()
         }
         work.then(
-          (value) => (pending.delete(p), resolve(value)),
-          (err) => (pending.delete(p), reject(err)),
+          (value) => {
+            pending.delete(p)
+            resolve(value)
+          },
+          (err) => {
+            pending.delete(p)
+            reject(err)
+          },
         )
       })
     },

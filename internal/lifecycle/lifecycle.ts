@@ -49,7 +49,9 @@ let holder: ((sig: NodeJS.Signals) => void) | null = null
 /** Keeps a stop signal that arrives during start-up, instead of dying of it, until onStopSignals runs. */
 export function holdStopSignals(): void {
   if (holder) return
-  holder = (signal) => void (early ??= { signal, at: Date.now() })
+  holder = (signal) => {
+    early ??= { signal, at: Date.now() }
+  }
   process.on('SIGTERM', holder)
   process.on('SIGINT', holder)
 }

@@ -48,10 +48,16 @@ export function createMetrics(role: Role) {
       return (route: string, status: number, seconds: number) => {
         const key = `${route} ${status}`
         let c = counters.get(key)
-        if (!c) counters.set(key, (c = requests.labels(route, String(status))))
+        if (!c) {
+          c = requests.labels(route, String(status))
+          counters.set(key, c)
+        }
         c.inc()
         let t = timers.get(route)
-        if (!t) timers.set(route, (t = duration.labels(route)))
+        if (!t) {
+          t = duration.labels(route)
+          timers.set(route, t)
+        }
         t.observe(seconds)
       }
     })(),

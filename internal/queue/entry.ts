@@ -45,7 +45,7 @@ export function decode(raw: RawEntry[]): Delivery {
       const count = Number(fieldOf(fields, 'n'))
       if (Number.isInteger(count) && count > 0 && count <= MAX_COUNT && b.startsWith('[') && b.endsWith(']')) entries.push({ id, count, json: b })
       else bad.push({ id, fields, reason: 'undecodable entry: "n" is not a count of 1 to 10000, or "b" is not a JSON array' })
-    } else if (e !== undefined && e.startsWith('{')) {
+    } else if (e?.startsWith('{')) {
       entries.push({ id, count: 1, json: `[${e}]` })
     } else {
       bad.push({ id, fields, reason: e === undefined ? 'undecodable entry: no "b" or "e" field' : 'undecodable entry: "e" is not a JSON object' })

@@ -64,7 +64,9 @@ export function createWriter(redis: RedisClient, { stream, maxEntryEvents = 100,
     owners.forEach((list, e) => {
       for (const { caller, index } of list) results[caller]![index] = outcomes[e]!
     })
-    batch.forEach(({ resolve }, caller) => resolve(results[caller]!))
+    batch.forEach(({ resolve }, caller) => {
+      resolve(results[caller]!)
+    })
   }
 
   async function write(entries: Event[][]): Promise<EnqueueResult[]> {

@@ -33,7 +33,11 @@ function startWorker(options: Partial<WorkerOptions> = {}) {
   const worker = createWorker({ queue, store: createStore(db.sql), reader, log: silentLogger() }, { consumer: 'w1', blockMs: 50, ...options })
   const controller = new AbortController()
   const done = worker.run(controller.signal)
-  return { worker, stop: () => (controller.abort(), done) }
+  const stop = () => {
+    controller.abort()
+    return done
+  }
+  return { worker, stop }
 }
 
 const storedCount = async () => ((await db.sql`select count(*)::int as n from events`)[0]!.n as number)

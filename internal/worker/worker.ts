@@ -145,7 +145,7 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
     }
     if (rejected.length) {
       // Acking without the dead letters written would lose the rejected events: leave it all pending.
-      const written = await retrying('dead-letter entries', async () => (await queue.deadLetter(rejected), true), signal, stopGraceMs)
+      const written = await retrying('dead-letter entries', () => queue.deadLetter(rejected).then(() => true), signal, stopGraceMs)
       if (!written) return
       log.error({ count: rejected.length, reasons: [...new Set(rejected.map((d) => d.reason))] }, 'moved entries to the dead-letter stream')
     }
