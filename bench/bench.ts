@@ -37,21 +37,31 @@ const env = envFor(db, r, { PORT: String(apiPort), STATS_TOKEN: 'bench', QUEUE_M
 const api = spawnBinary('api', env)
 await waitForReady(`${url}/readyz`, api)
 for (const port of [basePort, naivePort]) {
-  await eventually(() => fetch(`http://127.0.0.1:${port}/event`, { method: 'POST', body: '{}' }).then(() => true, () => false))
+  await eventually(() =>
+    fetch(`http://127.0.0.1:${port}/event`, { method: 'POST', body: '{}' }).then(
+      () => true,
+      () => false,
+    ),
+  )
 }
 const emptied = (stream: string) => async () => {
   await Bun.sleep(300)
   await r.redis.del(stream)
 }
-const singles = await runRounds([
-  { name: 'bare', url: `http://127.0.0.1:${basePort}/event`, pids: () => [baseline.pid] },
-  { name: 'naive', url: `http://127.0.0.1:${naivePort}/event`, pids: () => [naive.pid], shared: { redis: redisPid }, after: emptied(naiveStream) },
-  { name: 'sluice', url: `${url}/event`, pids: () => [api.proc.pid], shared: { redis: redisPid }, after: emptied(r.queue.stream) },
-], { rounds: ROUNDS, seconds: SECONDS, script: 'event.lua', env: { TIMESTAMP } })
+const singles = await runRounds(
+  [
+    { name: 'bare', url: `http://127.0.0.1:${basePort}/event`, pids: () => [baseline.pid] },
+    { name: 'naive', url: `http://127.0.0.1:${naivePort}/event`, pids: () => [naive.pid], shared: { redis: redisPid }, after: emptied(naiveStream) },
+    { name: 'sluice', url: `${url}/event`, pids: () => [api.proc.pid], shared: { redis: redisPid }, after: emptied(r.queue.stream) },
+  ],
+  { rounds: ROUNDS, seconds: SECONDS, script: 'event.lua', env: { TIMESTAMP } },
+)
 baseline.kill()
 naive.kill()
 for (const run of singles) {
-  line(`round ${run.round} ${run.name.padEnd(6)}: ${Math.round(run.rps)} req/s, p50 ${run.p50Ms} ms, p99 ${run.p99Ms} ms, non-2xx ${run.non2xx}, errors ${run.errors}, server CPU ${run.cpuUsPerRequest.toFixed(1)} µs/req${run.sharedUsPerRequest.redis !== undefined ? `, redis ${run.sharedUsPerRequest.redis.toFixed(1)} µs/req` : ''}, steal ${(100 * run.stealShare).toFixed(1)} %`)
+  line(
+    `round ${run.round} ${run.name.padEnd(6)}: ${Math.round(run.rps)} req/s, p50 ${run.p50Ms} ms, p99 ${run.p99Ms} ms, non-2xx ${run.non2xx}, errors ${run.errors}, server CPU ${run.cpuUsPerRequest.toFixed(1)} µs/req${run.sharedUsPerRequest.redis !== undefined ? `, redis ${run.sharedUsPerRequest.redis.toFixed(1)} µs/req` : ''}, steal ${(100 * run.stealShare).toFixed(1)} %`,
+  )
 }
 const of = (name: string, f: (run: Run) => number) => median(singles.filter((x) => x.name === name).map(f))
 const single = {
@@ -65,7 +75,9 @@ const single = {
   non2xx: singles.filter((x) => x.name === 'sluice').reduce((n, x) => n + x.non2xx + x.errors, 0),
 }
 const fmt = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(', ')
-line(`POST /event, medians of ${ROUNDS} rounds: sluice ${Math.round(single.rps.sluice)}, naive ${Math.round(single.rps.naive)}, bare ${Math.round(single.rps.bare)} req/s; per round sluice/naive ${fmt(single.vsNaive)}, sluice/bare ${fmt(single.vsBare)}; CPU per request sluice/bare ${fmt(single.cpuVsBare)}`)
+line(
+  `POST /event, medians of ${ROUNDS} rounds: sluice ${Math.round(single.rps.sluice)}, naive ${Math.round(single.rps.naive)}, bare ${Math.round(single.rps.bare)} req/s; per round sluice/naive ${fmt(single.vsNaive)}, sluice/bare ${fmt(single.vsBare)}; CPU per request sluice/bare ${fmt(single.cpuVsBare)}`,
+)
 
 // 2-3. The API alone (no worker, so the stream only grows).
 /** Clears the stream once requests still in flight when wrk stopped have landed. */
@@ -77,36 +89,49 @@ await clear()
 const batches: Record<string, WrkResult & { eventsPerS: number }> = {}
 for (const n of [100, 1000]) {
   const w = await wrk(`${url}/events`, { script: 'batch.lua', seconds: SECONDS, env: { TIMESTAMP, BATCH: String(n) } })
-  batches[n] = { ...w, eventsPerS: Math.round((w.requests - w.non2xx) * n / SECONDS) }
+  batches[n] = { ...w, eventsPerS: Math.round(((w.requests - w.non2xx) * n) / SECONDS) }
   line(`POST /events x${n}: ${batches[n]!.eventsPerS} events/s accepted (${Math.round(w.rps)} req/s, p99 ${w.p99Ms} ms, non-2xx ${w.non2xx})`)
   await clear()
 }
 
 // 4. Several API processes on one port (reusePort): 1 against 2, in rounds.
 let second: Binary | null = null
-const scaling = await runRounds([
-  { name: '1 process', url: `${url}/event`, pids: () => [api.proc.pid], after: clear },
-  {
-    name: '2 processes', url: `${url}/event`,
-    pids: () => [api.proc.pid, second!.proc.pid],
-    before: async () => {
-      second = spawnBinary('api', env)
-      await Bun.sleep(1500) // its listener joins the port group
+const scaling = await runRounds(
+  [
+    { name: '1 process', url: `${url}/event`, pids: () => [api.proc.pid], after: clear },
+    {
+      name: '2 processes',
+      url: `${url}/event`,
+      pids: () => [api.proc.pid, second!.proc.pid],
+      before: async () => {
+        second = spawnBinary('api', env)
+        await Bun.sleep(1500) // its listener joins the port group
+      },
+      after: async () => {
+        await second?.stop()
+        await clear()
+      },
     },
-    after: async () => {
-      await second?.stop()
-      await clear()
-    },
-  },
-], { rounds: ROUNDS, seconds: SECONDS, script: 'event.lua', env: { TIMESTAMP } })
+  ],
+  { rounds: ROUNDS, seconds: SECONDS, script: 'event.lua', env: { TIMESTAMP } },
+)
 const scale = { runs: scaling, ratio: ratios(scaling, '2 processes', '1 process', (x) => x.rps) }
-for (const run of scaling) line(`round ${run.round} ${run.name}: ${Math.round(run.rps)} req/s, p99 ${run.p99Ms} ms, CPU ${run.cpuUsPerRequest.toFixed(1)} µs/req`)
+for (const run of scaling)
+  line(`round ${run.round} ${run.name}: ${Math.round(run.rps)} req/s, p99 ${run.p99Ms} ms, CPU ${run.cpuUsPerRequest.toFixed(1)} µs/req`)
 line(`API scaling 1 → 2 processes on one port, per round: ${fmt(scale.ratio)}`)
 
 // 5. Drain: fill the stream through the API, then time 1 and 2 workers emptying it into Postgres.
 async function fill(n: number): Promise<number> {
   let accepted = 0
-  const body = JSON.stringify(Array.from({ length: 1000 }, (_, i) => ({ site_id: `drain-${i % 20}`, event_type: 'pageview', path: `/p/${i % 100}`, user_id: `u-${i}`, timestamp: TIMESTAMP })))
+  const body = JSON.stringify(
+    Array.from({ length: 1000 }, (_, i) => ({
+      site_id: `drain-${i % 20}`,
+      event_type: 'pageview',
+      path: `/p/${i % 100}`,
+      user_id: `u-${i}`,
+      timestamp: TIMESTAMP,
+    })),
+  )
   const sender = async () => {
     while (accepted < n) {
       accepted += 1000
@@ -143,8 +168,20 @@ async function drain(workers: number) {
   const rss = Math.max(...procs.map((p) => peakRssMb(p.proc.pid)))
   await Promise.all(procs.map((p) => p.stop()))
   const rows = await rowCount()
-  const result = { workers, accepted, queued, stored: rows.n, duplicated: rows.n - rows.d, seconds: +seconds.toFixed(2), startupS, eventsPerS: Math.round(timed / seconds), peakRssMb: rss }
-  line(`drain, ${workers} worker(s): ${result.eventsPerS} events/s (${timed} events in ${result.seconds} s after a ${startupS} s start-up); answered 202 ${accepted}, stored ${rows.n}, duplicated ${result.duplicated}`)
+  const result = {
+    workers,
+    accepted,
+    queued,
+    stored: rows.n,
+    duplicated: rows.n - rows.d,
+    seconds: +seconds.toFixed(2),
+    startupS,
+    eventsPerS: Math.round(timed / seconds),
+    peakRssMb: rss,
+  }
+  line(
+    `drain, ${workers} worker(s): ${result.eventsPerS} events/s (${timed} events in ${result.seconds} s after a ${startupS} s start-up); answered 202 ${accepted}, stored ${rows.n}, duplicated ${result.duplicated}`,
+  )
   return result
 }
 const drain1 = await drain(1)
@@ -160,7 +197,17 @@ async function postgresAlone(withDedup: boolean) {
   await db.sql`truncate events, event_ids`
   const batchSize = 2000
   const batches = Array.from({ length: Math.ceil(DRAIN_EVENTS / batchSize) }, (_, b) =>
-    JSON.stringify(Array.from({ length: batchSize }, (_, i) => ({ event_id: crypto.randomUUID(), site_id: `drain-${i % 20}`, event_type: 'pageview', path: `/p/${i % 100}`, user_id: `u-${b}-${i}`, timestamp: TIMESTAMP, received_at: Date.now() }))),
+    JSON.stringify(
+      Array.from({ length: batchSize }, (_, i) => ({
+        event_id: crypto.randomUUID(),
+        site_id: `drain-${i % 20}`,
+        event_type: 'pageview',
+        path: `/p/${i % 100}`,
+        user_id: `u-${b}-${i}`,
+        timestamp: TIMESTAMP,
+        received_at: Date.now(),
+      })),
+    ),
   )
   const plain = (json: string) => db.sql`
     insert into events (event_id, site_id, event_type, path, user_id, ts, received_at)
@@ -180,7 +227,9 @@ async function postgresAlone(withDedup: boolean) {
 }
 const pgAlone = await postgresAlone(true)
 const pgNoDedup = await postgresAlone(false)
-line(`Postgres alone, the worker's statement: ${pgAlone.eventsPerS} events/s; without event_ids: ${pgNoDedup.eventsPerS} events/s; drain with 1 worker = ${(drain1.eventsPerS / pgAlone.eventsPerS).toFixed(2)} of Postgres alone`)
+line(
+  `Postgres alone, the worker's statement: ${pgAlone.eventsPerS} events/s; without event_ids: ${pgNoDedup.eventsPerS} events/s; drain with 1 worker = ${(drain1.eventsPerS / pgAlone.eventsPerS).toFixed(2)} of Postgres alone`,
+)
 
 // 6. Freshness: a steady 10k events/s (batches of 50, each event with its own id) with one
 // worker running; the time from each 202 to the row's insert.
@@ -196,7 +245,13 @@ const inflight: Promise<void>[] = []
 for (let next = performance.now(); Date.now() < until; next += interval) {
   const wait = next - performance.now()
   if (wait > 0) await Bun.sleep(wait)
-  const events = Array.from({ length: per }, () => ({ event_id: crypto.randomUUID(), site_id: 'fresh', event_type: 'pageview', path: '/', timestamp: new Date().toISOString() }))
+  const events = Array.from({ length: per }, () => ({
+    event_id: crypto.randomUUID(),
+    site_id: 'fresh',
+    event_type: 'pageview',
+    path: '/',
+    timestamp: new Date().toISOString(),
+  }))
   inflight.push(
     fetch(`${url}/events`, { method: 'POST', body: JSON.stringify(events), headers: { 'content-type': 'application/json' } }).then(async (res) => {
       await res.arrayBuffer()
@@ -212,11 +267,19 @@ const lags = rows.map((row) => Math.max(0, (row.at as number) - (ackedAt.get(row
 const pct = (p: number) => Math.round(lags[Math.min(lags.length - 1, Math.floor(p * lags.length))] ?? Number.NaN)
 const stored = new Set(rows.map((row) => row.id as string))
 const freshness = {
-  rate: FRESH_RATE, seconds: FRESH_SECONDS, accepted: ackedAt.size, stored: rows.length,
-  lost: [...ackedAt.keys()].filter((id) => !stored.has(id)).length, duplicated: rows.length - stored.size,
-  p50Ms: pct(0.5), p99Ms: pct(0.99), maxMs: pct(1),
+  rate: FRESH_RATE,
+  seconds: FRESH_SECONDS,
+  accepted: ackedAt.size,
+  stored: rows.length,
+  lost: [...ackedAt.keys()].filter((id) => !stored.has(id)).length,
+  duplicated: rows.length - stored.size,
+  p50Ms: pct(0.5),
+  p99Ms: pct(0.99),
+  maxMs: pct(1),
 }
-line(`freshness at ${FRESH_RATE} events/s: p50 ${freshness.p50Ms} ms, p99 ${freshness.p99Ms} ms, max ${freshness.maxMs} ms; ${freshness.accepted} answered 202, ${freshness.stored} stored, ${freshness.lost} lost, ${freshness.duplicated} duplicated`)
+line(
+  `freshness at ${FRESH_RATE} events/s: p50 ${freshness.p50Ms} ms, p99 ${freshness.p99Ms} ms, max ${freshness.maxMs} ms; ${freshness.accepted} answered 202, ${freshness.stored} stored, ${freshness.lost} lost, ${freshness.duplicated} duplicated`,
+)
 const workerRss = peakRssMb(worker.proc.pid)
 await worker.stop()
 
@@ -231,23 +294,68 @@ const goals = {
   drain_1_worker_ge_0_8_postgres_alone: drain1.eventsPerS >= 0.8 * pgAlone.eventsPerS,
   freshness_p99_le_1s: freshness.p99Ms <= 1000,
   api_rss_le_150mb: apiRss <= 150,
-  no_loss_no_duplicates: drain1.stored === drain1.accepted && drain2.stored === drain2.accepted && freshness.lost === 0 && drain1.duplicated + drain2.duplicated + freshness.duplicated === 0,
+  no_loss_no_duplicates:
+    drain1.stored === drain1.accepted &&
+    drain2.stored === drain2.accepted &&
+    freshness.lost === 0 &&
+    drain1.duplicated + drain2.duplicated + freshness.duplicated === 0,
 }
 console.log('\n| measure | result | goal | met |\n|---|---|---|---|')
 const row = (m: string, v: string, g: string, ok: boolean) => console.log(`| ${m} | ${v} | ${g} | ${ok ? 'yes' : 'no'} |`)
 row('POST /event vs naive (median of rounds)', `${median(single.vsNaive).toFixed(2)}× (rounds ${fmt(single.vsNaive)})`, '≥ 1.5×', goals.single_vs_naive_ge_1_5)
-row('POST /event vs bare Bun.serve', `${median(single.vsBare).toFixed(2)}× (rounds ${fmt(single.vsBare)}); ${Math.round(single.rps.sluice)} vs ${Math.round(single.rps.bare)} req/s`, '≥ 0.7×', goals.single_vs_bare_ge_0_7)
-row('POST /event p99 at 50 connections', `${single.p99Ms.sluice} ms (bare ${single.p99Ms.bare}, naive ${single.p99Ms.naive})`, '< 5 ms', goals.single_p99_lt_5ms)
-row('API CPU per event vs bare per request', `${single.cpuUsPerRequest.sluice.toFixed(1)} vs ${single.cpuUsPerRequest.bare.toFixed(1)} µs = ${median(single.cpuVsBare).toFixed(2)}× (naive ${single.cpuUsPerRequest.naive.toFixed(1)} µs)`, '≤ 1.5×', goals.single_cpu_le_1_5x_bare)
-row('POST /events (100 and 1000 per batch)', `${batches[100]!.eventsPerS} and ${batches[1000]!.eventsPerS} events/s`, '≥ 250,000 at 100', goals.batch_100_ge_250k)
+row(
+  'POST /event vs bare Bun.serve',
+  `${median(single.vsBare).toFixed(2)}× (rounds ${fmt(single.vsBare)}); ${Math.round(single.rps.sluice)} vs ${Math.round(single.rps.bare)} req/s`,
+  '≥ 0.7×',
+  goals.single_vs_bare_ge_0_7,
+)
+row(
+  'POST /event p99 at 50 connections',
+  `${single.p99Ms.sluice} ms (bare ${single.p99Ms.bare}, naive ${single.p99Ms.naive})`,
+  '< 5 ms',
+  goals.single_p99_lt_5ms,
+)
+row(
+  'API CPU per event vs bare per request',
+  `${single.cpuUsPerRequest.sluice.toFixed(1)} vs ${single.cpuUsPerRequest.bare.toFixed(1)} µs = ${median(single.cpuVsBare).toFixed(2)}× (naive ${single.cpuUsPerRequest.naive.toFixed(1)} µs)`,
+  '≤ 1.5×',
+  goals.single_cpu_le_1_5x_bare,
+)
+row(
+  'POST /events (100 and 1000 per batch)',
+  `${batches[100]!.eventsPerS} and ${batches[1000]!.eventsPerS} events/s`,
+  '≥ 250,000 at 100',
+  goals.batch_100_ge_250k,
+)
 row('API scaling, 1 → 2 processes on one port', `${median(scale.ratio).toFixed(2)}× (rounds ${fmt(scale.ratio)})`, 'measured', true)
 row('drain, 1 worker / 2 workers', `${drain1.eventsPerS} / ${drain2.eventsPerS} events/s`, '', true)
-row('drain vs Postgres alone (same statement)', `${drain1.eventsPerS} / ${pgAlone.eventsPerS} = ${(drain1.eventsPerS / pgAlone.eventsPerS).toFixed(2)}; without event_ids ${pgNoDedup.eventsPerS}`, '≥ 0.8', goals.drain_1_worker_ge_0_8_postgres_alone)
+row(
+  'drain vs Postgres alone (same statement)',
+  `${drain1.eventsPerS} / ${pgAlone.eventsPerS} = ${(drain1.eventsPerS / pgAlone.eventsPerS).toFixed(2)}; without event_ids ${pgNoDedup.eventsPerS}`,
+  '≥ 0.8',
+  goals.drain_1_worker_ge_0_8_postgres_alone,
+)
 row(`freshness p99 at ${FRESH_RATE} events/s`, `${freshness.p99Ms} ms`, '≤ 1 s', goals.freshness_p99_le_1s)
-row('loss check', `drain ${drain1.stored}/${drain1.accepted} and ${drain2.stored}/${drain2.accepted}, freshness ${freshness.stored}/${freshness.accepted}; duplicates ${drain1.duplicated + drain2.duplicated + freshness.duplicated}`, '0 lost, 0 duplicated', goals.no_loss_no_duplicates)
+row(
+  'loss check',
+  `drain ${drain1.stored}/${drain1.accepted} and ${drain2.stored}/${drain2.accepted}, freshness ${freshness.stored}/${freshness.accepted}; duplicates ${drain1.duplicated + drain2.duplicated + freshness.duplicated}`,
+  '0 lost, 0 duplicated',
+  goals.no_loss_no_duplicates,
+)
 row('peak RSS, every phase', `api ${apiRss} MB, worker ${Math.max(workerRss, drain1.peakRssMb)} MB`, 'api ≤ 150 MB', goals.api_rss_le_150mb)
 
-await record(QUICK ? 'ingest_quick' : 'ingest', { seconds: SECONDS, rounds: ROUNDS, single, scaling: scale, batches, postgres_alone: { with_event_ids: pgAlone, without_event_ids: pgNoDedup }, drain: [drain1, drain2], freshness, peak_rss_mb: { api: apiRss, worker: Math.max(workerRss, drain1.peakRssMb) }, goals })
+await record(QUICK ? 'ingest_quick' : 'ingest', {
+  seconds: SECONDS,
+  rounds: ROUNDS,
+  single,
+  scaling: scale,
+  batches,
+  postgres_alone: { with_event_ids: pgAlone, without_event_ids: pgNoDedup },
+  drain: [drain1, drain2],
+  freshness,
+  peak_rss_mb: { api: apiRss, worker: Math.max(workerRss, drain1.peakRssMb) },
+  goals,
+})
 await api.stop()
 await r.cleanup()
 await db.drop()

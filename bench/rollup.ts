@@ -77,14 +77,21 @@ const spread = await timedRollup(year.sql, '   rollup')
 await fill(year.sql, 20_000, 1 / 24, '2025-12-31T12:00:00Z')
 const redis = new Redis({ lazyConnect: true })
 const app = createApp(
-  { queue: createQueue(redis, { stream: 'bench:unused', group: 'g', deadLetterStream: 'bench:unused:dead' }), store: createStore(year.sql), log: silentLogger(), checks: {} },
+  {
+    queue: createQueue(redis, { stream: 'bench:unused', group: 'g', deadLetterStream: 'bench:unused:dead' }),
+    store: createStore(year.sql),
+    log: silentLogger(),
+    checks: {},
+  },
   { ingest: { bodyLimitBytes: 1 << 20, batchMax: 1000, maxFutureMs: 300_000 }, statsToken: 'bench' },
 )
 async function latency(granularity: string) {
   const times: number[] = []
   for (let i = 0; i < QUERIES + 10; i++) {
     const s = performance.now()
-    const res = await app.request(`/v1/stats?site_id=site-${i % 100}&from=2025-01-01&to=2026-01-01&granularity=${granularity}`, { headers: { authorization: 'Bearer bench' } })
+    const res = await app.request(`/v1/stats?site_id=site-${i % 100}&from=2025-01-01&to=2026-01-01&granularity=${granularity}`, {
+      headers: { authorization: 'Bearer bench' },
+    })
     if (res.status !== 200) throw new Error(`status ${res.status}: ${await res.text()}`)
     await res.json()
     if (i >= 10) times.push(performance.now() - s) // the first 10 warm up

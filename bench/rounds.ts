@@ -36,7 +36,10 @@ export async function runRounds(contenders: Contender[], { rounds, seconds, scri
       const served = Math.max(1, result.requests)
       const serverUs = Object.keys(pids).reduce((s, k) => s + used[k]!, 0)
       runs.push({
-        ...result, round: round + 1, name: c.name, stealShare,
+        ...result,
+        round: round + 1,
+        name: c.name,
+        stealShare,
         cpuUsPerRequest: serverUs / served,
         sharedUsPerRequest: Object.fromEntries(Object.keys(c.shared ?? {}).map((k) => [k, used[k]! / served])),
       })
@@ -58,4 +61,7 @@ export function ratios(runs: Run[], a: string, b: string, figure: (r: Run) => nu
   return [...byRound.values()].filter((m) => m[a] && m[b]).map((m) => figure(m[a]!) / figure(m[b]!))
 }
 
-const randomHex8 = () => Math.floor(Math.random() * 0xffffffff).toString(16).padStart(8, '0')
+const randomHex8 = () =>
+  Math.floor(Math.random() * 0xffffffff)
+    .toString(16)
+    .padStart(8, '0')

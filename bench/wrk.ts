@@ -3,7 +3,16 @@ import { join } from 'node:path'
 
 export type WrkResult = { requests: number; rps: number; p50Ms: number; p99Ms: number; non2xx: number; errors: number }
 
-export async function wrk(url: string, { script, seconds, connections = 50, threads = 2, env = {} }: { script: string; seconds: number; connections?: number; threads?: number; env?: Record<string, string> }): Promise<WrkResult> {
+export async function wrk(
+  url: string,
+  {
+    script,
+    seconds,
+    connections = 50,
+    threads = 2,
+    env = {},
+  }: { script: string; seconds: number; connections?: number; threads?: number; env?: Record<string, string> },
+): Promise<WrkResult> {
   const proc = Bun.spawn(['wrk', `-t${threads}`, `-c${connections}`, `-d${seconds}s`, '--latency', '-s', join(import.meta.dir, 'wrk', script), url], {
     env: { ...process.env, ...env },
     stdout: 'pipe',

@@ -16,7 +16,8 @@ describe('sluice-api', () => {
     const api = spawnBinary('api', envFor(env.db, env.r, { PORT: String(port), STATS_TOKEN: 't', INGEST_BODY_LIMIT_BYTES: '2048' }))
     const base = `http://127.0.0.1:${port}`
     await waitForReady(`${base}/readyz`, api)
-    const post = (path: string, body: string | ReadableStream, headers: Record<string, string> = { 'content-type': 'application/json' }) => fetch(`${base}${path}`, { method: 'POST', body, headers })
+    const post = (path: string, body: string | ReadableStream, headers: Record<string, string> = { 'content-type': 'application/json' }) =>
+      fetch(`${base}${path}`, { method: 'POST', body, headers })
     const event = JSON.stringify({ site_id: 's', event_type: 'pageview', timestamp: new Date().toISOString() })
     const code = async (res: Response) => [res.status, ((await res.json()) as { code?: string; status?: string }).code ?? 'accepted']
 
@@ -24,7 +25,12 @@ describe('sluice-api', () => {
     expect(await code(await post('/events', `[${event}]`, { 'content-type': 'text/plain' }))).toEqual([202, 'accepted'])
     expect(await code(await post('/event', event, { 'content-type': 'application/xml' }))).toEqual([415, 'unsupported_media_type'])
     expect(await code(await post('/event', 'x'.repeat(5000)))).toEqual([413, 'body_too_large'])
-    const chunked = new ReadableStream({ start(c) { c.enqueue(new TextEncoder().encode('x'.repeat(5000))); c.close() } })
+    const chunked = new ReadableStream({
+      start(c) {
+        c.enqueue(new TextEncoder().encode('x'.repeat(5000)))
+        c.close()
+      },
+    })
     expect(await code(await post('/event', chunked))).toEqual([413, 'body_too_large'])
     const get = await fetch(`${base}/event`)
     expect(await code(get)).toEqual([405, 'method_not_allowed'])
@@ -44,6 +50,8 @@ describe('sluice-api', () => {
     const dead = `redis://127.0.0.1:${await freePort()}`
     const { code, output } = await runBinary('api', { ...envFor(env.db, env.r, { STATS_TOKEN: 't' }), REDIS_URL: dead })
     expect(code).toBe(69)
-    expect(output.trim().split('\n')).toEqual([`sluice-api: cannot reach Redis at ${dead} (ECONNREFUSED): start redis-server, or set REDIS_URL to a reachable server`])
+    expect(output.trim().split('\n')).toEqual([
+      `sluice-api: cannot reach Redis at ${dead} (ECONNREFUSED): start redis-server, or set REDIS_URL to a reachable server`,
+    ])
   })
 })

@@ -27,7 +27,12 @@ await runMain('api', async () => {
   const ingest = createIngest({ queue, backpressure, metrics }, config.ingest)
   const app = createApp(
     { queue, backpressure, ingest, metrics, store, log, checks: { redis: () => redis.ping(), postgres: () => store.ping() } },
-    { ingest: config.ingest, statsToken: config.stats.public ? null : config.stats.token, isStopping: () => stop.aborted, hourRollupDays: config.retention.hourRollupDays },
+    {
+      ingest: config.ingest,
+      statsToken: config.stats.public ? null : config.stats.token,
+      isStopping: () => stop.aborted,
+      hourRollupDays: config.retention.hourRollupDays,
+    },
   )
   // Ingest takes Bun's native router (the hot path); everything else, and other methods, go to Hono.
   const server = Bun.serve({
@@ -50,11 +55,15 @@ await runMain('api', async () => {
   log.info({ port: server.port, host: config.host }, 'api listening')
 
   await aborted(stop)
-  const ok = await shutdown(log, [
-    ['finish in-flight requests', () => server.stop()],
-    ['close postgres', () => sql.end({ timeout: 5 })],
-    ['close redis', () => redis.quit()],
-  ], config.shutdownTimeoutMs)
+  const ok = await shutdown(
+    log,
+    [
+      ['finish in-flight requests', () => server.stop()],
+      ['close postgres', () => sql.end({ timeout: 5 })],
+      ['close redis', () => redis.quit()],
+    ],
+    config.shutdownTimeoutMs,
+  )
   log.info('api stopped')
   return ok ? EXIT.ok : EXIT.failed
 })

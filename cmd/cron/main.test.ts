@@ -8,7 +8,16 @@ describe('sluice-cron', () => {
     await env.r.redis.xadd(env.r.queue.stream, '*', 'e', '{}')
     const { code, output } = await runBinary('cron', envFor(env.db, env.r, { LOG_LEVEL: 'info' }), ['--once', 'queue-depth'])
     expect(code).toBe(0)
-    const line = output.split('\n').map((l) => { try { return JSON.parse(l) } catch { return null } }).find((l) => l?.job === 'queue-depth')
+    const line = output
+      .split('\n')
+      .map((l) => {
+        try {
+          return JSON.parse(l)
+        } catch {
+          return null
+        }
+      })
+      .find((l) => l?.job === 'queue-depth')
     expect(line).toMatchObject({ msg: 'queue depth', length: 1, pending: 0 })
   })
 

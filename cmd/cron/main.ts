@@ -45,10 +45,14 @@ await runMain('cron', async () => {
     await scheduler.stop()
     await metricsServer?.stop()
   }
-  const ok = await shutdown(log, [
-    ['close postgres', () => sql.end({ timeout: 5 })],
-    ['close redis', () => redis.quit()],
-  ], config.shutdownTimeoutMs)
+  const ok = await shutdown(
+    log,
+    [
+      ['close postgres', () => sql.end({ timeout: 5 })],
+      ['close redis', () => redis.quit()],
+    ],
+    config.shutdownTimeoutMs,
+  )
   if (values.once === undefined) log.info('cron stopped')
   return ok ? code : code || EXIT.failed
 })

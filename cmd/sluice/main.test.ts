@@ -8,7 +8,15 @@ describe('sluice (operator command)', () => {
   test('lists dead letters and replays them onto the stream', async () => {
     const queue = createQueue(env.r.redis, env.r.queue)
     await queue.ensureGroup()
-    const event = { event_id: crypto.randomUUID(), site_id: 's', event_type: 'pageview', path: null, user_id: null, timestamp: '2025-11-14T10:00:00.000Z', received_at: 1 }
+    const event = {
+      event_id: crypto.randomUUID(),
+      site_id: 's',
+      event_type: 'pageview',
+      path: null,
+      user_id: null,
+      timestamp: '2025-11-14T10:00:00.000Z',
+      received_at: 1,
+    }
     await env.r.redis.xadd(env.r.queue.stream, '*', 'e', JSON.stringify(event))
     await env.r.redis.xadd(env.r.queue.stream, '*', 'junk', 'x')
     const reader = env.r.redis.duplicate()
@@ -23,7 +31,10 @@ describe('sluice (operator command)', () => {
 
     const replay = await runBinary('sluice', envFor(env.db, env.r), ['replay', '--all'])
     expect(replay.code).toBe(0)
-    expect(JSON.parse(replay.output)).toEqual({ replayed: [letters[0]!.id], skipped: [{ id: letters[1]!.id, reason: 'it holds no event (it was not a valid entry)' }] })
+    expect(JSON.parse(replay.output)).toEqual({
+      replayed: [letters[0]!.id],
+      skipped: [{ id: letters[1]!.id, reason: 'it holds no event (it was not a valid entry)' }],
+    })
     const back = await env.r.redis.xrange(env.r.queue.stream, '-', '+')
     expect(back.flatMap(([, f]) => JSON.parse(f[f.indexOf('b') + 1]!)).map((e: { event_id: string }) => e.event_id)).toEqual([event.event_id])
 

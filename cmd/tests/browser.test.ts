@@ -20,11 +20,23 @@ const page = (api: string, title: string) => `<!doctype html><meta charset="utf-
 <script defer src="${api}/t.js" data-site="browser-site"></script>`
 
 beforeAll(async () => {
-  site = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: (req) => new Response(page(stack.base, new URL(req.url).pathname === '/about' ? 'About' : 'Home'), { headers: { 'Content-Type': 'text/html' } }) })
+  site = Bun.serve({
+    port: 0,
+    hostname: '127.0.0.1',
+    fetch: (req) => new Response(page(stack.base, new URL(req.url).pathname === '/about' ? 'About' : 'Home'), { headers: { 'Content-Type': 'text/html' } }),
+  })
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
   })
   mkdirSync(OUT, { recursive: true })
 }, 60_000)
@@ -56,7 +68,11 @@ describe('in a real browser', () => {
     const dash = await browser.newPage({ viewport: { width: 1100, height: 760 } })
     await dash.goto(`${apiBase}/dashboard?site=browser-site&from=${from}&to=${to}&granularity=hour#token=browser-token`)
     await dash.waitForSelector('body[data-loaded="true"]', { timeout: 15_000 })
-    const stats = (await (await fetch(`${apiBase}/v1/stats?site_id=browser-site&from=${from}&to=${to}&granularity=hour&limit=10`, { headers: { authorization: 'Bearer browser-token' } })).json()) as { totals: { views: number; unique_users: number }; top_paths: { path: string; views: number }[] }
+    const stats = (await (
+      await fetch(`${apiBase}/v1/stats?site_id=browser-site&from=${from}&to=${to}&granularity=hour&limit=10`, {
+        headers: { authorization: 'Bearer browser-token' },
+      })
+    ).json()) as { totals: { views: number; unique_users: number }; top_paths: { path: string; views: number }[] }
     expect(await dash.textContent('#views')).toBe(String(stats.totals.views))
     expect(await dash.textContent('#users')).toBe(String(stats.totals.unique_users))
     expect(stats.totals).toEqual({ views: 3, unique_users: 1 })

@@ -1,6 +1,17 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { startRedisCluster } from '../../internal/testkit/servers.ts'
-import { createTestDatabase, envFor, eventually, freePort, runBinary, spawnBinary, uniqueName, waitForReady, type Binary, type TestDatabase } from '../../internal/testkit/testkit.ts'
+import {
+  createTestDatabase,
+  envFor,
+  eventually,
+  freePort,
+  runBinary,
+  spawnBinary,
+  uniqueName,
+  waitForReady,
+  type Binary,
+  type TestDatabase,
+} from '../../internal/testkit/testkit.ts'
 
 // The pipeline end to end on a real three-master Redis Cluster: the stream is sharded over
 // six keys whose hash tags spread them over the masters, and workers consume every shard.
@@ -34,8 +45,16 @@ afterAll(async () => {
 
 describe('on a Redis Cluster', () => {
   test('the pipeline stores every event once, the stats are right, and the shards sit on every master', async () => {
-    const seed = [['u-123', '/'], ['u-456', '/pricing'], ['u-123', '/pricing']].map(([user_id, path]) => ({
-      site_id: 'site-abc-123', event_type: 'pageview', timestamp: '2025-11-14T10:00:00Z', user_id, path,
+    const seed = [
+      ['u-123', '/'],
+      ['u-456', '/pricing'],
+      ['u-123', '/pricing'],
+    ].map(([user_id, path]) => ({
+      site_id: 'site-abc-123',
+      event_type: 'pageview',
+      timestamp: '2025-11-14T10:00:00Z',
+      user_id,
+      path,
     }))
     for (const e of seed) {
       const res = await fetch(`${base}/event`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(e) })
@@ -43,7 +62,12 @@ describe('on a Redis Cluster', () => {
     }
     // Enough requests that every shard gets some (requests go to the shards in turn).
     for (let i = 0; i < 30; i++) {
-      const batch = Array.from({ length: 20 }, (_, j) => ({ site_id: 'cluster-site', event_type: 'pageview', timestamp: new Date().toISOString(), user_id: `u${(i * 20 + j) % 50}` }))
+      const batch = Array.from({ length: 20 }, (_, j) => ({
+        site_id: 'cluster-site',
+        event_type: 'pageview',
+        timestamp: new Date().toISOString(),
+        user_id: `u${(i * 20 + j) % 50}`,
+      }))
       const res = await fetch(`${base}/events`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(batch) })
       expect(res.status).toBe(202)
     }
@@ -51,9 +75,19 @@ describe('on a Redis Cluster', () => {
     expect(stored).toBe(true)
 
     const stats = await (await fetch(`${base}/stats?site_id=site-abc-123&date=2025-11-14`, { headers: { authorization: 'Bearer t' } })).json()
-    expect(stats).toMatchObject({ total_views: 3, unique_users: 2, top_paths: [{ path: '/pricing', views: 2 }, { path: '/', views: 1 }] })
+    expect(stats).toMatchObject({
+      total_views: 3,
+      unique_users: 2,
+      top_paths: [
+        { path: '/pricing', views: 2 },
+        { path: '/', views: 1 },
+      ],
+    })
     const today = new Date().toISOString().slice(0, 10)
-    const other = (await (await fetch(`${base}/stats?site_id=cluster-site&date=${today}`, { headers: { authorization: 'Bearer t' } })).json()) as { total_views: number; unique_users: number }
+    const other = (await (await fetch(`${base}/stats?site_id=cluster-site&date=${today}`, { headers: { authorization: 'Bearer t' } })).json()) as {
+      total_views: number
+      unique_users: number
+    }
     expect(other).toMatchObject({ total_views: 600, unique_users: 50 })
 
     const perMaster = cluster.ports.map((p) => cluster.keys(p, `{${stream}:*`).filter((k) => !k.endsWith(':dead')).length)

@@ -39,7 +39,11 @@ function steadyLoad(base: string) {
   const run = (async () => {
     while (!stopping) {
       const event_id = crypto.randomUUID()
-      const res = await fetch(`${base}/event`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ event_id, site_id: 'ctrl-c', event_type: 'pageview', timestamp: new Date().toISOString() }) }).catch(() => null)
+      const res = await fetch(`${base}/event`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ event_id, site_id: 'ctrl-c', event_type: 'pageview', timestamp: new Date().toISOString() }),
+      }).catch(() => null)
       if (res?.status === 202) accepted.push(event_id)
       if (!res) break // the API has stopped listening
     }
@@ -54,7 +58,11 @@ function steadyLoad(base: string) {
 /** Every accepted event is in Postgres or still on the stream for the next worker. */
 async function unaccounted(ids: string[]): Promise<string[]> {
   const stored = new Set((await env.db.sql`select event_id::text as id from events where event_id = any(${ids}::uuid[])`).map((r) => r.id as string))
-  const queued = new Set((await env.r.redis.xrange(env.r.queue.stream, '-', '+')).flatMap(([, f]) => JSON.parse(f[f.indexOf('b') + 1]!) as { event_id: string }[]).map((e) => e.event_id))
+  const queued = new Set(
+    (await env.r.redis.xrange(env.r.queue.stream, '-', '+'))
+      .flatMap(([, f]) => JSON.parse(f[f.indexOf('b') + 1]!) as { event_id: string }[])
+      .map((e) => e.event_id),
+  )
   return ids.filter((id) => !stored.has(id) && !queued.has(id))
 }
 
@@ -80,7 +88,13 @@ describe('one Ctrl-C', () => {
         accepted.push(...load.accepted)
         const out = group.output()
         // Every binary that had started logs its graceful stop (one still loading was stopped before it started).
-        for (const [started, stopped] of script === 'start' ? [['api listening', 'api stopped'], ['worker started', 'worker stopped'], ['job scheduled', 'cron stopped']] : [['api listening', 'api stopped']]) {
+        for (const [started, stopped] of script === 'start'
+          ? [
+              ['api listening', 'api stopped'],
+              ['worker started', 'worker stopped'],
+              ['job scheduled', 'cron stopped'],
+            ]
+          : [['api listening', 'api stopped']]) {
           if (!early || out.includes(started!)) expect(out).toContain(stopped!)
         }
         expect(out).not.toContain('exiting now')

@@ -31,14 +31,29 @@ afterAll(async () => {
   await Promise.all([pg?.destroy(), redis?.destroy()])
 })
 
-type Stack = { env: Record<string, string>; base: string; sql: postgres.Sql; r: Redis; start: (name: string, extra?: Record<string, string>, args?: string[]) => Binary }
+type Stack = {
+  env: Record<string, string>
+  base: string
+  sql: postgres.Sql
+  r: Redis
+  start: (name: string, extra?: Record<string, string>, args?: string[]) => Binary
+}
 
 async function stack(extra: Record<string, string> = {}): Promise<Stack> {
   const db = uniqueName('fault')
   const port = await freePort()
-  const env = envFor({ url: pg.url(db) }, { url: redis.url, queue: { stream: `${db}:events` } }, {
-    PORT: String(port), STATS_TOKEN: 't', WORKER_CLAIM_IDLE_MS: '1000', WORKER_BLOCK_MS: '100', REDIS_TIMEOUT_MS: '500', ...extra,
-  })
+  const env = envFor(
+    { url: pg.url(db) },
+    { url: redis.url, queue: { stream: `${db}:events` } },
+    {
+      PORT: String(port),
+      STATS_TOKEN: 't',
+      WORKER_CLAIM_IDLE_MS: '1000',
+      WORKER_BLOCK_MS: '100',
+      REDIS_TIMEOUT_MS: '500',
+      ...extra,
+    },
+  )
   await prepareDatabase(pg.url(db))
   const start = (name: string, more: Record<string, string> = {}, args: string[] = []) => {
     const b = spawnBinary(name, { ...env, ...more }, args)
@@ -95,7 +110,9 @@ describe('under load', () => {
     await Bun.sleep(1000)
     await load.stop()
     const result = await settle(s, load)
-    report.push(`worker SIGKILL x3 (held ${heldAtDeath.join(', ')} unacknowledged entries when killed): ${result.accepted} answered 202, ${result.stored} stored, ${result.lost.length} lost, ${result.duplicated} duplicated`)
+    report.push(
+      `worker SIGKILL x3 (held ${heldAtDeath.join(', ')} unacknowledged entries when killed): ${result.accepted} answered 202, ${result.stored} stored, ${result.lost.length} lost, ${result.duplicated} duplicated`,
+    )
     expect(heldAtDeath.filter((n) => n > 0).length).toBeGreaterThan(0)
     expect(result.lost).toEqual([])
     expect(result.duplicated).toBe(0)
@@ -117,7 +134,9 @@ describe('under load', () => {
     await Bun.sleep(1500)
     await load.stop()
     const result = await settle(s, load)
-    report.push(`Postgres crash, down 2.5 s: ${result.accepted} answered 202 (${acceptedWhileDown} while it was down), ${result.stored} stored, ${result.lost.length} lost, ${result.duplicated} duplicated; statuses ${JSON.stringify(result.statuses)}`)
+    report.push(
+      `Postgres crash, down 2.5 s: ${result.accepted} answered 202 (${acceptedWhileDown} while it was down), ${result.stored} stored, ${result.lost.length} lost, ${result.duplicated} duplicated; statuses ${JSON.stringify(result.statuses)}`,
+    )
     expect(acceptedWhileDown).toBeGreaterThan(0)
     expect(Object.keys(result.statuses)).toEqual(['202'])
     expect(result.lost).toEqual([])
@@ -138,9 +157,18 @@ describe('under load', () => {
     const send = async () => {
       while (!stopping) {
         const batch = n % 3 === 0
-        const events = Array.from({ length: batch ? 4 : 1 }, () => ({ site_id: 'frozen', event_type: 'pageview', path: `/f/${n++}`, timestamp: new Date().toISOString() }))
+        const events = Array.from({ length: batch ? 4 : 1 }, () => ({
+          site_id: 'frozen',
+          event_type: 'pageview',
+          path: `/f/${n++}`,
+          timestamp: new Date().toISOString(),
+        }))
         for (const e of events) payload.set(e.path, e)
-        const res = await fetch(`${s.base}/${batch ? 'events' : 'event'}`, { method: 'POST', body: JSON.stringify(batch ? events : events[0]), headers: { 'content-type': 'application/json' } }).catch(() => null)
+        const res = await fetch(`${s.base}/${batch ? 'events' : 'event'}`, {
+          method: 'POST',
+          body: JSON.stringify(batch ? events : events[0]),
+          headers: { 'content-type': 'application/json' },
+        }).catch(() => null)
         if (!res) continue
         statuses[res.status] = (statuses[res.status] ?? 0) + 1
         const body = (await res.json()) as { event_id?: string; code?: string; results?: { status: string; event_id?: string }[] }
@@ -169,14 +197,20 @@ describe('under load', () => {
 
     // Each unsure event is retried, as the README says, with the event_id the answer gave.
     for (const [id, e] of unsure) {
-      const res = await fetch(`${s.base}/event`, { method: 'POST', body: JSON.stringify({ ...e, event_id: id }), headers: { 'content-type': 'application/json' } })
+      const res = await fetch(`${s.base}/event`, {
+        method: 'POST',
+        body: JSON.stringify({ ...e, event_id: id }),
+        headers: { 'content-type': 'application/json' },
+      })
       expect(res.status).toBe(202)
     }
     await eventually(async () => (await s.r.xlen(s.env.QUEUE_STREAM!)) === 0, { timeoutMs: 30_000, intervalMs: 100 })
     const rows = await s.sql`select path, count(*)::int as n from events where site_id = 'frozen' group by path`
     const storedTwice = rows.filter((r) => r.n > 1)
     const storedAnyway = (await s.sql`select count(*)::int as n from events where event_id = any(${[...unsure.keys()]}::uuid[])`)[0]!.n as number
-    report.push(`frozen Redis 3 s: statuses ${JSON.stringify(statuses)}; ${unsure.size} events answered 503 or failed, retried with their event_id; ${storedAnyway} of them stored (once each); ${storedTwice.length} stored twice`)
+    report.push(
+      `frozen Redis 3 s: statuses ${JSON.stringify(statuses)}; ${unsure.size} events answered 503 or failed, retried with their event_id; ${storedAnyway} of them stored (once each); ${storedTwice.length} stored twice`,
+    )
     expect(storedTwice).toEqual([])
     expect(storedAnyway).toBe(unsure.size)
     // Every event a 202 or a retry covered is stored.
@@ -202,8 +236,12 @@ describe('under load', () => {
     await Bun.sleep(1500)
     await load.stop()
     const result = await settle(s, load)
-    const oldestLost = result.lost.length ? ` (the oldest acknowledged ${killedAt - Math.min(...result.lost.map((id) => load.accepted.get(id)!))} ms before the crash)` : ''
-    report.push(`Redis SIGKILL with appendfsync everysec, down 1.5 s: ${result.accepted} answered 202, ${result.stored} stored, ${result.lost.length} lost${oldestLost}, ${result.duplicated} duplicated; statuses ${JSON.stringify(result.statuses)}`)
+    const oldestLost = result.lost.length
+      ? ` (the oldest acknowledged ${killedAt - Math.min(...result.lost.map((id) => load.accepted.get(id)!))} ms before the crash)`
+      : ''
+    report.push(
+      `Redis SIGKILL with appendfsync everysec, down 1.5 s: ${result.accepted} answered 202, ${result.stored} stored, ${result.lost.length} lost${oldestLost}, ${result.duplicated} duplicated; statuses ${JSON.stringify(result.statuses)}`,
+    )
     expect(recovered).toBe(true)
     expect(load.accepted.size).toBeGreaterThan(acceptedAfter) // the API took writes again without a restart
     expect(cron.output().split('"msg":"queue depth"').length).toBeGreaterThan(cronLinesBefore) // so did cron
@@ -226,7 +264,9 @@ describe('under load', () => {
     expect(codes).toEqual([0, 0, 0])
     s.start('worker') // whatever was still queued is drained by the next worker
     const result = await settle(s, load)
-    report.push(`SIGTERM to api, worker and cron under load: exit codes ${codes.join(', ')}; ${result.accepted} answered 202, ${result.stored} stored, ${result.lost.length} lost, ${result.duplicated} duplicated`)
+    report.push(
+      `SIGTERM to api, worker and cron under load: exit codes ${codes.join(', ')}; ${result.accepted} answered 202, ${result.stored} stored, ${result.lost.length} lost, ${result.duplicated} duplicated`,
+    )
     expect(result.lost).toEqual([])
     expect(result.duplicated).toBe(0)
   }, 90_000)
@@ -238,7 +278,12 @@ describe('durability setting', () => {
     const s = await stack({ REDIS_WAIT_REPLICAS: '1', REDIS_WAIT_TIMEOUT_MS: '200' })
     const api = s.start('api')
     await waitForReady(`${s.base}/readyz`, api)
-    const post = () => fetch(`${s.base}/event`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ site_id: 's', event_type: 'pageview', timestamp: new Date().toISOString() }) })
+    const post = () =>
+      fetch(`${s.base}/event`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ site_id: 's', event_type: 'pageview', timestamp: new Date().toISOString() }),
+      })
     expect(await eventually(async () => (await post()).status === 202, { timeoutMs: 10_000 })).toBe(true)
     await replica.stop('SIGKILL')
     const res = await post()

@@ -17,7 +17,12 @@ describe('memory under slow uploads', () => {
   test('300 connections holding 1 MB bodies keep the API within its bound, and other clients are still answered', async () => {
     const pid = p.api.proc.pid
     const port = Number(new URL(p.base).port)
-    const post = (i: number) => fetch(`${p.base}/event`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ site_id: 'ordinary', event_type: 'pageview', path: `/${i}`, timestamp: '2025-11-14T10:00:00Z' }) })
+    const post = (i: number) =>
+      fetch(`${p.base}/event`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ site_id: 'ordinary', event_type: 'pageview', path: `/${i}`, timestamp: '2025-11-14T10:00:00Z' }),
+      })
     for (let i = 0; i < 20; i++) expect((await post(i)).status).toBe(202) // warm
     const before = rssMb(pid)
 
@@ -25,18 +30,23 @@ describe('memory under slow uploads', () => {
     const body = Buffer.alloc(declared - 1, 'a')
     const answers: string[] = []
     const sockets: Socket[] = []
-    await Promise.all(Array.from({ length: 300 }, () => Bun.connect({
-      hostname: '127.0.0.1', port,
-      socket: {
-        open(sock) {
-          sockets.push(sock)
-          sock.write(`POST /event HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${declared}\r\n\r\n`)
-          sock.write(body)
-        },
-        data: (_sock, chunk) => void answers.push(chunk.toString().split('\r\n')[0]!),
-        error() {},
-      },
-    })))
+    await Promise.all(
+      Array.from({ length: 300 }, () =>
+        Bun.connect({
+          hostname: '127.0.0.1',
+          port,
+          socket: {
+            open(sock) {
+              sockets.push(sock)
+              sock.write(`POST /event HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${declared}\r\n\r\n`)
+              sock.write(body)
+            },
+            data: (_sock, chunk) => void answers.push(chunk.toString().split('\r\n')[0]!),
+            error() {},
+          },
+        }),
+      ),
+    )
     await Bun.sleep(1500) // let every connection deliver what it sends
     const held = rssMb(pid)
 
@@ -48,7 +58,9 @@ describe('memory under slow uploads', () => {
 
     // Most uploads were refused at once with a 503; a few hold the budget until their deadline.
     expect(answers.filter((a) => a.startsWith('HTTP/1.1 503')).length).toBeGreaterThan(250)
-    console.log(`API RSS: ${before.toFixed(0)} MB before, ${peak.toFixed(0)} MB with 300 slow 1 MB uploads open (bound ${RSS_BOUND_MB} MB); ${answers.length} answered at once`)
+    console.log(
+      `API RSS: ${before.toFixed(0)} MB before, ${peak.toFixed(0)} MB with 300 slow 1 MB uploads open (bound ${RSS_BOUND_MB} MB); ${answers.length} answered at once`,
+    )
     expect(peak).toBeLessThan(RSS_BOUND_MB)
     const stored = await eventually(async () => ((await p.db.sql`select count(*)::int as n from events where site_id = 'ordinary'`)[0]!.n as number) === 70)
     expect(stored).toBe(true)

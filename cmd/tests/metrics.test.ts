@@ -1,5 +1,16 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { createTestDatabase, createTestRedis, envFor, eventually, freePort, spawnBinary, waitForReady, type Binary, type TestDatabase, type TestRedis } from '../../internal/testkit/testkit.ts'
+import {
+  createTestDatabase,
+  createTestRedis,
+  envFor,
+  eventually,
+  freePort,
+  spawnBinary,
+  waitForReady,
+  type Binary,
+  type TestDatabase,
+  type TestRedis,
+} from '../../internal/testkit/testkit.ts'
 
 let db: TestDatabase
 let r: TestRedis
@@ -25,7 +36,7 @@ afterAll(async () => {
 
 /** One sample's value from a Prometheus text exposition, e.g. value(text, 'sluice_queue_length'). */
 function value(text: string, name: string, labels = ''): number {
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(labels) || l.startsWith(`${name} `))
+  const line = text.split('\n').find((l) => (l.startsWith(`${name}{`) && l.includes(labels)) || l.startsWith(`${name} `))
   return line ? Number(line.split(' ').at(-1)) : Number.NaN
 }
 const scrape = async (url: string) => (await fetch(url)).text()
@@ -36,7 +47,9 @@ describe('metrics', () => {
     expect(value(before, 'sluice_queue_length')).toBe(0)
     for (let i = 0; i < 20; i++) {
       const events = Array.from({ length: 10 }, () => ({ site_id: 'm', event_type: 'pageview', timestamp: new Date().toISOString() }))
-      expect((await fetch(`${base}/events`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(events) })).status).toBe(202)
+      expect((await fetch(`${base}/events`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(events) })).status).toBe(
+        202,
+      )
     }
     await fetch(`${base}/event`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })
     const loaded = await scrape(`${base}/metrics`)
@@ -65,10 +78,13 @@ describe('metrics', () => {
   test('cron serves rollup and retention metrics on its own port', async () => {
     const port = await freePort()
     running.push(spawnBinary('cron', { ...env, CRON_METRICS_PORT: String(port), CRON_ROLLUP: '* * * * * *' }))
-    const text = await eventually(async () => {
-      const t = await scrape(`http://127.0.0.1:${port}/metrics`).catch(() => '')
-      return value(t, 'sluice_rollup_events_total') > 0 ? t : null
-    }, { timeoutMs: 15_000 })
+    const text = await eventually(
+      async () => {
+        const t = await scrape(`http://127.0.0.1:${port}/metrics`).catch(() => '')
+        return value(t, 'sluice_rollup_events_total') > 0 ? t : null
+      },
+      { timeoutMs: 15_000 },
+    )
     expect(text).not.toBeNull()
     expect(value(text!, 'sluice_rollup_unrolled_events')).toBeGreaterThanOrEqual(0)
     expect(text).toContain('sluice_rollup_watermark_age_seconds')

@@ -3,7 +3,18 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from '
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startLoad } from '../../internal/testkit/load.ts'
-import { createTestDatabase, createTestRedis, envFor, eventually, freePort, spawnBinary, waitForReady, type Binary, type TestDatabase, type TestRedis } from '../../internal/testkit/testkit.ts'
+import {
+  createTestDatabase,
+  createTestRedis,
+  envFor,
+  eventually,
+  freePort,
+  spawnBinary,
+  waitForReady,
+  type Binary,
+  type TestDatabase,
+  type TestRedis,
+} from '../../internal/testkit/testkit.ts'
 
 // deploy/nginx/nginx.conf, unchanged, in front of three real API processes and a worker.
 // Only the two included files differ from compose: the replicas' addresses and the port.
@@ -36,8 +47,19 @@ beforeAll(async () => {
   base = `http://127.0.0.1:${port}`
   // The access log goes to /dev/stdout, which must be a file or pipe (in Docker it is).
   logFile = join(dir, 'stdout.log')
-  nginx = Bun.spawn([NGINX, '-p', dir, '-c', join(dir, 'nginx.conf'), '-g', `daemon off; pid ${join(dir, 'nginx.pid')};`], { stdin: 'ignore', stdout: Bun.file(logFile), stderr: Bun.file(join(dir, 'stderr.log')) })
-  const up = await eventually(() => fetch(`${base}/healthz`).then((res) => res.ok, () => false), { timeoutMs: 10_000 })
+  nginx = Bun.spawn([NGINX, '-p', dir, '-c', join(dir, 'nginx.conf'), '-g', `daemon off; pid ${join(dir, 'nginx.pid')};`], {
+    stdin: 'ignore',
+    stdout: Bun.file(logFile),
+    stderr: Bun.file(join(dir, 'stderr.log')),
+  })
+  const up = await eventually(
+    () =>
+      fetch(`${base}/healthz`).then(
+        (res) => res.ok,
+        () => false,
+      ),
+    { timeoutMs: 10_000 },
+  )
   if (!up) throw new Error(`nginx did not start: ${readFileSync(join(dir, 'stderr.log'), 'utf8')}`)
 }, 60_000)
 
@@ -50,11 +72,19 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true })
 })
 
-const logLines = () => readFileSync(logFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, string | number>)
+const logLines = () =>
+  readFileSync(logFile, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, string | number>)
 
 describe('nginx in front of three API replicas', () => {
   test('passes the client address on, answers an oversized body with JSON, and logs JSON', async () => {
-    const res = await fetch(`${base}/event`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-forwarded-for': '198.51.100.9' }, body: JSON.stringify({ site_id: 's', event_type: 'pageview', timestamp: new Date().toISOString() }) })
+    const res = await fetch(`${base}/event`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-forwarded-for': '198.51.100.9' },
+      body: JSON.stringify({ site_id: 's', event_type: 'pageview', timestamp: new Date().toISOString() }),
+    })
     expect(res.status).toBe(202)
     const big = await fetch(`${base}/event`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: 'x'.repeat(2 * 1024 * 1024) })
     expect(big.status).toBe(413)
@@ -67,24 +97,31 @@ describe('nginx in front of three API replicas', () => {
 
   test('answers every one of several requests pipelined in one TCP write, and stores each once (Bun alone answers none)', async () => {
     const ids = Array.from({ length: 3 }, () => crypto.randomUUID())
-    const raw = ids.map((event_id, i) => {
-      const body = JSON.stringify({ event_id, site_id: 'pipelined', event_type: 'pageview', path: `/${i}`, timestamp: new Date().toISOString() })
-      return `POST /event HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
-    }).join('')
-    const pipelined = (port: number) => new Promise<string[]>((resolve) => {
-      let text = ''
-      const done = () => resolve(text.match(/HTTP\/1\.1 \d+/g) ?? [])
-      Bun.connect({ hostname: '127.0.0.1', port, socket: {
-        open: (sock) => void sock.write(raw),
-        data: (sock, chunk) => {
-          text += chunk.toString()
-          if ((text.match(/HTTP\/1\.1 \d+/g) ?? []).length === ids.length && text.trimEnd().endsWith('}')) sock.end()
-        },
-        close: done,
-        error: done,
-      } })
-      setTimeout(done, 3000)
-    })
+    const raw = ids
+      .map((event_id, i) => {
+        const body = JSON.stringify({ event_id, site_id: 'pipelined', event_type: 'pageview', path: `/${i}`, timestamp: new Date().toISOString() })
+        return `POST /event HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+      })
+      .join('')
+    const pipelined = (port: number) =>
+      new Promise<string[]>((resolve) => {
+        let text = ''
+        const done = () => resolve(text.match(/HTTP\/1\.1 \d+/g) ?? [])
+        Bun.connect({
+          hostname: '127.0.0.1',
+          port,
+          socket: {
+            open: (sock) => void sock.write(raw),
+            data: (sock, chunk) => {
+              text += chunk.toString()
+              if ((text.match(/HTTP\/1\.1 \d+/g) ?? []).length === ids.length && text.trimEnd().endsWith('}')) sock.end()
+            },
+            close: done,
+            error: done,
+          },
+        })
+        setTimeout(done, 3000)
+      })
     expect(await pipelined(Number(new URL(base).port))).toEqual(Array(3).fill('HTTP/1.1 202'))
     await eventually(async () => (await db.sql`select count(*)::int as n from events where site_id = 'pipelined'`)[0]!.n === 3)
     const rows = await db.sql`select event_id::text as id from events where site_id = 'pipelined' order by path`
@@ -111,7 +148,9 @@ describe('nginx in front of three API replicas', () => {
     const perUpstream = new Map<string, number>()
     for (const l of logLines()) if (l.uri === '/event') for (const u of String(l.upstream).split(', ')) perUpstream.set(u, (perUpstream.get(u) ?? 0) + 1)
     const errors = Object.fromEntries([...load.statuses].filter(([s]) => s !== 202))
-    console.log(`nginx: ${load.accepted.size} answered 202, ${stored.size} stored, ${lost.length} lost, ${storedWithoutA202.length} stored that the client saw fail; other answers ${JSON.stringify(errors)}; requests per replica ${JSON.stringify(Object.fromEntries(perUpstream))}`)
+    console.log(
+      `nginx: ${load.accepted.size} answered 202, ${stored.size} stored, ${lost.length} lost, ${storedWithoutA202.length} stored that the client saw fail; other answers ${JSON.stringify(errors)}; requests per replica ${JSON.stringify(Object.fromEntries(perUpstream))}`,
+    )
 
     for (const { port } of apis) expect(perUpstream.get(`127.0.0.1:${port}`) ?? 0).toBeGreaterThan(100)
     expect(lost).toEqual([])

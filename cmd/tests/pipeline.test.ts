@@ -26,7 +26,10 @@ describe('the pipeline', () => {
       event_type: null,
       total_views: 3,
       unique_users: 2,
-      top_paths: [{ path: '/pricing', views: 2 }, { path: '/', views: 1 }],
+      top_paths: [
+        { path: '/pricing', views: 2 },
+        { path: '/', views: 1 },
+      ],
     })
   })
 

@@ -28,7 +28,7 @@ describe('rollup poison', () => {
   const p = pipeline({ STATS_PUBLIC: 'true' })
   const post = (body: unknown) => fetch(`${p.base}/event`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
   const rolledViews = async (site: string) =>
-    ((await p.db.sql`select coalesce(sum(views), 0)::int as n from rollup_year where site_id = ${site}`)[0]!.n as number)
+    (await p.db.sql`select coalesce(sum(views), 0)::int as n from rollup_year where site_id = ${site}`)[0]!.n as number
 
   test('the largest accepted values of every indexed field are all counted, with every other site', async () => {
     const big = [...Array.from({ length: 10 }, () => largest('cjk')), ...Array.from({ length: 10 }, () => largest('astral'))]
@@ -36,7 +36,8 @@ describe('rollup poison', () => {
       expect(Buffer.byteLength(e.path)).toBe(PATH_MAX_BYTES)
       expect((await post(e)).status).toBe(202)
     }
-    for (let i = 0; i < 5; i++) expect((await post({ site_id: 'plain', event_type: 'pageview', path: `/p${i}`, timestamp: '2025-11-14T10:00:00Z' })).status).toBe(202)
+    for (let i = 0; i < 5; i++)
+      expect((await post({ site_id: 'plain', event_type: 'pageview', path: `/p${i}`, timestamp: '2025-11-14T10:00:00Z' })).status).toBe(202)
     await eventually(async () => ((await p.db.sql`select count(*)::int as n from events`)[0]!.n as number) === 25)
 
     const run = await runBinary('cron', p.env, ['--once', 'rollup'])
@@ -51,7 +52,10 @@ describe('rollup poison', () => {
   test('a path one byte over the bound is a 400 that names it', async () => {
     const res = await post({ ...largest('cjk'), path: `/${cjk(683)}` })
     expect(res.status).toBe(400)
-    expect(await res.json()).toMatchObject({ code: 'invalid_event', details: [{ field: 'path', message: `path must be at most ${PATH_MAX_BYTES} bytes of UTF-8` }] })
+    expect(await res.json()).toMatchObject({
+      code: 'invalid_event',
+      details: [{ field: 'path', message: `path must be at most ${PATH_MAX_BYTES} bytes of UTF-8` }],
+    })
   })
 
   test('a stored row that cannot be rolled up is set aside, shown and counted, and the rollup goes on', async () => {

@@ -19,7 +19,7 @@ function prng(seed: number) {
   }
 }
 const rand = prng(20251114)
-const pick = <T,>(xs: readonly T[]) => xs[Math.floor(rand() * xs.length)]!
+const pick = <T>(xs: readonly T[]) => xs[Math.floor(rand() * xs.length)]!
 const uuid = () => {
   const h = Array.from({ length: 32 }, () => Math.floor(rand() * 16).toString(16))
   h[12] = '4'
@@ -43,8 +43,12 @@ function workload(): Ev[] {
   for (const site of SITES) {
     for (let i = 0; i < site.events; i++) {
       out.push({
-        event_id: uuid(), site_id: site.id, event_type: pick(TYPES), path: pick(PATHS),
-        user_id: `user-${Math.floor(rand() * site.users)}`, timestamp: new Date(START + Math.floor(rand() * SPAN)).toISOString(),
+        event_id: uuid(),
+        site_id: site.id,
+        event_type: pick(TYPES),
+        path: pick(PATHS),
+        user_id: `user-${Math.floor(rand() * site.users)}`,
+        timestamp: new Date(START + Math.floor(rand() * SPAN)).toISOString(),
       })
     }
   }
@@ -80,19 +84,26 @@ describe('rollups against an exact oracle', () => {
 
   async function post(events: Ev[]) {
     for (let i = 0; i < events.length; i += 1000) {
-      const res = await fetch(`${stack.base}/events`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(events.slice(i, i + 1000)) })
+      const res = await fetch(`${stack.base}/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(events.slice(i, i + 1000)),
+      })
       expect(res.status).toBe(202)
       for (const e of events.slice(i, i + 1000)) sent.set(e.event_id, e)
     }
   }
   async function drained() {
-    const ok = await eventually(async () => {
-      const [{ n }] = (await stack.db.sql`select count(*)::int as n from events`) as unknown as [{ n: number }]
-      return n === sent.size && (await stack.r.redis.xlen(stack.r.queue.stream)) === 0
-    }, { timeoutMs: 60_000 })
+    const ok = await eventually(
+      async () => {
+        const [{ n }] = (await stack.db.sql`select count(*)::int as n from events`) as unknown as [{ n: number }]
+        return n === sent.size && (await stack.r.redis.xlen(stack.r.queue.stream)) === 0
+      },
+      { timeoutMs: 60_000 },
+    )
     expect(ok).toBe(true)
   }
-  const unrolled = async () => ((await stack.db.sql`select count(*)::int as n from events where xid >= (select xid_watermark from rollup_state)`)[0]!.n as number)
+  const unrolled = async () => (await stack.db.sql`select count(*)::int as n from events where xid >= (select xid_watermark from rollup_state)`)[0]!.n as number
   const rollupOnce = () => runBinary('cron', stack.env, ['--once', 'rollup'])
 
   test('every bucket of every granularity matches, through kills, concurrency, late events and duplicates', async () => {
@@ -106,7 +117,10 @@ describe('rollups against an exact oracle', () => {
     // SIGKILL the rollup once it has committed some chunks but not all.
     const start = (await db.sql`select xid_watermark::text as w from rollup_state`)[0]!.w as string
     const cron = spawnBinary('cron', env, ['--once', 'rollup'])
-    await eventually(async () => ((await db.sql`select xid_watermark::text as w from rollup_state`)[0]!.w as string) !== start, { timeoutMs: 30_000, intervalMs: 2 })
+    await eventually(async () => ((await db.sql`select xid_watermark::text as w from rollup_state`)[0]!.w as string) !== start, {
+      timeoutMs: 30_000,
+      intervalMs: 2,
+    })
     cron.proc.kill('SIGKILL')
     await cron.proc.exited
     expect(cron.proc.signalCode).toBe('SIGKILL')
@@ -146,7 +160,12 @@ describe('rollups against an exact oracle', () => {
       for (const row of rows) {
         const want = oracle.get(`${g}|${row.site_id}|${(row.bucket as Date).toISOString()}`)!
         expect({ g, site: row.site_id, bucket: row.bucket, views: row.views, byType: row.by_type, other: row.other }).toEqual({
-          g, site: row.site_id, bucket: row.bucket, views: want.views, byType: Object.fromEntries(want.byType), other: 0,
+          g,
+          site: row.site_id,
+          bucket: row.bucket,
+          views: want.views,
+          byType: Object.fromEntries(want.byType),
+          other: 0,
         })
         if (want.users.size < HLL_EXACT_UP_TO) {
           expect(row.users).toBe(want.users.size)
@@ -167,7 +186,9 @@ describe('rollups against an exact oracle', () => {
 
     // The API answers from the same rollups: a whole-span monthly query for the big site.
     const site = 'oracle-big'
-    const res = await fetch(`${base}/v1/stats?site_id=${site}&from=2024-11-01&to=2025-03-01&granularity=month&limit=100`, { headers: { authorization: 'Bearer oracle' } })
+    const res = await fetch(`${base}/v1/stats?site_id=${site}&from=2024-11-01&to=2025-03-01&granularity=month&limit=100`, {
+      headers: { authorization: 'Bearer oracle' },
+    })
     const body = (await res.json()) as { totals: { views: number }; series: { bucket: string; views: number }[]; top_paths: { path: string; views: number }[] }
     expect(body.totals.views).toBe([...sent.values()].filter((e) => e.site_id === site).length)
     for (const s of body.series) expect(s.views).toBe(oracle.get(`month|${site}|${s.bucket}`)?.views ?? 0)

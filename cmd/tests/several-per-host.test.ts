@@ -8,7 +8,11 @@ const env = isolated()
 
 /** The ports a binary logged for its metrics listener (JSON log lines). */
 const metricsPort = (b: Binary) =>
-  b.output().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg: string; port?: number })
+  b
+    .output()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as { msg: string; port?: number })
     .find((l) => l.port && l.msg.includes('metrics'))?.port
 
 async function scrape(port: number, metric: string): Promise<number> {
@@ -40,17 +44,29 @@ describe('several binaries on one host', () => {
       let accepted = 0
       const send = async (client: number) => {
         for (let i = 0; i < 60; i++) {
-          const batch = Array.from({ length: 20 }, (_, j) => ({ site_id: 'many', event_type: 'pageview', path: `/c${client}/${i}/${j}`, timestamp: '2025-11-14T10:00:00Z' }))
-          const res = await fetch(`http://127.0.0.1:${port}/events`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(batch) })
+          const batch = Array.from({ length: 20 }, (_, j) => ({
+            site_id: 'many',
+            event_type: 'pageview',
+            path: `/c${client}/${i}/${j}`,
+            timestamp: '2025-11-14T10:00:00Z',
+          }))
+          const res = await fetch(`http://127.0.0.1:${port}/events`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify(batch),
+          })
           if (res.status === 202) accepted += batch.length
         }
       }
       await Promise.all(Array.from({ length: 8 }, (_, c) => send(c)))
       expect(accepted).toBe(8 * 60 * 20)
-      const stored = await eventually(async () => {
-        const n = (await env.db.sql`select count(*)::int as n from events`)[0]!.n as number
-        return n === accepted ? n : 0
-      }, { timeoutMs: 20_000 })
+      const stored = await eventually(
+        async () => {
+          const n = (await env.db.sql`select count(*)::int as n from events`)[0]!.n as number
+          return n === accepted ? n : 0
+        },
+        { timeoutMs: 20_000 },
+      )
       expect(stored).toBe(accepted)
 
       const perWorker = await Promise.all(ports!.slice(0, 2).map((p) => scrape(p, 'sluice_worker_events_stored_total')))

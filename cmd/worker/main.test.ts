@@ -15,6 +15,8 @@ describe('sluice-worker', () => {
     const dead = `postgres://postgres@127.0.0.1:${await freePort()}/sluice`
     const { code, output } = await runBinary('worker', { ...envFor(env.db, env.r), DATABASE_URL: dead })
     expect(code).toBe(69)
-    expect(output.trim().split('\n')).toEqual([`sluice-worker: cannot reach Postgres at ${dead} (ECONNREFUSED): start PostgreSQL, or set DATABASE_URL to a reachable database`])
+    expect(output.trim().split('\n')).toEqual([
+      `sluice-worker: cannot reach Postgres at ${dead} (ECONNREFUSED): start PostgreSQL, or set DATABASE_URL to a reachable database`,
+    ])
   })
 })

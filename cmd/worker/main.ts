@@ -32,11 +32,15 @@ await runMain('worker', async () => {
   log.info({ consumer: name, streams: readers.length, group: config.queue.group }, 'worker started')
 
   await Promise.all(readers.map(({ worker }) => worker.run(stop)))
-  const ok = await shutdown(log, [
-    ['stop metrics server', () => metricsServer?.stop()],
-    ['close postgres', () => sql.end({ timeout: 5 })],
-    ['close redis readers', () => Promise.all(readers.map(({ reader }) => reader.quit()))],
-    ['close redis', () => redis.quit()],
-  ], config.shutdownTimeoutMs)
+  const ok = await shutdown(
+    log,
+    [
+      ['stop metrics server', () => metricsServer?.stop()],
+      ['close postgres', () => sql.end({ timeout: 5 })],
+      ['close redis readers', () => Promise.all(readers.map(({ reader }) => reader.quit()))],
+      ['close redis', () => redis.quit()],
+    ],
+    config.shutdownTimeoutMs,
+  )
   return ok ? EXIT.ok : EXIT.failed
 })

@@ -73,9 +73,7 @@ export async function connectRedis(redis: RedisClient, url: string, timeoutMs = 
     )
   } catch (err) {
     redis.disconnect()
-    throw new UnreachableError(
-      `cannot reach ${target} (${reason(lastError ?? err)}): ${fix}`,
-    )
+    throw new UnreachableError(`cannot reach ${target} (${reason(lastError ?? err)}): ${fix}`)
   } finally {
     redis.off('error', remember)
   }
@@ -96,9 +94,7 @@ export async function connectPostgres(sql: Sql, url: string): Promise<void> {
     await sql`select 1`
   } catch (err) {
     await sql.end({ timeout: 0 }).catch(() => {})
-    throw new UnreachableError(
-      `cannot reach Postgres at ${redact(url)} (${reason(err)}): start PostgreSQL, or set DATABASE_URL to a reachable database`,
-    )
+    throw new UnreachableError(`cannot reach Postgres at ${redact(url)} (${reason(err)}): start PostgreSQL, or set DATABASE_URL to a reachable database`)
   }
 }
 

@@ -5,7 +5,6 @@ import { hostname } from 'node:os'
 import { Cron } from 'croner'
 import * as v from 'valibot'
 
-
 /** Every setting, by environment variable name, with its default. README's config table mirrors this. */
 export const DEFAULTS = {
   PORT: '8080',
@@ -69,15 +68,29 @@ const url = (...schemes: string[]) =>
     v.url('must be a URL'),
     v.check((s) => schemes.some((p) => s.startsWith(`${p}://`)), `must start with ${schemes.join(':// or ')}://`),
   )
-const bool = v.pipe(v.picklist(['true', 'false', '1', '0'], 'must be true or false'), v.transform((s) => s === 'true' || s === '1'))
+const bool = v.pipe(
+  v.picklist(['true', 'false', '1', '0'], 'must be true or false'),
+  v.transform((s) => s === 'true' || s === '1'),
+)
 const nonEmpty = v.pipe(v.string(), v.minLength(1, 'must not be empty'))
-const list = v.pipe(v.string(), v.transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean)))
+const list = v.pipe(
+  v.string(),
+  v.transform((s) =>
+    s
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean),
+  ),
+)
 
 const EnvSchema = v.object({
   PORT: int(0, 65535),
   HOST: nonEmpty,
   REDIS_URL: url('redis', 'rediss'),
-  REDIS_CLUSTER_NODES: v.pipe(list, v.check((xs) => xs.every((n) => /^[^\s:]+:\d{1,5}$/.test(n)), 'must be a comma-separated list of host:port')),
+  REDIS_CLUSTER_NODES: v.pipe(
+    list,
+    v.check((xs) => xs.every((n) => /^[^\s:]+:\d{1,5}$/.test(n)), 'must be a comma-separated list of host:port'),
+  ),
   DATABASE_URL: url('postgres', 'postgresql'),
   LOG_LEVEL: v.picklist(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'must be one of fatal, error, warn, info, debug, trace, silent'),
   QUEUE_STREAM: nonEmpty,
@@ -92,7 +105,13 @@ const EnvSchema = v.object({
   INGEST_BATCH_MAX: int(1, 10_000),
   INGEST_MAX_FUTURE_MS: int(0, 24 * 3_600_000),
   INGEST_ALLOWED_SITES: list,
-  INGEST_ALLOWED_ORIGINS: v.pipe(list, v.check((xs) => xs.every((o) => /^https?:\/\/[^/]+$/.test(o)), 'must be a comma-separated list of origins like https://example.com (scheme and host, no path)')),
+  INGEST_ALLOWED_ORIGINS: v.pipe(
+    list,
+    v.check(
+      (xs) => xs.every((o) => /^https?:\/\/[^/]+$/.test(o)),
+      'must be a comma-separated list of origins like https://example.com (scheme and host, no path)',
+    ),
+  ),
   INGEST_RATE_LIMIT: int(0, 10_000_000),
   INGEST_IN_FLIGHT_BYTES: int(1024, 1024 * 1024 * 1024),
   INGEST_BODY_TIMEOUT_MS: int(100, 600_000),
@@ -129,7 +148,17 @@ export type Config = Readonly<{
   logLevel: string
   redisTimeoutMs: number
   shutdownTimeoutMs: number
-  queue: Readonly<{ stream: string; shards: number; cluster: boolean; group: string; deadLetterStream: string; waitReplicas: number; waitTimeoutMs: number; maxBacklog: number; maxEntryEvents: number }>
+  queue: Readonly<{
+    stream: string
+    shards: number
+    cluster: boolean
+    group: string
+    deadLetterStream: string
+    waitReplicas: number
+    waitTimeoutMs: number
+    maxBacklog: number
+    maxEntryEvents: number
+  }>
   ingest: Readonly<{
     bodyLimitBytes: number
     batchMax: number
@@ -176,7 +205,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
   }
   const e = parsed.output
   if (e.REDIS_CLUSTER_NODES.length && e.REDIS_WAIT_REPLICAS > 0) {
-    throw new ConfigError('REDIS_WAIT_REPLICAS: is not supported with REDIS_CLUSTER_NODES (WAIT would go to one node); use appendfsync always on the cluster instead')
+    throw new ConfigError(
+      'REDIS_WAIT_REPLICAS: is not supported with REDIS_CLUSTER_NODES (WAIT would go to one node); use appendfsync always on the cluster instead',
+    )
   }
   return deepFreeze({
     port: e.PORT,

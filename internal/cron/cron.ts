@@ -74,9 +74,24 @@ export function registerCronGauges(metrics: Metrics, queue: { depth(): Promise<D
     lag ??= store.rollupLag().finally(() => setTimeout(() => (lag = null), 100).unref())
     return pick(await lag)
   }
-  registerCollectedGauge(metrics, 'sluice_rollup_watermark_age_seconds', 'How long the oldest raw event not yet rolled up has waited (0 when none waits); alert above 300', read((l) => l.ageSeconds))
-  registerCollectedGauge(metrics, 'sluice_rollup_unrolled_events', 'Raw events not yet counted in the rollups', read((l) => l.unrolled))
-  registerCollectedGauge(metrics, 'sluice_rollup_rejected_events', 'Raw events set aside in rollup_rejects, waiting for an operator', read((l) => l.rejected))
+  registerCollectedGauge(
+    metrics,
+    'sluice_rollup_watermark_age_seconds',
+    'How long the oldest raw event not yet rolled up has waited (0 when none waits); alert above 300',
+    read((l) => l.ageSeconds),
+  )
+  registerCollectedGauge(
+    metrics,
+    'sluice_rollup_unrolled_events',
+    'Raw events not yet counted in the rollups',
+    read((l) => l.unrolled),
+  )
+  registerCollectedGauge(
+    metrics,
+    'sluice_rollup_rejected_events',
+    'Raw events set aside in rollup_rejects, waiting for an operator',
+    read((l) => l.rejected),
+  )
 }
 
 export type Scheduler = { stop(): Promise<void> }

@@ -150,34 +150,50 @@ describe('the fast path for valid events', () => {
     const ids = () => '01a2015d-ffcc-704f-b537-162d405faf8e'
     const fast = createEventParser({ now: () => NOW, newId: ids })
     const slow = createSchemaParser({ now: () => NOW, newId: ids })
-    const str = fc.oneof(fc.string({ unit: 'binary', maxLength: 40 }), fc.constantFrom('', '\u0000', '\ud800', 'x'.repeat(65), 'y'.repeat(129), 'p'.repeat(2049), 'u'.repeat(257)))
+    const str = fc.oneof(
+      fc.string({ unit: 'binary', maxLength: 40 }),
+      fc.constantFrom('', '\u0000', '\ud800', 'x'.repeat(65), 'y'.repeat(129), 'p'.repeat(2049), 'u'.repeat(257)),
+    )
     const field = fc.oneof(str, fc.constant(null), fc.constant(undefined), fc.integer(), fc.boolean(), fc.constant({}), fc.constant([]))
-    const event = fc.record({
-      site_id: fc.oneof(fc.stringMatching(/^[A-Za-z0-9._:-]{1,130}$/), field),
-      event_type: fc.oneof(fc.string({ minLength: 1, maxLength: 70 }), field),
-      timestamp: fc.oneof(
-        fc.date({ min: new Date('1960-01-01T00:00:00Z'), max: new Date(NOW + 600_000), noInvalidDate: true }).map((d) => d.toISOString()),
-        fc.constantFrom('2025-11-14T10:00:00+02:00', '2025-11-14T10:00:00', '2025-02-30T00:00:00Z', '2025-11-14T15:00+05'),
-        field,
-      ),
-      path: fc.oneof(fc.string({ maxLength: 2050, unit: 'binary' }), field),
-      user_id: fc.oneof(fc.string({ maxLength: 260, unit: 'binary' }), field),
-      event_id: fc.oneof(fc.uuid(), fc.uuid().map((u) => u.toUpperCase()), field),
-    }, { requiredKeys: [] })
-    const valid = fc.record({
-      site_id: fc.stringMatching(/^[A-Za-z0-9._:-]{1,128}$/),
-      event_type: fc.string({ minLength: 1, maxLength: 64 }),
-      timestamp: fc.date({ min: new Date('1970-01-01T00:00:00Z'), max: new Date(NOW + 300_000), noInvalidDate: true }).map((d) => d.toISOString()),
-      path: fc.option(fc.string({ maxLength: 2048 })),
-      user_id: fc.option(fc.string({ maxLength: 256 })),
-      event_id: fc.option(fc.uuid(), { nil: undefined }),
-    }, { requiredKeys: ['site_id', 'event_type', 'timestamp'] })
+    const event = fc.record(
+      {
+        site_id: fc.oneof(fc.stringMatching(/^[A-Za-z0-9._:-]{1,130}$/), field),
+        event_type: fc.oneof(fc.string({ minLength: 1, maxLength: 70 }), field),
+        timestamp: fc.oneof(
+          fc.date({ min: new Date('1960-01-01T00:00:00Z'), max: new Date(NOW + 600_000), noInvalidDate: true }).map((d) => d.toISOString()),
+          fc.constantFrom('2025-11-14T10:00:00+02:00', '2025-11-14T10:00:00', '2025-02-30T00:00:00Z', '2025-11-14T15:00+05'),
+          field,
+        ),
+        path: fc.oneof(fc.string({ maxLength: 2050, unit: 'binary' }), field),
+        user_id: fc.oneof(fc.string({ maxLength: 260, unit: 'binary' }), field),
+        event_id: fc.oneof(
+          fc.uuid(),
+          fc.uuid().map((u) => u.toUpperCase()),
+          field,
+        ),
+      },
+      { requiredKeys: [] },
+    )
+    const valid = fc.record(
+      {
+        site_id: fc.stringMatching(/^[A-Za-z0-9._:-]{1,128}$/),
+        event_type: fc.string({ minLength: 1, maxLength: 64 }),
+        timestamp: fc.date({ min: new Date('1970-01-01T00:00:00Z'), max: new Date(NOW + 300_000), noInvalidDate: true }).map((d) => d.toISOString()),
+        path: fc.option(fc.string({ maxLength: 2048 })),
+        user_id: fc.option(fc.string({ maxLength: 256 })),
+        event_id: fc.option(fc.uuid(), { nil: undefined }),
+      },
+      { requiredKeys: ['site_id', 'event_type', 'timestamp'] },
+    )
     let accepted = 0
-    fc.assert(fc.property(fc.oneof(valid, event, fc.anything()), (input) => {
-      const a = fast(input)
-      expect(a).toEqual(slow(input))
-      if (a.ok) accepted++
-    }), { numRuns: 3000, seed: 11 })
+    fc.assert(
+      fc.property(fc.oneof(valid, event, fc.anything()), (input) => {
+        const a = fast(input)
+        expect(a).toEqual(slow(input))
+        if (a.ok) accepted++
+      }),
+      { numRuns: 3000, seed: 11 },
+    )
     // Both outcomes must be well represented for the comparison to mean anything.
     expect(accepted).toBeGreaterThan(100)
     expect(accepted).toBeLessThan(2900)

@@ -56,30 +56,35 @@ export function textProblem(field: string, s: string): string | null {
 }
 
 const wellFormed = (field: string) =>
-  [
-    v.check((s: string) => !s.includes('\0'), nulMessage(field)),
-    v.check((s: string) => s.isWellFormed(), surrogateMessage(field)),
-  ] as const
+  [v.check((s: string) => !s.includes('\0'), nulMessage(field)), v.check((s: string) => s.isWellFormed(), surrogateMessage(field))] as const
 
 const text = (field: string, max: number) =>
   v.pipe(v.string(`${field} must be a string`), v.maxLength(max, `${field} must be at most ${max} characters`), ...wellFormed(field))
 
 const required = (field: string, max: number) =>
-  v.pipe(v.string(`${field} must be a string`), v.minLength(1, `${field} must not be empty`), v.maxLength(max, `${field} must be at most ${max} characters`), ...wellFormed(field))
+  v.pipe(
+    v.string(`${field} must be a string`),
+    v.minLength(1, `${field} must not be empty`),
+    v.maxLength(max, `${field} must be at most ${max} characters`),
+    ...wellFormed(field),
+  )
 
 /** Empty strings and null both mean "not given". */
 const optionalText = (field: string, max: number) =>
-  v.pipe(v.optional(v.nullable(text(field, max)), null), v.transform((s) => (s === '' ? null : (s ?? null))))
+  v.pipe(
+    v.optional(v.nullable(text(field, max)), null),
+    v.transform((s) => (s === '' ? null : (s ?? null))),
+  )
 
 export const EventSchema = v.object(
   {
-    site_id: v.pipe(
-      v.string('site_id must be a string'),
-      v.regex(SITE_ID_PATTERN, 'site_id must be 1-128 characters of A-Z a-z 0-9 . _ : -'),
-    ),
+    site_id: v.pipe(v.string('site_id must be a string'), v.regex(SITE_ID_PATTERN, 'site_id must be 1-128 characters of A-Z a-z 0-9 . _ : -')),
     event_type: required('event_type', LIMITS.event_type),
     timestamp: v.string('timestamp must be a string'),
-    path: v.pipe(optionalText('path', LIMITS.path), v.check((s) => s === null || pathFits(s), PATH_BYTES_MESSAGE)),
+    path: v.pipe(
+      optionalText('path', LIMITS.path),
+      v.check((s) => s === null || pathFits(s), PATH_BYTES_MESSAGE),
+    ),
     user_id: optionalText('user_id', LIMITS.user_id),
     event_id: v.optional(v.pipe(v.string('event_id must be a string'), v.uuid('event_id must be a UUID'))),
   },
@@ -140,8 +145,17 @@ export function isEventShape(x: unknown): x is Event {
   const str = (v: unknown) => typeof v === 'string'
   const optional = (v: unknown) => v === null || str(v)
   return (
-    typeof e === 'object' && e !== null && str(e.event_id) && UUID.test(e.event_id as string) && str(e.site_id) && str(e.event_type) &&
-    optional(e.path) && optional(e.user_id) && str(e.timestamp) && !Number.isNaN(Date.parse(e.timestamp as string)) && Number.isFinite(e.received_at)
+    typeof e === 'object' &&
+    e !== null &&
+    str(e.event_id) &&
+    UUID.test(e.event_id as string) &&
+    str(e.site_id) &&
+    str(e.event_type) &&
+    optional(e.path) &&
+    optional(e.user_id) &&
+    str(e.timestamp) &&
+    !Number.isNaN(Date.parse(e.timestamp as string)) &&
+    Number.isFinite(e.received_at)
   )
 }
 const clean = (s: string) => !s.includes('\0') && s.isWellFormed()

@@ -1,5 +1,4 @@
-const ISO_8601 =
-  /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)$/
+const ISO_8601 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)$/
 
 export type TimestampResult = { ok: true; ms: number } | { ok: false; message: string }
 
@@ -12,7 +11,14 @@ const FORMAT = 'timestamp must be ISO 8601 with a timezone, e.g. 2025-11-14T10:0
 export function parseTimestamp(s: string): TimestampResult {
   const m = ISO_8601.exec(s)
   if (!m) return { ok: false, message: FORMAT }
-  const [year, month, day, hour, minute, second] = [m[1], m[2], m[3], m[4], m[5], m[6]].map((x) => (x === undefined ? 0 : Number(x))) as [number, number, number, number, number, number]
+  const [year, month, day, hour, minute, second] = [m[1], m[2], m[3], m[4], m[5], m[6]].map((x) => (x === undefined ? 0 : Number(x))) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ]
   const fraction = m[7] ? Number(`0.${m[7]}`) * 1000 : 0
   if (month < 1 || month > 12 || hour > 23 || minute > 59 || second > 59) return { ok: false, message: `${FORMAT}; ${s} is not a real time` }
   const local = utc(year, month - 1, day, hour, minute, second) + Math.floor(fraction)

@@ -41,7 +41,11 @@ describe('registered sites', () => {
 describe('allowed origins and CORS', () => {
   const app = () => appWith({ allowedOrigins: ['https://shop.example'] })
   test('accept a sendBeacon-style text/plain POST from an allowed origin, with CORS headers', async () => {
-    const res = await app().request('/event', { method: 'POST', body: JSON.stringify(valid), headers: { 'content-type': 'text/plain;charset=UTF-8', origin: 'https://shop.example' } })
+    const res = await app().request('/event', {
+      method: 'POST',
+      body: JSON.stringify(valid),
+      headers: { 'content-type': 'text/plain;charset=UTF-8', origin: 'https://shop.example' },
+    })
     expect(res.status).toBe(202)
     expect(res.headers.get('access-control-allow-origin')).toBe('https://shop.example')
   })
@@ -139,7 +143,8 @@ describe('a body shorter than its declared length', () => {
     return new Promise((resolve) => {
       let text = ''
       Bun.connect({
-        hostname: '127.0.0.1', port,
+        hostname: '127.0.0.1',
+        port,
         socket: {
           open: (sock) => void sock.write(head + body),
           data: (sock, chunk) => {
@@ -160,7 +165,11 @@ describe('a body shorter than its declared length', () => {
     const server = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: (req) => app.fetch(req) })
     try {
       const sent = '{"site_id":"a"'.slice(0, Math.min(10, declared - 5))
-      const res = await rawRequest(server.port!, `POST /event HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${declared}\r\n\r\n`, sent)
+      const res = await rawRequest(
+        server.port!,
+        `POST /event HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${declared}\r\n\r\n`,
+        sent,
+      )
       expect(res.text).toStartWith('HTTP/1.1 408')
       expect(res.text).toContain('"code":"body_timeout"')
       expect(res.ms).toBeLessThan(500 + 250 + 500)

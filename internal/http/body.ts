@@ -28,7 +28,13 @@ export function checkBody(req: Request, limit: number): number | null {
  * one that has not fully arrived by its deadline is a 408, so a client trickling bytes
  * cannot hold a request open.
  */
-export async function readBody(req: Request, declared: number | null, limit: number, deadlines: Deadlines, onGrow?: (size: number) => void): Promise<Uint8Array> {
+export async function readBody(
+  req: Request,
+  declared: number | null,
+  limit: number,
+  deadlines: Deadlines,
+  onGrow?: (size: number) => void,
+): Promise<Uint8Array> {
   const bytes = await deadlines.track(declared !== null ? req.bytes() : readLimited(req, limit, onGrow))
   if (bytes.length > limit) throw tooLarge(limit)
   return bytes

@@ -5,12 +5,31 @@ import type { Logger } from '../log/log.ts'
 
 /** Every code an API error answer can carry: clients branch on these, never on the message. */
 export type ErrorCode =
-  | 'bad_request' | 'unauthorized' | 'bad_authorization' | 'not_found' | 'method_not_allowed' | 'error' | 'internal'
-  | 'unsupported_media_type' | 'body_too_large' | 'body_timeout' | 'invalid_utf8' | 'empty_body' | 'invalid_json'
-  | 'invalid_event' | 'invalid_batch' | 'empty_batch' | 'batch_too_large'
-  | 'origin_not_allowed' | 'site_not_allowed' | 'rate_limited'
-  | 'queue_full' | 'queue_unavailable' | 'server_busy'
-  | 'invalid_query' | 'hourly_detail_expired'
+  | 'bad_request'
+  | 'unauthorized'
+  | 'bad_authorization'
+  | 'not_found'
+  | 'method_not_allowed'
+  | 'error'
+  | 'internal'
+  | 'unsupported_media_type'
+  | 'body_too_large'
+  | 'body_timeout'
+  | 'invalid_utf8'
+  | 'empty_body'
+  | 'invalid_json'
+  | 'invalid_event'
+  | 'invalid_batch'
+  | 'empty_batch'
+  | 'batch_too_large'
+  | 'origin_not_allowed'
+  | 'site_not_allowed'
+  | 'rate_limited'
+  | 'queue_full'
+  | 'queue_unavailable'
+  | 'server_busy'
+  | 'invalid_query'
+  | 'hourly_detail_expired'
 
 export type ApiErrorOptions = {
   /** Problems with single fields, as `details` in the answer. */
@@ -25,7 +44,12 @@ export class ApiError extends Error {
   readonly details?: unknown[]
   readonly headers?: Record<string, string>
   readonly extra?: Record<string, unknown>
-  constructor(readonly status: ContentfulStatusCode, readonly code: ErrorCode, message: string, { details, headers, extra }: ApiErrorOptions = {}) {
+  constructor(
+    readonly status: ContentfulStatusCode,
+    readonly code: ErrorCode,
+    message: string,
+    { details, headers, extra }: ApiErrorOptions = {},
+  ) {
     super(message)
     this.name = 'ApiError'
     this.details = details
@@ -44,7 +68,8 @@ export const RETRY_AFTER_SECONDS = '1'
  * the client should retry with the same event_id, which is stored once however often it
  * arrives within the dedup window.
  */
-export const QUEUE_UNCONFIRMED = 'the event queue did not confirm the write: it may or may not have been stored. Retry with the same event_id; it is stored once'
+export const QUEUE_UNCONFIRMED =
+  'the event queue did not confirm the write: it may or may not have been stored. Retry with the same event_id; it is stored once'
 
 export const queueUnavailable = (eventId: string) =>
   new ApiError(503, 'queue_unavailable', QUEUE_UNCONFIRMED, { headers: { 'Retry-After': RETRY_AFTER_SECONDS }, extra: { event_id: eventId } })

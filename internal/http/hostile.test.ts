@@ -30,8 +30,7 @@ afterAll(async () => {
 
 const ok = { site_id: 'site-abc-123', event_type: 'pageview', timestamp: '2025-11-14T10:00:00Z' }
 const json = (v: unknown) => JSON.stringify(v)
-const bytes = (...parts: (string | number[])[]) =>
-  new Uint8Array(parts.flatMap((p) => (typeof p === 'string' ? [...new TextEncoder().encode(p)] : p)))
+const bytes = (...parts: (string | number[])[]) => new Uint8Array(parts.flatMap((p) => (typeof p === 'string' ? [...new TextEncoder().encode(p)] : p)))
 
 type Case = [name: string, method: string, path: string, body: string | Uint8Array | null, type: string | null, status: number, code: string, field: string]
 type Row = [string, string, string, string | Uint8Array | null, string | null, number, string, string?]
@@ -72,14 +71,50 @@ const rows: Row[] = [
   ['a NUL byte in path', 'POST', '/event', json({ ...ok, path: '/a\u0000b' }), 'application/json', 400, 'invalid_event', 'path'],
   ['a NUL byte in user_id', 'POST', '/event', json({ ...ok, user_id: '\u0000' }), 'application/json', 400, 'invalid_event', 'user_id'],
   ['a NUL byte in event_type', 'POST', '/event', json({ ...ok, event_type: 'page\u0000view' }), 'application/json', 400, 'invalid_event', 'event_type'],
-  ['a lone high surrogate', 'POST', '/event', '{"site_id":"a","event_type":"x","timestamp":"2025-11-14T10:00:00Z","path":"\\ud800"}', 'application/json', 400, 'invalid_event', 'path'],
-  ['a lone low surrogate', 'POST', '/event', '{"site_id":"a","event_type":"x","timestamp":"2025-11-14T10:00:00Z","user_id":"\\udc00x"}', 'application/json', 400, 'invalid_event', 'user_id'],
+  [
+    'a lone high surrogate',
+    'POST',
+    '/event',
+    '{"site_id":"a","event_type":"x","timestamp":"2025-11-14T10:00:00Z","path":"\\ud800"}',
+    'application/json',
+    400,
+    'invalid_event',
+    'path',
+  ],
+  [
+    'a lone low surrogate',
+    'POST',
+    '/event',
+    '{"site_id":"a","event_type":"x","timestamp":"2025-11-14T10:00:00Z","user_id":"\\udc00x"}',
+    'application/json',
+    400,
+    'invalid_event',
+    'user_id',
+  ],
   ['a site_id with a newline', 'POST', '/event', json({ ...ok, site_id: 'a\nb' }), 'application/json', 400, 'invalid_event', 'site_id'],
   ['a site_id with SQL in it', 'POST', '/event', json({ ...ok, site_id: "x'; drop table events;--" }), 'application/json', 400, 'invalid_event', 'site_id'],
   // Timestamps.
-  ['a timestamp without a timezone', 'POST', '/event', json({ ...ok, timestamp: '2025-11-14T10:00:00' }), 'application/json', 400, 'invalid_event', 'timestamp'],
+  [
+    'a timestamp without a timezone',
+    'POST',
+    '/event',
+    json({ ...ok, timestamp: '2025-11-14T10:00:00' }),
+    'application/json',
+    400,
+    'invalid_event',
+    'timestamp',
+  ],
   ['a far-future timestamp', 'POST', '/event', json({ ...ok, timestamp: '2999-01-01T00:00:00Z' }), 'application/json', 400, 'invalid_event', 'timestamp'],
-  ['a timestamp six minutes ahead', 'POST', '/event', json({ ...ok, timestamp: new Date(Date.now() + 6 * 60_000).toISOString() }), 'application/json', 400, 'invalid_event', 'timestamp'],
+  [
+    'a timestamp six minutes ahead',
+    'POST',
+    '/event',
+    json({ ...ok, timestamp: new Date(Date.now() + 6 * 60_000).toISOString() }),
+    'application/json',
+    400,
+    'invalid_event',
+    'timestamp',
+  ],
   ['an impossible date', 'POST', '/event', json({ ...ok, timestamp: '2025-02-29T00:00:00Z' }), 'application/json', 400, 'invalid_event', 'timestamp'],
   ['a timestamp before 1970', 'POST', '/event', json({ ...ok, timestamp: '1900-01-01T00:00:00Z' }), 'application/json', 400, 'invalid_event', 'timestamp'],
   ['a six-digit year', 'POST', '/event', json({ ...ok, timestamp: '+275760-09-13T00:00:00Z' }), 'application/json', 400, 'invalid_event', 'timestamp'],
@@ -116,7 +151,16 @@ const rows: Row[] = [
   ['a NUL in an unknown stats parameter', 'GET', '/v1/stats?site_id=s&from=2025-11-01&x=%00', null, 'bearer', 400, 'invalid_query', 'x'],
   ['a NUL in a stats parameter name', 'GET', '/v1/stats?site_id=s&from=2025-11-01&%00=1', null, 'bearer', 400, 'invalid_query', 'query'],
   // Years 0-99 written with four digits are those years (before 1970), not 1900-1999.
-  ['a two-digit year 0070 in a timestamp', 'POST', '/event', json({ ...ok, timestamp: '0070-06-15T00:00:00Z' }), 'application/json', 400, 'invalid_event', 'timestamp'],
+  [
+    'a two-digit year 0070 in a timestamp',
+    'POST',
+    '/event',
+    json({ ...ok, timestamp: '0070-06-15T00:00:00Z' }),
+    'application/json',
+    400,
+    'invalid_event',
+    'timestamp',
+  ],
   ['the year 0001 in a timestamp', 'POST', '/event', json({ ...ok, timestamp: '0001-01-01T00:00:00Z' }), 'application/json', 400, 'invalid_event', 'timestamp'],
   ['the year 0099 in a batch timestamp', 'POST', '/events', json([{ ...ok, timestamp: '0099-12-31T23:59:59Z' }]), 'application/json', 400, 'invalid_event'],
   ['a two-digit year in /v1/stats from', 'GET', '/v1/stats?site_id=s&from=0070-01-01T00:00:00Z', null, 'bearer', 400, 'invalid_query', 'from'],
@@ -148,13 +192,21 @@ describe('a hostile or malformed request', () => {
 
 describe('SQL injection', () => {
   const auth = { authorization: `Bearer ${TOKEN}` }
-  const nasty = ["'; drop table events; --", "' or '1'='1", '"; select pg_sleep(10); --', '\\x27 union select * from event_ids --', "$$; delete from rollup_state; $$"]
+  const nasty = [
+    "'; drop table events; --",
+    "' or '1'='1",
+    '"; select pg_sleep(10); --',
+    '\\x27 union select * from event_ids --',
+    '$$; delete from rollup_state; $$',
+  ]
 
   test('strings in every field are stored and matched literally', async () => {
     const { insertEvents, stats } = createStore(db.sql)
     for (const [i, s] of nasty.entries()) {
       const site = `sqli-${i}`
-      await insertEvents([{ event_id: crypto.randomUUID(), site_id: site, event_type: s, path: s, user_id: s, timestamp: '2025-11-14T10:00:00.000Z', received_at: Date.now() }])
+      await insertEvents([
+        { event_id: crypto.randomUUID(), site_id: site, event_type: s, path: s, user_id: s, timestamp: '2025-11-14T10:00:00.000Z', received_at: Date.now() },
+      ])
       const res = await app.request(`/stats?site_id=${site}&event_type=${encodeURIComponent(s)}&date=2025-11-14`, { headers: auth })
       expect(await res.json()).toMatchObject({ total_views: 1, unique_users: 1, top_paths: [{ path: s, views: 1 }] })
       expect((await stats({ siteId: site, from: null, to: null, granularity: null })).total_views).toBe(1)
@@ -176,7 +228,10 @@ describe('SQL injection', () => {
 describe('fuzzing', () => {
   const anyJson = fc.oneof(
     fc.jsonValue(),
-    fc.record({ site_id: fc.string(), event_type: fc.string(), timestamp: fc.string(), path: fc.option(fc.string({ unit: 'binary' })), user_id: fc.anything() }, { requiredKeys: [] }),
+    fc.record(
+      { site_id: fc.string(), event_type: fc.string(), timestamp: fc.string(), path: fc.option(fc.string({ unit: 'binary' })), user_id: fc.anything() },
+      { requiredKeys: [] },
+    ),
     fc.record({
       site_id: fc.stringMatching(/^[A-Za-z0-9._:-]{1,128}$/),
       event_type: fc.string({ minLength: 1, maxLength: 64, unit: 'binary' }),
@@ -191,7 +246,7 @@ describe('fuzzing', () => {
     const seen: string[] = []
     await fc.assert(
       fc.asyncProperty(anyJson, fc.constantFrom('application/json', 'text/plain'), fc.boolean(), async (value, type, batch) => {
-        const body = batch ? JSON.stringify([value]) : JSON.stringify(value) ?? 'null'
+        const body = batch ? JSON.stringify([value]) : (JSON.stringify(value) ?? 'null')
         const res = await app.request(batch ? '/events' : '/event', { method: 'POST', body, headers: { 'content-type': type } })
         expect(res.status).toBeLessThan(500)
         expect([202, 400, 413]).toContain(res.status)

@@ -31,7 +31,8 @@ afterAll(async () => {
 const post = (path: string, body: string | Uint8Array, type: string | null = 'application/json') =>
   app.request(path, { method: 'POST', body, headers: type ? { 'content-type': type } : {} })
 const postJson = (path: string, value: unknown) => post(path, JSON.stringify(value))
-const streamIds = async () => (await r.redis.xrange(r.queue.stream, '-', '+')).flatMap(([, f]) => JSON.parse(f[f.indexOf('b') + 1]!) as { event_id: string }[]).map((e) => e.event_id)
+const streamIds = async () =>
+  (await r.redis.xrange(r.queue.stream, '-', '+')).flatMap(([, f]) => JSON.parse(f[f.indexOf('b') + 1]!) as { event_id: string }[]).map((e) => e.event_id)
 
 async function expectError(res: Response, status: number, code: string) {
   expect(res.status).toBe(status)
@@ -101,10 +102,7 @@ describe('POST /event', () => {
     const port = await freePort() // nothing listens here
     const dead = new Redis(`redis://127.0.0.1:${port}`, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0 })
     dead.on('error', () => {}) // unreachable on purpose
-    const down = createApp(
-      { queue: createQueue(dead, r.queue), store: createStore(db.sql), log: silentLogger(), checks: {} },
-      { ingest, statsToken: TOKEN },
-    )
+    const down = createApp({ queue: createQueue(dead, r.queue), store: createStore(db.sql), log: silentLogger(), checks: {} }, { ingest, statsToken: TOKEN })
     const one = await down.request('/event', { method: 'POST', body: JSON.stringify(valid), headers: { 'content-type': 'application/json' } })
     await expectError(one, 503, 'queue_unavailable')
     expect(one.headers.get('retry-after')).toBe('1')
@@ -136,7 +134,12 @@ describe('POST /events', () => {
     expect(res.status).toBe(207)
     const body = (await res.json()) as { status: string; accepted: number; rejected: number; results: Record<string, unknown>[] }
     expect(body).toMatchObject({ status: 'partial', accepted: 2, rejected: 1 })
-    expect(body.results[1]).toEqual({ index: 1, status: 'rejected', code: 'invalid_event', details: [{ field: 'event_type', message: 'event_type must not be empty' }] })
+    expect(body.results[1]).toEqual({
+      index: 1,
+      status: 'rejected',
+      code: 'invalid_event',
+      details: [{ field: 'event_type', message: 'event_type must not be empty' }],
+    })
     expect(body.results[0]).toMatchObject({ index: 0, status: 'accepted' })
   })
 
@@ -179,8 +182,14 @@ describe('GET /stats', () => {
   beforeAll(async () => {
     const store = createStore(db.sql)
     const e = (i: number, o: Partial<typeof valid> & { event_type?: string }) => ({
-      event_id: `00000000-0000-7000-8000-${String(i).padStart(12, '0')}`, received_at: Date.now(), site_id: 'stats-site', event_type: 'pageview',
-      path: '/', user_id: 'u-1', timestamp: '2025-11-14T10:00:00.000Z', ...o,
+      event_id: `00000000-0000-7000-8000-${String(i).padStart(12, '0')}`,
+      received_at: Date.now(),
+      site_id: 'stats-site',
+      event_type: 'pageview',
+      path: '/',
+      user_id: 'u-1',
+      timestamp: '2025-11-14T10:00:00.000Z',
+      ...o,
     })
     await store.insertEvents([
       e(1, { user_id: 'u-123', path: '/' }),
@@ -204,8 +213,16 @@ describe('GET /stats', () => {
     const res = await app.request('/stats?site_id=stats-site&date=2025-11-14', { headers: auth })
     expect(res.status).toBe(200)
     expect(await res.json()).toEqual({
-      site_id: 'stats-site', date: '2025-11-14', event_type: null, total_views: 4, unique_users: 3,
-      top_paths: [{ path: '/pricing', views: 2 }, { path: '/', views: 1 }, { path: '/signup', views: 1 }],
+      site_id: 'stats-site',
+      date: '2025-11-14',
+      event_type: null,
+      total_views: 4,
+      unique_users: 3,
+      top_paths: [
+        { path: '/pricing', views: 2 },
+        { path: '/', views: 1 },
+        { path: '/signup', views: 1 },
+      ],
     })
   })
 
@@ -253,7 +270,16 @@ describe('health', () => {
 
   test('/readyz answers 503 naming the dependency that fails', async () => {
     const failing = createApp(
-      { queue: createQueue(r.redis, r.queue), store: createStore(db.sql), log: silentLogger(), checks: { redis: async () => { throw new Error('down') } } },
+      {
+        queue: createQueue(r.redis, r.queue),
+        store: createStore(db.sql),
+        log: silentLogger(),
+        checks: {
+          redis: async () => {
+            throw new Error('down')
+          },
+        },
+      },
       { ingest, statsToken: TOKEN },
     )
     const res = await failing.request('/readyz')
@@ -281,14 +307,22 @@ describe('GET /v1/stats', () => {
     const res = await get('site_id=stats-site&from=2025-11-13&to=2025-11-16&granularity=day')
     expect(res.status).toBe(200)
     expect(await res.json()).toEqual({
-      site_id: 'stats-site', from: '2025-11-13T00:00:00.000Z', to: '2025-11-16T00:00:00.000Z', granularity: 'day', event_type: null,
+      site_id: 'stats-site',
+      from: '2025-11-13T00:00:00.000Z',
+      to: '2025-11-16T00:00:00.000Z',
+      granularity: 'day',
+      event_type: null,
       totals: { views: 6, unique_users: 5 },
       series: [
         { bucket: '2025-11-13T00:00:00.000Z', views: 1, unique_users: 1 },
         { bucket: '2025-11-14T00:00:00.000Z', views: 4, unique_users: 3 },
         { bucket: '2025-11-15T00:00:00.000Z', views: 1, unique_users: 1 },
       ],
-      top_paths: [{ path: '/', views: 3 }, { path: '/pricing', views: 2 }, { path: '/signup', views: 1 }],
+      top_paths: [
+        { path: '/', views: 3 },
+        { path: '/pricing', views: 2 },
+        { path: '/signup', views: 1 },
+      ],
       top_paths_max_error: 0,
     })
   })
@@ -325,14 +359,26 @@ describe('GET /v1/stats defaults and retention', () => {
     // Ingest that accepts timestamps up to 3 hours ahead: the default range must reach them.
     const aheadMs = 3 * HOUR
     const store = createStore(db.sql)
-    const ahead = createApp({ queue: createQueue(r.redis, r.queue), store, log: silentLogger(), checks: {} }, { ingest: { ...ingest, maxFutureMs: aheadMs }, statsToken: TOKEN })
+    const ahead = createApp(
+      { queue: createQueue(r.redis, r.queue), store, log: silentLogger(), checks: {} },
+      { ingest: { ...ingest, maxFutureMs: aheadMs }, statsToken: TOKEN },
+    )
     const ts = new Date(Date.now() + aheadMs - 60_000).toISOString()
-    const res = await ahead.request('/event', { method: 'POST', body: JSON.stringify({ ...valid, site_id: 'ahead', timestamp: ts }), headers: { 'content-type': 'application/json' } })
+    const res = await ahead.request('/event', {
+      method: 'POST',
+      body: JSON.stringify({ ...valid, site_id: 'ahead', timestamp: ts }),
+      headers: { 'content-type': 'application/json' },
+    })
     expect(res.status).toBe(202)
-    const [event] = (await r.redis.xrange(r.queue.stream, '-', '+')).flatMap(([, f]) => JSON.parse(f[f.indexOf('b') + 1]!) as { site_id: string }[]).filter((e) => e.site_id === 'ahead')
+    const [event] = (await r.redis.xrange(r.queue.stream, '-', '+'))
+      .flatMap(([, f]) => JSON.parse(f[f.indexOf('b') + 1]!) as { site_id: string }[])
+      .filter((e) => e.site_id === 'ahead')
     await store.insertEvents([event as never])
     const from = new Date(Math.floor(Date.now() / HOUR) * HOUR).toISOString()
-    const stats = (await (await ahead.request(`/v1/stats?site_id=ahead&from=${from}&granularity=hour`, { headers: auth })).json()) as { to: string; totals: { views: number } }
+    const stats = (await (await ahead.request(`/v1/stats?site_id=ahead&from=${from}&granularity=hour`, { headers: auth })).json()) as {
+      to: string
+      totals: { views: number }
+    }
     expect(stats.totals.views).toBe(1)
     expect(new Date(stats.to).getTime()).toBeGreaterThan(new Date(ts).getTime())
   })
@@ -341,7 +387,11 @@ describe('GET /v1/stats defaults and retention', () => {
     const store = createStore(db.sql)
     const kept = createApp({ queue: createQueue(r.redis, r.queue), store, log: silentLogger(), checks: {} }, { ingest, statsToken: TOKEN, hourRollupDays: 30 })
     const day = new Date(Math.floor(Date.now() / (24 * HOUR)) * 24 * HOUR - 40 * 24 * HOUR).toISOString().slice(0, 10)
-    const body = await expectError(await kept.request(`/v1/stats?site_id=s&from=${day}T05:00:00Z&granularity=hour`, { headers: auth }), 422, 'hourly_detail_expired')
+    const body = await expectError(
+      await kept.request(`/v1/stats?site_id=s&from=${day}T05:00:00Z&granularity=hour`, { headers: auth }),
+      422,
+      'hourly_detail_expired',
+    )
     expect(body.error).toContain('hourly detail is kept only from')
     expect((await kept.request(`/v1/stats?site_id=s&from=${day}&granularity=day`, { headers: auth })).status).toBe(200)
     expect((await kept.request(`/stats?site_id=s&date=${day}`, { headers: auth })).status).toBe(200)
@@ -352,7 +402,19 @@ describe('API documentation', () => {
   test('/openapi.json describes every route, with schemas generated from the validators', async () => {
     const res = await app.request('/openapi.json')
     expect(res.status).toBe(200)
-    const doc = (await res.json()) as { openapi: string; paths: Record<string, Record<string, { parameters?: { name: string; required: boolean }[]; requestBody?: { content: Record<string, { schema: { properties?: Record<string, unknown>; required?: string[] } }> } }>> }
+    const doc = (await res.json()) as {
+      openapi: string
+      paths: Record<
+        string,
+        Record<
+          string,
+          {
+            parameters?: { name: string; required: boolean }[]
+            requestBody?: { content: Record<string, { schema: { properties?: Record<string, unknown>; required?: string[] } }> }
+          }
+        >
+      >
+    }
     expect(doc.openapi).toStartWith('3.')
     expect(Object.keys(doc.paths).sort()).toEqual(['/event', '/events', '/healthz', '/readyz', '/stats', '/v1/stats'])
     const event = doc.paths['/event']!.post!.requestBody!.content['application/json']!.schema
@@ -360,7 +422,12 @@ describe('API documentation', () => {
     expect(event.properties!.site_id).toEqual({ type: 'string', pattern: '^[A-Za-z0-9._:-]{1,128}$' })
     expect(doc.paths['/event']!.post!.requestBody!.content['text/plain']).toBeDefined()
     expect(doc.paths['/v1/stats']!.get!.parameters!.map((p) => [p.name, p.required])).toEqual([
-      ['site_id', true], ['from', true], ['to', false], ['granularity', false], ['event_type', false], ['limit', false],
+      ['site_id', true],
+      ['from', true],
+      ['to', false],
+      ['granularity', false],
+      ['event_type', false],
+      ['limit', false],
     ])
   })
 

@@ -45,15 +45,22 @@ export type AppOptions = {
   hourRollupDays?: number
 }
 
-export function createApp({ queue, backpressure = null, store, log, checks, ingest: handlers, metrics = null }: AppDeps, { ingest, statsToken, isStopping = () => false, readyTimeoutMs = 1000, hourRollupDays = 0 }: AppOptions) {
+export function createApp(
+  { queue, backpressure = null, store, log, checks, ingest: handlers, metrics = null }: AppDeps,
+  { ingest, statsToken, isStopping = () => false, readyTimeoutMs = 1000, hourRollupDays = 0 }: AppOptions,
+) {
   const app = new Hono()
   // X-Request-Id: the client's, or a new one; echoed back and put in error logs.
   app.use(requestId())
-  app.use(methodNotAllowed({
-    app,
-    onMethodNotAllowed: (c, methods) =>
-      c.json({ error: `${c.req.method} is not allowed on ${c.req.path}; use ${methods.join(', ')}`, code: 'method_not_allowed' }, 405, { Allow: methods.join(', ') }),
-  }))
+  app.use(
+    methodNotAllowed({
+      app,
+      onMethodNotAllowed: (c, methods) =>
+        c.json({ error: `${c.req.method} is not allowed on ${c.req.path}; use ${methods.join(', ')}`, code: 'method_not_allowed' }, 405, {
+          Allow: methods.join(', '),
+        }),
+    }),
+  )
   app.onError(errorHandler(log))
   if (metrics) {
     // Ingest counts itself (it is also served outside Hono); this counts every other route.
@@ -86,7 +93,10 @@ export function createApp({ queue, backpressure = null, store, log, checks, inge
   })
 
   const ingestHandlers = handlers ?? createIngest({ queue, backpressure, metrics }, ingest)
-  for (const [path, handle, docs] of [['/event', ingestHandlers.event, routeDocs.event], ['/events', ingestHandlers.events, routeDocs.events]] as const) {
+  for (const [path, handle, docs] of [
+    ['/event', ingestHandlers.event, routeDocs.event],
+    ['/events', ingestHandlers.events, routeDocs.events],
+  ] as const) {
     app.post(path, docs, (c) => handle(c.req.raw, c.env as RequestIpSource))
     app.options(path, (c) => ingestHandlers.preflight(c.req.raw))
   }

@@ -48,13 +48,25 @@ export type Ingest = { event: Handler; events: Handler; preflight: (req: Request
  * serves them from Bun's native router (the hot path) and the Hono app mounts the same ones.
  */
 export function createIngest({ queue, backpressure = null, metrics = null }: IngestDeps, options: IngestOptions): Ingest {
-  const { bodyLimitBytes, batchMax, maxFutureMs, allowedSites = null, allowedOrigins = null, rateLimitPerSecond = 0, rateLimitBurst, trustProxy = false, inFlightBytes = 8 * 1024 * 1024, bodyTimeoutMs = 10_000 } = options
+  const {
+    bodyLimitBytes,
+    batchMax,
+    maxFutureMs,
+    allowedSites = null,
+    allowedOrigins = null,
+    rateLimitPerSecond = 0,
+    rateLimitBurst,
+    trustProxy = false,
+    inFlightBytes = 8 * 1024 * 1024,
+    bodyTimeoutMs = 10_000,
+  } = options
   const gate = createGate(inFlightBytes)
   const deadlines = createDeadlines(bodyTimeoutMs)
   const parseEvent = createEventParser({ maxFutureMs })
   const sites = allowedSites?.length ? new Set(allowedSites) : null
   const origins = allowedOrigins?.length ? new Set(allowedOrigins) : null
-  const take = rateLimitPerSecond > 0 ? createRateLimiter({ perSecond: rateLimitPerSecond, burst: rateLimitBurst ?? Math.max(rateLimitPerSecond, batchMax) }) : null
+  const take =
+    rateLimitPerSecond > 0 ? createRateLimiter({ perSecond: rateLimitPerSecond, burst: rateLimitBurst ?? Math.max(rateLimitPerSecond, batchMax) }) : null
 
   /** A valid event of a site not registered here is refused apart from invalid ones (403, not 400). */
   type Parsed = ParseResult | { ok: false; notRegistered: true; problems: Problem[] }
@@ -74,8 +86,7 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
     const origin = req.headers.get('origin')
     return origin && origins.has(origin) ? { 'Access-Control-Allow-Origin': origin, Vary: 'Origin' } : { Vary: 'Origin' }
   }
-  const json = (req: Request, body: unknown, status: number, headers?: Record<string, string>) =>
-    respond(req, JSON.stringify(body), status, headers)
+  const json = (req: Request, body: unknown, status: number, headers?: Record<string, string>) => respond(req, JSON.stringify(body), status, headers)
   const respond = (req: Request, body: string, status: number, headers?: Record<string, string>) =>
     new Response(body, {
       status,
@@ -95,7 +106,9 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
       throw new ApiError(403, 'origin_not_allowed', `origin ${JSON.stringify(origin)} may not send events here`)
     }
     if (backpressure?.overloaded()) {
-      throw new ApiError(503, 'queue_full', `the queue holds ${backpressure.backlog()} unprocessed entries (limit ${backpressure.maxBacklog}); retry later`, { headers: { 'Retry-After': '5' } })
+      throw new ApiError(503, 'queue_full', `the queue holds ${backpressure.backlog()} unprocessed entries (limit ${backpressure.maxBacklog}); retry later`, {
+        headers: { 'Retry-After': '5' },
+      })
     }
     const declared = checkBody(req, bodyLimitBytes)
     const hold = gate.hold(declared ?? bodyLimitBytes)
@@ -109,39 +122,48 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
     }
   }
   const busy = (): never => {
-    throw new ApiError(503, 'server_busy', `the API holds ${gate.inUse()} bytes of request bodies, its limit (INGEST_IN_FLIGHT_BYTES ${gate.maxBytes}); retry in ${RETRY_AFTER_SECONDS} s`, {
-      headers: { 'Retry-After': RETRY_AFTER_SECONDS, Connection: 'close' },
-    })
+    throw new ApiError(
+      503,
+      'server_busy',
+      `the API holds ${gate.inUse()} bytes of request bodies, its limit (INGEST_IN_FLIGHT_BYTES ${gate.maxBytes}); retry in ${RETRY_AFTER_SECONDS} s`,
+      {
+        headers: { 'Retry-After': RETRY_AFTER_SECONDS, Connection: 'close' },
+      },
+    )
   }
   const charge = (req: Request, server: RequestIpSource | undefined, n: number) => {
     const verdict = take?.(clientIp(req, server, trustProxy), n)
     if (verdict && !verdict.ok) {
-      throw new ApiError(429, 'rate_limited', `too many events from this client; retry in ${verdict.retryAfterS} s`, { headers: { 'Retry-After': String(verdict.retryAfterS) } })
+      throw new ApiError(429, 'rate_limited', `too many events from this client; retry in ${verdict.retryAfterS} s`, {
+        headers: { 'Retry-After': String(verdict.retryAfterS) },
+      })
     }
   }
   /** An ApiError becomes its JSON answer; anything else goes up to the caller's error handler. Counts every answer. */
-  const guarded = (route: string, handler: CountedHandler): Handler => async (req, server) => {
-    const started = performance.now()
-    const tally: Tally = { accepted: 0, invalid: 0, unavailable: 0 }
-    let res: Response | undefined
-    try {
-      res = await handler(req, server, tally)
-      return res
-    } catch (err) {
-      if (!(err instanceof ApiError)) throw err
-      if (err.status >= 500) tally.unavailable ||= 1
-      else if (tally.accepted + tally.invalid === 0) tally.invalid = 1
-      res = json(req, errorBody(err), err.status, err.headers)
-      return res
-    } finally {
-      if (metrics) {
-        metrics.observeRequest(route, res?.status ?? 500, (performance.now() - started) / 1000)
-        if (tally.accepted) metrics.events.accepted.inc(tally.accepted)
-        if (tally.invalid) metrics.events.rejected.inc({ reason: 'invalid' }, tally.invalid)
-        if (tally.unavailable) metrics.events.rejected.inc({ reason: 'unavailable' }, tally.unavailable)
+  const guarded =
+    (route: string, handler: CountedHandler): Handler =>
+    async (req, server) => {
+      const started = performance.now()
+      const tally: Tally = { accepted: 0, invalid: 0, unavailable: 0 }
+      let res: Response | undefined
+      try {
+        res = await handler(req, server, tally)
+        return res
+      } catch (err) {
+        if (!(err instanceof ApiError)) throw err
+        if (err.status >= 500) tally.unavailable ||= 1
+        else if (tally.accepted + tally.invalid === 0) tally.invalid = 1
+        res = json(req, errorBody(err), err.status, err.headers)
+        return res
+      } finally {
+        if (metrics) {
+          metrics.observeRequest(route, res?.status ?? 500, (performance.now() - started) / 1000)
+          if (tally.accepted) metrics.events.accepted.inc(tally.accepted)
+          if (tally.invalid) metrics.events.rejected.inc({ reason: 'invalid' }, tally.invalid)
+          if (tally.unavailable) metrics.events.rejected.inc({ reason: 'unavailable' }, tally.unavailable)
+        }
       }
     }
-  }
 
   /** A handler that gets the admitted body, holding its turn at the gate until it has answered. */
   const withBody = (route: string, accept: (req: Request, server: RequestIpSource | undefined, tally: Tally, body: unknown) => Promise<Response>) =>
@@ -200,7 +222,11 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
   function preflight(req: Request): Response {
     const headers = { ...corsHeaders(req) }
     if (headers['Access-Control-Allow-Origin']) {
-      Object.assign(headers, { 'Access-Control-Allow-Methods': 'POST, OPTIONS', 'Access-Control-Allow-Headers': 'Content-Type', 'Access-Control-Max-Age': '86400' })
+      Object.assign(headers, {
+        'Access-Control-Allow-Methods': 'POST, OPTIONS',
+        'Access-Control-Allow-Headers': 'Content-Type',
+        'Access-Control-Max-Age': '86400',
+      })
     }
     return new Response(null, { status: 204, headers })
   }

@@ -1,4 +1,3 @@
-
 export type RateLimiterOptions = {
   /** Events per second each key may send on average. */
   perSecond: number

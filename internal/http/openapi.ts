@@ -11,16 +11,34 @@ const ErrorSchema = v.object({ error: v.string(), code: v.string(), details: v.o
 const AcceptedSchema = v.object({ status: v.literal('accepted'), event_id: v.pipe(v.string(), v.uuid()) })
 const BatchSchema = v.object({
   status: v.picklist(['accepted', 'partial', 'rejected', 'unavailable']),
-  accepted: v.number(), rejected: v.number(), failed: v.number(),
-  results: v.array(v.object({ index: v.number(), status: v.picklist(['accepted', 'rejected', 'failed']), event_id: v.optional(v.string()), code: v.optional(v.string()), details: v.optional(v.array(ProblemSchema)) })),
+  accepted: v.number(),
+  rejected: v.number(),
+  failed: v.number(),
+  results: v.array(
+    v.object({
+      index: v.number(),
+      status: v.picklist(['accepted', 'rejected', 'failed']),
+      event_id: v.optional(v.string()),
+      code: v.optional(v.string()),
+      details: v.optional(v.array(ProblemSchema)),
+    }),
+  ),
 })
 const PathViews = v.object({ path: v.string(), views: v.number() })
 const StatsSchema = v.object({
-  site_id: v.string(), date: v.nullable(v.string()), event_type: v.nullable(v.string()),
-  total_views: v.number(), unique_users: v.number(), top_paths: v.array(PathViews),
+  site_id: v.string(),
+  date: v.nullable(v.string()),
+  event_type: v.nullable(v.string()),
+  total_views: v.number(),
+  unique_users: v.number(),
+  top_paths: v.array(PathViews),
 })
 const RangeStatsSchema = v.object({
-  site_id: v.string(), from: v.string(), to: v.string(), granularity: v.picklist(GRANULARITIES), event_type: v.nullable(v.string()),
+  site_id: v.string(),
+  from: v.string(),
+  to: v.string(),
+  granularity: v.picklist(GRANULARITIES),
+  event_type: v.nullable(v.string()),
   totals: v.object({ views: v.number(), unique_users: v.number() }),
   series: v.array(v.object({ bucket: v.string(), views: v.number(), unique_users: v.number() })),
   top_paths: v.array(PathViews),
@@ -56,41 +74,56 @@ const ingestErrors = {
 
 export const routeDocs = {
   event: describeRoute({
-    tags: ['ingest'], summary: 'Send one event',
+    tags: ['ingest'],
+    summary: 'Send one event',
     description: 'Answers 202 only once Redis holds the event. When `event_id` is absent the API assigns a UUIDv7; clients that retry should send their own.',
     requestBody: ingestBody(EventSchema, 'One event'),
     responses: { 202: json(AcceptedSchema, 'Accepted: Redis holds the event'), ...ingestErrors },
   }),
   events: describeRoute({
-    tags: ['ingest'], summary: 'Send up to 1000 events',
+    tags: ['ingest'],
+    summary: 'Send up to 1000 events',
     description: 'A JSON array of events, or `{"events": [...]}`. The answer has a result per event, in order, so a client can retry just those not accepted.',
     requestBody: ingestBody(v.union([v.array(EventSchema), v.object({ events: v.array(EventSchema) })]), 'A batch of events'),
     responses: { 202: json(BatchSchema, 'Every event accepted'), 207: json(BatchSchema, 'Some accepted; see each result'), ...ingestErrors },
   }),
-  stats: (query: v.GenericSchema) => describeRoute({
-    tags: ['stats'], summary: 'Views, unique users and top paths for one UTC day, or all time',
-    security: [{ bearer: [] }], parameters: queryParameters(query),
-    responses: { 200: json(StatsSchema, 'Stats'), 400: error('Invalid query; `details` names the parameter'), 401: error('No or wrong token') },
-  }),
-  rangeStats: (query: v.GenericSchema) => describeRoute({
-    tags: ['stats'], summary: 'Totals, a time series and top paths for any range',
-    description: 'Combines rollups and raw events not yet rolled up, in one snapshot. `from` and `to` must fall on whole UTC hours.',
-    security: [{ bearer: [] }], parameters: queryParameters(query),
-    responses: { 200: json(RangeStatsSchema, 'Stats'), 400: error('Invalid query; `details` names the parameter'), 401: error('No or wrong token') },
-  }),
+  stats: (query: v.GenericSchema) =>
+    describeRoute({
+      tags: ['stats'],
+      summary: 'Views, unique users and top paths for one UTC day, or all time',
+      security: [{ bearer: [] }],
+      parameters: queryParameters(query),
+      responses: { 200: json(StatsSchema, 'Stats'), 400: error('Invalid query; `details` names the parameter'), 401: error('No or wrong token') },
+    }),
+  rangeStats: (query: v.GenericSchema) =>
+    describeRoute({
+      tags: ['stats'],
+      summary: 'Totals, a time series and top paths for any range',
+      description: 'Combines rollups and raw events not yet rolled up, in one snapshot. `from` and `to` must fall on whole UTC hours.',
+      security: [{ bearer: [] }],
+      parameters: queryParameters(query),
+      responses: { 200: json(RangeStatsSchema, 'Stats'), 400: error('Invalid query; `details` names the parameter'), 401: error('No or wrong token') },
+    }),
   healthz: describeRoute({ tags: ['health'], summary: 'Answers while the process lives', responses: { 200: { description: 'Alive' } } }),
-  readyz: describeRoute({ tags: ['health'], summary: 'Checks Redis and Postgres; 503 while shutting down', responses: { 200: { description: 'Ready' }, 503: { description: 'Not ready, or stopping' } } }),
+  readyz: describeRoute({
+    tags: ['health'],
+    summary: 'Checks Redis and Postgres; 503 while shutting down',
+    responses: { 200: { description: 'Ready' }, 503: { description: 'Not ready, or stopping' } },
+  }),
 }
 
 /** GET /openapi.json, generated from the routes' descriptions, and GET /docs, which renders it. */
 export function documentation(app: Hono) {
-  app.get('/openapi.json', openAPIRouteHandler(app, {
-    documentation: {
-      info: { title: 'Sluice', version: '1', description: 'Event ingestion and web analytics. Errors are `{"error", "code", "details"?}`.' },
-      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'STATS_TOKEN' } } },
-    },
-    exclude: ['/openapi.json', '/docs', '/metrics', '/dashboard', '/t.js', '/assets/*'],
-  }))
+  app.get(
+    '/openapi.json',
+    openAPIRouteHandler(app, {
+      documentation: {
+        info: { title: 'Sluice', version: '1', description: 'Event ingestion and web analytics. Errors are `{"error", "code", "details"?}`.' },
+        components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'STATS_TOKEN' } } },
+      },
+      exclude: ['/openapi.json', '/docs', '/metrics', '/dashboard', '/t.js', '/assets/*'],
+    }),
+  )
   app.get('/docs', (c) => c.html(DOCS_PAGE))
 }
 

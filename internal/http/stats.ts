@@ -12,16 +12,23 @@ import { routeDocs } from './openapi.ts'
 const DATE = /^(\d{4})-(\d{2})-(\d{2})$/
 
 const StatsQuerySchema = v.object({
-  site_id: v.pipe(
-    v.string('site_id is required'),
-    v.regex(SITE_ID_PATTERN, 'site_id must be 1-128 characters of A-Z a-z 0-9 . _ : -'),
-  ),
+  site_id: v.pipe(v.string('site_id is required'), v.regex(SITE_ID_PATTERN, 'site_id must be 1-128 characters of A-Z a-z 0-9 . _ : -')),
   date: v.optional(v.pipe(v.string(), v.check(isCalendarDate, 'date must be a real calendar date from 1970 on, written YYYY-MM-DD'))),
   event_type: v.optional(
-    v.pipe(v.string(), v.minLength(1, 'event_type must not be empty'), v.maxLength(LIMITS.event_type, `event_type must be at most ${LIMITS.event_type} characters`)),
+    v.pipe(
+      v.string(),
+      v.minLength(1, 'event_type must not be empty'),
+      v.maxLength(LIMITS.event_type, `event_type must be at most ${LIMITS.event_type} characters`),
+    ),
   ),
   limit: v.optional(
-    v.pipe(v.string(), v.regex(/^\d{1,3}$/, 'limit must be a whole number from 1 to 100'), v.transform(Number), v.minValue(1, 'limit must be a whole number from 1 to 100'), v.maxValue(100, 'limit must be a whole number from 1 to 100')),
+    v.pipe(
+      v.string(),
+      v.regex(/^\d{1,3}$/, 'limit must be a whole number from 1 to 100'),
+      v.transform(Number),
+      v.minValue(1, 'limit must be a whole number from 1 to 100'),
+      v.maxValue(100, 'limit must be a whole number from 1 to 100'),
+    ),
     '10',
   ),
 })
@@ -59,15 +66,22 @@ const RangeQueryObject = v.object({
  * be in (now plus INGEST_MAX_FUTURE_MS, rounded up to the hour), so what a client just sent
  * is counted.
  */
-const rangeQuerySchema = (maxFutureMs: number) => v.pipe(
-  RangeQueryObject,
-  v.transform((q) => ({ ...q, to: q.to ?? add(truncate(new Date(Date.now() + maxFutureMs), 'hour'), 'hour') })),
-  v.forward(v.check((q) => q.from < q.to, 'to must be after from'), ['to']),
-  v.forward(
-    v.check((q) => countBuckets(q.from, q.to, q.granularity) <= MAX_SERIES_BUCKETS, `the range holds more than ${MAX_SERIES_BUCKETS} buckets of that granularity; choose a coarser one`),
-    ['granularity'],
-  ),
-)
+const rangeQuerySchema = (maxFutureMs: number) =>
+  v.pipe(
+    RangeQueryObject,
+    v.transform((q) => ({ ...q, to: q.to ?? add(truncate(new Date(Date.now() + maxFutureMs), 'hour'), 'hour') })),
+    v.forward(
+      v.check((q) => q.from < q.to, 'to must be after from'),
+      ['to'],
+    ),
+    v.forward(
+      v.check(
+        (q) => countBuckets(q.from, q.to, q.granularity) <= MAX_SERIES_BUCKETS,
+        `the range holds more than ${MAX_SERIES_BUCKETS} buckets of that granularity; choose a coarser one`,
+      ),
+      ['granularity'],
+    ),
+  )
 
 /** Parses query parameters; every value, known or not, must first pass the event package's text rule. */
 function query<T extends v.GenericSchema>(schema: T, input: Record<string, string>): v.InferOutput<T> {
@@ -106,27 +120,35 @@ export function statsRoutes(store: Store, { maxFutureMs = 5 * 60_000, hourRollup
       throw err
     })
   return new Hono()
-  .get('/v1/stats', routeDocs.rangeStats(RangeQueryObject), async (c) => {
-    const q = query(RangeQuerySchema, c.req.query())
-    const s = await stats({ siteId: q.site_id, from: q.from, to: q.to, granularity: q.granularity, eventType: q.event_type ?? null, limit: q.limit })
-    return c.json({
-      site_id: q.site_id, from: q.from.toISOString(), to: q.to.toISOString(), granularity: q.granularity, event_type: q.event_type ?? null,
-      totals: { views: s.total_views, unique_users: s.unique_users },
-      series: s.series,
-      top_paths: s.top_paths,
-      top_paths_max_error: s.top_paths_max_error,
+    .get('/v1/stats', routeDocs.rangeStats(RangeQueryObject), async (c) => {
+      const q = query(RangeQuerySchema, c.req.query())
+      const s = await stats({ siteId: q.site_id, from: q.from, to: q.to, granularity: q.granularity, eventType: q.event_type ?? null, limit: q.limit })
+      return c.json({
+        site_id: q.site_id,
+        from: q.from.toISOString(),
+        to: q.to.toISOString(),
+        granularity: q.granularity,
+        event_type: q.event_type ?? null,
+        totals: { views: s.total_views, unique_users: s.unique_users },
+        series: s.series,
+        top_paths: s.top_paths,
+        top_paths_max_error: s.top_paths_max_error,
+      })
     })
-  })
-  .get('/stats', routeDocs.stats(StatsQuerySchema), async (c) => {
-    const q = query(StatsQuerySchema, c.req.query())
-    const from = q.date ? new Date(`${q.date}T00:00:00Z`) : null
-    const to = from ? new Date(from.getTime() + 86_400_000) : null
-    const s = await stats({ siteId: q.site_id, from, to, granularity: null, eventType: q.event_type ?? null, limit: q.limit })
-    return c.json({
-      site_id: q.site_id, date: q.date ?? null, event_type: q.event_type ?? null,
-      total_views: s.total_views, unique_users: s.unique_users, top_paths: s.top_paths,
+    .get('/stats', routeDocs.stats(StatsQuerySchema), async (c) => {
+      const q = query(StatsQuerySchema, c.req.query())
+      const from = q.date ? new Date(`${q.date}T00:00:00Z`) : null
+      const to = from ? new Date(from.getTime() + 86_400_000) : null
+      const s = await stats({ siteId: q.site_id, from, to, granularity: null, eventType: q.event_type ?? null, limit: q.limit })
+      return c.json({
+        site_id: q.site_id,
+        date: q.date ?? null,
+        event_type: q.event_type ?? null,
+        total_views: s.total_views,
+        unique_users: s.unique_users,
+        top_paths: s.top_paths,
+      })
     })
-  })
 }
 
 function parseTimestampMs(s: string): number | null {

@@ -13,7 +13,10 @@ export function createMetrics(role: Role) {
   const registers = [registry]
   const requests = new Counter({ name: 'sluice_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'], registers })
   const duration = new Histogram({
-    name: 'sluice_http_request_duration_seconds', help: 'HTTP request latency by route', labelNames: ['route'], registers,
+    name: 'sluice_http_request_duration_seconds',
+    help: 'HTTP request latency by route',
+    labelNames: ['route'],
+    registers,
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
   })
   return {
@@ -25,9 +28,16 @@ export function createMetrics(role: Role) {
       rejected: new Counter({ name: 'sluice_events_rejected_total', help: 'Events not accepted, by reason', labelNames: ['reason'], registers }),
     },
     worker: {
-      batchSize: new Histogram({ name: 'sluice_worker_batch_events', help: 'Events per insert statement', registers, buckets: [1, 10, 50, 100, 250, 500, 1000, 2000, 5000] }),
+      batchSize: new Histogram({
+        name: 'sluice_worker_batch_events',
+        help: 'Events per insert statement',
+        registers,
+        buckets: [1, 10, 50, 100, 250, 500, 1000, 2000, 5000],
+      }),
       insertDuration: new Histogram({
-        name: 'sluice_worker_insert_duration_seconds', help: 'Time to insert one batch into Postgres', registers,
+        name: 'sluice_worker_insert_duration_seconds',
+        help: 'Time to insert one batch into Postgres',
+        registers,
         buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       }),
       stored: new Counter({ name: 'sluice_worker_events_stored_total', help: 'Events inserted into Postgres', registers }),
@@ -35,9 +45,18 @@ export function createMetrics(role: Role) {
       deadLettered: new Counter({ name: 'sluice_worker_dead_lettered_total', help: 'Entries or events moved to the dead-letter stream', registers }),
     },
     cron: {
-      rollupDuration: new Histogram({ name: 'sluice_rollup_duration_seconds', help: 'Duration of rollup runs', registers, buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300] }),
+      rollupDuration: new Histogram({
+        name: 'sluice_rollup_duration_seconds',
+        help: 'Duration of rollup runs',
+        registers,
+        buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300],
+      }),
       rolledUp: new Counter({ name: 'sluice_rollup_events_total', help: 'Raw events counted into the rollups', registers }),
-      setAside: new Counter({ name: 'sluice_rollup_set_aside_events_total', help: 'Raw events the rollup could not count, moved to rollup_rejects', registers }),
+      setAside: new Counter({
+        name: 'sluice_rollup_set_aside_events_total',
+        help: 'Raw events the rollup could not count, moved to rollup_rejects',
+        registers,
+      }),
       partitionsDropped: new Counter({ name: 'sluice_retention_partitions_dropped_total', help: 'Raw hourly partitions dropped by retention', registers }),
       rowsDeleted: new Counter({ name: 'sluice_retention_rows_deleted_total', help: 'Rows deleted by retention, by table', labelNames: ['table'], registers }),
     },
@@ -78,12 +97,17 @@ export function registerQueueGauges(metrics: Metrics, queue: { depth(): Promise<
   let reading: Promise<Depth | null> | null = null
   // One depth() per scrape, shared by the five gauges.
   const depth = () => {
-    reading ??= queue.depth().catch(() => null).finally(() => setTimeout(() => (reading = null), 0))
+    reading ??= queue
+      .depth()
+      .catch(() => null)
+      .finally(() => setTimeout(() => (reading = null), 0))
     return reading
   }
   const gauge = (name: string, help: string, pick: (d: Depth) => number | null) =>
     new Gauge({
-      name, help, registers,
+      name,
+      help,
+      registers,
       async collect() {
         const d = await depth()
         const v = d ? pick(d) : null
@@ -100,7 +124,9 @@ export function registerQueueGauges(metrics: Metrics, queue: { depth(): Promise<
 /** A Gauge read when scraped, e.g. from Postgres. */
 export function registerCollectedGauge(metrics: Metrics, name: string, help: string, read: () => Promise<number | null>) {
   new Gauge({
-    name, help, registers: [metrics.registry],
+    name,
+    help,
+    registers: [metrics.registry],
     async collect() {
       const v = await read().catch(() => null)
       if (v !== null) this.set(v)

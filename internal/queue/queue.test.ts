@@ -10,8 +10,13 @@ let queue: Queue
 let reader: Redis
 
 const event = (n: number): Event => ({
-  event_id: `00000000-0000-7000-8000-${String(n).padStart(12, '0')}`, site_id: 's', event_type: 'pageview',
-  path: '/', user_id: null, timestamp: '2025-11-14T10:00:00.000Z', received_at: 1,
+  event_id: `00000000-0000-7000-8000-${String(n).padStart(12, '0')}`,
+  site_id: 's',
+  event_type: 'pageview',
+  path: '/',
+  user_id: null,
+  timestamp: '2025-11-14T10:00:00.000Z',
+  received_at: 1,
 })
 
 beforeEach(async () => {
@@ -38,7 +43,10 @@ describe('queue', () => {
     const [a, b] = await Promise.all([small.enqueue([event(1), event(2), event(3)]), small.enqueue([event(4)])])
     expect([...a, ...b].every((x) => x.ok)).toBe(true)
     const { entries } = await queue.read(reader, 'c1', { count: 10, blockMs: 10 })
-    expect(entries.map((e) => eventsOf(e).map((x) => x.event_id.slice(-1)))).toEqual([['1', '2'], ['3', '4']])
+    expect(entries.map((e) => eventsOf(e).map((x) => x.event_id.slice(-1)))).toEqual([
+      ['1', '2'],
+      ['3', '4'],
+    ])
     // Each caller learns the entry its own events went into.
     expect([...a, ...b].map((x) => x.ok && x.id)).toEqual([entries[0]!.id, entries[0]!.id, entries[1]!.id, entries[1]!.id])
   })

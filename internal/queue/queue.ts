@@ -39,7 +39,10 @@ export type Depth = {
 
 export type Queue = ReturnType<typeof createQueue>
 
-export function createQueue(redis: RedisClient, { stream, group, deadLetterStream, maxEntryEvents = 100, waitReplicas = 0, waitTimeoutMs = 100 }: QueueOptions) {
+export function createQueue(
+  redis: RedisClient,
+  { stream, group, deadLetterStream, maxEntryEvents = 100, waitReplicas = 0, waitTimeoutMs = 100 }: QueueOptions,
+) {
   /** Appends events; reports per event whether Redis took it. See createWriter. */
   const { enqueue } = createWriter(redis, { stream, maxEntryEvents, waitReplicas, waitTimeoutMs })
 
@@ -65,7 +68,10 @@ export function createQueue(redis: RedisClient, { stream, group, deadLetterStrea
    * that died). An entry already delivered `maxDeliveries` times comes back in `bad`, to be
    * dead-lettered instead of failing again.
    */
-  async function claim(consumer: string, { minIdleMs, count, owner, maxDeliveries = Number.POSITIVE_INFINITY }: { minIdleMs: number; count: number; owner?: string; maxDeliveries?: number }): Promise<Delivery> {
+  async function claim(
+    consumer: string,
+    { minIdleMs, count, owner, maxDeliveries = Number.POSITIVE_INFINITY }: { minIdleMs: number; count: number; owner?: string; maxDeliveries?: number },
+  ): Promise<Delivery> {
     const args: (string | number)[] = ['IDLE', minIdleMs, '-', '+', count]
     if (owner) args.push(owner)
     const pending = (await redis.call('XPENDING', stream, group, ...args)) as [string, string, number, number][]
@@ -83,7 +89,11 @@ export function createQueue(redis: RedisClient, { stream, group, deadLetterStrea
   /** Acknowledges entries and removes them from the stream, so it holds only un-acknowledged work. */
   async function ack(ids: string[]): Promise<void> {
     if (ids.length === 0) return
-    const replies = await redis.multi().xack(stream, group, ...ids).xdel(stream, ...ids).exec()
+    const replies = await redis
+      .multi()
+      .xack(stream, group, ...ids)
+      .xdel(stream, ...ids)
+      .exec()
     const failed = replies?.find(([err]) => err)
     if (failed) throw failed[0]
   }
@@ -132,10 +142,15 @@ export function createQueue(redis: RedisClient, { stream, group, deadLetterStrea
    * removes them from the dead-letter stream. Entries with no event to replay stay put.
    */
   async function replay(ids: string[] | 'all'): Promise<{ replayed: string[]; skipped: { id: string; reason: string }[] }> {
-    const letters = ids === 'all' ? await deadLetters(Number.MAX_SAFE_INTEGER) : await Promise.all(ids.map(async (id) => {
-      const [entry] = (await redis.xrange(deadLetterStream, id, id)) as [string, string[]][]
-      return entry ? { id, fields: toRecord(entry[1]) as Record<string, string> } : { id, fields: null }
-    }))
+    const letters =
+      ids === 'all'
+        ? await deadLetters(Number.MAX_SAFE_INTEGER)
+        : await Promise.all(
+            ids.map(async (id) => {
+              const [entry] = (await redis.xrange(deadLetterStream, id, id)) as [string, string[]][]
+              return entry ? { id, fields: toRecord(entry[1]) as Record<string, string> } : { id, fields: null }
+            }),
+          )
     const replayed: string[] = []
     const skipped: { id: string; reason: string }[] = []
     for (const { id, fields } of letters) {
@@ -143,7 +158,11 @@ export function createQueue(redis: RedisClient, { stream, group, deadLetterStrea
       if (!fields) skipped.push({ id, reason: 'no such dead letter' })
       else if (!payload) skipped.push({ id, reason: 'it holds no event (it was not a valid entry)' })
       else {
-        const replies = await redis.multi().xadd(stream, '*', ...payload).xdel(deadLetterStream, id).exec()
+        const replies = await redis
+          .multi()
+          .xadd(stream, '*', ...payload)
+          .xdel(deadLetterStream, id)
+          .exec()
         const failed = replies?.find(([err]) => err)
         if (failed) throw failed[0]
         replayed.push(id)

@@ -26,7 +26,9 @@ describe('the sharded queue', () => {
     const r = await createTestRedis()
     const q = createShardedQueue(r.redis, { stream: r.queue.stream, group: 'g', shards: 2, cluster: false })
     const [a, b] = q.shards
-    const event = JSON.stringify([{ event_id: crypto.randomUUID(), site_id: 's', event_type: 'x', path: null, user_id: null, timestamp: '2025-11-14T10:00:00.000Z', received_at: 1 }])
+    const event = JSON.stringify([
+      { event_id: crypto.randomUUID(), site_id: 's', event_type: 'x', path: null, user_id: null, timestamp: '2025-11-14T10:00:00.000Z', received_at: 1 },
+    ])
     await r.redis.xadd(a!.deadLetterStream, '5-1', 'n', '1', 'b', event, 'reason', 'test')
     await r.redis.xadd(b!.deadLetterStream, '5-1', 'n', '1', 'b', event, 'reason', 'test')
     await r.redis.xadd(b!.deadLetterStream, '6-1', 'n', '1', 'b', event, 'reason', 'test')

@@ -70,7 +70,10 @@ export function createShardedQueue(redis: RedisClient, { stream, shards, cluster
       for (const id of ids) {
         const owners = (await Promise.all(queues.map(async (q) => ((await q.hasDeadLetter(id)) ? q : null)))).filter((q) => q !== null)
         if (owners.length !== 1) {
-          skipped.push({ id, reason: owners.length === 0 ? 'no such dead letter' : `the id is in ${owners.length} shards' dead-letter streams; use replay --all` })
+          skipped.push({
+            id,
+            reason: owners.length === 0 ? 'no such dead letter' : `the id is in ${owners.length} shards' dead-letter streams; use replay --all`,
+          })
           continue
         }
         const r = await owners[0]!.replay([id])

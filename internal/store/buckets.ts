@@ -10,10 +10,14 @@ export function truncate(d: Date, g: Granularity): Date {
   const y = d.getUTCFullYear()
   const m = d.getUTCMonth()
   switch (g) {
-    case 'year': return new Date(Date.UTC(y, 0, 1))
-    case 'month': return new Date(Date.UTC(y, m, 1))
-    case 'day': return new Date(Date.UTC(y, m, d.getUTCDate()))
-    case 'hour': return new Date(Date.UTC(y, m, d.getUTCDate(), d.getUTCHours()))
+    case 'year':
+      return new Date(Date.UTC(y, 0, 1))
+    case 'month':
+      return new Date(Date.UTC(y, m, 1))
+    case 'day':
+      return new Date(Date.UTC(y, m, d.getUTCDate()))
+    case 'hour':
+      return new Date(Date.UTC(y, m, d.getUTCDate(), d.getUTCHours()))
   }
 }
 

@@ -15,7 +15,9 @@ export function isDataError(err: unknown): boolean {
 export class HourlyDetailExpiredError extends Error {
   readonly code = 'hourly_detail_expired'
   constructor(readonly keptSince: Date) {
-    super(`hourly detail is kept only from ${keptSince.toISOString()}; before that, ranges must start and end on UTC day boundaries and granularity cannot be hour`)
+    super(
+      `hourly detail is kept only from ${keptSince.toISOString()}; before that, ranges must start and end on UTC day boundaries and granularity cannot be hour`,
+    )
     this.name = 'HourlyDetailExpiredError'
   }
 }

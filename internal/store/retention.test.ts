@@ -26,7 +26,9 @@ async function ingestedHoursAgo(h: number, o: { user?: string; path?: string; ts
     values (${id}, 'ret', 'pageview', ${o.path ?? '/'}, ${o.user ?? 'u'}, ${o.ts ?? '2025-11-14T10:00:00Z'}, ${hoursAgo(h)}, ${hoursAgo(h)})`
 }
 const partitions = async () =>
-  (await db.sql`select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid where i.inhparent = 'events'::regclass and c.relname <> 'events_default' order by 1`).map((r) => r.relname as string)
+  (
+    await db.sql`select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid where i.inhparent = 'events'::regclass and c.relname <> 'events_default' order by 1`
+  ).map((r) => r.relname as string)
 const rawCount = async () => (await db.sql`select count(*)::int as n from events`)[0]!.n as number
 const statsNow = () => store.stats({ siteId: 'ret', from: new Date('2025-11-01T00:00:00Z'), to: new Date('2025-12-01T00:00:00Z'), granularity: 'day' })
 
@@ -35,7 +37,13 @@ describe('retention', () => {
     const made = await ensurePartitions(db.sql, { aheadHours: 3, now: new Date('2030-01-01T10:30:00Z') })
     expect(made).toBe(5)
     expect(await ensurePartitions(db.sql, { aheadHours: 3, now: new Date('2030-01-01T10:30:00Z') })).toBe(0)
-    expect((await partitions()).filter((p) => p.startsWith('events_p20300101'))).toEqual(['events_p2030010109', 'events_p2030010110', 'events_p2030010111', 'events_p2030010112', 'events_p2030010113'])
+    expect((await partitions()).filter((p) => p.startsWith('events_p20300101'))).toEqual([
+      'events_p2030010109',
+      'events_p2030010110',
+      'events_p2030010111',
+      'events_p2030010112',
+      'events_p2030010113',
+    ])
   })
 
   test('drops expired partitions once rolled up, and the stats stay the same', async () => {
@@ -49,7 +57,14 @@ describe('retention', () => {
     expect(result.partitionsKept).toEqual([])
     expect(await rawCount()).toBe(1)
     expect(await statsNow()).toEqual(before)
-    expect(before).toMatchObject({ total_views: 3, unique_users: 2, top_paths: [{ path: '/', views: 2 }, { path: '/old', views: 1 }] })
+    expect(before).toMatchObject({
+      total_views: 3,
+      unique_users: 2,
+      top_paths: [
+        { path: '/', views: 2 },
+        { path: '/old', views: 1 },
+      ],
+    })
   })
 
   test('never drops a partition holding events the rollups have not counted', async () => {
@@ -88,7 +103,13 @@ describe('retention', () => {
   test('deletes hourly rollups past their retention, and day, month and year answers stay the same', async () => {
     const today = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate()))
     const daysAgo = (d: number, hour = 10) => new Date(today.getTime() - d * 24 * HOUR + hour * HOUR).toISOString()
-    for (const [d, user, path] of [[40, 'a', '/x'], [40, 'b', '/y'], [35, 'a', '/x'], [3, 'c', '/x'], [0, 'a', '/z']] as const) {
+    for (const [d, user, path] of [
+      [40, 'a', '/x'],
+      [40, 'b', '/y'],
+      [35, 'a', '/x'],
+      [3, 'c', '/x'],
+      [0, 'a', '/z'],
+    ] as const) {
       await ingestedHoursAgo(1, { ts: daysAgo(d), user, path })
     }
     await rollup(db.sql)
@@ -103,7 +124,12 @@ describe('retention', () => {
     expect(await daily()).toEqual(before.daily)
     expect(await all()).toEqual(before.all)
     expect(before.all).toMatchObject({ total_views: 5, unique_users: 3 })
-    const months = await store.stats({ siteId: 'ret', from: new Date(Date.UTC(now.getUTCFullYear() - 1, 0, 1)), to: new Date(Date.UTC(now.getUTCFullYear() + 1, 0, 1)), granularity: 'month' })
+    const months = await store.stats({
+      siteId: 'ret',
+      from: new Date(Date.UTC(now.getUTCFullYear() - 1, 0, 1)),
+      to: new Date(Date.UTC(now.getUTCFullYear() + 1, 0, 1)),
+      granularity: 'month',
+    })
     expect(months.total_views).toBe(5)
 
     // Hourly detail inside the retention still answers; before it, the range is refused by name.
@@ -112,8 +138,12 @@ describe('retention', () => {
     expect(recent.series.find((b) => b.views > 0)).toEqual({ bucket: daysAgo(3), views: 1, unique_users: 1 })
     const old = store.stats({ siteId: 'ret', from: new Date(daysAgo(40, 0)), to: new Date(daysAgo(39, 0)), granularity: 'hour', hourlyFrom })
     await expect(old).rejects.toBeInstanceOf(HourlyDetailExpiredError)
-    await expect(store.stats({ siteId: 'ret', from: new Date(daysAgo(40, 6)), to: new Date(daysAgo(39, 0)), granularity: null, hourlyFrom })).rejects.toMatchObject({ code: 'hourly_detail_expired' })
-    expect((await store.stats({ siteId: 'ret', from: new Date(daysAgo(40, 0)), to: new Date(daysAgo(39, 0)), granularity: 'day', hourlyFrom })).total_views).toBe(2)
+    await expect(
+      store.stats({ siteId: 'ret', from: new Date(daysAgo(40, 6)), to: new Date(daysAgo(39, 0)), granularity: null, hourlyFrom }),
+    ).rejects.toMatchObject({ code: 'hourly_detail_expired' })
+    expect(
+      (await store.stats({ siteId: 'ret', from: new Date(daysAgo(40, 0)), to: new Date(daysAgo(39, 0)), granularity: 'day', hourlyFrom })).total_views,
+    ).toBe(2)
   })
 
   test('keeps hourly rollups forever when their retention is 0', async () => {

@@ -51,9 +51,19 @@ export async function ensurePartitions(sql: Sql, { aheadHours = 6, now = new Dat
  * counted: whole hourly partitions are dropped (no vacuum, no bloat) only when every row
  * in them lies below the rollup watermark.
  */
-export async function retention(sql: Sql, { rawRetentionHours = 24, dedupWindowHours = 48, hourRollupDays = 90, aheadHours = 6, now = new Date() }: RetentionOptions = {}): Promise<RetentionResult> {
+export async function retention(
+  sql: Sql,
+  { rawRetentionHours = 24, dedupWindowHours = 48, hourRollupDays = 90, aheadHours = 6, now = new Date() }: RetentionOptions = {},
+): Promise<RetentionResult> {
   const cutoff = new Date(now.getTime() - rawRetentionHours * HOUR)
-  const result: RetentionResult = { partitionsCreated: 0, partitionsDropped: [], partitionsKept: [], defaultRowsDeleted: 0, eventIdsDeleted: 0, hourRollupRowsDeleted: 0 }
+  const result: RetentionResult = {
+    partitionsCreated: 0,
+    partitionsDropped: [],
+    partitionsKept: [],
+    defaultRowsDeleted: 0,
+    eventIdsDeleted: 0,
+    hourRollupRowsDeleted: 0,
+  }
   result.partitionsCreated = await ensurePartitions(sql, { aheadHours, now })
 
   const partitions = await sql`
@@ -61,11 +71,13 @@ export async function retention(sql: Sql, { rawRetentionHours = 24, dedupWindowH
     where i.inhparent = 'events'::regclass and c.relname ~ '^events_p[0-9]{10}$' order by 1`
   for (const { name } of partitions) {
     // Dropping needs a brief exclusive lock on events; never queue inserts behind a long wait.
-    const outcome = await sql.begin(async (tx) => {
-      await tx`set local lock_timeout = '2s'`
-      const [row] = await tx`select sluice_drop_partition_if_rolled(${name}, ${cutoff}) as outcome`
-      return row!.outcome as string
-    }).catch((err: { code?: string }) => (err.code === '55P03' ? 'kept: lock timeout' : Promise.reject(err)))
+    const outcome = await sql
+      .begin(async (tx) => {
+        await tx`set local lock_timeout = '2s'`
+        const [row] = await tx`select sluice_drop_partition_if_rolled(${name}, ${cutoff}) as outcome`
+        return row!.outcome as string
+      })
+      .catch((err: { code?: string }) => (err.code === '55P03' ? 'kept: lock timeout' : Promise.reject(err)))
     if (outcome === 'dropped') result.partitionsDropped.push(name)
     else if (outcome !== 'kept: not expired') result.partitionsKept.push(name)
   }

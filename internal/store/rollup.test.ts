@@ -14,8 +14,14 @@ afterEach(() => db.drop())
 
 let n = 0
 const event = (o: Partial<Event> = {}): Event => ({
-  event_id: crypto.randomUUID(), site_id: 'r', event_type: 'pageview', path: '/', user_id: `u${n++}`,
-  timestamp: '2025-11-14T10:15:00.000Z', received_at: Date.now(), ...o,
+  event_id: crypto.randomUUID(),
+  site_id: 'r',
+  event_type: 'pageview',
+  path: '/',
+  user_id: `u${n++}`,
+  timestamp: '2025-11-14T10:15:00.000Z',
+  received_at: Date.now(),
+  ...o,
 })
 
 type Row = { bucket: Date; views: number; users: number; other: number }
@@ -42,7 +48,10 @@ describe('rollup', () => {
       { bucket: new Date('2024-12-31T23:00:00Z'), views: 1, users: 1, other: 0 },
       { bucket: new Date('2025-01-01T00:00:00Z'), views: 2, users: 2, other: 0 },
     ])
-    expect((await rolled('day')).map((r) => [r.bucket.toISOString(), r.views])).toEqual([['2024-12-31T00:00:00.000Z', 1], ['2025-01-01T00:00:00.000Z', 2]])
+    expect((await rolled('day')).map((r) => [r.bucket.toISOString(), r.views])).toEqual([
+      ['2024-12-31T00:00:00.000Z', 1],
+      ['2025-01-01T00:00:00.000Z', 2],
+    ])
     expect((await rolled('month')).map((r) => r.views)).toEqual([1, 2])
     expect(await rolled('year')).toEqual([
       { bucket: new Date('2024-01-01T00:00:00Z'), views: 1, users: 1, other: 0 },
@@ -98,7 +107,11 @@ describe('rollup', () => {
     expect(kept.map((r) => r.path)).toEqual(['/p14', '/p13', '/p12', '/p11', '/p10', '/p09', '/p08', '/p07', '/p06', '/p05'])
     expect((await rolled('hour'))[0]!.other).toBe(1 + 2 + 3 + 4 + 5)
     const stats = await store.stats({ siteId: 'r', from: null, to: null, granularity: null, limit: 3 })
-    expect(stats.top_paths).toEqual([{ path: '/p14', views: 15 }, { path: '/p13', views: 14 }, { path: '/p12', views: 13 }])
+    expect(stats.top_paths).toEqual([
+      { path: '/p14', views: 15 },
+      { path: '/p13', views: 14 },
+      { path: '/p12', views: 13 },
+    ])
     expect(stats.top_paths_max_error).toBe(15)
     expect(stats.total_views).toBe(120)
   })
@@ -163,7 +176,10 @@ describe('rows the rollup cannot count', () => {
     expect(await store.rollupRejects()).toEqual([])
     expect(await rollup(db.sql)).toMatchObject({ events: 1, setAside: 0 })
     expect((await rolled('day')).map((r) => [r.views, r.users])).toEqual([[2, 2]])
-    expect((await rolledPaths('month')).map((r) => [r.path, r.views])).toEqual([['/', 1], ['/blocked', 1]])
+    expect((await rolledPaths('month')).map((r) => [r.path, r.views])).toEqual([
+      ['/', 1],
+      ['/blocked', 1],
+    ])
     const stats = await store.stats({ siteId: 'r', from: null, to: null, granularity: null })
     expect(stats).toMatchObject({ total_views: 2, unique_users: 2 })
   })
@@ -181,7 +197,14 @@ describe('stats over rollups and raw rows', () => {
     const after = await store.stats(q)
     expect(before.total_views).toBe(2)
     expect(mixed).toEqual(after)
-    expect(after).toMatchObject({ total_views: 3, unique_users: 2, top_paths: [{ path: '/', views: 2 }, { path: '/late', views: 1 }] })
+    expect(after).toMatchObject({
+      total_views: 3,
+      unique_users: 2,
+      top_paths: [
+        { path: '/', views: 2 },
+        { path: '/late', views: 1 },
+      ],
+    })
     expect(after.series).toHaveLength(30)
     expect(after.series.find((s) => s.bucket === '2025-11-14T00:00:00.000Z')).toEqual({ bucket: '2025-11-14T00:00:00.000Z', views: 2, unique_users: 1 })
   })

@@ -4,7 +4,6 @@ import { setAside } from './rejects.ts'
 import { GRANULARITIES } from './buckets.ts'
 import { isDataError } from './errors.ts'
 
-
 /** HyperLogLog parameters for unique users: 2^14 registers of 5 bits, exact up to 1280 users. */
 export const HLL = { log2m: 14, regwidth: 5, expthresh: -1, sparseon: 1 } as const
 /** The explicit-mode threshold those parameters give: below it, unique users are exact. */
@@ -121,7 +120,8 @@ async function rollupSettling(tx: TransactionSql, lo: bigint, hi: bigint, pathCa
         return
       }
       const xid = 'lo' in scope ? scope.lo : scope.xid
-      const ids = 'ids' in scope ? scope.ids : (await tx`select event_id from events where xid = ${String(xid)}::xid8 order by event_id`).map((r) => r.event_id as string)
+      const ids =
+        'ids' in scope ? scope.ids : (await tx`select event_id from events where xid = ${String(xid)}::xid8 order by event_id`).map((r) => r.event_id as string)
       if (ids.length > 1) {
         const half = Math.ceil(ids.length / 2)
         await attempt({ xid, ids: ids.slice(0, half) })
@@ -141,9 +141,10 @@ async function rollupSettling(tx: TransactionSql, lo: bigint, hi: bigint, pathCa
 /** Counts the raw rows in scope into every rollup table; returns how many there were. */
 async function rollupRange(tx: Sql, scope: Scope, pathCap: number): Promise<number> {
   const { log2m, regwidth, expthresh, sparseon } = HLL
-  const rows = 'lo' in scope
-    ? tx`xid >= ${String(scope.lo)}::xid8 and xid < ${String(scope.hi)}::xid8`
-    : tx`xid = ${String(scope.xid)}::xid8 and event_id = any(${scope.ids}::uuid[])`
+  const rows =
+    'lo' in scope
+      ? tx`xid >= ${String(scope.lo)}::xid8 and xid < ${String(scope.hi)}::xid8`
+      : tx`xid = ${String(scope.xid)}::xid8 and event_id = any(${scope.ids}::uuid[])`
   await tx`
     create temp table rollup_chunk on commit drop as
     select site_id, date_trunc('hour', ts, 'UTC') as bucket, event_type, count(*)::bigint as views,

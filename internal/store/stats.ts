@@ -36,7 +36,10 @@ type SeriesRow = { b: Date; views: number; users: number }
  * Totals and top paths read the coarsest aligned buckets (years, then months, days, hours);
  * the series reads buckets no coarser than its granularity.
  */
-export async function rangeStats(sql: Sql, { siteId, from, to, granularity, eventType = null, limit = 10, hourlyFrom = null }: RangeQuery): Promise<RangeStats> {
+export async function rangeStats(
+  sql: Sql,
+  { siteId, from, to, granularity, eventType = null, limit = 10, hourlyFrom = null }: RangeQuery,
+): Promise<RangeStats> {
   const bounded = from !== null && to !== null
   const coarse = bounded ? plan(from, to, null) : null
   const fine = bounded && granularity ? plan(from, to, granularity) : null
@@ -54,7 +57,8 @@ export async function rangeStats(sql: Sql, { siteId, from, to, granularity, even
     const sources = (segments: Segments | null, table: (g: Granularity) => string, columns: Fragment, rawSelect: Fragment) =>
       unionAll([
         ...(segments ? GRANULARITIES.filter((g) => segments[g].length > 0) : (['year'] as const)).map(
-          (g) => tx`select ${columns} from ${tx(table(g))} where site_id = ${siteId} ${segments ? tx`and bucket = any(${segments[g]}::timestamptz[])` : tx``} ${type}`,
+          (g) =>
+            tx`select ${columns} from ${tx(table(g))} where site_id = ${siteId} ${segments ? tx`and bucket = any(${segments[g]}::timestamptz[])` : tx``} ${type}`,
         ),
         rawSelect,
       ])

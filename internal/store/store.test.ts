@@ -11,8 +11,14 @@ beforeAll(async () => {
 afterAll(() => db.drop())
 
 const event = (n: number, o: Partial<Event> = {}): Event => ({
-  event_id: `00000000-0000-7000-8000-${String(n).padStart(12, '0')}`, site_id: 'store-site', event_type: 'pageview',
-  path: '/', user_id: 'u', timestamp: '2025-11-14T10:00:00.000Z', received_at: Date.parse('2025-11-14T10:00:01Z'), ...o,
+  event_id: `00000000-0000-7000-8000-${String(n).padStart(12, '0')}`,
+  site_id: 'store-site',
+  event_type: 'pageview',
+  path: '/',
+  user_id: 'u',
+  timestamp: '2025-11-14T10:00:00.000Z',
+  received_at: Date.parse('2025-11-14T10:00:01Z'),
+  ...o,
 })
 
 describe('migrations', () => {
@@ -32,10 +38,27 @@ describe('insertEvents', () => {
   test('stores every field of every event in one statement', async () => {
     const store = createStore(db.sql)
     expect(await store.insertEvents([event(1), event(2, { path: null, user_id: null, site_id: 'b', event_type: 'click' })])).toBe(2)
-    const rows = await db.sql`select event_id, site_id, event_type, path, user_id, ts, received_at from events where event_id in (${event(1).event_id}, ${event(2).event_id}) order by event_id`
+    const rows =
+      await db.sql`select event_id, site_id, event_type, path, user_id, ts, received_at from events where event_id in (${event(1).event_id}, ${event(2).event_id}) order by event_id`
     expect(rows.map((r) => ({ ...r }))).toEqual([
-      { event_id: event(1).event_id, site_id: 'store-site', event_type: 'pageview', path: '/', user_id: 'u', ts: new Date('2025-11-14T10:00:00Z'), received_at: new Date('2025-11-14T10:00:01Z') },
-      { event_id: event(2).event_id, site_id: 'b', event_type: 'click', path: null, user_id: null, ts: new Date('2025-11-14T10:00:00Z'), received_at: new Date('2025-11-14T10:00:01Z') },
+      {
+        event_id: event(1).event_id,
+        site_id: 'store-site',
+        event_type: 'pageview',
+        path: '/',
+        user_id: 'u',
+        ts: new Date('2025-11-14T10:00:00Z'),
+        received_at: new Date('2025-11-14T10:00:01Z'),
+      },
+      {
+        event_id: event(2).event_id,
+        site_id: 'b',
+        event_type: 'click',
+        path: null,
+        user_id: null,
+        ts: new Date('2025-11-14T10:00:00Z'),
+        received_at: new Date('2025-11-14T10:00:01Z'),
+      },
     ])
   })
 
@@ -43,7 +66,9 @@ describe('insertEvents', () => {
     const store = createStore(db.sql)
     expect(await store.insertEvents([event(10), event(10), event(11)])).toBe(2)
     expect(await store.insertEvents([event(10), event(11)])).toBe(0)
-    const [{ n }] = (await db.sql`select count(*)::int as n from events where event_id in (${event(10).event_id}, ${event(11).event_id})`) as unknown as [{ n: number }]
+    const [{ n }] = (await db.sql`select count(*)::int as n from events where event_id in (${event(10).event_id}, ${event(11).event_id})`) as unknown as [
+      { n: number },
+    ]
     expect(n).toBe(2)
   })
 

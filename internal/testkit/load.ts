@@ -13,7 +13,14 @@ export function startLoad(baseUrl: () => string, { clients = 8, pauseMs = 2, sit
   async function client() {
     while (!stopping) {
       const id = crypto.randomUUID()
-      const body = JSON.stringify({ event_id: id, site_id: site, event_type: 'pageview', path: `/p/${sent % 50}`, user_id: `u${sent % 1000}`, timestamp: new Date().toISOString() })
+      const body = JSON.stringify({
+        event_id: id,
+        site_id: site,
+        event_type: 'pageview',
+        path: `/p/${sent % 50}`,
+        user_id: `u${sent % 1000}`,
+        timestamp: new Date().toISOString(),
+      })
       sent++
       try {
         const res = await fetch(`${baseUrl()}/event`, { method: 'POST', body, headers: { 'content-type': 'application/json' } })

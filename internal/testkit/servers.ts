@@ -19,7 +19,10 @@ export async function startRedis({ aof = true, replicaOf }: { aof?: boolean; rep
     url,
     async start() {
       proc = Bun.spawn(['redis-server', ...args], { stdout: 'ignore', stderr: 'ignore' })
-      const up = await eventually(async () => (await Bun.spawn(['redis-cli', '-p', String(port), 'ping'], { stdout: 'ignore', stderr: 'ignore' }).exited) === 0, { timeoutMs: 10_000 })
+      const up = await eventually(
+        async () => (await Bun.spawn(['redis-cli', '-p', String(port), 'ping'], { stdout: 'ignore', stderr: 'ignore' }).exited) === 0,
+        { timeoutMs: 10_000 },
+      )
       if (!up) throw new Error(`redis-server on ${port} did not start`)
     },
     /** Freezes the server (SIGSTOP): connections stay open and nothing answers. */
@@ -46,7 +49,12 @@ export async function startPostgres() {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-pg-'))
   const data = join(dir, 'data')
   const user = (cmd: string[]) => (asRoot ? ['runuser', '-u', 'postgres', '--', ...cmd] : cmd)
-  if (asRoot) chownSync(dir, Number(Bun.spawnSync(['id', '-u', 'postgres']).stdout.toString().trim()), Number(Bun.spawnSync(['id', '-g', 'postgres']).stdout.toString().trim()))
+  if (asRoot)
+    chownSync(
+      dir,
+      Number(Bun.spawnSync(['id', '-u', 'postgres']).stdout.toString().trim()),
+      Number(Bun.spawnSync(['id', '-g', 'postgres']).stdout.toString().trim()),
+    )
   const init = Bun.spawnSync(user([`${PG_BIN}/initdb`, '-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync']))
   if (init.exitCode !== 0) throw new Error(`initdb failed: ${init.stderr.toString()}`)
   const ctl = (...args: string[]) => {
@@ -82,8 +90,28 @@ export async function startRedisCluster(masters = 3) {
   for (let i = 0, attempt = 1; i < masters; attempt++) {
     const port = await freePort()
     const log = join(dir, `redis-${port}.log`)
-    const proc = Bun.spawn(['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--cluster-enabled', 'yes',
-      '--cluster-config-file', `nodes-${port}.conf`, '--save', '', '--appendonly', 'no', '--logfile', log], { stdout: 'ignore', stderr: 'ignore' })
+    const proc = Bun.spawn(
+      [
+        'redis-server',
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--dir',
+        dir,
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        `nodes-${port}.conf`,
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--logfile',
+        log,
+      ],
+      { stdout: 'ignore', stderr: 'ignore' },
+    )
     const up = await eventually(async () => proc.exitCode !== null || cli(port, 'ping').trim() === 'PONG', { timeoutMs: 10_000 })
     if (up && proc.exitCode === null) {
       ports.push(port)

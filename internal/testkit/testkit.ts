@@ -144,10 +144,16 @@ export async function runBinary(name: string, env: Record<string, string>, args:
 
 /** Waits until `url` answers 200, or throws with the process output after `timeoutMs`. */
 export async function waitForReady(url: string, binary: Binary, timeoutMs = 15_000): Promise<void> {
-  const ok = await eventually(async () => {
-    if (binary.proc.exitCode !== null) return true
-    return fetch(url).then((r) => r.ok, () => false)
-  }, { timeoutMs })
+  const ok = await eventually(
+    async () => {
+      if (binary.proc.exitCode !== null) return true
+      return fetch(url).then(
+        (r) => r.ok,
+        () => false,
+      )
+    },
+    { timeoutMs },
+  )
   if (!ok || binary.proc.exitCode !== null) throw new Error(`${url} never became ready:\n${binary.output()}`)
 }
 

@@ -23,8 +23,14 @@ afterEach(async () => {
 })
 
 const event = (n: number, o: Partial<Event> = {}): Event => ({
-  event_id: `00000000-0000-7000-8000-${String(n).padStart(12, '0')}`, site_id: 'w', event_type: 'pageview',
-  path: '/', user_id: `u${n}`, timestamp: '2025-11-14T10:00:00.000Z', received_at: Date.now(), ...o,
+  event_id: `00000000-0000-7000-8000-${String(n).padStart(12, '0')}`,
+  site_id: 'w',
+  event_type: 'pageview',
+  path: '/',
+  user_id: `u${n}`,
+  timestamp: '2025-11-14T10:00:00.000Z',
+  received_at: Date.now(),
+  ...o,
 })
 
 function startWorker(options: Partial<WorkerOptions> = {}) {
@@ -40,7 +46,7 @@ function startWorker(options: Partial<WorkerOptions> = {}) {
   return { worker, stop }
 }
 
-const storedCount = async () => ((await db.sql`select count(*)::int as n from events`)[0]!.n as number)
+const storedCount = async () => (await db.sql`select count(*)::int as n from events`)[0]!.n as number
 
 describe('worker', () => {
   test('moves queued events into Postgres in inserts of at most batchSize events, and removes them from the stream', async () => {
@@ -84,7 +90,10 @@ describe('worker', () => {
     await eventually(async () => (await queue.depth()).length === 0)
     await stop()
     expect(await storedCount()).toBe(2)
-    expect((await queue.deadLetters()).map((l) => l.fields.reason)).toEqual([expect.stringContaining('undecodable entry'), expect.stringContaining('not a valid event')])
+    expect((await queue.deadLetters()).map((l) => l.fields.reason)).toEqual([
+      expect.stringContaining('undecodable entry'),
+      expect.stringContaining('not a valid event'),
+    ])
   })
 
   test('after a restart under the same name, first stores what it held before', async () => {

@@ -43,8 +43,16 @@ export type WorkerStats = { batches: number; stored: number; duplicates: number;
 
 export function createWorker({ queue, store, reader, log, metrics = null }: WorkerDeps, options: WorkerOptions) {
   const {
-    consumer, batchSize = 2000, blockMs = 1000, claimIdleMs = 60_000, maxDeliveries = 5, maxEntryEvents = 100,
-    insertConcurrency = 2, retryBaseMs = 100, retryMaxMs = 5000, stopGraceMs = 5000,
+    consumer,
+    batchSize = 2000,
+    blockMs = 1000,
+    claimIdleMs = 60_000,
+    maxDeliveries = 5,
+    maxEntryEvents = 100,
+    insertConcurrency = 2,
+    retryBaseMs = 100,
+    retryMaxMs = 5000,
+    stopGraceMs = 5000,
   } = options
   // Each read aims at enough events for every insert slot.
   const readTarget = batchSize * insertConcurrency
@@ -90,7 +98,10 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
         // Read the next batch while this one is inserted; it is stored before the loop ends.
         // Once stopping, no new read starts, so a stop finishes even under constant load.
         if (!signal.aborted && ownPendingDone && Date.now() < nextClaimAt) {
-          prefetch = queue.read(reader, consumer, { count, blockMs }).then((d) => ({ delivery: d }), (error: unknown) => ({ error }))
+          prefetch = queue.read(reader, consumer, { count, blockMs }).then(
+            (d) => ({ delivery: d }),
+            (error: unknown) => ({ error }),
+          )
         }
         await handle(delivery, signal)
       } catch (err) {
@@ -134,7 +145,9 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
     let rejectedEvents = 0
     const rejected: BadEntry[] = [...bad]
     for (let i = 0; i < chunks.length; i += insertConcurrency) {
-      const results = await Promise.all(chunks.slice(i, i + insertConcurrency).map((chunk) => retrying('insert batch', () => insert(chunk), signal, stopGraceMs)))
+      const results = await Promise.all(
+        chunks.slice(i, i + insertConcurrency).map((chunk) => retrying('insert batch', () => insert(chunk), signal, stopGraceMs)),
+      )
       if (results.includes(undefined)) return // stopping, and Postgres is still failing: leave it all pending.
       for (const result of results) {
         inserted += result!.inserted
