@@ -1,6 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { join } from 'node:path'
-import { envFor, eventually, freePort, isolated, waitForReady, type Binary } from '../../internal/testkit/testkit.ts'
+import { envFor, eventually, freePort, isolated, spawnCommand, waitForReady } from '../../internal/testkit/testkit.ts'
 
 // One Ctrl-C stops everything gracefully. A terminal sends SIGINT to the whole foreground
 // process group: `bun run`, the supervisor and every binary get it, and then `bun run`
@@ -8,29 +7,10 @@ import { envFor, eventually, freePort, isolated, waitForReady, type Binary } fro
 // "exit now" signal.
 
 const env = isolated()
-const ROOT = join(import.meta.dir, '..', '..')
 const RUNS = 10
 
-/** `bun run <script>` as a terminal would run it: a process group of its own, led by it. */
-function runInGroup(script: string, vars: Record<string, string>): Binary & { group: number } {
-  const proc = Bun.spawn(['setsid', 'bun', 'run', script], { cwd: ROOT, env: vars, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
-  let text = ''
-  const drain = async (s: ReadableStream<Uint8Array>) => {
-    const d = new TextDecoder()
-    for await (const c of s) text += d.decode(c, { stream: true })
-  }
-  const drained = Promise.all([drain(proc.stdout), drain(proc.stderr)])
-  return {
-    proc: proc as never,
-    group: proc.pid, // setsid execs bun in place: its pid leads the new group
-    output: () => text,
-    async stop() {
-      const code = await proc.exited
-      await drained
-      return code
-    },
-  }
-}
+/** `bun run <script>` as a terminal would run it: a process group of its own, led by it (setsid execs bun in place). */
+const runInGroup = (script: string, vars: Record<string, string>) => spawnCommand(['setsid', 'bun', 'run', script], vars)
 
 /** Posts events until stopped; returns the event_ids answered 202. */
 function steadyLoad(base: string) {
@@ -81,8 +61,8 @@ describe('one Ctrl-C', () => {
         if (script === 'start' && !early) await eventually(async () => group.output().includes('worker started') && group.output().includes('job scheduled'))
         const load = steadyLoad(`http://127.0.0.1:${port}`)
         await eventually(async () => load.accepted.length >= 20)
-        process.kill(-group.group, 'SIGINT') // what the terminal does on Ctrl-C
-        const code = await group.stop()
+        process.kill(-group.proc.pid, 'SIGINT') // what the terminal does on Ctrl-C
+        const code = await group.stop(null)
         await load.stop()
         codes.push(code)
         accepted.push(...load.accepted)

@@ -109,13 +109,18 @@ export type Binary = {
   proc: Bun.Subprocess<'ignore', 'pipe', 'pipe'>
   /** Everything the process wrote so far, stdout and stderr together. */
   output: () => string
-  /** Sends SIGTERM and resolves with the exit code. */
-  stop: (signal?: NodeJS.Signals) => Promise<number>
+  /** Sends SIGTERM (or the signal given; null sends none) and resolves with the exit code. */
+  stop: (signal?: NodeJS.Signals | null) => Promise<number>
 }
 
 /** Starts a binary as a real process of its own, exactly as its package.json script does (`bun run <name>`). */
 export function spawnBinary(name: string, env: Record<string, string>, args: string[] = []): Binary {
-  const proc = Bun.spawn([...scriptCommand(ROOT, name), ...args], { cwd: ROOT, env, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
+  return spawnCommand([...scriptCommand(ROOT, name), ...args], env)
+}
+
+/** Starts any command from the repository's root, collecting its output; `stop` signals it (or, given null, only waits). */
+export function spawnCommand(command: string[], env: Record<string, string>): Binary {
+  const proc = Bun.spawn(command, { cwd: ROOT, env, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
   let text = ''
   const drain = async (stream: ReadableStream<Uint8Array>) => {
     const decoder = new TextDecoder()
@@ -125,8 +130,8 @@ export function spawnBinary(name: string, env: Record<string, string>, args: str
   return {
     proc,
     output: () => text,
-    async stop(signal = 'SIGTERM') {
-      proc.kill(signal)
+    async stop(signal: NodeJS.Signals | null = 'SIGTERM') {
+      if (signal) proc.kill(signal)
       const code = await proc.exited
       await drained
       return code
