@@ -21,10 +21,27 @@ export type Contender = {
 
 export type Run = WrkResult & { round: number; name: string; cpuUsPerRequest: number; sharedUsPerRequest: Record<string, number>; stealShare: number }
 
-export type RoundsOptions = { rounds: number; seconds: number; script: string; connections?: number; threads?: number; env?: Record<string, string> }
+export type RoundsOptions = {
+  rounds: number
+  seconds: number
+  script: string
+  connections?: number
+  threads?: number
+  env?: Record<string, string>
+  /** Each contender first runs this long unrecorded, so the JIT has warmed up before round 1. */
+  warmupSeconds?: number
+}
 
-export async function runRounds(contenders: Contender[], { rounds, seconds, script, connections = 50, threads = 1, env = {} }: RoundsOptions): Promise<Run[]> {
+export async function runRounds(
+  contenders: Contender[],
+  { rounds, seconds, script, connections = 50, threads = 1, env = {}, warmupSeconds = 2 }: RoundsOptions,
+): Promise<Run[]> {
   const runs: Run[] = []
+  for (const c of contenders) {
+    await c.before?.()
+    await wrk(c.url, { script, seconds: warmupSeconds, connections, threads, env: { ...env, RUN_ID: randomHex8() } })
+    await c.after?.()
+  }
   for (let round = 0; round < rounds; round++) {
     const order = contenders.map((_, i) => contenders[(i + round) % contenders.length]!)
     for (const c of order) {
