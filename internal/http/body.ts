@@ -28,16 +28,9 @@ export function checkBody(req: Request, limit: number): number | null {
  * one that has not fully arrived by its deadline is a 408, so a client trickling bytes
  * cannot hold a request open.
  */
-export async function readBody(
-  req: Request,
-  declared: number | null,
-  limit: number,
-  deadlines: Deadlines,
-  onGrow?: (size: number) => void,
-): Promise<Uint8Array> {
-  const bytes = await deadlines.track(declared !== null ? req.bytes() : readLimited(req, limit, onGrow))
-  if (bytes.length > limit) throw tooLarge(limit)
-  return bytes
+export function readBody(req: Request, declared: number | null, limit: number, deadlines: Deadlines, onGrow?: (size: number) => void): Promise<Uint8Array> {
+  // A declared length is checked already, and Bun reads exactly that many bytes.
+  return deadlines.track(declared !== null ? req.bytes() : readLimited(req, limit, onGrow))
 }
 
 export type Deadlines = ReturnType<typeof createDeadlines>

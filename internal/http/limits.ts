@@ -60,6 +60,9 @@ export const SMALL_BODY_BYTES = 16 * 1024
  * large body bigger than its share still gets in when no other large one is held. So the
  * bytes held are at most maxBytes, or one body limit plus the small quarter.
  */
+/** One request's place in the in-flight budget (see createGate). */
+export type Hold = { grow(total: number): boolean; release(): void }
+
 export function createGate(maxBytes: number, { smallBytes = SMALL_BODY_BYTES, smallShare = 0.25 } = {}) {
   const smallReserve = Math.floor(maxBytes * smallShare)
   const largeCap = maxBytes - smallReserve
@@ -75,7 +78,7 @@ export function createGate(maxBytes: number, { smallBytes = SMALL_BODY_BYTES, sm
      * returns false, holding what it held, when they do not fit. A body counts as small while
      * it is at most smallBytes, and as large (its whole `largeBytes`) from then on.
      */
-    hold(largeBytes: number) {
+    hold(largeBytes: number): Hold {
       let held = 0
       let isLarge = false
       let done = false
