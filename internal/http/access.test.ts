@@ -229,3 +229,29 @@ describe('the in-flight gate', () => {
     expect(gate.inUse()).toBe(0)
   })
 })
+
+describe('turns at parsing large bodies', () => {
+  test('let bodies in while their bytes fit, queue the rest in order, and let a lone large one through', async () => {
+    const { createTurns } = await import('./limits.ts')
+    const turns = createTurns(100)
+    const order: string[] = []
+    const a = turns.take(60) as () => void
+    const noted = (name: string, turn: Promise<() => void>) =>
+      turn.then((release) => {
+        order.push(name)
+        return release
+      })
+    const b = noted('b', turns.take(50) as Promise<() => void>)
+    const c = noted('c', turns.take(10) as Promise<() => void>)
+    expect(turns.inUse()).toBe(60)
+    a()
+    const [rb, rc] = await Promise.all([b, c])
+    expect(order).toEqual(['b', 'c'])
+    rb()
+    rc()
+    const big = turns.take(500)
+    expect(typeof big).toBe('function')
+    ;(big as () => void)()
+    expect(turns.inUse()).toBe(0)
+  })
+})

@@ -4,7 +4,7 @@ import type { Backpressure } from '../queue/backpressure.ts'
 import type { Queue } from '../queue/queue.ts'
 import { checkBody, createDeadlines, parseJson, readBody } from './body.ts'
 import { ApiError, errorBody, QUEUE_UNCONFIRMED, queueUnavailable, RETRY_AFTER_SECONDS } from './errors.ts'
-import { clientIp, createGate, createRateLimiter, type Hold, type RequestIpSource } from './limits.ts'
+import { clientIp, createGate, createRateLimiter, createTurns, type Hold, type RequestIpSource, SMALL_BODY_BYTES } from './limits.ts'
 
 export type IngestOptions = {
   bodyLimitBytes: number
@@ -56,10 +56,11 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
     rateLimitPerSecond = 0,
     rateLimitBurst,
     trustProxy = false,
-    inFlightBytes = 8 * 1024 * 1024,
+    inFlightBytes = 16 * 1024 * 1024,
     bodyTimeoutMs = 10_000,
   } = options
   const gate = createGate(inFlightBytes)
+  const turns = createTurns(Math.max(SMALL_BODY_BYTES, Math.floor(inFlightBytes / 16)))
   const deadlines = createDeadlines(bodyTimeoutMs)
   const parseEvent = createEventParser({ maxFutureMs })
   const sites = allowedSites?.length ? new Set(allowedSites) : null
@@ -149,8 +150,19 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
       try {
         const admitted = admit(req)
         hold = admitted.hold
-        res = await accept(req, server, tally, parseJson(await admitted.bytes))
-        return res
+        const bytes = await admitted.bytes
+        if (bytes.length <= SMALL_BODY_BYTES) {
+          res = await accept(req, server, tally, parseJson(bytes))
+          return res
+        }
+        const turn = turns.take(bytes.length)
+        const done = typeof turn === 'function' ? turn : await turn
+        try {
+          res = await accept(req, server, tally, parseJson(bytes))
+          return res
+        } finally {
+          done()
+        }
       } catch (err) {
         if (!(err instanceof ApiError)) throw err
         if (err.status >= 500) tally.unavailable ||= 1

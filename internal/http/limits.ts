@@ -116,3 +116,33 @@ export function createGate(maxBytes: number, { smallBytes = SMALL_BODY_BYTES, sm
     maxBytes,
   }
 }
+
+/**
+ * Turns at parsing and processing large bodies: JSON.parse and what follows hold about ten
+ * times a body's size in objects, so at most `maxBytes` of large bodies are worked on at
+ * once and the rest wait, in order, with their raw bytes already counted by the gate. A
+ * body larger than maxBytes still gets its turn alone.
+ */
+export function createTurns(maxBytes: number) {
+  let inUse = 0
+  const waiting: { n: number; go: () => void }[] = []
+  const release = (n: number) => () => {
+    inUse -= n
+    while (waiting.length && (inUse === 0 || inUse + waiting[0]!.n <= maxBytes)) {
+      const next = waiting.shift()!
+      inUse += next.n
+      next.go()
+    }
+  }
+  return {
+    /** A release function now, or a promise of one once `n` bytes fit. */
+    take(n: number): Promise<() => void> | (() => void) {
+      if (waiting.length === 0 && (inUse === 0 || inUse + n <= maxBytes)) {
+        inUse += n
+        return release(n)
+      }
+      return new Promise((resolve) => waiting.push({ n, go: () => resolve(release(n)) }))
+    },
+    inUse: () => inUse,
+  }
+}
