@@ -42,14 +42,19 @@ process.on('SIGINT', stopAll)
 process.on('SIGTERM', stopAll)
 
 // Each binary is started exactly as its package.json script starts it.
-const migrate = Bun.spawnSync(scriptCommand(root, 'migrate'), { cwd: root, env, stdout: 'inherit', stderr: 'inherit' })
-if (migrate.exitCode !== 0) process.exit(migrate.exitCode ?? EXIT.failed)
-if (stopping) process.exit(EXIT.ok)
+const spawn = (name: string) => Bun.spawn(scriptCommand(root, name), { cwd: root, env, stdout: 'inherit', stderr: 'inherit' })
+// A process that a stop signal killed outright had not got as far as holding signals (runMain's
+// first step): it never started, so it held nothing. That is a clean stop too.
+const stoppedCleanly = (proc: Bun.Subprocess) => proc.exitCode === 0 || proc.signalCode === 'SIGINT' || proc.signalCode === 'SIGTERM'
 
-children = ['api', 'worker', 'cron'].map((name) => ({
-  name,
-  proc: Bun.spawn(scriptCommand(root, name), { cwd: root, env, stdout: 'inherit', stderr: 'inherit' }),
-}))
+// Awaited, not run synchronously, so the handlers above see a Ctrl-C during migrate. Killed by
+// a stop signal, migrate was stopped too (that Ctrl-C may reach this process a moment later).
+const migrate = spawn('migrate')
+await migrate.exited
+if ((stopping || migrate.signalCode) && stoppedCleanly(migrate)) process.exit(EXIT.ok)
+if (migrate.exitCode !== 0) process.exit(migrate.exitCode ?? EXIT.failed)
+
+children = ['api', 'worker', 'cron'].map((name) => ({ name, proc: spawn(name) }))
 
 const first = await Promise.race(children.map(async ({ name, proc }) => ({ name, code: await proc.exited })))
 // Signal the others only if no stop is under way: a second SIGTERM makes a binary exit at once.
@@ -58,7 +63,4 @@ if (!stopping) {
   stopAll()
 }
 await Promise.all(children.map(({ proc }) => proc.exited))
-// A child that a stop signal killed outright had not got as far as holding signals (runMain's
-// first step): it never started, so it held nothing. That is a clean stop too.
-const clean = children.every(({ proc }) => proc.exitCode === 0 || proc.signalCode === 'SIGINT' || proc.signalCode === 'SIGTERM')
-process.exit(stopping && clean ? EXIT.ok : first.code || EXIT.failed)
+process.exit(stopping && children.every(({ proc }) => stoppedCleanly(proc)) ? EXIT.ok : first.code || EXIT.failed)

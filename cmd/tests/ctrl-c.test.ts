@@ -1,4 +1,5 @@
 import { describe, expect, test } from 'bun:test'
+import { readdirSync, readFileSync } from 'node:fs'
 import { envFor, eventually, freePort, isolated, spawnCommand, waitForReady } from '../../internal/testkit/testkit.ts'
 
 // One Ctrl-C stops everything gracefully. A terminal sends SIGINT to the whole foreground
@@ -11,6 +12,19 @@ const RUNS = 10
 
 /** `bun run <script>` as a terminal would run it: a process group of its own, led by it (setsid execs bun in place). */
 const runInGroup = (script: string, vars: Record<string, string>) => spawnCommand(['setsid', 'bun', 'run', script], vars)
+
+/** Whether a process of the group runs a command line that contains `text`; read from /proc, as spawning pgrep is too slow under load. */
+function groupRuns(pgid: number, text: string): boolean {
+  return readdirSync('/proc').some((pid) => {
+    if (!/^\d+$/.test(pid)) return false
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8') // pid (comm) state ppid pgrp ...
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]) === pgid && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(text)
+    } catch {
+      return false // it has exited since
+    }
+  })
+}
 
 /** Posts events until stopped; returns the event_ids answered 202. */
 function steadyLoad(base: string) {
@@ -84,4 +98,18 @@ describe('one Ctrl-C', () => {
       expect(await unaccounted(accepted)).toEqual([])
     }, 120_000)
   }
+
+  test('on bun run start while it migrates stops it with exit 0 before api, worker or cron start', async () => {
+    const codes: number[] = []
+    for (let run = 0; run < 5; run++) {
+      const group = runInGroup('start', envFor(env.db, env.r, { PORT: String(await freePort()), LOG_LEVEL: 'info', STATS_PUBLIC: 'true' }))
+      // Caught as soon as it exists, migrate is still loading: the Ctrl-C kills it before it holds signals.
+      const migrating = await eventually(async () => groupRuns(group.proc.pid, 'cmd/migrate/main.ts'), { intervalMs: 5 })
+      if (!migrating) throw new Error(`bun run start never ran migrate (exit ${group.proc.exitCode}):\n${group.output()}`)
+      process.kill(-group.proc.pid, 'SIGINT')
+      codes.push(await group.stop(null))
+      expect(group.output()).not.toContain('api listening')
+    }
+    expect(codes).toEqual(Array(5).fill(0))
+  }, 60_000)
 })
