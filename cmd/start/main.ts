@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { ConfigError, localStatsToken } from '../../internal/config/config.ts'
 import { EXIT } from '../../internal/lifecycle/exit-codes.ts'
 import { SIGNAL_ECHO_MS } from '../../internal/lifecycle/lifecycle.ts'
-import { scriptCommand } from '../../internal/lifecycle/run.ts'
+import { scriptCommand } from '../../internal/lifecycle/scripts.ts'
 
 const root = join(import.meta.dir, '..', '..')
 const env = { ...process.env }

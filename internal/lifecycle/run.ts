@@ -1,5 +1,3 @@
-import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
 import { ConfigError } from '../config/config.ts'
 import { EXIT } from './exit-codes.ts'
 import { holdStopSignals } from './lifecycle.ts'
@@ -32,16 +30,4 @@ export async function runMain(name: string, body: () => Promise<number>): Promis
 /** Resolves when the signal aborts. */
 export function aborted(signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })))
-}
-
-/**
- * The command package.json's script `name` runs (e.g. `bun --smol cmd/api/main.ts`), split
- * into arguments, to be run with `root` as the working directory. The scripts are the one
- * place that says how each binary is started; the supervisor and the tests use them too.
- */
-export function scriptCommand(root: string, name: string): string[] {
-  const scripts = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts?: Record<string, string> }).scripts ?? {}
-  const script = scripts[name]
-  if (!script) throw new Error(`package.json has no script named ${name}`)
-  return script.trim().split(/\s+/)
 }

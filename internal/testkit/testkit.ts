@@ -6,7 +6,7 @@ import Redis from 'ioredis'
 import postgres from 'postgres'
 import { createSql, type Sql } from '../clients/clients.ts'
 import { loadConfig } from '../config/config.ts'
-import { scriptCommand } from '../lifecycle/run.ts'
+import { scriptCommand } from '../lifecycle/scripts.ts'
 import type { QueueOptions } from '../queue/queue.ts'
 import { migrate } from '../store/migrate.ts'
 
