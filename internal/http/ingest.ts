@@ -28,6 +28,9 @@ export type IngestOptions = {
   bodyTimeoutMs?: number
 }
 
+/** The most bytes of large bodies parsed and processed at once. */
+export const PARSE_TURN_BYTES = 512 * 1024
+
 export type IngestDeps = { queue: Pick<Queue, 'enqueue'>; backpressure?: Backpressure | null; metrics?: Metrics | null }
 
 export type ItemResult =
@@ -60,7 +63,9 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
     bodyTimeoutMs = 10_000,
   } = options
   const gate = createGate(inFlightBytes)
-  const turns = createTurns(Math.max(SMALL_BODY_BYTES, Math.floor(inFlightBytes / 16)))
+  // At most 512 KiB of large bodies parsed at once (less with a small budget): parsing holds
+  // several times a body's size, and this is what bounds the API's peak memory under batches.
+  const turns = createTurns(Math.max(SMALL_BODY_BYTES, Math.min(PARSE_TURN_BYTES, Math.floor(inFlightBytes / 4))))
   const deadlines = createDeadlines(bodyTimeoutMs)
   const parseEvent = createEventParser({ maxFutureMs })
   const sites = allowedSites?.length ? new Set(allowedSites) : null
