@@ -2,14 +2,19 @@
 // k6 load test for Sluice's ingestion API.
 //   k6 run loadtest.js                                   # against http://localhost:8080
 //   k6 run -e BASE_URL=http://host:8080 -e RATE=5000 loadtest.js
+//   bun run bench:k6                                     # the whole pipeline, then stored == accepted
 // Scenarios: steady single events at a constant rate, a spike that ramps up and back
-// down, and batches of BATCH_SIZE events. Thresholds fail the run on latency or errors.
+// down, and batches of BATCH_SIZE events. Thresholds fail the run on latency (of expected
+// responses only), errors or dropped iterations. The defaults are sized for a 2-core
+// machine that also runs k6 itself, the API, Redis, Postgres and a worker
+// (docs/benchmarks.md); raise RATE on a bigger one.
 import { check } from 'k6'
 import http from 'k6/http'
+import { Counter } from 'k6/metrics'
 
 const BASE_URL = __ENV.BASE_URL || 'http://localhost:8080'
-const RATE = Number(__ENV.RATE || 2000)
-const SPIKE_RATE = Number(__ENV.SPIKE_RATE || RATE * 4)
+const RATE = Number(__ENV.RATE || 1000)
+const SPIKE_RATE = Number(__ENV.SPIKE_RATE || RATE * 3)
 const BATCH_SIZE = Number(__ENV.BATCH_SIZE || 100)
 const DURATION = __ENV.DURATION || '1m'
 const SITES = Number(__ENV.SITES || 20)
@@ -17,6 +22,9 @@ const USERS = Number(__ENV.USERS || 5000)
 const PATHS = ['/', '/pricing', '/docs', '/blog', '/signup', '/login', '/about', '/changelog']
 const TYPES = ['pageview', 'pageview', 'pageview', 'click', 'signup']
 const JSON_HEADERS = { 'Content-Type': 'application/json' }
+
+/** Events answered 202: what the harness compares with the rows stored afterwards. */
+const accepted = new Counter('accepted_events')
 
 /** @type {import('k6/options').Options} */
 export const options = {
@@ -58,9 +66,12 @@ export const options = {
   thresholds: {
     http_req_failed: ['rate<0.001'],
     checks: ['rate>0.999'],
-    'http_req_duration{scenario:steady}': ['p(95)<10', 'p(99)<25'],
-    'http_req_duration{scenario:spike}': ['p(95)<50', 'p(99)<100'],
-    'http_req_duration{scenario:batch}': ['p(95)<100', 'p(99)<250'],
+    // An iteration k6 could not start on time is load that was never sent.
+    dropped_iterations: ['count<1'],
+    // Latency of expected (2xx) answers only: a failed request must not count as a fast one.
+    'http_req_duration{scenario:steady,expected_response:true}': ['p(95)<10', 'p(99)<25'],
+    'http_req_duration{scenario:spike,expected_response:true}': ['p(95)<25', 'p(99)<50'],
+    'http_req_duration{scenario:batch,expected_response:true}': ['p(95)<50', 'p(99)<100'],
   },
 }
 
@@ -93,12 +104,14 @@ function randomEvent() {
 
 export function single() {
   const res = http.post(`${BASE_URL}/event`, JSON.stringify(randomEvent()), { headers: JSON_HEADERS, tags: { name: 'POST /event' } })
+  if (res.status === 202) accepted.add(1)
   check(res, { 'status is 202': (r) => r.status === 202 })
 }
 
 export function batch() {
   const events = Array.from({ length: BATCH_SIZE }, randomEvent)
   const res = http.post(`${BASE_URL}/events`, JSON.stringify(events), { headers: JSON_HEADERS, tags: { name: 'POST /events' } })
+  if (res.status === 202 || res.status === 207) accepted.add(Number(res.json('accepted')) || 0)
   check(res, {
     'status is 202': (r) => r.status === 202,
     'every event accepted': (r) => r.status === 202 && r.json('accepted') === BATCH_SIZE,
