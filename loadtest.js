@@ -13,7 +13,7 @@ import http from 'k6/http'
 import { Counter } from 'k6/metrics'
 
 const BASE_URL = __ENV.BASE_URL || 'http://localhost:8080'
-const RATE = Number(__ENV.RATE || 1000)
+const RATE = Number(__ENV.RATE || 500)
 const SPIKE_RATE = Number(__ENV.SPIKE_RATE || RATE * 3)
 const BATCH_SIZE = Number(__ENV.BATCH_SIZE || 100)
 const DURATION = __ENV.DURATION || '1m'
@@ -36,7 +36,8 @@ export const options = {
       rate: RATE,
       timeUnit: '1s',
       duration: DURATION,
-      preAllocatedVUs: 50,
+      // Allocated up front: starting VUs mid-run costs k6 time and drops iterations.
+      preAllocatedVUs: 100,
       maxVUs: 500,
     },
     spike: {
@@ -45,7 +46,7 @@ export const options = {
       startTime: DURATION,
       startRate: RATE,
       timeUnit: '1s',
-      preAllocatedVUs: 100,
+      preAllocatedVUs: 200,
       maxVUs: 1000,
       stages: [
         { target: SPIKE_RATE, duration: '10s' },

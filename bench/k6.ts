@@ -35,9 +35,12 @@ const k6 = Bun.spawn(
     stderr: 'inherit',
   },
 )
-const cpu = cpuSince({ k6: k6.pid, api: api.proc.pid, worker: worker.proc.pid })
+const cpu = cpuSince({ api: api.proc.pid, worker: worker.proc.pid })
 const code = await k6.exited
 const used = cpu()
+// k6 has exited, so its CPU time comes from the process's resource usage, not /proc.
+const k6Cpu = k6.resourceUsage()?.cpuTime
+used.used.k6 = k6Cpu ? Number(k6Cpu.user + k6Cpu.system) : Number.NaN
 
 type Metric = Record<string, number> & { thresholds?: Record<string, boolean> }
 const summary = JSON.parse(readFileSync(summaryFile, 'utf8')) as { metrics: Record<string, Metric> }
