@@ -115,6 +115,17 @@ describe('POST /event', () => {
 })
 
 describe('POST /events', () => {
+  test('answers a fully accepted batch with exactly the JSON the general answer would have', async () => {
+    const res = await postJson('/events', [valid, { ...valid, path: '/b' }, { ...valid, event_id: 'C2E3A6B4-1D2F-4A5B-8C9D-0E1F2A3B4C5D' }])
+    expect(res.status).toBe(202)
+    const text = await res.text()
+    const ids = (JSON.parse(text) as { results: { event_id: string }[] }).results.map((x) => x.event_id)
+    expect(ids[2]).toBe('c2e3a6b4-1d2f-4a5b-8c9d-0e1f2a3b4c5d')
+    const results = ids.map((event_id, index) => ({ index, status: 'accepted', event_id }))
+    expect(text).toBe(JSON.stringify({ status: 'accepted', accepted: 3, rejected: 0, failed: 0, results }))
+    expect(await streamIds()).toEqual(expect.arrayContaining(ids))
+  })
+
   test('accepts a JSON array and answers 202 with a result per event', async () => {
     const res = await postJson('/events', [valid, { ...valid, path: '/pricing' }])
     expect(res.status).toBe(202)
