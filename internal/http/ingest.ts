@@ -192,7 +192,7 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
       throw new ApiError(400, 'invalid_event', 'event is invalid', { details: result.problems })
     }
     charge(req, server, 1)
-    const [written] = await queue.enqueue([result.event])
+    const [written] = await queue.enqueue([result.event], req.signal)
     if (!written?.ok) throw queueUnavailable(result.event.event_id)
     tally.accepted = 1
     // event_id is a lower-case UUID: nothing in it needs escaping.
@@ -209,7 +209,7 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
       if (r.ok) valid.push({ index, event: r.event })
       else results[index] = { index, status: 'rejected', code: 'invalid_event', details: r.problems }
     })
-    const written = valid.length ? await queue.enqueue(valid.map((v) => v.event)) : []
+    const written = valid.length ? await queue.enqueue(valid.map((v) => v.event), req.signal) : []
     if (valid.length === items.length && written.every((w) => w.ok)) return allAccepted(req, tally, valid)
     valid.forEach(({ index, event }, i) => {
       results[index] = written[i]?.ok

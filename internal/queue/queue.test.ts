@@ -127,6 +127,17 @@ describe('queue', () => {
     expect(letters[0]!.fields).toMatchObject({ reason: expect.stringContaining('no "b" or "e" field'), x: 'y' })
   })
 
+  test('does not write the events of a request abandoned before the flush, and writes the others of that turn', async () => {
+    const gone = new AbortController()
+    const abandoned = queue.enqueue([event(1)], gone.signal)
+    const kept = queue.enqueue([event(2)], new AbortController().signal)
+    gone.abort() // the connection closed before the writer's turn
+    expect((await abandoned)[0]).toMatchObject({ ok: false, error: expect.any(Error) })
+    expect((await kept)[0]).toMatchObject({ ok: true })
+    const stored = (await r.redis.xrange(r.queue.stream, '-', '+')).flatMap(([, f]) => JSON.parse(f[f.indexOf('b') + 1]!) as Event[])
+    expect(stored.map((e) => e.event_id)).toEqual([event(2).event_id])
+  })
+
   test('creating the group twice is harmless', async () => {
     await queue.ensureGroup()
     await queue.ensureGroup()

@@ -38,7 +38,7 @@ export function createShardedQueue(redis: RedisClient, { stream, shards, cluster
   return {
     shards: queues,
     streams: queues.map((q) => q.stream),
-    enqueue: (events: Event[]) => queues[next++ % queues.length]!.enqueue(events),
+    enqueue: (events: Event[], signal?: AbortSignal) => queues[next++ % queues.length]!.enqueue(events, signal),
     async depth(): Promise<Depth & { shards: number }> {
       const all = await Promise.all(queues.map((q) => q.depth()))
       return {

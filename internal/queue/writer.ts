@@ -12,7 +12,10 @@ export type WriterOptions = {
   waitTimeoutMs?: number
 }
 
-type Waiting = { events: Event[]; resolve: (r: EnqueueResult[]) => void }
+type Waiting = { events: Event[]; resolve: (r: EnqueueResult[]) => void; signal?: AbortSignal }
+
+/** A caller whose request was abandoned before the flush: nobody would learn of its write. */
+const ABANDONED: EnqueueResult = { ok: false, error: new Error('the request was abandoned (its connection closed) before its events were written') }
 
 /**
  * Coalesces writes: events from every request that arrives in the same turn of the event
@@ -24,9 +27,14 @@ export function createWriter(redis: RedisClient, { stream, maxEntryEvents = 100,
   let waiting: Waiting[] = []
   let scheduled = false
 
-  function enqueue(events: Event[]): Promise<EnqueueResult[]> {
+  /**
+   * Resolves once Redis has answered for the events. When `signal` (the request's) has
+   * aborted by the flush, the events are not written: its client gets no answer, so a write
+   * would store events nobody was told of (Bun closes pipelined requests this way).
+   */
+  function enqueue(events: Event[], signal?: AbortSignal): Promise<EnqueueResult[]> {
     return new Promise((resolve) => {
-      waiting.push({ events, resolve })
+      waiting.push({ events, resolve, signal })
       if (!scheduled) {
         scheduled = true
         setImmediate(flush)
@@ -35,9 +43,14 @@ export function createWriter(redis: RedisClient, { stream, maxEntryEvents = 100,
   }
 
   async function flush() {
-    const batch = waiting
+    let batch = waiting
     waiting = []
     scheduled = false
+    if (batch.some((w) => w.signal?.aborted)) {
+      for (const w of batch) if (w.signal?.aborted) w.resolve(w.events.map(() => ABANDONED))
+      batch = batch.filter((w) => !w.signal?.aborted)
+      if (batch.length === 0) return
+    }
     // Pack events into entries, remembering which caller and position each one came from.
     const entries: Event[][] = []
     const owners: { entry: number; caller: number; index: number }[][] = []
