@@ -209,7 +209,12 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
       if (r.ok) valid.push({ index, event: r.event })
       else results[index] = { index, status: 'rejected', code: 'invalid_event', details: r.problems }
     })
-    const written = valid.length ? await queue.enqueue(valid.map((v) => v.event), req.signal) : []
+    const written = valid.length
+      ? await queue.enqueue(
+          valid.map((v) => v.event),
+          req.signal,
+        )
+      : []
     if (valid.length === items.length && written.every((w) => w.ok)) return allAccepted(req, tally, valid)
     valid.forEach(({ index, event }, i) => {
       results[index] = written[i]?.ok
