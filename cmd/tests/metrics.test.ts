@@ -10,6 +10,7 @@ import {
   type Binary,
   type TestDatabase,
   type TestRedis,
+  metricValue,
 } from '../../internal/testkit/testkit.ts'
 
 let db: TestDatabase
@@ -34,17 +35,12 @@ afterAll(async () => {
   await db.drop()
 })
 
-/** One sample's value from a Prometheus text exposition, e.g. value(text, 'sluice_queue_length'). */
-function value(text: string, name: string, labels = ''): number {
-  const line = text.split('\n').find((l) => (l.startsWith(`${name}{`) && l.includes(labels)) || l.startsWith(`${name} `))
-  return line ? Number(line.split(' ').at(-1)) : Number.NaN
-}
 const scrape = async (url: string) => (await fetch(url)).text()
 
 describe('metrics', () => {
   test('the queue gauges rise when load arrives and fall when a worker drains it', async () => {
     const before = await scrape(`${base}/metrics`)
-    expect(value(before, 'sluice_queue_length')).toBe(0)
+    expect(metricValue(before, 'sluice_queue_length')).toBe(0)
     for (let i = 0; i < 20; i++) {
       const events = Array.from({ length: 10 }, () => ({ site_id: 'm', event_type: 'pageview', timestamp: new Date().toISOString() }))
       expect((await fetch(`${base}/events`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(events) })).status).toBe(
@@ -53,24 +49,26 @@ describe('metrics', () => {
     }
     await fetch(`${base}/event`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })
     const loaded = await scrape(`${base}/metrics`)
-    expect(value(loaded, 'sluice_queue_length')).toBeGreaterThan(0)
-    expect(value(loaded, 'sluice_queue_undelivered')).toBeGreaterThan(0)
-    expect(value(loaded, 'sluice_events_accepted_total')).toBe(200)
-    expect(value(loaded, 'sluice_events_rejected_total', 'reason="invalid"')).toBe(1)
-    expect(value(loaded, 'sluice_http_requests_total', 'route="/events",status="202"')).toBe(20)
+    expect(metricValue(loaded, 'sluice_queue_length')).toBeGreaterThan(0)
+    expect(metricValue(loaded, 'sluice_queue_undelivered')).toBeGreaterThan(0)
+    expect(metricValue(loaded, 'sluice_events_accepted_total')).toBe(200)
+    expect(metricValue(loaded, 'sluice_events_rejected_total', 'reason="invalid"')).toBe(1)
+    expect(metricValue(loaded, 'sluice_http_requests_total', 'route="/events",status="202"')).toBe(20)
     expect(loaded).toContain('sluice_http_request_duration_seconds_bucket{')
     expect(loaded).toContain('process_resident_memory_bytes')
 
     const workerPort = await freePort()
     running.push(spawnBinary('worker', { ...env, WORKER_METRICS_PORT: String(workerPort) }))
-    const drained = await eventually(async () => value(await scrape(`${base}/metrics`).catch(() => ''), 'sluice_queue_length') === 0, { timeoutMs: 15_000 })
+    const drained = await eventually(async () => metricValue(await scrape(`${base}/metrics`).catch(() => ''), 'sluice_queue_length') === 0, {
+      timeoutMs: 15_000,
+    })
     expect(drained).toBe(true)
     const worker = await eventually(async () => {
       const text = await scrape(`http://127.0.0.1:${workerPort}/metrics`).catch(() => '')
-      return value(text, 'sluice_worker_events_stored_total') === 200 ? text : null
+      return metricValue(text, 'sluice_worker_events_stored_total') === 200 ? text : null
     })
     expect(worker).not.toBeNull()
-    expect(value(worker!, 'sluice_queue_pending')).toBe(0)
+    expect(metricValue(worker!, 'sluice_queue_pending')).toBe(0)
     expect(worker).toContain('sluice_worker_insert_duration_seconds_bucket{')
     expect(worker).toContain('sluice_worker_batch_events_bucket{')
   }, 60_000)
@@ -81,12 +79,12 @@ describe('metrics', () => {
     const text = await eventually(
       async () => {
         const t = await scrape(`http://127.0.0.1:${port}/metrics`).catch(() => '')
-        return value(t, 'sluice_rollup_events_total') > 0 ? t : null
+        return metricValue(t, 'sluice_rollup_events_total') > 0 ? t : null
       },
       { timeoutMs: 15_000 },
     )
     expect(text).not.toBeNull()
-    expect(value(text!, 'sluice_rollup_unrolled_events')).toBeGreaterThanOrEqual(0)
+    expect(metricValue(text!, 'sluice_rollup_unrolled_events')).toBeGreaterThanOrEqual(0)
     expect(text).toContain('sluice_rollup_watermark_age_seconds')
     expect(text).toContain('sluice_rollup_duration_seconds_bucket{')
     expect(text).toContain('sluice_retention_partitions_dropped_total')

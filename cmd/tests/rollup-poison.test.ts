@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { LIMITS, PATH_MAX_BYTES } from '../../internal/event/event.ts'
-import { eventually, pipeline, runBinary } from '../../internal/testkit/testkit.ts'
+import { eventually, incompressibleCjk, pipeline, runBinary } from '../../internal/testkit/testkit.ts'
 
 // No value the API accepts can stop the rollups: the largest accepted value of every
 // indexed text field, in incompressible multibyte text, through the real binaries.
@@ -8,7 +8,7 @@ import { eventually, pipeline, runBinary } from '../../internal/testkit/testkit.
 const SITE_CHARS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-'
 const randomOf = (alphabet: string, n: number) => Array.from({ length: n }, () => alphabet[Math.floor(Math.random() * alphabet.length)]).join('')
 /** n random characters of three UTF-8 bytes each (CJK), which no compressor can shrink. */
-const cjk = (n: number) => Array.from({ length: n }, () => String.fromCharCode(0x4e00 + Math.floor(Math.random() * 20_000))).join('')
+const cjk = (n: number) => incompressibleCjk(n, true)
 /** n random astral characters (four UTF-8 bytes, two UTF-16 units each). */
 const astral = (n: number) => Array.from({ length: n }, () => String.fromCodePoint(0x20000 + Math.floor(Math.random() * 40_000))).join('')
 

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { envFor, eventually, freePort, isolated, spawnBinary, waitForReady, type Binary } from '../../internal/testkit/testkit.ts'
+import { envFor, eventually, freePort, isolated, spawnBinary, waitForReady, type Binary, metricValue } from '../../internal/testkit/testkit.ts'
 
 // Several workers and crons on one host, with default settings: a busy metrics port moves
 // the next one along, and nothing stops a worker from draining.
@@ -15,11 +15,7 @@ const metricsPort = (b: Binary) =>
     .map((l) => JSON.parse(l) as { msg: string; port?: number })
     .find((l) => l.port && l.msg.includes('metrics'))?.port
 
-async function scrape(port: number, metric: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
-  const line = text.split('\n').find((l) => l.startsWith(`${metric} `) || l.startsWith(`${metric}{`))
-  return line ? Number(line.split(' ').at(-1)) : 0
-}
+const scrape = async (port: number, metric: string) => metricValue(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text(), metric)
 
 describe('several binaries on one host', () => {
   test('two workers and two crons with default settings all stay up, both workers drain, and every accepted event is stored', async () => {

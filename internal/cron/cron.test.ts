@@ -2,20 +2,12 @@ import { describe, expect, test } from 'bun:test'
 import pino from 'pino'
 import { createMetrics } from '../metrics/metrics.ts'
 import { createStore } from '../store/store.ts'
-import { isolated } from '../testkit/testkit.ts'
+import { incompressibleCjk, isolated, metricValue } from '../testkit/testkit.ts'
 import { createJobs, registerCronGauges } from './cron.ts'
 
 const env = isolated()
 
 const noQueue = { depth: async () => ({ length: 0, pending: 0, undelivered: 0, oldestPendingAgeMs: 0, deadLetters: 0 }) }
-const line = (text: string, name: string) =>
-  Number(
-    text
-      .split('\n')
-      .find((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `))
-      ?.split(' ')
-      .at(-1),
-  )
 
 describe('the rollup job', () => {
   test('counts events it sets aside in its metric, logs them as an error, and the gauges show them waiting', async () => {
@@ -36,18 +28,18 @@ describe('the rollup job', () => {
       received_at: Date.now(),
     })
     // A path too large for a rollup index row, and incompressible: the API refuses it, a hand-written insert does not.
-    const poison = `/${Array.from({ length: 2047 }, (_, i) => String.fromCharCode(0x4e00 + ((i * 7919) % 20000))).join('')}`
+    const poison = `/${incompressibleCjk(2047)}`
     await store.insertEvents([event('/'), event(poison), event('/b')])
     const before = await metrics.scrape()
-    expect(line(before, 'sluice_rollup_watermark_age_seconds')).toBeGreaterThan(0)
-    expect(line(before, 'sluice_rollup_unrolled_events')).toBe(3)
+    expect(metricValue(before, 'sluice_rollup_watermark_age_seconds')).toBeGreaterThan(0)
+    expect(metricValue(before, 'sluice_rollup_unrolled_events')).toBe(3)
 
     await jobs.rollup!.run(new AbortController().signal)
     const after = await metrics.scrape()
-    expect(line(after, 'sluice_rollup_events_total')).toBe(2)
-    expect(line(after, 'sluice_rollup_set_aside_events_total')).toBe(1)
-    expect(line(after, 'sluice_rollup_rejected_events')).toBe(1)
-    expect(line(after, 'sluice_rollup_watermark_age_seconds')).toBe(0)
+    expect(metricValue(after, 'sluice_rollup_events_total')).toBe(2)
+    expect(metricValue(after, 'sluice_rollup_set_aside_events_total')).toBe(1)
+    expect(metricValue(after, 'sluice_rollup_rejected_events')).toBe(1)
+    expect(metricValue(after, 'sluice_rollup_watermark_age_seconds')).toBe(0)
     expect(logged.find((l) => l.level === 50)).toMatchObject({ set_aside: 1, msg: expect.stringContaining('set aside') })
   })
 })

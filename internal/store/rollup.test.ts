@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, test } from 'bun:test'
 import type { Event } from '../event/event.ts'
-import { createTestDatabase, type TestDatabase } from '../testkit/testkit.ts'
+import { createTestDatabase, incompressibleCjk, type TestDatabase } from '../testkit/testkit.ts'
 import { rollup } from './rollup.ts'
 import { createStore, type Store } from './store.ts'
 
@@ -133,7 +133,7 @@ describe('rollup', () => {
 })
 
 /** A path of incompressible three-byte characters, too large for a btree index row (2704 bytes). */
-const hugePath = (chars = 2047) => `/${Array.from({ length: chars }, (_, i) => String.fromCharCode(0x4e00 + ((i * 7919) % 20000))).join('')}`
+const hugePath = (chars = 2047) => `/${incompressibleCjk(chars)}`
 
 describe('rows the rollup cannot count', () => {
   test('are set aside with their error, and every other event, of every site, is still counted', async () => {

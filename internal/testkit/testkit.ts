@@ -202,3 +202,18 @@ export function pipeline(extra: Record<string, string> = {}): Pipeline {
   })
   return ctx
 }
+
+/** One sample's value from a Prometheus text exposition, e.g. metricValue(text, 'sluice_queue_length'); NaN when absent. */
+export function metricValue(text: string, name: string, labels = ''): number {
+  const line = text.split('\n').find((l) => (l.startsWith(`${name}{`) && l.includes(labels)) || l.startsWith(`${name} `))
+  return line ? Number(line.split(' ').at(-1)) : Number.NaN
+}
+
+/**
+ * `n` CJK characters (three UTF-8 bytes each) that no compressor can shrink, as Postgres
+ * would shrink repeated text before an index sees it; `random` draws them, otherwise they
+ * follow a fixed sequence.
+ */
+export function incompressibleCjk(n: number, random = false): string {
+  return Array.from({ length: n }, (_, i) => String.fromCharCode(0x4e00 + (random ? Math.floor(Math.random() * 20_000) : (i * 7919) % 20_000))).join('')
+}
