@@ -156,17 +156,14 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
         const admitted = admit(req)
         hold = admitted.hold
         const bytes = await admitted.bytes
-        if (bytes.length <= SMALL_BODY_BYTES) {
-          res = await accept(req, server, tally, parseJson(bytes))
-          return res
-        }
-        const turn = turns.take(bytes.length)
-        const done = typeof turn === 'function' ? turn : await turn
+        // Large bodies wait for their turn at parsing; small ones never wait.
+        const turn = bytes.length <= SMALL_BODY_BYTES ? null : turns.take(bytes.length)
+        const done = typeof turn === 'function' || turn === null ? turn : await turn
         try {
           res = await accept(req, server, tally, parseJson(bytes))
           return res
         } finally {
-          done()
+          done?.()
         }
       } catch (err) {
         if (!(err instanceof ApiError)) throw err

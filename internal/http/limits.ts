@@ -49,6 +49,9 @@ export type RequestIpSource = { requestIP?: (req: Request) => { address: string 
 /** Bodies up to this size may use the part of the in-flight budget kept back from larger ones. */
 export const SMALL_BODY_BYTES = 16 * 1024
 
+/** One request's place in the in-flight budget (see createGate). */
+export type Hold = { grow(total: number): boolean; release(): void }
+
 /**
  * Bounds the request-body bytes the API holds at once, counted from the declared length
  * before a byte is read: Bun buffers a request's body as it arrives whether or not anyone
@@ -60,9 +63,6 @@ export const SMALL_BODY_BYTES = 16 * 1024
  * large body bigger than its share still gets in when no other large one is held. So the
  * bytes held are at most maxBytes, or one body limit plus the small quarter.
  */
-/** One request's place in the in-flight budget (see createGate). */
-export type Hold = { grow(total: number): boolean; release(): void }
-
 export function createGate(maxBytes: number, { smallBytes = SMALL_BODY_BYTES, smallShare = 0.25 } = {}) {
   const smallReserve = Math.floor(maxBytes * smallShare)
   const largeCap = maxBytes - smallReserve
