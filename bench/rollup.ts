@@ -39,10 +39,18 @@ async function fill(sql: Sql, total: number, spanDays: number, start = '2025-01-
     declare done int := 0;
     begin
       while done < total loop
-        insert into events (event_id, site_id, event_type, path, user_id, ts, received_at)
+        insert into events (event_id, site_id, event_type, path, user_id, ts, received_at,
+                            referrer, source, channel, utm_source, utm_medium, utm_campaign, country, browser, os, device, props)
         select gen_random_uuid(), 'site-' || (g % 100), case when g % 10 = 0 then 'click' else 'pageview' end,
                '/p/' || ((g * 7919) % 500), 'u-' || ((g * 104729) % 50000),
-               start + (g * span_s / total) * interval '1 second', now()
+               start + (g * span_s / total) * interval '1 second', now(),
+               case when g % 3 = 0 then null else 'site' || ((g * 31) % 300) || '.example' end,
+               case when g % 3 = 0 then 'Direct / None' else 'site' || ((g * 31) % 300) || '.example' end,
+               case when g % 3 = 0 then 'Direct' else 'Referral' end,
+               case when g % 5 = 0 then 'newsletter' end, case when g % 5 = 0 then 'email' end,
+               case when g % 5 = 0 then 'launch-' || (g % 20) end,
+               'C' || ((g * 13) % 150), 'Browser ' || (g % 12), 'OS ' || (g % 8), (array['Desktop','Mobile','Tablet'])[1 + g % 3],
+               case when g % 10 = 0 then jsonb_build_object('plan', 'plan-' || (g % 4), 'size', (g % 50)::text) end
         from generate_series((done + 1)::bigint, least(done + per_txn, total)::bigint) g;
         done := done + per_txn;
         commit;

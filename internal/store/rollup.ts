@@ -1,7 +1,9 @@
+import type postgres from 'postgres'
 import type { TransactionSql } from 'postgres'
 import type { Sql } from '../clients/clients.ts'
 import { setAside } from './rejects.ts'
 import { GRANULARITIES } from './buckets.ts'
+import { DIM_GRANULARITIES, DIMENSIONS, type DimGranularity, PAGEVIEW_TYPES, PROPS_PREFIX } from './dimensions.ts'
 import { isDataError } from './errors.ts'
 
 /** HyperLogLog parameters for unique users: 2^14 registers of 5 bits, exact up to 1280 users. */
@@ -15,6 +17,8 @@ const ROLLUP_LOCK = 7_283_410_002
 export type RollupOptions = {
   /** Most paths kept per site, bucket and event type; the rest fold into other_path_views. */
   pathCap?: number
+  /** Most values kept per site, bucket and dimension; the rest fold into rollup_*_dim_other. */
+  dimCap?: number
   /** Most transaction ids one rollup transaction covers, which bounds its size. */
   chunkXids?: number
   signal?: AbortSignal
@@ -39,7 +43,8 @@ export type RollupResult = {
  * transaction still running, so no row below it can still appear. A crash anywhere rolls
  * the whole chunk back: every event is counted exactly once.
  */
-export async function rollup(sql: Sql, { pathCap = 1000, chunkXids = 500, signal }: RollupOptions = {}): Promise<RollupResult> {
+export async function rollup(sql: Sql, { pathCap = 1000, dimCap = 1000, chunkXids = 500, signal }: RollupOptions = {}): Promise<RollupResult> {
+  const caps = { pathCap, dimCap }
   let chunks = 0
   let events = 0
   let setAsideTotal = 0
@@ -48,6 +53,7 @@ export async function rollup(sql: Sql, { pathCap = 1000, chunkXids = 500, signal
     const chunk = await sql.begin(async (tx) => {
       const [lock] = await tx`select pg_try_advisory_xact_lock(${ROLLUP_LOCK}) as ok`
       if (!lock!.ok) return null
+      await tx`set local work_mem = '256MB'`
       const [state] = await tx`
         with s as (
           select xid_watermark as lo, pg_snapshot_xmin(pg_current_snapshot()) as horizon from rollup_state for update
@@ -58,7 +64,7 @@ export async function rollup(sql: Sql, { pathCap = 1000, chunkXids = 500, signal
       const start = first === null ? BigInt(horizon) : BigInt(first)
       const hi = String(start + BigInt(chunkXids) < BigInt(horizon) ? start + BigInt(chunkXids) : BigInt(horizon))
       if (BigInt(hi) <= BigInt(lo)) return { events: 0, setAside: 0, watermark: lo, done: true }
-      const counted = await rollupSettling(tx, BigInt(lo), BigInt(hi), pathCap)
+      const counted = await rollupSettling(tx, BigInt(lo), BigInt(hi), caps)
       await tx`update rollup_state set xid_watermark = ${hi}::xid8, rolled_at = now()`
       return { ...counted, watermark: hi, done: hi === horizon }
     })
@@ -105,11 +111,13 @@ type Scope = { lo: bigint; hi: bigint } | { xid: bigint; ids: string[] }
  * rollup_rejects and everything else is counted. Each attempt runs in a savepoint, so a
  * failed one leaves nothing behind; all of it is still one transaction with the watermark.
  */
-async function rollupSettling(tx: TransactionSql, lo: bigint, hi: bigint, pathCap: number): Promise<{ events: number; setAside: number }> {
+type Caps = { pathCap: number; dimCap: number }
+
+async function rollupSettling(tx: TransactionSql, lo: bigint, hi: bigint, caps: Caps): Promise<{ events: number; setAside: number }> {
   const out = { events: 0, setAside: 0 }
   const attempt = async (scope: Scope): Promise<void> => {
     try {
-      out.events += await tx.savepoint((sp) => rollupRange(sp as unknown as Sql, scope, pathCap))
+      out.events += await tx.savepoint((sp) => rollupRange(sp as unknown as Sql, scope, caps))
       return
     } catch (err) {
       if (!isDataError(err)) throw err
@@ -139,7 +147,7 @@ async function rollupSettling(tx: TransactionSql, lo: bigint, hi: bigint, pathCa
 }
 
 /** Counts the raw rows in scope into every rollup table; returns how many there were. */
-async function rollupRange(tx: Sql, scope: Scope, pathCap: number): Promise<number> {
+async function rollupRange(tx: Sql, scope: Scope, { pathCap, dimCap }: Caps): Promise<number> {
   const { log2m, regwidth, expthresh, sparseon } = HLL
   const rows =
     'lo' in scope
@@ -161,6 +169,8 @@ async function rollupRange(tx: Sql, scope: Scope, pathCap: number): Promise<numb
     select site_id, date_trunc('hour', ts, 'UTC') as bucket, event_type, path, count(*)::bigint as views
     from events where ${rows} and path is not null
     group by 1, 2, 3, 4`
+  await countDimensions(tx, rows)
+  for (const g of DIM_GRANULARITIES) await rollupDims(tx, g, dimCap)
   for (const g of GRANULARITIES) {
     const table = tx(`rollup_${g}`)
     const paths = tx(`rollup_${g}_paths`)
@@ -200,6 +210,68 @@ async function rollupRange(tx: Sql, scope: Scope, pathCap: number): Promise<numb
       where r.site_id = f.site_id and r.bucket = f.bucket and r.event_type = f.event_type`
   }
   // A chunk that had to be split counts several scopes in one transaction.
-  await tx`drop table rollup_chunk, rollup_chunk_paths`
+  await tx`drop table rollup_chunk, rollup_chunk_paths, rollup_chunk_rows, rollup_chunk_dims`
   return n
+}
+
+/**
+ * Counts the scope's raw rows per (site, day, dimension, value) into rollup_chunk_dims, in
+ * one pass over them with a grouping set per dimension (faster than one statement per
+ * dimension, and far faster than a lateral unpivot), then custom properties.
+ */
+async function countDimensions(tx: Sql, rows: postgres.PendingQuery<postgres.Row[]>): Promise<void> {
+  const { log2m, regwidth, expthresh, sparseon } = HLL
+  await tx`
+    create temp table rollup_chunk_rows on commit drop as
+    select site_id, date_trunc('day', ts, 'UTC') as bucket, event_type = any(${PAGEVIEW_TYPES as unknown as string[]}) as pageview,
+           hll_hash_text(user_id) as h, ${tx(DIMENSIONS as unknown as string[])}, props
+    from events where ${rows}`
+  const list = (parts: postgres.PendingQuery<postgres.Row[]>[]) => parts.reduce((acc, p) => tx`${acc}, ${p}`)
+  // Column names are identifiers from DIMENSIONS; the dimension names themselves go in as text literals (grouping() needs the columns).
+  const dim = tx`case ${DIMENSIONS.map((d) => tx`when grouping(${tx(d)}) = 0 then ${d}::text`).reduce((acc, p) => tx`${acc} ${p}`)} end`
+  const value = tx`coalesce(${list(DIMENSIONS.map((d) => tx`case when grouping(${tx(d)}) = 0 then coalesce(${tx(d)}, '') end`))})`
+  const sets = list(DIMENSIONS.map((d) => tx`(site_id, bucket, ${tx(d)})`))
+  const measures = tx`count(*) as events, count(*) filter (where pageview) as pageviews, hll_add_agg(h, ${log2m}, ${regwidth}, ${expthresh}, ${sparseon}) as users`
+  await tx`
+    create temp table rollup_chunk_dims on commit drop as
+    select site_id, bucket, ${dim} as dim, ${value} as value, ${measures}
+    from rollup_chunk_rows group by grouping sets (${sets})`
+  await tx`
+    insert into rollup_chunk_dims select site_id, bucket, ${PROPS_PREFIX} || p.key, p.value, ${measures}
+    from rollup_chunk_rows cross join lateral jsonb_each_text(props) as p(key, value) where props is not null
+    group by 1, 2, 3, 4`
+}
+
+/** Adds the chunk's dimension counts to one granularity, keeping the dimCap values with most events per bucket. */
+async function rollupDims(tx: Sql, g: DimGranularity, dimCap: number): Promise<void> {
+  const dims = tx(`rollup_${g}_dims`)
+  const other = tx(`rollup_${g}_dim_other`)
+  await tx`
+    insert into ${dims} as r (site_id, bucket, dim, value, events, pageviews, users)
+    select site_id, date_trunc(${g}, bucket, 'UTC'), dim, value, sum(events), sum(pageviews), hll_union_agg(users)
+    from rollup_chunk_dims group by 1, 2, 3, 4
+    on conflict (site_id, dim, bucket, value)
+    do update set events = r.events + excluded.events, pageviews = r.pageviews + excluded.pageviews, users = hll_union(r.users, excluded.users)`
+  await tx`
+    with touched as (
+      select distinct site_id, dim, date_trunc(${g}, bucket, 'UTC') as bucket from rollup_chunk_dims
+    ),
+    crowded as (
+      select d.site_id, d.dim, d.bucket from ${dims} d join touched t using (site_id, dim, bucket)
+      group by 1, 2, 3 having count(*) > ${dimCap}
+    ),
+    ranked as (
+      select d.site_id, d.dim, d.bucket, d.value,
+             row_number() over (partition by d.site_id, d.dim, d.bucket order by d.events desc, d.value) as rank
+      from ${dims} d join crowded c using (site_id, dim, bucket)
+    ),
+    trimmed as (
+      delete from ${dims} d using ranked k
+      where k.rank > ${dimCap} and d.site_id = k.site_id and d.dim = k.dim and d.bucket = k.bucket and d.value = k.value
+      returning d.site_id, d.dim, d.bucket, d.events, d.pageviews, d.users
+    )
+    insert into ${other} as r (site_id, dim, bucket, events, pageviews, users)
+    select site_id, dim, bucket, sum(events), sum(pageviews), hll_union_agg(users) from trimmed group by 1, 2, 3
+    on conflict (site_id, dim, bucket)
+    do update set events = r.events + excluded.events, pageviews = r.pageviews + excluded.pageviews, users = hll_union(r.users, excluded.users)`
 }

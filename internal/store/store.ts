@@ -23,7 +23,9 @@ export function createStore(sql: Sql) {
       with input as (
         select distinct on (event_id) *
         from json_to_recordset(${json}::text::json) as t(
-          event_id uuid, site_id text, event_type text, path text, user_id text, "timestamp" timestamptz, received_at float8
+          event_id uuid, site_id text, event_type text, path text, user_id text, "timestamp" timestamptz, received_at float8,
+          referrer text, source text, channel text, utm_source text, utm_medium text, utm_campaign text, utm_content text, utm_term text,
+          country text, browser text, os text, device text, props jsonb
         )
       ),
       fresh as (
@@ -31,8 +33,11 @@ export function createStore(sql: Sql) {
         on conflict (event_id) do nothing
         returning event_id
       )
-      insert into events (event_id, site_id, event_type, path, user_id, ts, received_at)
-      select i.event_id, i.site_id, i.event_type, i.path, i.user_id, i."timestamp", to_timestamp(i.received_at / 1000)
+      insert into events (event_id, site_id, event_type, path, user_id, ts, received_at,
+                          referrer, source, channel, utm_source, utm_medium, utm_campaign, utm_content, utm_term, country, browser, os, device, props)
+      select i.event_id, i.site_id, i.event_type, i.path, i.user_id, i."timestamp", to_timestamp(i.received_at / 1000),
+             i.referrer, i.source, i.channel, i.utm_source, i.utm_medium, i.utm_campaign, i.utm_content, i.utm_term, i.country, i.browser, i.os, i.device,
+             nullif(i.props, '{}'::jsonb)
       from input i join fresh f using (event_id)`
     return result.count
   }

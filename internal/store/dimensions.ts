@@ -1,0 +1,48 @@
+import type postgres from 'postgres'
+import type { Sql } from '../clients/clients.ts'
+
+/**
+ * The dimensions kept in the rollups, each a column of events. A value that was absent is
+ * kept as '' and shown as NONE. Custom properties are dimensions too, named props:<key>.
+ */
+export const DIMENSIONS = [
+  'source',
+  'referrer',
+  'channel',
+  'utm_source',
+  'utm_medium',
+  'utm_campaign',
+  'utm_content',
+  'utm_term',
+  'country',
+  'browser',
+  'os',
+  'device',
+  'path',
+  'event_type',
+] as const
+export type Dimension = (typeof DIMENSIONS)[number] | `props:${string}`
+
+/** Dimension rollups are kept per day, month and year; hours come from raw events. */
+export const DIM_GRANULARITIES = ['day', 'month', 'year'] as const
+export type DimGranularity = (typeof DIM_GRANULARITIES)[number]
+
+/** How an absent value is shown, and named in filters. */
+export const NONE = '(none)'
+export const PROPS_PREFIX = 'props:'
+
+/** The event types counted as page views: the tracker sends pageview, many servers page_view. */
+export const PAGEVIEW_TYPES = ['pageview', 'page_view'] as const
+
+export const isDimension = (s: string): s is Dimension =>
+  (DIMENSIONS as readonly string[]).includes(s) || (s.startsWith(PROPS_PREFIX) && s.length > PROPS_PREFIX.length)
+
+/**
+ * The value of `dim` for a raw event row, as the rollups keep it: '' when absent. A property
+ * an event does not have is null: such an event has no value for that dimension at all.
+ */
+export function dimensionValue(sql: Sql | postgres.TransactionSql, dim: Dimension, alias = ''): postgres.PendingQuery<postgres.Row[]> {
+  const col = (name: string) => sql(alias ? `${alias}.${name}` : name)
+  if (dim.startsWith(PROPS_PREFIX)) return sql`(${col('props')} ->> ${dim.slice(PROPS_PREFIX.length)})`
+  return sql`coalesce(${col(dim)}, '')`
+}
