@@ -31,6 +31,8 @@ export const DEFAULTS = {
   INGEST_BODY_TIMEOUT_MS: '10000',
   INGEST_RATE_BURST: '0',
   TRUST_PROXY: 'false',
+  INGEST_FORWARD_TOKEN: '',
+  ROLLUP_DIM_CAP: '1000',
   WORKER_NAME: '',
   WORKER_BATCH_SIZE: '2000',
   WORKER_BLOCK_MS: '1000',
@@ -117,6 +119,8 @@ const EnvSchema = v.object({
   INGEST_BODY_TIMEOUT_MS: int(100, 600_000),
   INGEST_RATE_BURST: int(0, 10_000_000),
   TRUST_PROXY: bool,
+  INGEST_FORWARD_TOKEN: v.string(),
+  ROLLUP_DIM_CAP: int(10, 100_000),
   WORKER_NAME: v.string(),
   WORKER_BATCH_SIZE: int(1, 10_000),
   WORKER_BLOCK_MS: int(1, 60_000),
@@ -170,10 +174,11 @@ export type Config = Readonly<{
     trustProxy: boolean
     inFlightBytes: number
     bodyTimeoutMs: number
+    forwardToken: string | null
   }>
   worker: Readonly<{ name: string; batchSize: number; blockMs: number; claimIdleMs: number; maxDeliveries: number; insertConcurrency: number }>
   cron: Readonly<{ schedules: Readonly<Record<string, string>> }>
-  rollup: Readonly<{ pathCap: number; chunkXids: number }>
+  rollup: Readonly<{ pathCap: number; dimCap: number; chunkXids: number }>
   /** Where worker and cron serve /metrics; 0 turns it off. */
   metricsPorts: Readonly<{ worker: number; cron: number }>
   retention: Readonly<{ rawRetentionHours: number; dedupWindowHours: number; hourRollupDays: number }>
@@ -241,6 +246,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
       trustProxy: e.TRUST_PROXY,
       inFlightBytes: e.INGEST_IN_FLIGHT_BYTES,
       bodyTimeoutMs: e.INGEST_BODY_TIMEOUT_MS,
+      forwardToken: e.INGEST_FORWARD_TOKEN || null,
     },
     worker: {
       name: e.WORKER_NAME || `${hostname()}-${process.pid}`,
@@ -251,7 +257,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
       insertConcurrency: e.WORKER_INSERT_CONCURRENCY,
     },
     cron: { schedules: { 'queue-depth': e.CRON_QUEUE_DEPTH, rollup: e.CRON_ROLLUP, retention: e.CRON_RETENTION } },
-    rollup: { pathCap: e.ROLLUP_PATH_CAP, chunkXids: e.ROLLUP_CHUNK_XIDS },
+    rollup: { pathCap: e.ROLLUP_PATH_CAP, dimCap: e.ROLLUP_DIM_CAP, chunkXids: e.ROLLUP_CHUNK_XIDS },
     metricsPorts: { worker: e.WORKER_METRICS_PORT, cron: e.CRON_METRICS_PORT },
     retention: { rawRetentionHours: e.RAW_RETENTION_HOURS, dedupWindowHours: e.DEDUP_WINDOW_HOURS, hourRollupDays: e.ROLLUP_HOUR_RETENTION_DAYS },
     stats: { token: e.STATS_TOKEN || null, public: e.STATS_PUBLIC },

@@ -1,4 +1,6 @@
-import { createEventParser, type Event, type ParseResult, type Problem } from '../event/event.ts'
+import { createHash, timingSafeEqual } from 'node:crypto'
+import { createEnricher, deviceFromScreen, type Enricher } from '../enrich/enrich.ts'
+import { type Context, createEventParser, type Event, type ParseResult, type Problem } from '../event/event.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import type { Backpressure } from '../queue/backpressure.ts'
 import type { Queue } from '../queue/queue.ts'
@@ -26,12 +28,23 @@ export type IngestOptions = {
   inFlightBytes?: number
   /** A body that has not fully arrived by then gets a 408, whatever its size. */
   bodyTimeoutMs?: number
+  /**
+   * The token a server presents (Authorization: Bearer) to send its visitors' `ip` and
+   * `user_agent` in events; without it those fields are refused. Kept only as a hash.
+   */
+  forwardToken?: string | null
 }
 
 /** The most bytes of large bodies parsed and processed at once. */
 export const PARSE_TURN_BYTES = 512 * 1024
 
-export type IngestDeps = { queue: Pick<Queue, 'enqueue'>; backpressure?: Backpressure | null; metrics?: Metrics | null }
+export type IngestDeps = {
+  queue: Pick<Queue, 'enqueue'>
+  backpressure?: Backpressure | null
+  metrics?: Metrics | null
+  /** Loads an 8 MB country database: share one per process. Made here when not given. */
+  enricher?: Enricher
+}
 
 export type ItemResult =
   | { index: number; status: 'accepted'; event_id: string }
@@ -40,7 +53,7 @@ export type ItemResult =
 
 type Handler = (req: Request, server?: RequestIpSource) => Promise<Response>
 /** What a handler reports for metrics: events accepted, and events not accepted by reason. */
-type Tally = { accepted: number; invalid: number; unavailable: number }
+type Tally = { accepted: number; invalid: number; unavailable: number; bots: number }
 
 export type Ingest = { event: Handler; events: Handler; preflight: (req: Request) => Response }
 
@@ -49,7 +62,7 @@ export type Ingest = { event: Handler; events: Handler; preflight: (req: Request
  * queue, and answer 202 only once Redis has the events. They carry no framework, so the API
  * serves them from Bun's native router (the hot path) and the Hono app mounts the same ones.
  */
-export function createIngest({ queue, backpressure = null, metrics = null }: IngestDeps, options: IngestOptions): Ingest {
+export function createIngest({ queue, backpressure = null, metrics = null, enricher = createEnricher() }: IngestDeps, options: IngestOptions): Ingest {
   const {
     bodyLimitBytes,
     batchMax,
@@ -61,13 +74,21 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
     trustProxy = false,
     inFlightBytes = 16 * 1024 * 1024,
     bodyTimeoutMs = 10_000,
+    forwardToken = null,
   } = options
   const gate = createGate(inFlightBytes)
   // At most 512 KiB of large bodies parsed at once (less with a small budget): parsing holds
   // several times a body's size, and this is what bounds the API's peak memory under batches.
   const turns = createTurns(Math.max(SMALL_BODY_BYTES, Math.min(PARSE_TURN_BYTES, Math.floor(inFlightBytes / 4))))
   const deadlines = createDeadlines(bodyTimeoutMs)
-  const parseEvent = createEventParser({ maxFutureMs })
+  const parsers = { own: createEventParser({ maxFutureMs }), forwarded: createEventParser({ maxFutureMs, allowForwarded: true }) }
+  const forwardHash = forwardToken ? sha256(forwardToken) : null
+  /** Whether the request comes from a server trusted to forward its visitors' IP and user agent. */
+  const forwards = (req: Request): boolean => {
+    if (!forwardHash) return false
+    const auth = req.headers.get('authorization')
+    return auth !== null && auth.startsWith('Bearer ') && timingSafeEqual(sha256(auth.slice(7)), forwardHash)
+  }
   const sites = allowedSites?.length ? new Set(allowedSites) : null
   const origins = allowedOrigins?.length ? new Set(allowedOrigins) : null
   const take =
@@ -75,12 +96,44 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
 
   /** A valid event of a site not registered here is refused apart from invalid ones (403, not 400). */
   type Parsed = ParseResult | { ok: false; notRegistered: true; problems: Problem[] }
-  const parse = (input: unknown): Parsed => {
+  const parse = (input: unknown, parseEvent: (input: unknown) => ParseResult): Parsed => {
     const r = parseEvent(input)
     if (r.ok && sites && !sites.has(r.event.site_id)) {
       return { ok: false, notRegistered: true, problems: [{ field: 'site_id', message: `site_id ${JSON.stringify(r.event.site_id)} is not registered here` }] }
     }
     return r
+  }
+
+  /**
+   * Adds what the API derives to a valid event: browser, OS, device and bot from the user
+   * agent, country from the IP, source and channel from the referrer and UTM tags. The IP and
+   * the user agent are read here and go no further. Returns false for a bot: the caller
+   * answers as for any event but does not store it.
+   */
+  const enrich = (event: Event, context: Context, req: Request, server: RequestIpSource | undefined, tally: Tally): boolean => {
+    const agent = enricher.agent(context.user_agent ?? req.headers.get('user-agent'))
+    if (agent.bot) {
+      tally.bots++
+      metrics && (metrics.events.bots[agent.bot] = (metrics.events.bots[agent.bot] ?? 0) + 1)
+      return false
+    }
+    if (agent.browser) event.browser = agent.browser
+    if (agent.os) event.os = agent.os
+    const device = context.screen_width !== null ? deviceFromScreen(context.screen_width) : agent.device
+    if (device) event.device = device
+    const country = enricher.country(context.ip ?? clientIp(req, server, trustProxy))
+    if (country) event.country = country
+    const src = enricher.source({
+      referrer: selfReferral(context.referrer, req) ? null : context.referrer,
+      utm_source: event.utm_source ?? null,
+      utm_medium: event.utm_medium ?? null,
+      utm_campaign: event.utm_campaign ?? null,
+      path: event.path,
+    })
+    event.source = src.source
+    event.channel = src.channel
+    if (src.referrer) event.referrer = src.referrer
+    return true
   }
 
   /** CORS for browser beacons: any origin, or only the allowed ones. */
@@ -149,7 +202,7 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
   const route = (name: string, accept: (req: Request, server: RequestIpSource | undefined, tally: Tally, body: unknown) => Promise<Response>): Handler =>
     async function ingest(req, server) {
       const started = metrics ? performance.now() : 0
-      const tally: Tally = { accepted: 0, invalid: 0, unavailable: 0 }
+      const tally: Tally = { accepted: 0, invalid: 0, unavailable: 0, bots: 0 }
       let res: Response | undefined
       let hold: Hold | undefined
       try {
@@ -183,12 +236,14 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
     }
 
   async function acceptEvent(req: Request, server: RequestIpSource | undefined, tally: Tally, body: unknown): Promise<Response> {
-    const result = parse(body)
+    const result = parse(body, forwards(req) ? parsers.forwarded : parsers.own)
     if (!result.ok) {
       if ('notRegistered' in result) throw new ApiError(403, 'site_not_allowed', result.problems[0]!.message)
       throw new ApiError(400, 'invalid_event', 'event is invalid', { details: result.problems })
     }
     charge(req, server, 1)
+    // A bot gets the same answer as anyone, so it learns nothing; its event is not stored.
+    if (!enrich(result.event, result.context, req, server, tally)) return respond(req, `{"status":"accepted","event_id":"${result.event.event_id}"}`, 202)
     const [written] = await queue.enqueue([result.event], req.signal)
     if (!written?.ok) throw queueUnavailable(result.event.event_id)
     tally.accepted = 1
@@ -200,18 +255,22 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
     const items = batchItems(body, batchMax)
     charge(req, server, items.length)
     const results: ItemResult[] = new Array(items.length)
-    const valid: { index: number; event: Event }[] = []
+    const valid: { index: number; event: Event; stored: boolean }[] = []
+    const parseEvent = forwards(req) ? parsers.forwarded : parsers.own
     items.forEach((item, index) => {
-      const r = parse(item)
-      if (r.ok) valid.push({ index, event: r.event })
+      const r = parse(item, parseEvent)
+      if (r.ok) valid.push({ index, event: r.event, stored: enrich(r.event, r.context, req, server, tally) })
       else results[index] = { index, status: 'rejected', code: 'invalid_event', details: r.problems }
     })
-    const written = valid.length
+    const toStore = tally.bots ? valid.filter((v) => v.stored) : valid
+    const stored = toStore.length
       ? await queue.enqueue(
-          valid.map((v) => v.event),
+          toStore.map((v) => v.event),
           req.signal,
         )
       : []
+    // Bots' events count as accepted (written) without being stored.
+    const written = tally.bots ? spread(valid, stored) : stored
     if (valid.length === items.length && written.every((w) => w.ok)) return allAccepted(req, tally, valid)
     valid.forEach(({ index, event }, i) => {
       results[index] = written[i]?.ok
@@ -221,7 +280,7 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
     const accepted = results.filter((r) => r.status === 'accepted').length
     const failed = results.filter((r) => r.status === 'failed').length
     const rejected = items.length - accepted - failed
-    Object.assign(tally, { accepted, invalid: rejected, unavailable: failed })
+    Object.assign(tally, { accepted: accepted - tally.bots, invalid: rejected, unavailable: failed })
     const status = accepted === items.length ? 202 : accepted > 0 ? 207 : failed > 0 ? 503 : 400
     const summary = accepted === items.length ? 'accepted' : accepted > 0 ? 'partial' : failed > 0 ? 'unavailable' : 'rejected'
     return json(req, { status: summary, accepted, rejected, failed, results }, status, failed > 0 ? { 'Retry-After': RETRY_AFTER_SECONDS } : undefined)
@@ -232,10 +291,10 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
    * text: the same body JSON.stringify would give, without an object per event.
    * event_ids are lower-case UUIDs, so nothing in them needs escaping.
    */
-  function allAccepted(req: Request, tally: Tally, valid: { index: number; event: Event }[]): Response {
+  function allAccepted(req: Request, tally: Tally, valid: { event: Event }[]): Response {
     let out = `{"status":"accepted","accepted":${valid.length},"rejected":0,"failed":0,"results":[`
     for (let i = 0; i < valid.length; i++) out += `${i ? ',' : ''}{"index":${i},"status":"accepted","event_id":"${valid[i]!.event.event_id}"}`
-    tally.accepted = valid.length
+    tally.accepted = valid.length - tally.bots
     return respond(req, `${out}]}`, 202)
   }
 
@@ -256,6 +315,26 @@ export function createIngest({ queue, backpressure = null, metrics = null }: Ing
   }
 
   return { event, events, preflight }
+}
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest()
+
+/** The queue's answers for the stored events, spread back over every valid one (bots count as written). */
+function spread(valid: { stored: boolean }[], stored: { ok: boolean }[]): { ok: boolean }[] {
+  let i = 0
+  return valid.map((v) => (v.stored ? stored[i++]! : { ok: true }))
+}
+
+/** A referrer on the same host as the page's origin (the Origin header) is no referrer. */
+function selfReferral(referrer: string | null, req: Request): boolean {
+  if (!referrer) return false
+  const origin = req.headers.get('origin')
+  if (!origin) return false
+  try {
+    return new URL(referrer).host === new URL(origin).host
+  } catch {
+    return false
+  }
 }
 
 function batchItems(body: unknown, max: number): unknown[] {

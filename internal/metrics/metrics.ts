@@ -152,7 +152,7 @@ const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 function createRequestMetrics(registry: RegistryType) {
   type Route = { buckets: Float64Array; sum: number; count: number; statuses: Map<number, number> }
   const routes = new Map<string, Route>()
-  const events = { accepted: 0, rejected: { invalid: 0, unavailable: 0 } as Record<string, number> }
+  const events = { accepted: 0, rejected: { invalid: 0, unavailable: 0 } as Record<string, number>, bots: {} as Record<string, number> }
 
   function observe(route: string, status: number, seconds: number) {
     let r = routes.get(route)
@@ -209,6 +209,11 @@ function createRequestMetrics(registry: RegistryType) {
   registry.registerMetric(
     collector('sluice_events_rejected_total', 'Events not accepted, by reason', 'counter', () =>
       Object.entries(events.rejected).map(([reason, value]) => ({ labels: { reason }, value })),
+    ) as never,
+  )
+  registry.registerMetric(
+    collector('sluice_events_bots_dropped_total', 'Events from bots (crawlers, headless browsers): answered 202, not stored, by reason', 'counter', () =>
+      Object.entries(events.bots).map(([reason, value]) => ({ labels: { reason }, value })),
     ) as never,
   )
   return { observe, events }
