@@ -30,6 +30,8 @@ export type ErrorCode =
   | 'server_busy'
   | 'invalid_query'
   | 'hourly_detail_expired'
+  | 'needs_raw_events'
+  | 'dimensions_not_recorded'
 
 export type ApiErrorOptions = {
   /** Problems with single fields, as `details` in the answer. */

@@ -427,11 +427,14 @@ describe('API documentation', () => {
       >
     }
     expect(doc.openapi).toStartWith('3.')
-    expect(Object.keys(doc.paths).sort()).toEqual(['/event', '/events', '/healthz', '/readyz', '/stats', '/v1/stats'])
+    expect(Object.keys(doc.paths).sort()).toEqual(['/event', '/events', '/healthz', '/readyz', '/stats', '/v1/query', '/v1/stats'])
     const event = doc.paths['/event']!.post!.requestBody!.content['application/json']!.schema
     expect(event.required).toEqual(['site_id', 'event_type', 'timestamp'])
     expect(event.properties!.site_id).toEqual({ type: 'string', pattern: '^[A-Za-z0-9._:-]{1,128}$' })
     expect(doc.paths['/event']!.post!.requestBody!.content['text/plain']).toBeDefined()
+    expect(Object.keys(event.properties!)).toEqual(
+      expect.arrayContaining(['referrer', 'utm_source', 'utm_medium', 'utm_campaign', 'utm_content', 'utm_term', 'screen_width', 'props', 'ip', 'user_agent']),
+    )
     expect(doc.paths['/v1/stats']!.get!.parameters!.map((p) => [p.name, p.required])).toEqual([
       ['site_id', true],
       ['from', true],
@@ -447,5 +450,63 @@ describe('API documentation', () => {
     expect(res.status).toBe(200)
     expect(res.headers.get('content-type')).toContain('text/html')
     expect(await res.text()).toContain("fetch('/openapi.json')")
+  })
+})
+
+describe('POST /v1/query', () => {
+  const query = (body: unknown, headers: Record<string, string> = { authorization: `Bearer ${TOKEN}` }) =>
+    app.request('/v1/query', {
+      method: 'POST',
+      body: typeof body === 'string' ? body : JSON.stringify(body),
+      headers: { 'content-type': 'application/json', ...headers },
+    })
+
+  test('needs the stats token', async () => {
+    await expectError(await query({ site_id: 'q', date_range: 'day', metrics: ['events'] }, {}), 401, 'unauthorized')
+  })
+
+  test('answers a breakdown from what the worker stored', async () => {
+    const store = createStore(db.sql)
+    await store.insertEvents([
+      {
+        event_id: crypto.randomUUID(),
+        site_id: 'http-q',
+        event_type: 'pageview',
+        path: '/',
+        user_id: 'a',
+        timestamp: '2025-11-14T10:00:00.000Z',
+        received_at: Date.now(),
+        country: 'DE',
+      },
+      {
+        event_id: crypto.randomUUID(),
+        site_id: 'http-q',
+        event_type: 'pageview',
+        path: '/',
+        user_id: 'b',
+        timestamp: '2025-11-14T11:00:00.000Z',
+        received_at: Date.now(),
+      },
+    ])
+    const res = await query({ site_id: 'http-q', date_range: ['2025-11-14', '2025-11-14'], metrics: ['visitors', 'pageviews'], dimensions: ['country'] })
+    expect(res.status).toBe(200)
+    expect(await res.json()).toMatchObject({
+      results: [
+        { dimensions: ['(none)'], metrics: [1, 1] },
+        { dimensions: ['DE'], metrics: [1, 1] },
+      ],
+      meta: { site_id: 'http-q', source: 'rollups', trimmed_events: 0 },
+    })
+  })
+
+  test('names every problem of a bad body in a 400, and refuses invalid JSON and oversized bodies', async () => {
+    const body = await expectError(await query({ site_id: 'q', date_range: 'week', metrics: [] }), 400, 'invalid_query')
+    expect((body.details as { field: string }[]).map((d) => d.field)).toEqual(['date_range', 'metrics'])
+    await expectError(await query('{"site_id":'), 400, 'invalid_json')
+    await expectError(
+      await query({ site_id: 'q', date_range: 'day', metrics: ['events'], filters: [['is', 'path', ['x'.repeat(70_000)]]] }),
+      413,
+      'body_too_large',
+    )
   })
 })

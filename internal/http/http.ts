@@ -16,6 +16,7 @@ import type { RequestIpSource } from './limits.ts'
 import { dashboardRoutes } from './dashboard.ts'
 import { documentation, routeDocs } from './openapi.ts'
 import { trackerRoute } from './tracker.ts'
+import { queryRoutes } from './query.ts'
 import { statsRoutes } from './stats.ts'
 
 export type Check = () => Promise<unknown>
@@ -105,8 +106,10 @@ export function createApp(
     const auth = statsAuth(statsToken)
     app.get('/stats', auth)
     app.get('/v1/stats', auth)
+    app.post('/v1/query', auth)
   }
   app.route('/', statsRoutes(store, { maxFutureMs: ingest.maxFutureMs, hourRollupDays }))
+  app.route('/', queryRoutes(store, { maxFutureMs: ingest.maxFutureMs, hourRollupDays }))
   trackerRoute(app)
   dashboardRoutes(app)
   documentation(app)

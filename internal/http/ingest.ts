@@ -87,7 +87,7 @@ export function createIngest({ queue, backpressure = null, metrics = null, enric
   const forwards = (req: Request): boolean => {
     if (!forwardHash) return false
     const auth = req.headers.get('authorization')
-    return auth !== null && auth.startsWith('Bearer ') && timingSafeEqual(sha256(auth.slice(7)), forwardHash)
+    return auth?.startsWith('Bearer ') === true && timingSafeEqual(sha256(auth.slice(7)), forwardHash)
   }
   const sites = allowedSites?.length ? new Set(allowedSites) : null
   const origins = allowedOrigins?.length ? new Set(allowedOrigins) : null
@@ -114,7 +114,7 @@ export function createIngest({ queue, backpressure = null, metrics = null, enric
     const agent = enricher.agent(context.user_agent ?? req.headers.get('user-agent'))
     if (agent.bot) {
       tally.bots++
-      metrics && (metrics.events.bots[agent.bot] = (metrics.events.bots[agent.bot] ?? 0) + 1)
+      if (metrics) metrics.events.bots[agent.bot] = (metrics.events.bots[agent.bot] ?? 0) + 1
       return false
     }
     if (agent.browser) event.browser = agent.browser

@@ -3,6 +3,7 @@ import type { Hono } from 'hono'
 import { describeRoute, openAPIRouteHandler, resolver } from 'hono-openapi'
 import * as v from 'valibot'
 import { EventSchema, type Problem } from '../event/event.ts'
+import { QuerySchema } from '../query/query.ts'
 import { GRANULARITIES } from '../store/buckets.ts'
 
 // Response shapes, as valibot schemas so the OpenAPI document is generated, not written.
@@ -104,6 +105,21 @@ export const routeDocs = {
       parameters: queryParameters(query),
       responses: { 200: json(RangeStatsSchema, 'Stats'), 400: error('Invalid query; `details` names the parameter'), 401: error('No or wrong token') },
     }),
+  query: describeRoute({
+    tags: ['stats'],
+    summary: 'Metrics by dimension and time, under filters (shaped like Plausible Stats API v2)',
+    description:
+      'Metrics visitors, pageviews and events over a date range, broken down by at most one dimension (source, referrer, channel, utm_*, country, browser, os, device, path, event_type, props:<key>) and time:hour|day|month|year, under is/is_not/contains filters. Answers from rollups, plus raw events not yet rolled up; two dimensions at once need raw events (kept RAW_RETENTION_HOURS). See docs/query.md.',
+    security: [{ bearer: [] }],
+    requestBody: { content: { 'application/json': { schema: resolver(QuerySchema as never, ignore) } }, required: true, description: 'The query' },
+    responses: {
+      200: { description: '`{"results": [{"dimensions": [...], "metrics": [...]}], "meta": {...}}`' },
+      400: error('Not a valid query; `details` names every problem'),
+      401: error('No or wrong token'),
+      413: error('Body over 64 KiB'),
+      422: error('The kept data cannot answer this for the range: needs_raw_events, dimensions_not_recorded or hourly_detail_expired'),
+    },
+  }),
   healthz: describeRoute({ tags: ['health'], summary: 'Answers while the process lives', responses: { 200: { description: 'Alive' } } }),
   readyz: describeRoute({
     tags: ['health'],

@@ -6,6 +6,8 @@ import { listRejects, replayRejects } from './rejects.ts'
 import { retention, type RetentionOptions } from './retention.ts'
 import { rollup, rollupLag, type RollupOptions } from './rollup.ts'
 import { rangeStats, type RangeQuery, type RangeStats } from './stats.ts'
+import { type Query, type QueryResult, runQuery } from '../query/query.ts'
+import type { RunOptions } from '../query/run.ts'
 
 export { HourlyDetailExpiredError, isDataError } from './errors.ts'
 
@@ -58,6 +60,8 @@ export function createStore(sql: Sql) {
     insertEvents,
     insertEventsJson,
     stats,
+    /** POST /v1/query's answer; see internal/query. */
+    query: (q: Query, options?: RunOptions): Promise<QueryResult> => runQuery(sql, q, options),
     rollup: (options?: RollupOptions) => rollup(sql, options),
     rollupLag: () => rollupLag(sql),
     rollupRejects: (limit?: number) => listRejects(sql, limit),

@@ -1,0 +1,18 @@
+/**
+ * A query the kept data cannot answer for its range: answered 422 with `code`, never with a
+ * number that would be wrong.
+ * - needs_raw_events: two dimensions at once (or an hourly breakdown with a dimension) need raw
+ *   events, which are kept only RAW_RETENTION_HOURS; the range reaches before them.
+ * - dimensions_not_recorded: the range reaches before this install counted dimensions (events
+ *   rolled up before the upgrade that added them).
+ * - hourly_detail_expired: hourly rollups past ROLLUP_HOUR_RETENTION_DAYS.
+ */
+export class QueryRefusedError extends Error {
+  constructor(
+    readonly code: 'needs_raw_events' | 'dimensions_not_recorded' | 'hourly_detail_expired',
+    message: string,
+  ) {
+    super(message)
+    this.name = 'QueryRefusedError'
+  }
+}

@@ -1,0 +1,181 @@
+import type postgres from 'postgres'
+import type { Sql } from '../clients/clients.ts'
+import { add, type Granularity, truncate } from '../store/buckets.ts'
+import { type Dimension, dimensionValue, NONE, PAGEVIEW_TYPES } from '../store/dimensions.ts'
+import { HLL } from '../store/rollup.ts'
+import { plan } from '../store/stats.ts'
+import { QueryRefusedError } from './errors.ts'
+import type { Filter, Query, QueryResult } from './query.ts'
+
+type Tx = postgres.TransactionSql
+type Fragment = postgres.PendingQuery<postgres.Row[]>
+
+export type RunOptions = {
+  /** Hourly rollups before this are gone (ROLLUP_HOUR_RETENTION_DAYS). */
+  hourlyFrom?: Date | null
+  /** INGEST_MAX_FUTURE_MS: how far an event's timestamp may be ahead of when it was stored. */
+  maxFutureMs?: number
+  now?: Date
+}
+
+type State = { watermark: string; dimsSince: Date | null; rawDroppedBefore: Date | null }
+
+/**
+ * Answers a query in one repeatable-read snapshot, from one of three places:
+ * - the totals rollups (rollup_<g>, keyed by event type) when it filters or breaks down by
+ *   event_type alone, or by nothing: any range, any granularity;
+ * - the dimension rollups (rollup_<g>_dims) when it involves one dimension, in filters and
+ *   breakdown together: any range of whole days, time by day, month or year;
+ * - raw events otherwise (two dimensions, or hours with a dimension): only for ranges whose
+ *   raw events are all still kept.
+ * The rollups are always read with the raw events above the watermark, so nothing stored is
+ * missed and nothing is counted twice.
+ */
+export async function runQuery(sql: Sql, q: Query, { hourlyFrom = null, maxFutureMs = 5 * 60_000, now = new Date() }: RunOptions = {}): Promise<QueryResult> {
+  const involved = new Set<Dimension>(q.filters.map((f) => f.dim))
+  if (q.dimension) involved.add(q.dimension)
+  const totals = [...involved].every((d) => d === 'event_type')
+  const oneDimension = involved.size === 1 && q.time !== 'hour'
+  return sql.begin('isolation level repeatable read read only', async (tx) => {
+    const [s] = await tx`select xid_watermark::text as watermark, dims_since, raw_dropped_before from rollup_state`
+    const state: State = { watermark: s!.watermark, dimsSince: s!.dims_since, rawDroppedBefore: s!.raw_dropped_before }
+    const range = q.from && q.to ? { from: q.from, to: q.to } : q.time ? await allTime(tx, q.siteId, now, maxFutureMs) : null
+    const source = totals ? 'totals' : oneDimension ? 'dims' : 'raw'
+    if (source === 'dims' && state.dimsSince && (!range || range.from.getTime() < state.dimsSince.getTime() + maxFutureMs)) {
+      throw new QueryRefusedError(
+        'dimensions_not_recorded',
+        `dimensions are counted for events from ${new Date(state.dimsSince.getTime() + maxFutureMs).toISOString()} on (this install counted none before its upgrade); start the range later`,
+      )
+    }
+    if (source === 'raw') refuseUnlessRaw(state, range, maxFutureMs)
+    const segments = range && source !== 'raw' ? plan(range.from, range.to, q.time) : null
+    if (source === 'totals' && hourlyFrom && segments?.hour.some((b) => new Date(b) < hourlyFrom)) {
+      throw new QueryRefusedError(
+        'hourly_detail_expired',
+        `hourly detail is kept only from ${hourlyFrom.toISOString()}; before that, ranges must start and end on UTC day boundaries and time cannot be by hour`,
+      )
+    }
+    const parts = sources(tx, q, source, segments, range, state)
+    const [t, v] = [q.time ? tx`t` : tx`null::timestamptz`, q.dimension ? tx`v` : tx`null::text`]
+    const [rows, trimmed] = await Promise.all([
+      tx`
+        select ${t} as t, ${v} as v, sum(events)::float8 as events, sum(pageviews)::float8 as pageviews,
+               coalesce(hll_cardinality(hll_union_agg(users)), 0)::float8 as visitors
+        from (${parts}) as s(t, v, events, pageviews, users)
+        group by 1, 2`,
+      source === 'dims' ? trimmedEvents(tx, q, [...involved][0]!, segments) : Promise.resolve(0),
+    ])
+    return {
+      results: shape(rows as unknown as Row[], q),
+      meta: {
+        site_id: q.siteId,
+        date_range: q.from && q.to ? [q.from.toISOString(), q.to.toISOString()] : null,
+        source: source === 'raw' ? 'raw_events' : 'rollups',
+        trimmed_events: trimmed,
+      },
+    }
+  })
+}
+
+type Row = { t: Date | null; v: string | null; events: number; pageviews: number; visitors: number }
+type Range = { from: Date; to: Date }
+
+/** Two dimensions at once are answered from raw events, which must all still be kept for the range. */
+function refuseUnlessRaw(state: State, range: Range | null, maxFutureMs: number) {
+  if (!state.rawDroppedBefore) return
+  // An event timestamped at t was stored no earlier than t - maxFutureMs.
+  const since = new Date(state.rawDroppedBefore.getTime() + maxFutureMs)
+  if (range && range.from >= since) return
+  throw new QueryRefusedError(
+    'needs_raw_events',
+    `filters or breakdowns on two dimensions at once, or an hourly breakdown by a dimension, are answered from raw events, which are kept from ${since.toISOString()} on (RAW_RETENTION_HOURS); narrow the range or query one dimension at a time`,
+  )
+}
+
+/** The range of "all" with a time dimension: from the first year holding this site's data to the last an event can be in. */
+async function allTime(tx: Tx, siteId: string, now: Date, maxFutureMs: number): Promise<Range> {
+  const [row] = await tx`
+    select least((select min(bucket) from rollup_year where site_id = ${siteId}),
+                 (select min(ts) from events where site_id = ${siteId} and xid >= (select xid_watermark from rollup_state))) as first`
+  const first = (row!.first as Date | null) ?? now
+  return { from: truncate(first, 'year'), to: add(truncate(new Date(now.getTime() + maxFutureMs), 'year'), 'year') }
+}
+
+/** The rows to aggregate: (time, value, events, pageviews, users) from rollups and raw events, or raw events alone. */
+function sources(tx: Tx, q: Query, source: 'totals' | 'dims' | 'raw', segments: ReturnType<typeof plan> | null, range: Range | null, state: State): Fragment {
+  const { log2m, regwidth, expthresh, sparseon } = HLL
+  const pv = PAGEVIEW_TYPES as unknown as string[]
+  const time = (col: Fragment) => (q.time ? tx`date_trunc(${q.time}, ${col}, 'UTC')` : tx`null::timestamptz`)
+  const inRange = range ? tx`and ts >= ${range.from} and ts < ${range.to}` : tx``
+  const rawFilters = q.filters.map((f) => tx`and ${match(tx, dimensionValue(tx, f.dim), f)}`).reduce((a, b) => tx`${a} ${b}`, tx``)
+  const rawValue = q.dimension ? dimensionValue(tx, q.dimension) : tx`null::text`
+  const raw = (above: boolean) => tx`
+    select ${time(tx`ts`)}, ${rawValue}, count(*)::bigint, (count(*) filter (where event_type = any(${pv})))::bigint,
+           hll_add_agg(hll_hash_text(user_id), ${log2m}, ${regwidth}, ${expthresh}, ${sparseon})
+    from events where site_id = ${q.siteId} ${above ? tx`and xid >= ${state.watermark}::xid8` : tx``} ${inRange} ${rawFilters}
+    ${q.dimension?.startsWith('props:') ? tx`and ${rawValue} is not null` : tx``}
+    group by 1, 2`
+  if (source === 'raw') return raw(false)
+  const levels = (segments ? (Object.keys(segments) as Granularity[]).filter((g) => segments[g].length > 0) : ['year' as const]).filter(
+    (g) => source === 'totals' || g !== 'hour',
+  )
+  const inSegments = (g: Granularity) => (segments ? tx`and bucket = any(${segments[g]}::timestamptz[])` : tx``)
+  const rolled = levels.map((g) => {
+    if (source === 'totals') {
+      const filters = q.filters.map((f) => tx`and ${match(tx, tx`event_type`, f)}`).reduce((a, b) => tx`${a} ${b}`, tx``)
+      return tx`
+        select ${time(tx`bucket`)}, ${q.dimension ? tx`event_type` : tx`null::text`}, views,
+               case when event_type = any(${pv}) then views else 0 end, users
+        from ${tx(`rollup_${g}`)} where site_id = ${q.siteId} ${inSegments(g)} ${filters}`
+    }
+    const dim = q.dimension ?? q.filters[0]!.dim
+    const filters = q.filters.map((f) => tx`and ${match(tx, tx`value`, f)}`).reduce((a, b) => tx`${a} ${b}`, tx``)
+    return tx`
+      select ${time(tx`bucket`)}, ${q.dimension ? tx`value` : tx`null::text`}, events, pageviews, users
+      from ${tx(`rollup_${g}_dims`)} where site_id = ${q.siteId} and dim = ${dim} ${inSegments(g)} ${filters}`
+  })
+  return [...rolled, raw(true)].reduce((a, b) => tx`${a} union all ${b}`)
+}
+
+/** A filter as SQL on a value expression ('' stands for an absent value). */
+function match(tx: Tx, value: Fragment, f: Filter): Fragment {
+  if (f.op === 'is') return tx`${value} = any(${f.values})`
+  if (f.op === 'is_not') return tx`${value} <> all(${f.values})`
+  const patterns = f.values.map((x) => `%${x.replace(/[\\%_]/g, (c) => `\\${c}`)}%`)
+  return tx`${value} like any(${patterns})`
+}
+
+/** Events of values trimmed from the dimension rollups in the segments read. */
+async function trimmedEvents(tx: Tx, q: Query, dim: Dimension, segments: ReturnType<typeof plan> | null): Promise<number> {
+  const levels = segments ? (['day', 'month', 'year'] as const).filter((g) => segments[g].length > 0) : (['year'] as const)
+  if (levels.length === 0) return 0
+  const parts = levels.map(
+    (g) =>
+      tx`select events from ${tx(`rollup_${g}_dim_other`)} where site_id = ${q.siteId} and dim = ${dim} ${segments ? tx`and bucket = any(${segments[g]}::timestamptz[])` : tx``}`,
+  )
+  const [row] = await tx`select coalesce(sum(events), 0)::float8 as n from (${parts.reduce((a, b) => tx`${a} union all ${b}`)}) as o`
+  return row!.n as number
+}
+
+/** Rows in the order asked, limited, each as {dimensions, metrics} in the order of the query. */
+function shape(rows: Row[], q: Query): QueryResult['results'] {
+  // A query without dimensions has one row of totals, even when nothing matched.
+  if (!q.dimension && !q.time && rows.length === 0) rows = [{ t: null, v: null, events: 0, pageviews: 0, visitors: 0 }]
+  const key = (r: Row, k: Query['orderBy'][number]['key']) => (k === 'time' ? (r.t?.getTime() ?? 0) : k === 'dimension' ? (r.v ?? '') : r[k])
+  rows.sort((a, b) => {
+    for (const { key: k, desc } of q.orderBy) {
+      const x = key(a, k)
+      const y = key(b, k)
+      if (x < y) return desc ? 1 : -1
+      if (x > y) return desc ? -1 : 1
+    }
+    return 0
+  })
+  return rows.slice(0, q.limit).map((r) => ({
+    dimensions: q.order.map((o) => (o === 'time' ? timeLabel(r.t!, q.time!) : r.v === '' ? NONE : r.v)),
+    metrics: q.metrics.map((m) => (m === 'visitors' ? Math.round(r.visitors) : r[m])),
+  }))
+}
+
+/** Days, months and years as YYYY-MM-DD (their first day); hours as an ISO instant. */
+const timeLabel = (t: Date, g: Granularity) => (g === 'hour' ? t.toISOString().replace('.000Z', 'Z') : t.toISOString().slice(0, 10))
