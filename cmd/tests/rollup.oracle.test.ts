@@ -166,8 +166,8 @@ function expectedDims(events: Ev[]) {
       const bucket = truncate(new Date(e.timestamp), g).toISOString().slice(0, 10)
       for (const [dim, value] of Object.entries(dims)) {
         const key = `${g}|${e.site_id}|${dim}|${value === '' ? NONE : value}|${bucket}`
-        let c = cells.get(key)
-        if (!c) cells.set(key, (c = { events: 0, pageviews: 0, users: new Set() }))
+        const c = cells.get(key) ?? { events: 0, pageviews: 0, users: new Set<string>() }
+        cells.set(key, c)
         c.events++
         if ((PAGEVIEW_TYPES as readonly string[]).includes(e.event_type)) c.pageviews++
         c.users.add(e.user_id)
