@@ -54,6 +54,8 @@ export type ItemResult =
 type Handler = (req: Request, server?: RequestIpSource) => Promise<Response>
 /** What a handler reports for metrics: events accepted, and events not accepted by reason. */
 type Tally = { accepted: number; invalid: number; unavailable: number; bots: number }
+/** The request's own client address, user agent and Origin header: what its events are enriched from unless a trusted server forwards a visitor's. */
+type Sender = { ip: string; userAgent: string | null; origin: string | null }
 
 export type Ingest = { event: Handler; events: Handler; preflight: (req: Request) => Response }
 
@@ -110,8 +112,8 @@ export function createIngest({ queue, backpressure = null, metrics = null, enric
    * the user agent are read here and go no further. Returns false for a bot: the caller
    * answers as for any event but does not store it.
    */
-  const enrich = (event: Event, context: Context, req: Request, server: RequestIpSource | undefined, tally: Tally): boolean => {
-    const agent = enricher.agent(context.user_agent ?? req.headers.get('user-agent'))
+  const enrich = (event: Event, context: Context, sender: Sender, tally: Tally): boolean => {
+    const agent = enricher.agent(context.user_agent ?? sender.userAgent)
     if (agent.bot) {
       tally.bots++
       if (metrics) metrics.events.bots[agent.bot] = (metrics.events.bots[agent.bot] ?? 0) + 1
@@ -121,10 +123,10 @@ export function createIngest({ queue, backpressure = null, metrics = null, enric
     if (agent.os) event.os = agent.os
     const device = context.screen_width !== null ? deviceFromScreen(context.screen_width) : agent.device
     if (device) event.device = device
-    const country = enricher.country(context.ip ?? clientIp(req, server, trustProxy))
+    const country = enricher.country(context.ip ?? sender.ip)
     if (country) event.country = country
     const src = enricher.source({
-      referrer: selfReferral(context.referrer, req) ? null : context.referrer,
+      referrer: selfReferral(context.referrer, sender.origin) ? null : context.referrer,
       utm_source: event.utm_source ?? null,
       utm_medium: event.utm_medium ?? null,
       utm_campaign: event.utm_campaign ?? null,
@@ -186,8 +188,14 @@ export function createIngest({ queue, backpressure = null, metrics = null, enric
       },
     )
   }
-  const charge = (req: Request, server: RequestIpSource | undefined, n: number) => {
-    const verdict = take?.(clientIp(req, server, trustProxy), n)
+  /** What every event of one request shares, read from it once: the client's address, user agent and origin. */
+  const senderOf = (req: Request, server: RequestIpSource | undefined): Sender => ({
+    ip: clientIp(req, server, trustProxy),
+    userAgent: req.headers.get('user-agent'),
+    origin: req.headers.get('origin'),
+  })
+  const charge = (sender: Sender, n: number) => {
+    const verdict = take?.(sender.ip, n)
     if (verdict && !verdict.ok) {
       throw new ApiError(429, 'rate_limited', `too many events from this client; retry in ${verdict.retryAfterS} s`, {
         headers: { 'Retry-After': String(verdict.retryAfterS) },
@@ -241,9 +249,10 @@ export function createIngest({ queue, backpressure = null, metrics = null, enric
       if ('notRegistered' in result) throw new ApiError(403, 'site_not_allowed', result.problems[0]!.message)
       throw new ApiError(400, 'invalid_event', 'event is invalid', { details: result.problems })
     }
-    charge(req, server, 1)
+    const sender = senderOf(req, server)
+    charge(sender, 1)
     // A bot gets the same answer as anyone, so it learns nothing; its event is not stored.
-    if (!enrich(result.event, result.context, req, server, tally)) return respond(req, `{"status":"accepted","event_id":"${result.event.event_id}"}`, 202)
+    if (!enrich(result.event, result.context, sender, tally)) return respond(req, `{"status":"accepted","event_id":"${result.event.event_id}"}`, 202)
     const [written] = await queue.enqueue([result.event], req.signal)
     if (!written?.ok) throw queueUnavailable(result.event.event_id)
     tally.accepted = 1
@@ -253,13 +262,14 @@ export function createIngest({ queue, backpressure = null, metrics = null, enric
 
   async function acceptEvents(req: Request, server: RequestIpSource | undefined, tally: Tally, body: unknown): Promise<Response> {
     const items = batchItems(body, batchMax)
-    charge(req, server, items.length)
+    const sender = senderOf(req, server)
+    charge(sender, items.length)
     const results: ItemResult[] = new Array(items.length)
     const valid: { index: number; event: Event; stored: boolean }[] = []
     const parseEvent = forwards(req) ? parsers.forwarded : parsers.own
     items.forEach((item, index) => {
       const r = parse(item, parseEvent)
-      if (r.ok) valid.push({ index, event: r.event, stored: enrich(r.event, r.context, req, server, tally) })
+      if (r.ok) valid.push({ index, event: r.event, stored: enrich(r.event, r.context, sender, tally) })
       else results[index] = { index, status: 'rejected', code: 'invalid_event', details: r.problems }
     })
     const toStore = tally.bots ? valid.filter((v) => v.stored) : valid
@@ -326,10 +336,8 @@ function spread(valid: { stored: boolean }[], stored: { ok: boolean }[]): { ok: 
 }
 
 /** A referrer on the same host as the page's origin (the Origin header) is no referrer. */
-function selfReferral(referrer: string | null, req: Request): boolean {
-  if (!referrer) return false
-  const origin = req.headers.get('origin')
-  if (!origin) return false
+function selfReferral(referrer: string | null, origin: string | null): boolean {
+  if (!referrer || !origin) return false
   try {
     return new URL(referrer).host === new URL(origin).host
   } catch {
