@@ -55,6 +55,10 @@ describe('retention', () => {
     const result = await retention(db.sql, { rawRetentionHours: 24, now })
     expect(result.partitionsDropped).toHaveLength(2)
     expect(result.partitionsKept).toEqual([])
+    // Raw queries learn, with the drop itself, which hours are gone: up to the end of the newest dropped one.
+    const newest = [...result.partitionsDropped].sort().at(-1)!
+    const end = Date.UTC(+newest.slice(8, 12), +newest.slice(12, 14) - 1, +newest.slice(14, 16), +newest.slice(16, 18) + 1)
+    expect(((await db.sql`select raw_dropped_before from rollup_state`)[0]!.raw_dropped_before as Date).getTime()).toBe(end)
     expect(await rawCount()).toBe(1)
     expect(await statsNow()).toEqual(before)
     expect(before).toMatchObject({
@@ -86,8 +90,10 @@ describe('retention', () => {
     await db.sql`insert into events (event_id, site_id, event_type, ts, received_at, inserted_at)
                  values (${crypto.randomUUID()}, 'ret', 'pageview', '2025-11-14T10:00:00Z', now(), ${new Date('2001-01-01T00:00:00Z')})`
     expect((await retention(db.sql, { now })).defaultRowsDeleted).toBe(0)
+    expect((await db.sql`select raw_dropped_before from rollup_state`)[0]!.raw_dropped_before).toBeNull()
     await rollup(db.sql)
     expect((await retention(db.sql, { now })).defaultRowsDeleted).toBe(1)
+    expect(((await db.sql`select raw_dropped_before from rollup_state`)[0]!.raw_dropped_before as Date).getTime()).toBe(now.getTime() - 24 * 3_600_000)
     expect((await statsNow()).total_views).toBe(1)
   })
 

@@ -82,16 +82,20 @@ export async function retention(
     else if (outcome !== 'kept: not expired') result.partitionsKept.push(name)
   }
 
-  const deleted = await sql`
-    delete from events_default
-    where inserted_at < ${cutoff} and xid < (select xid_watermark from rollup_state)`
-  result.defaultRowsDeleted = deleted.count
-  // Queries that need raw rows (two dimensions at once) are answered only after the newest instant whose rows may be gone.
-  const ends = result.partitionsDropped.map((name) => Date.UTC(+name.slice(8, 12), +name.slice(12, 14) - 1, +name.slice(14, 16), +name.slice(16, 18) + 1))
-  if (deleted.count > 0) ends.push(cutoff.getTime())
-  if (ends.length) {
-    await sql`update rollup_state set raw_dropped_before = greatest(raw_dropped_before, ${new Date(Math.max(...ends))})`
-  }
+  // Queries that need raw rows are answered only after the newest instant whose rows may be
+  // gone: recorded with the delete, as the partition drop records it with the drop.
+  const [deleted] = await sql`
+    with gone as (
+      delete from events_default
+      where inserted_at < ${cutoff} and xid < (select xid_watermark from rollup_state)
+      returning 1
+    ),
+    recorded as (
+      update rollup_state set raw_dropped_before = greatest(raw_dropped_before, ${cutoff}::timestamptz)
+      where exists (select 1 from gone)
+    )
+    select count(*)::int as n from gone`
+  result.defaultRowsDeleted = deleted!.n as number
 
   const dedupCutoff = new Date(now.getTime() - Math.max(dedupWindowHours, rawRetentionHours) * HOUR)
   result.eventIdsDeleted = await deleteInBatches(sql, 'event_ids', sql`seen_at < ${dedupCutoff}`)

@@ -49,3 +49,30 @@ alter table rollup_state
   add column dims_since timestamptz,
   add column raw_dropped_before timestamptz;
 update rollup_state set dims_since = now() where xid_watermark <> '0'::xid8;
+
+-- The function of 0002, now also recording in rollup_state, in the same transaction as the
+-- drop, the end of the hour whose raw rows are gone: a crash between the two could otherwise
+-- leave raw queries answering for a range with rows missing.
+create or replace function sluice_drop_partition_if_rolled(name text, older_than timestamptz) returns text
+language plpgsql as $$
+declare
+  upper_bound timestamptz;
+  watermark xid8;
+  unrolled boolean;
+begin
+  if name !~ '^events_p[0-9]{10}$' then
+    raise exception 'not an hourly events partition: %', name;
+  end if;
+  upper_bound := to_timestamp(substr(name, 9), 'YYYYMMDDHH24') at time zone 'UTC' + interval '1 hour';
+  if upper_bound > older_than then
+    return 'kept: not expired';
+  end if;
+  select xid_watermark into watermark from rollup_state;
+  execute format('select exists (select 1 from %I where xid >= $1)', name) into unrolled using watermark;
+  if unrolled then
+    return 'kept: not rolled up yet';
+  end if;
+  execute format('drop table %I', name);
+  update rollup_state set raw_dropped_before = greatest(raw_dropped_before, upper_bound);
+  return 'dropped';
+end $$;
