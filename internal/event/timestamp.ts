@@ -45,3 +45,13 @@ function utc(year: number, month: number, day: number, hour: number, minute: num
   d.setUTCFullYear(year)
   return d.getTime()
 }
+
+const DATE = /^(\d{4})-(\d{2})-(\d{2})$/
+
+/** A real calendar date from 1970 on, written YYYY-MM-DD (midnight UTC). */
+export function isCalendarDate(s: string): boolean {
+  const m = DATE.exec(s)
+  if (!m || Number(m[1]) < 1970) return false
+  const d = new Date(`${s}T00:00:00Z`)
+  return !Number.isNaN(d.getTime()) && d.getUTCDate() === Number(m[3])
+}

@@ -1,15 +1,13 @@
 import { Hono } from 'hono'
 import * as v from 'valibot'
 import { LIMITS, SITE_ID_PATTERN, textProblem } from '../event/event.ts'
-import { parseTimestamp } from '../event/timestamp.ts'
-import { add, GRANULARITIES, MAX_SERIES_BUCKETS, truncate } from '../store/buckets.ts'
+import { isCalendarDate, parseTimestamp } from '../event/timestamp.ts'
+import { add, countBuckets, GRANULARITIES, MAX_SERIES_BUCKETS, truncate } from '../store/buckets.ts'
 import { hourlyKeptSince } from '../store/retention.ts'
 import type { RangeQuery } from '../store/stats.ts'
 import { HourlyDetailExpiredError, type Store } from '../store/store.ts'
 import { ApiError } from './errors.ts'
 import { routeDocs } from './openapi.ts'
-
-const DATE = /^(\d{4})-(\d{2})-(\d{2})$/
 
 const StatsQuerySchema = v.object({
   site_id: v.pipe(v.string('site_id is required'), v.regex(SITE_ID_PATTERN, 'site_id must be 1-128 characters of A-Z a-z 0-9 . _ : -')),
@@ -156,18 +154,5 @@ function parseTimestampMs(s: string): number | null {
   return r.ok ? r.ms : null
 }
 
-function countBuckets(from: Date, to: Date, g: (typeof GRANULARITIES)[number]): number {
-  let n = 0
-  for (let b = truncate(from, g); b < to && n <= MAX_SERIES_BUCKETS; b = add(b, g)) n++
-  return n
-}
-
 /** Postgres and ISO 8601 agree on years 1 to 9999; events start in 1970. */
 const END_OF_9999 = Date.UTC(10_000, 0, 1)
-
-function isCalendarDate(s: string): boolean {
-  const m = DATE.exec(s)
-  if (!m || Number(m[1]) < 1970) return false
-  const d = new Date(`${s}T00:00:00Z`)
-  return !Number.isNaN(d.getTime()) && d.getUTCDate() === Number(m[3])
-}

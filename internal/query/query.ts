@@ -3,7 +3,8 @@
 // rollups where they can answer and from raw events where only those can.
 import * as v from 'valibot'
 import { SITE_ID_PATTERN, textProblem } from '../event/event.ts'
-import { add, GRANULARITIES, type Granularity, MAX_SERIES_BUCKETS, truncate } from '../store/buckets.ts'
+import { isCalendarDate } from '../event/timestamp.ts'
+import { add, countBuckets, GRANULARITIES, type Granularity, MAX_SERIES_BUCKETS, truncate } from '../store/buckets.ts'
 import { type Dimension, DIMENSIONS, isDimension, NONE, PROPS_PREFIX } from '../store/dimensions.ts'
 
 export { runQuery } from './run.ts'
@@ -216,15 +217,5 @@ export function resolveRange(range: (typeof DATE_RANGES)[number] | [string, stri
   }
 }
 
-function countBuckets(from: Date, to: Date, g: Granularity): number {
-  let n = 0
-  for (let b = truncate(from, g); b < to && n <= MAX_SERIES_BUCKETS; b = add(b, g)) n++
-  return n
-}
-
-function isDate(s: string): boolean {
-  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(s)
-  if (!m || Number(m[1]) < 1970 || Number(m[1]) > 9998) return false
-  const d = new Date(`${s}T00:00:00Z`)
-  return !Number.isNaN(d.getTime()) && d.getUTCDate() === Number(m[3])
-}
+/** A calendar date whose next day is still a valid date (Postgres and ISO 8601 end in 9999). */
+const isDate = (s: string) => isCalendarDate(s) && s < '9999-01-01'

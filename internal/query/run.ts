@@ -107,7 +107,9 @@ function sources(tx: Tx, q: Query, source: 'totals' | 'dims' | 'raw', segments: 
   const pv = PAGEVIEW_TYPES as unknown as string[]
   const time = (col: Fragment) => (q.time ? tx`date_trunc(${q.time}, ${col}, 'UTC')` : tx`null::timestamptz`)
   const inRange = range ? tx`and ts >= ${range.from} and ts < ${range.to}` : tx``
-  const rawFilters = q.filters.map((f) => tx`and ${match(tx, dimensionValue(tx, f.dim), f)}`).reduce((a, b) => tx`${a} ${b}`, tx``)
+  /** Every filter of the query, as `and` clauses on the value `valueFor` gives for its dimension. */
+  const where = (valueFor: (f: Filter) => Fragment) => q.filters.map((f) => tx`and ${match(tx, valueFor(f), f)}`).reduce((a, b) => tx`${a} ${b}`, tx``)
+  const rawFilters = where((f) => dimensionValue(tx, f.dim))
   const rawValue = q.dimension ? dimensionValue(tx, q.dimension) : tx`null::text`
   const raw = (above: boolean) => tx`
     select ${time(tx`ts`)}, ${rawValue}, count(*)::bigint, (count(*) filter (where event_type = any(${pv})))::bigint,
@@ -122,17 +124,15 @@ function sources(tx: Tx, q: Query, source: 'totals' | 'dims' | 'raw', segments: 
   const inSegments = (g: Granularity) => (segments ? tx`and bucket = any(${segments[g]}::timestamptz[])` : tx``)
   const rolled = levels.map((g) => {
     if (source === 'totals') {
-      const filters = q.filters.map((f) => tx`and ${match(tx, tx`event_type`, f)}`).reduce((a, b) => tx`${a} ${b}`, tx``)
       return tx`
         select ${time(tx`bucket`)}, ${q.dimension ? tx`event_type` : tx`null::text`}, views,
                case when event_type = any(${pv}) then views else 0 end, users
-        from ${tx(`rollup_${g}`)} where site_id = ${q.siteId} ${inSegments(g)} ${filters}`
+        from ${tx(`rollup_${g}`)} where site_id = ${q.siteId} ${inSegments(g)} ${where(() => tx`event_type`)}`
     }
     const dim = q.dimension ?? q.filters[0]!.dim
-    const filters = q.filters.map((f) => tx`and ${match(tx, tx`value`, f)}`).reduce((a, b) => tx`${a} ${b}`, tx``)
     return tx`
       select ${time(tx`bucket`)}, ${q.dimension ? tx`value` : tx`null::text`}, events, pageviews, users
-      from ${tx(`rollup_${g}_dims`)} where site_id = ${q.siteId} and dim = ${dim} ${inSegments(g)} ${filters}`
+      from ${tx(`rollup_${g}_dims`)} where site_id = ${q.siteId} and dim = ${dim} ${inSegments(g)} ${where(() => tx`value`)}`
   })
   return [...rolled, raw(true)].reduce((a, b) => tx`${a} union all ${b}`)
 }

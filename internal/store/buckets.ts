@@ -30,3 +30,10 @@ export function add(d: Date, g: Granularity, n = 1): Date {
   else r.setUTCHours(r.getUTCHours() + n)
   return r
 }
+
+/** How many buckets of `g` the range [from, to) touches, counting no further than just past MAX_SERIES_BUCKETS. */
+export function countBuckets(from: Date, to: Date, g: Granularity): number {
+  let n = 0
+  for (let b = truncate(from, g); b < to && n <= MAX_SERIES_BUCKETS; b = add(b, g)) n++
+  return n
+}

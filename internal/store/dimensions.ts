@@ -41,8 +41,7 @@ export const isDimension = (s: string): s is Dimension =>
  * The value of `dim` for a raw event row, as the rollups keep it: '' when absent. A property
  * an event does not have is null: such an event has no value for that dimension at all.
  */
-export function dimensionValue(sql: Sql | postgres.TransactionSql, dim: Dimension, alias = ''): postgres.PendingQuery<postgres.Row[]> {
-  const col = (name: string) => sql(alias ? `${alias}.${name}` : name)
-  if (dim.startsWith(PROPS_PREFIX)) return sql`(${col('props')} ->> ${dim.slice(PROPS_PREFIX.length)})`
-  return sql`coalesce(${col(dim)}, '')`
+export function dimensionValue(sql: Sql | postgres.TransactionSql, dim: Dimension): postgres.PendingQuery<postgres.Row[]> {
+  if (dim.startsWith(PROPS_PREFIX)) return sql`(props ->> ${dim.slice(PROPS_PREFIX.length)})`
+  return sql`coalesce(${sql(dim)}, '')`
 }
