@@ -52,7 +52,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close()
   site?.stop(true)
-})
+}, 30_000)
 
 const stored = async (n: number) =>
   eventually(async () => Number((await stack.db.sql`select count(*)::int as n from events where site_id = 'browser-site'`)[0]!.n) === n)

@@ -195,11 +195,12 @@ export function pipeline(extra: Record<string, string> = {}): Pipeline {
     ctx.worker = spawnBinary('worker', ctx.env)
     await waitForReady(`${ctx.base}/readyz`, ctx.api)
   }, 60_000)
+  // A binary may take up to SHUTDOWN_TIMEOUT_MS (10 s) to stop gracefully: more than the default hook timeout.
   afterAll(async () => {
     await Promise.all([ctx.api?.stop(), ctx.worker?.stop()])
     await ctx.r?.cleanup()
     await ctx.db?.drop()
-  })
+  }, 30_000)
   return ctx
 }
 
