@@ -6,6 +6,7 @@
 import { parseArgs } from 'node:util'
 import { createStore } from '../internal/store/store.ts'
 import { createTestDatabase, createTestRedis, envFor, eventually, freePort, spawnBinary, waitForReady, type Binary } from '../internal/testkit/testkit.ts'
+import { drain } from './drain.ts'
 import { record } from './results.ts'
 import { peakRssMb } from './proc.ts'
 import { median, ratios, runRounds, type Run } from './rounds.ts'
@@ -121,71 +122,24 @@ for (const run of scaling)
 line(`API scaling 1 → 2 processes on one port, per round: ${fmt(scale.ratio)}`)
 
 // 5. Drain: fill the stream through the API, then time 1 and 2 workers emptying it into Postgres.
-async function fill(n: number): Promise<number> {
-  let accepted = 0
-  const body = JSON.stringify(
-    Array.from({ length: 1000 }, (_, i) => ({
-      site_id: `drain-${i % 20}`,
-      event_type: 'pageview',
-      path: `/p/${i % 100}`,
-      user_id: `u-${i}`,
-      timestamp: TIMESTAMP,
-    })),
-  )
-  const sender = async () => {
-    while (accepted < n) {
-      accepted += 1000
-      const res = await fetch(`${url}/events`, { method: 'POST', body, headers: { 'content-type': 'application/json' } }).catch((err) => {
-        throw new Error(`${err.message}; api exit ${api.proc.exitCode} ${api.proc.signalCode}; output:\n${api.output().slice(-3000)}`)
-      })
-      const out = (await res.json()) as { accepted: number }
-      accepted += out.accepted - 1000
-    }
-  }
-  await Promise.all(Array.from({ length: 4 }, sender))
-  return accepted
-}
-const rowCount = async () => (await db.sql`select count(*)::int as n, count(distinct event_id)::int as d from events`)[0] as { n: number; d: number }
-async function drain(workers: number) {
-  await db.sql`truncate events, event_ids`
-  await r.redis.del(r.queue.stream)
-  const accepted = await fill(DRAIN_EVENTS)
-  await Bun.sleep(500)
-  const queued = await r.redis.xlen(r.queue.stream)
-  const spawned = performance.now()
-  const procs: Binary[] = Array.from({ length: workers }, (_, i) => spawnBinary('worker', { ...env, WORKER_NAME: `bench-${i}` }))
-  // Time the storing itself, from the first acknowledged entry (acks follow commits) to the
-  // last; start-up is reported apart. Polls the stream length: counting rows in Postgres
-  // while it inserts would take Postgres time from the workers being measured.
-  const xlen = () => r.redis.xlen(r.queue.stream)
-  await eventually(async () => (await xlen()) < queued, { timeoutMs: 60_000, intervalMs: 2 })
-  const started = performance.now()
-  const left = await xlen()
-  await eventually(async () => (await xlen()) === 0, { timeoutMs: 600_000, intervalMs: 5 })
-  const seconds = (performance.now() - started) / 1000
-  const startupS = +((started - spawned) / 1000).toFixed(2)
-  const timed = Math.round((accepted * left) / queued)
-  const rss = Math.max(...procs.map((p) => peakRssMb(p.proc.pid)))
-  await Promise.all(procs.map((p) => p.stop()))
-  const rows = await rowCount()
-  const result = {
-    workers,
-    accepted,
-    queued,
-    stored: rows.n,
-    duplicated: rows.n - rows.d,
-    seconds: +seconds.toFixed(2),
-    startupS,
-    eventsPerS: Math.round(timed / seconds),
-    peakRssMb: rss,
-  }
+const drainBody = JSON.stringify(
+  Array.from({ length: 1000 }, (_, i) => ({
+    site_id: `drain-${i % 20}`,
+    event_type: 'pageview',
+    path: `/p/${i % 100}`,
+    user_id: `u-${i}`,
+    timestamp: TIMESTAMP,
+  })),
+)
+async function drainWith(workers: number) {
+  const result = await drain({ db, r, url, env, api }, workers, DRAIN_EVENTS, drainBody)
   line(
-    `drain, ${workers} worker(s): ${result.eventsPerS} events/s (${timed} events in ${result.seconds} s after a ${startupS} s start-up); answered 202 ${accepted}, stored ${rows.n}, duplicated ${result.duplicated}`,
+    `drain, ${workers} worker(s): ${result.eventsPerS} events/s (${Math.round(result.eventsPerS * result.seconds)} events in ${result.seconds} s after a ${result.startupS} s start-up); answered 202 ${result.accepted}, stored ${result.stored}, duplicated ${result.duplicated}`,
   )
   return result
 }
-const drain1 = await drain(1)
-const drain2 = await drain(2)
+const drain1 = await drainWith(1)
+const drain2 = await drainWith(2)
 
 /**
  * Postgres alone, on the same tables: the worker's own statement (store.insertEventsJson,
@@ -230,6 +184,8 @@ const pgNoDedup = await postgresAlone(false)
 line(
   `Postgres alone, the worker's statement: ${pgAlone.eventsPerS} events/s; without event_ids: ${pgNoDedup.eventsPerS} events/s; drain with 1 worker = ${(drain1.eventsPerS / pgAlone.eventsPerS).toFixed(2)} of Postgres alone`,
 )
+
+const rowCount = async () => (await db.sql`select count(*)::int as n, count(distinct event_id)::int as d from events`)[0] as { n: number; d: number }
 
 // 6. Freshness: a steady 10k events/s (batches of 50, each event with its own id) with one
 // worker running; the time from each 202 to the row's insert.

@@ -5,8 +5,10 @@
 //    2000-event batch), in ingestion order: timestamps advance over one day.
 // 2. The worst case: 1M events whose timestamps are spread over a whole year, so nearly
 //    every event opens a bucket of its own.
-// 3. GET /v1/stats for a year at day and month granularity, for one site among 100, on the
-//    year-spread data, with fresh raw events not yet rolled up on top.
+// 3. GET /v1/stats for a year at day and month granularity, and POST /v1/query broken down
+//    by source and filtered by country, for one site among 100, on the year-spread data
+//    (per site: 300 referring sites, 500 paths, 150 countries), with fresh raw events not yet
+//    rolled up on top.
 import { parseArgs } from 'node:util'
 import Redis from 'ioredis'
 import type { Sql } from '../internal/clients/clients.ts'
@@ -93,13 +95,12 @@ const app = createApp(
   },
   { ingest: { bodyLimitBytes: 1 << 20, batchMax: 1000, maxFutureMs: 300_000 }, statsToken: 'bench' },
 )
-async function latency(granularity: string) {
+/** p50, p95 and p99 of QUERIES requests (after 10 to warm up), each for the next of the 100 sites. */
+async function latency(request: (site: string) => Request) {
   const times: number[] = []
   for (let i = 0; i < QUERIES + 10; i++) {
     const s = performance.now()
-    const res = await app.request(`/v1/stats?site_id=site-${i % 100}&from=2025-01-01&to=2026-01-01&granularity=${granularity}`, {
-      headers: { authorization: 'Bearer bench' },
-    })
+    const res = await app.request(request(`site-${i % 100}`))
     if (res.status !== 200) throw new Error(`status ${res.status}: ${await res.text()}`)
     await res.json()
     if (i >= 10) times.push(performance.now() - s) // the first 10 warm up
@@ -108,11 +109,22 @@ async function latency(granularity: string) {
   const q = (p: number) => +times[Math.min(times.length - 1, Math.floor(p * times.length))]!.toFixed(2)
   return { p50: q(0.5), p95: q(0.95), p99: q(0.99) }
 }
-const day = await latency('day')
-const month = await latency('month')
+const auth = { authorization: 'Bearer bench' }
+const stats = (granularity: string) => (site: string) =>
+  new Request(`http://bench/v1/stats?site_id=${site}&from=2025-01-01&to=2026-01-01&granularity=${granularity}`, { headers: auth })
+const query = (body: Record<string, unknown>) => (site: string) =>
+  new Request('http://bench/v1/query', {
+    method: 'POST',
+    headers: { ...auth, 'content-type': 'application/json' },
+    body: JSON.stringify({ site_id: site, date_range: ['2025-01-01', '2025-12-31'], ...body }),
+  })
+const day = await latency(stats('day'))
+const month = await latency(stats('month'))
+const bySource = await latency(query({ metrics: ['visitors', 'pageviews'], dimensions: ['source'], filters: [['is', 'country', ['C7']]] }))
 console.log(`3. /v1/stats over a year, one site of 100 (${QUERIES} queries each):`)
 console.log(`   granularity=day   p50 ${day.p50} ms  p95 ${day.p95} ms  p99 ${day.p99} ms`)
 console.log(`   granularity=month p50 ${month.p50} ms  p95 ${month.p95} ms  p99 ${month.p99} ms`)
+console.log(`   /v1/query by source where country is C7: p50 ${bySource.p50} ms  p95 ${bySource.p95} ms  p99 ${bySource.p99} ms`)
 
 await record('rollup', {
   in_order: inOrder,
@@ -123,6 +135,9 @@ await record('rollup', {
   stats_year_month_ms: month,
   goal_stats_p95_ms: 20,
   stats_goal_met: day.p95 < 20 && month.p95 < 20,
+  query_year_source_by_country_ms: bySource,
+  goal_query_p95_ms: 30,
+  query_goal_met: bySource.p95 < 30,
 })
 redis.disconnect()
 await year.drop()

@@ -15,6 +15,8 @@ export type Contender = {
   before?: () => Promise<void>
   /** Called after each run, e.g. to empty the stream the server filled. */
   after?: () => Promise<void>
+  /** The wrk script for this contender, when not the rounds' own. */
+  script?: string
   /** How many events one request carries (1 for POST /event). */
   eventsPerRequest?: number
 }
@@ -39,7 +41,7 @@ export async function runRounds(
   const runs: Run[] = []
   for (const c of contenders) {
     await c.before?.()
-    await wrk(c.url, { script, seconds: warmupSeconds, connections, threads, env: { ...env, RUN_ID: randomHex8() } })
+    await wrk(c.url, { script: c.script ?? script, seconds: warmupSeconds, connections, threads, env: { ...env, RUN_ID: randomHex8() } })
     await c.after?.()
   }
   for (let round = 0; round < rounds; round++) {
@@ -48,7 +50,7 @@ export async function runRounds(
       await c.before?.()
       const pids = Object.fromEntries(c.pids().map((pid, i) => [`server${i}`, pid]))
       const measure = cpuSince({ ...pids, ...c.shared })
-      const result = await wrk(c.url, { script, seconds, connections, threads, env: { ...env, RUN_ID: randomHex8() } })
+      const result = await wrk(c.url, { script: c.script ?? script, seconds, connections, threads, env: { ...env, RUN_ID: randomHex8() } })
       const { used, stealShare } = measure()
       const served = Math.max(1, result.requests)
       const serverUs = Object.keys(pids).reduce((s, k) => s + used[k]!, 0)
