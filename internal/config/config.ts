@@ -33,6 +33,7 @@ export const DEFAULTS = {
   TRUST_PROXY: 'false',
   INGEST_FORWARD_TOKEN: '',
   ROLLUP_DIM_CAP: '1000',
+  VISIT_CLOSE_AFTER_MS: String(30 * 60_000),
   WORKER_NAME: '',
   WORKER_BATCH_SIZE: '2000',
   WORKER_BLOCK_MS: '1000',
@@ -121,6 +122,7 @@ const EnvSchema = v.object({
   TRUST_PROXY: bool,
   INGEST_FORWARD_TOKEN: v.string(),
   ROLLUP_DIM_CAP: int(10, 100_000),
+  VISIT_CLOSE_AFTER_MS: int(0, 7 * 24 * 3_600_000),
   WORKER_NAME: v.string(),
   WORKER_BATCH_SIZE: int(1, 10_000),
   WORKER_BLOCK_MS: int(1, 60_000),
@@ -178,7 +180,7 @@ export type Config = Readonly<{
   }>
   worker: Readonly<{ name: string; batchSize: number; blockMs: number; claimIdleMs: number; maxDeliveries: number; insertConcurrency: number }>
   cron: Readonly<{ schedules: Readonly<Record<string, string>> }>
-  rollup: Readonly<{ pathCap: number; dimCap: number; chunkXids: number }>
+  rollup: Readonly<{ pathCap: number; dimCap: number; chunkXids: number; visitCloseAfterMs: number }>
   /** Where worker and cron serve /metrics; 0 turns it off. */
   metricsPorts: Readonly<{ worker: number; cron: number }>
   retention: Readonly<{ rawRetentionHours: number; dedupWindowHours: number; hourRollupDays: number }>
@@ -257,7 +259,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
       insertConcurrency: e.WORKER_INSERT_CONCURRENCY,
     },
     cron: { schedules: { 'queue-depth': e.CRON_QUEUE_DEPTH, rollup: e.CRON_ROLLUP, retention: e.CRON_RETENTION } },
-    rollup: { pathCap: e.ROLLUP_PATH_CAP, dimCap: e.ROLLUP_DIM_CAP, chunkXids: e.ROLLUP_CHUNK_XIDS },
+    rollup: { pathCap: e.ROLLUP_PATH_CAP, dimCap: e.ROLLUP_DIM_CAP, chunkXids: e.ROLLUP_CHUNK_XIDS, visitCloseAfterMs: e.VISIT_CLOSE_AFTER_MS },
     metricsPorts: { worker: e.WORKER_METRICS_PORT, cron: e.CRON_METRICS_PORT },
     retention: { rawRetentionHours: e.RAW_RETENTION_HOURS, dedupWindowHours: e.DEDUP_WINDOW_HOURS, hourRollupDays: e.ROLLUP_HOUR_RETENTION_DAYS },
     stats: { token: e.STATS_TOKEN || null, public: e.STATS_PUBLIC },

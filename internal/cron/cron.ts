@@ -11,7 +11,7 @@ export type Job = { name: string; run: (signal: AbortSignal) => Promise<unknown>
 
 export type JobsDeps = { queue: { depth(): Promise<Depth> }; store: Store; log: Logger; metrics?: Metrics | null }
 export type JobsOptions = {
-  rollup?: { pathCap?: number; dimCap?: number; chunkXids?: number }
+  rollup?: { pathCap?: number; dimCap?: number; chunkXids?: number; visitCloseAfterMs?: number }
   retention?: { rawRetentionHours?: number; dedupWindowHours?: number; hourRollupDays?: number }
 }
 

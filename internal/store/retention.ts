@@ -19,7 +19,7 @@ export type RetentionResult = {
   partitionsKept: string[]
   defaultRowsDeleted: number
   eventIdsDeleted: number
-  /** Rows of rollup_hour and rollup_hour_paths older than the hourly retention. */
+  /** Rows of the hourly rollups (totals, paths, visits) older than the hourly retention. */
   hourRollupRowsDeleted: number
 }
 
@@ -103,7 +103,7 @@ export async function retention(
   // Day, month and year rollups hold the same counts; only hourly detail goes.
   const hourly = hourlyKeptSince(hourRollupDays, now)
   if (hourly) {
-    for (const table of ['rollup_hour', 'rollup_hour_paths']) {
+    for (const table of ['rollup_hour', 'rollup_hour_paths', 'rollup_hour_visits', 'rollup_hour_visit_other']) {
       result.hourRollupRowsDeleted += await deleteInBatches(sql, table, sql`bucket < ${hourly}`)
     }
   }

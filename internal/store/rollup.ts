@@ -4,6 +4,7 @@ import type { Sql } from '../clients/clients.ts'
 import { setAside } from './rejects.ts'
 import { GRANULARITIES } from './buckets.ts'
 import { DIM_GRANULARITIES, DIMENSIONS, type DimGranularity, PAGEVIEW_TYPES, PROPS_PREFIX } from './dimensions.ts'
+import { closeVisits, mergeVisits, VISIT_GAP_MS } from '../visits/visits.ts'
 import { isDataError } from './errors.ts'
 
 /** HyperLogLog parameters for unique users: 2^14 registers of 5 bits, exact up to 1280 users. */
@@ -21,6 +22,9 @@ export type RollupOptions = {
   dimCap?: number
   /** Most transaction ids one rollup transaction covers, which bounds its size. */
   chunkXids?: number
+  /** A visit nothing has been received for in this long is closed and counted (VISIT_CLOSE_AFTER_MS). */
+  visitCloseAfterMs?: number
+  now?: () => Date
   signal?: AbortSignal
 }
 
@@ -31,6 +35,8 @@ export type RollupResult = {
   events: number
   /** Raw events that could not be counted, moved to rollup_rejects (see rejects.ts). */
   setAside: number
+  /** Visits closed and counted. */
+  visits: number
   watermark: string
 }
 
@@ -43,11 +49,16 @@ export type RollupResult = {
  * transaction still running, so no row below it can still appear. A crash anywhere rolls
  * the whole chunk back: every event is counted exactly once.
  */
-export async function rollup(sql: Sql, { pathCap = 1000, dimCap = 1000, chunkXids = 500, signal }: RollupOptions = {}): Promise<RollupResult> {
+export async function rollup(
+  sql: Sql,
+  { pathCap = 1000, dimCap = 1000, chunkXids = 500, visitCloseAfterMs = VISIT_GAP_MS, now = () => new Date(), signal }: RollupOptions = {},
+): Promise<RollupResult> {
   const caps = { pathCap, dimCap }
+  const close = (tx: TransactionSql) => closeVisits(tx as unknown as Sql, { before: new Date(now().getTime() - visitCloseAfterMs), dimCap })
   let chunks = 0
   let events = 0
   let setAsideTotal = 0
+  let visits = 0
   let watermark = ''
   for (;;) {
     const chunk = await sql.begin(async (tx) => {
@@ -63,17 +74,18 @@ export async function rollup(sql: Sql, { pathCap = 1000, dimCap = 1000, chunkXid
       // Start at the oldest row not yet counted, so empty stretches of transaction ids cost nothing.
       const start = first === null ? BigInt(horizon) : BigInt(first)
       const hi = String(start + BigInt(chunkXids) < BigInt(horizon) ? start + BigInt(chunkXids) : BigInt(horizon))
-      if (BigInt(hi) <= BigInt(lo)) return { events: 0, setAside: 0, watermark: lo, done: true }
+      if (BigInt(hi) <= BigInt(lo)) return { events: 0, setAside: 0, visits: await close(tx), watermark: lo, done: true }
       const counted = await rollupSettling(tx, BigInt(lo), BigInt(hi), caps)
       await tx`update rollup_state set xid_watermark = ${hi}::xid8, rolled_at = now()`
-      return { ...counted, watermark: hi, done: hi === horizon }
+      return { ...counted, visits: await close(tx), watermark: hi, done: hi === horizon }
     })
-    if (chunk === null) return { ran: false, chunks, events, setAside: setAsideTotal, watermark }
+    if (chunk === null) return { ran: false, chunks, events, setAside: setAsideTotal, visits, watermark }
     watermark = chunk.watermark
     if (chunk.events > 0 || chunk.setAside > 0 || !chunk.done) chunks++
     events += chunk.events
     setAsideTotal += chunk.setAside
-    if (chunk.done || signal?.aborted) return { ran: true, chunks, events, setAside: setAsideTotal, watermark }
+    visits += chunk.visits
+    if (chunk.done || signal?.aborted) return { ran: true, chunks, events, setAside: setAsideTotal, visits, watermark }
   }
 }
 
@@ -170,6 +182,7 @@ async function rollupRange(tx: Sql, scope: Scope, { pathCap, dimCap }: Caps): Pr
     from events where ${rows} and path is not null
     group by 1, 2, 3, 4`
   await countDimensions(tx, rows)
+  await mergeVisits(tx, rows)
   for (const g of DIM_GRANULARITIES) await rollupDims(tx, g, dimCap)
   for (const g of GRANULARITIES) {
     const table = tx(`rollup_${g}`)

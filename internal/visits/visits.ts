@@ -1,0 +1,208 @@
+// Package visits turns raw events into visits inside the rollup job: each event is merged,
+// exactly once, into its visitor's open visit; visits nothing has arrived for in a while are
+// closed and counted into rollup_<g>_visits. docs/visits.md gives the rules.
+import type postgres from 'postgres'
+import type { Sql } from '../clients/clients.ts'
+import { GRANULARITIES, type Granularity } from '../store/buckets.ts'
+import { PAGEVIEW_TYPES } from '../store/dimensions.ts'
+import { HLL } from '../store/rollup.ts'
+
+/** A new visit starts after a gap of this much event time, or more. */
+export const VISIT_GAP_MS = 30 * 60_000
+
+/**
+ * What a visit is counted under besides its totals (dim ''): the attributes of its first
+ * event, its entry and exit pages, and every path it viewed and event type it sent.
+ */
+export const VISIT_ATTRIBUTES = [
+  'referrer',
+  'source',
+  'channel',
+  'utm_source',
+  'utm_medium',
+  'utm_campaign',
+  'utm_content',
+  'utm_term',
+  'country',
+  'browser',
+  'os',
+  'device',
+] as const
+export const VISIT_DIMENSIONS = [...VISIT_ATTRIBUTES, 'entry_page', 'exit_page', 'path', 'event_type'] as const
+export type VisitDimension = (typeof VISIT_DIMENSIONS)[number]
+export const isVisitDimension = (d: string): d is VisitDimension => (VISIT_DIMENSIONS as readonly string[]).includes(d)
+
+type Rows = postgres.PendingQuery<postgres.Row[]>
+
+/**
+ * Merges the raw events `rows` selects into visits_open. Each event, and each open visit of
+ * the same visitors, is an interval of event time; intervals closer than VISIT_GAP_MS join
+ * one visit, so a late event can extend a visit at either end, or join two. Events without a
+ * visitor (user_id) belong to no visit. Runs in the rollup's transaction, so a crash undoes
+ * it together with the watermark.
+ */
+export async function mergeVisits(tx: Sql, rows: Rows): Promise<void> {
+  const pv = PAGEVIEW_TYPES as unknown as string[]
+  // A list of identifiers as a fragment: postgres.js reads tx(array) in an insert as values.
+  const attrs = VISIT_ATTRIBUTES.map((a) => tx`${tx(a)}`).reduce((a, b) => tx`${a}, ${b}`)
+  await tx`
+    create temp table visit_items on commit drop as
+    select site_id, user_id as visitor, ts as started_at, ts as ended_at, received_at as last_received_at, 1::bigint as events,
+           (event_type = any(${pv}))::int::bigint as pageviews,
+           case when event_type = any(${pv}) and path is not null then ts end as entry_at,
+           case when event_type = any(${pv}) then path end as entry_page,
+           case when event_type = any(${pv}) and path is not null then ts end as exit_at,
+           case when event_type = any(${pv}) then path end as exit_page,
+           event_id as first_event_id, ${attrs},
+           case when event_type = any(${pv}) and path is not null then array[path] else '{}'::text[] end as paths,
+           array[event_type] as event_types
+    from events where ${rows} and user_id is not null`
+  const [{ n }] = (await tx`select count(*)::int as n from visit_items`) as unknown as [{ n: number }]
+  if (n === 0) {
+    await tx`drop table visit_items`
+    return
+  }
+  // The open visits of these visitors join the new events, and leave visits_open until merged.
+  await tx`
+    with touched as (select distinct site_id, visitor from visit_items),
+    taken as (
+      delete from visits_open o using touched t where o.site_id = t.site_id and o.visitor = t.visitor
+      returning o.*
+    )
+    insert into visit_items
+    select site_id, visitor, started_at, ended_at, last_received_at, events, pageviews, entry_at, entry_page, exit_at, exit_page,
+           first_event_id, ${attrs}, paths, event_types
+    from taken`
+  // Number the visits: an interval that starts VISIT_GAP_MS or more after every earlier one ended opens the next.
+  await tx`
+    create temp table visit_seg on commit drop as
+    select *, sum(opens) over (partition by site_id, visitor order by started_at, ended_at, first_event_id rows unbounded preceding) as n
+    from (
+      select *, case when started_at - max(ended_at) over (
+                  partition by site_id, visitor order by started_at, ended_at, first_event_id rows between unbounded preceding and 1 preceding
+                ) < ${`${VISIT_GAP_MS} milliseconds`}::interval then 0 else 1 end as opens
+      from visit_items
+    ) x`
+  await tx`
+    insert into visits_open (site_id, visitor, started_at, ended_at, last_received_at, events, pageviews, entry_at, entry_page, exit_at, exit_page,
+                             first_event_id, ${attrs}, paths, event_types)
+    with sums as (
+      select site_id, visitor, n, min(started_at) as started_at, max(ended_at) as ended_at, max(last_received_at) as last_received_at,
+             sum(events)::bigint as events, sum(pageviews)::bigint as pageviews
+      from visit_seg group by 1, 2, 3
+    ),
+    firsts as (
+      select distinct on (site_id, visitor, n) site_id, visitor, n, first_event_id, ${attrs}
+      from visit_seg order by site_id, visitor, n, started_at, first_event_id
+    ),
+    entries as (
+      select distinct on (site_id, visitor, n) site_id, visitor, n, entry_at, entry_page
+      from visit_seg where entry_at is not null order by site_id, visitor, n, entry_at, entry_page
+    ),
+    exits as (
+      select distinct on (site_id, visitor, n) site_id, visitor, n, exit_at, exit_page
+      from visit_seg where exit_at is not null order by site_id, visitor, n, exit_at desc, exit_page desc
+    ),
+    paths as (
+      select site_id, visitor, n, array_agg(distinct p) as paths from visit_seg cross join lateral unnest(paths) p group by 1, 2, 3
+    ),
+    types as (
+      select site_id, visitor, n, array_agg(distinct t) as event_types from visit_seg cross join lateral unnest(event_types) t group by 1, 2, 3
+    )
+    select s.site_id, s.visitor, s.started_at, s.ended_at, s.last_received_at, s.events, s.pageviews,
+           e.entry_at, e.entry_page, x.exit_at, x.exit_page, f.first_event_id, ${VISIT_ATTRIBUTES.map((a) => tx`f.${tx(a)}`).reduce((a, b) => tx`${a}, ${b}`)},
+           coalesce(p.paths, '{}'), coalesce(t.event_types, '{}')
+    from sums s
+    join firsts f using (site_id, visitor, n)
+    left join entries e using (site_id, visitor, n)
+    left join exits x using (site_id, visitor, n)
+    left join paths p using (site_id, visitor, n)
+    left join types t using (site_id, visitor, n)`
+  await tx`drop table visit_items, visit_seg`
+}
+
+export type CloseOptions = {
+  /** Visits with no event received since this instant are closed. */
+  before: Date
+  /** Most values kept per site, bucket and dimension; the rest fold into rollup_<g>_visit_other. */
+  dimCap: number
+}
+
+/**
+ * Closes the open visits nothing has arrived for since `before`, counting each into the
+ * hour (totals only), day, month and year visit rollups by the bucket of its start. Returns
+ * how many it closed.
+ */
+export async function closeVisits(tx: Sql, { before, dimCap }: CloseOptions): Promise<number> {
+  await tx`
+    create temp table visit_closed on commit drop as
+    with gone as (delete from visits_open where last_received_at < ${before} returning *) select * from gone`
+  const [{ n }] = (await tx`select count(*)::int as n from visit_closed`) as unknown as [{ n: number }]
+  if (n > 0) {
+    for (const g of GRANULARITIES) {
+      await tx`
+        insert into ${tx(`rollup_${g}_visits`)} as r (site_id, bucket, dim, value, visits, bounces, duration_ms, pageviews, events, users)
+        select v.site_id, date_trunc(${g}, v.started_at, 'UTC'), d.dim, d.value, ${visitMeasures(tx)}
+        from visit_closed v cross join lateral (${visitPairs(tx)}) d
+        ${g === 'hour' ? tx`where d.dim = ''` : tx``}
+        group by 1, 2, 3, 4
+        on conflict (site_id, dim, bucket, value) do update set
+          visits = r.visits + excluded.visits, bounces = r.bounces + excluded.bounces, duration_ms = r.duration_ms + excluded.duration_ms,
+          pageviews = r.pageviews + excluded.pageviews, events = r.events + excluded.events, users = hll_union(r.users, excluded.users)`
+      if (g !== 'hour') await trim(tx, g, dimCap)
+    }
+  }
+  await tx`drop table visit_closed`
+  return n
+}
+
+/** The measures of a group of visits `v`: visits, bounces, total duration in ms, page views, events and a sketch of visitors. */
+export function visitMeasures(tx: Sql): Rows {
+  const { log2m, regwidth, expthresh, sparseon } = HLL
+  return tx`count(*)::bigint, (count(*) filter (where v.pageviews = 1))::bigint,
+            coalesce(sum((extract(epoch from v.ended_at - v.started_at) * 1000)::bigint), 0)::bigint,
+            sum(v.pageviews)::bigint, sum(v.events)::bigint,
+            hll_add_agg(hll_hash_text(v.visitor), ${log2m}, ${regwidth}, ${expthresh}, ${sparseon})`
+}
+
+/** Keeps the dimCap values with most visits per (site, dim, bucket) the closed visits touched; folds the rest into rollup_<g>_visit_other. */
+async function trim(tx: Sql, g: Granularity, dimCap: number): Promise<void> {
+  const visits = tx(`rollup_${g}_visits`)
+  await tx`
+    with touched as (
+      select distinct v.site_id, d.dim, date_trunc(${g}, v.started_at, 'UTC') as bucket
+      from visit_closed v cross join lateral (${visitPairs(tx)}) d where d.dim <> ''
+    ),
+    crowded as (
+      select r.site_id, r.dim, r.bucket from ${visits} r join touched t using (site_id, dim, bucket)
+      group by 1, 2, 3 having count(*) > ${dimCap}
+    ),
+    ranked as (
+      select r.site_id, r.dim, r.bucket, r.value,
+             row_number() over (partition by r.site_id, r.dim, r.bucket order by r.visits desc, r.value) as rank
+      from ${visits} r join crowded c using (site_id, dim, bucket)
+    ),
+    trimmed as (
+      delete from ${visits} r using ranked k
+      where k.rank > ${dimCap} and r.site_id = k.site_id and r.dim = k.dim and r.bucket = k.bucket and r.value = k.value
+      returning r.*
+    )
+    insert into ${tx(`rollup_${g}_visit_other`)} as o (site_id, dim, bucket, visits, bounces, duration_ms, pageviews, events, users)
+    select site_id, dim, bucket, sum(visits), sum(bounces), sum(duration_ms), sum(pageviews), sum(events), hll_union_agg(users)
+    from trimmed group by 1, 2, 3
+    on conflict (site_id, dim, bucket) do update set
+      visits = o.visits + excluded.visits, bounces = o.bounces + excluded.bounces, duration_ms = o.duration_ms + excluded.duration_ms,
+      pageviews = o.pageviews + excluded.pageviews, events = o.events + excluded.events, users = hll_union(o.users, excluded.users)`
+}
+
+/** The (dim, value) pairs a closed visit row `v` is counted under, as a lateral subquery. */
+export function visitPairs(tx: Sql): Rows {
+  const attrs = VISIT_ATTRIBUTES.map((a) => tx`select ${a}::text, coalesce(v.${tx(a)}, '')`).reduce((a, b) => tx`${a} union all ${b}`)
+  return tx`
+    select ''::text as dim, ''::text as value
+    union all ${attrs}
+    union all select 'entry_page', coalesce(v.entry_page, '')
+    union all select 'exit_page', coalesce(v.exit_page, '')
+    union all select 'path', p from unnest(v.paths) p
+    union all select 'event_type', t from unnest(v.event_types) t`
+}
