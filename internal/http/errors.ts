@@ -31,6 +31,9 @@ export type ErrorCode =
   | 'invalid_query'
   | 'hourly_detail_expired'
   | 'needs_raw_events'
+  | 'visits_one_dimension'
+  | 'visits_whole_days'
+  | 'visits_not_recorded'
   | 'dimensions_not_recorded'
 
 export type ApiErrorOptions = {

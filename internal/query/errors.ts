@@ -6,10 +6,20 @@
  * - dimensions_not_recorded: the range reaches before this install counted dimensions (events
  *   rolled up before the upgrade that added them).
  * - hourly_detail_expired: hourly rollups past ROLLUP_HOUR_RETENTION_DAYS.
+ * - visits_one_dimension: visit metrics (and entry_page, exit_page) are counted by one
+ *   dimension at a time, among the visit dimensions (not props).
+ * - visits_whole_days: visit metrics by a dimension are counted per day.
+ * - visits_not_recorded: the range reaches before this install counted visits.
  */
 export class QueryRefusedError extends Error {
   constructor(
-    readonly code: 'needs_raw_events' | 'dimensions_not_recorded' | 'hourly_detail_expired',
+    readonly code:
+      | 'needs_raw_events'
+      | 'dimensions_not_recorded'
+      | 'hourly_detail_expired'
+      | 'visits_one_dimension'
+      | 'visits_whole_days'
+      | 'visits_not_recorded',
     message: string,
   ) {
     super(message)

@@ -130,7 +130,7 @@ describe('POST /v1/query answers', () => {
 
 describe('a query body', () => {
   test('names every problem', () => {
-    const r = parseQuery({ site_id: 'x', date_range: '8d', metrics: ['bounce_rate'], dimensions: ['colour'], filters: [['equals', 'country', []]], extra: 1 })
+    const r = parseQuery({ site_id: 'x', date_range: '8d', metrics: ['bounces'], dimensions: ['colour'], filters: [['equals', 'country', []]], extra: 1 })
     expect(r.ok).toBe(false)
     const fields = !r.ok ? r.problems.map((p) => p.field) : []
     expect(fields).toEqual(expect.arrayContaining(['date_range', 'metrics.0', 'dimensions.0', 'filters.0.0', 'filters.0.2', 'extra']))

@@ -10,11 +10,16 @@ import { type Dimension, DIMENSIONS, isDimension, NONE, PROPS_PREFIX } from '../
 export { runQuery } from './run.ts'
 export { QueryRefusedError } from './errors.ts'
 
-export const METRICS = ['visitors', 'pageviews', 'events'] as const
+export const METRICS = ['visitors', 'pageviews', 'events', 'visits', 'bounce_rate', 'visit_duration', 'views_per_visit', 'conversion_rate'] as const
 export type Metric = (typeof METRICS)[number]
-export const OPERATORS = ['is', 'is_not', 'contains'] as const
+/** The metrics of visits, counted from the visit rollups. */
+export const VISIT_METRICS: readonly Metric[] = ['visits', 'bounce_rate', 'visit_duration', 'views_per_visit']
+/** `matches` takes values with * wildcards (any run of characters), for goals such as /blog/*. */
+export const OPERATORS = ['is', 'is_not', 'contains', 'matches'] as const
 export type Operator = (typeof OPERATORS)[number]
-export const DATE_RANGES = ['day', '7d', '30d', 'month', '12mo', 'year', 'all'] as const
+/** realtime: the last 5 minutes (REALTIME_MS), answered from raw events. */
+export const DATE_RANGES = ['realtime', 'day', '7d', '30d', 'month', '12mo', 'year', 'all'] as const
+export const REALTIME_MS = 5 * 60_000
 
 export type Filter = { op: Operator; dim: Dimension; values: string[] }
 
@@ -32,6 +37,8 @@ export type Query = {
   filters: Filter[]
   orderBy: { key: Metric | 'dimension' | 'time'; desc: boolean }[]
   limit: number
+  /** date_range "realtime": from/to are the last REALTIME_MS, and only raw events answer. */
+  realtime: boolean
 }
 
 export type QueryResult = {
@@ -171,6 +178,17 @@ export function parseQuery(body: unknown, now = new Date()): { ok: true; query: 
     if (k === null) problems.push({ field: `order_by.${i}`, message: `order_by must name a metric or dimension of this query, not ${JSON.stringify(key)}` })
     else orderBy.push({ key: k as Query['orderBy'][number]['key'], desc: dir === 'desc' })
   }
+  const realtime = q.date_range === 'realtime'
+  if (realtime && (time || q.metrics.some((m) => VISIT_METRICS.includes(m) || m === 'conversion_rate'))) {
+    problems.push({ field: 'date_range', message: 'realtime answers visitors, pageviews and events, without time dimensions' })
+  }
+  const goal = q.filters.some(([, dim]) => dim === 'event_type' || dim === 'path') || dimension === 'event_type'
+  if (q.metrics.includes('conversion_rate') && !goal) {
+    problems.push({
+      field: 'metrics',
+      message: 'conversion_rate needs a goal: a filter on event_type or path (such as ["is", "event_type", ["signup"]]), or a breakdown by event_type',
+    })
+  }
   if (problems.length) return { ok: false, problems }
   // By default a series reads in time order, a breakdown by its first metric, largest first.
   if (orderBy.length === 0) {
@@ -190,6 +208,7 @@ export function parseQuery(body: unknown, now = new Date()): { ok: true; query: 
       filters: q.filters.map(([op, dim, values]) => ({ op, dim: dim as Dimension, values: values.map((x) => (x === NONE ? '' : x)) })),
       orderBy,
       limit: q.limit,
+      realtime,
     },
   }
 }
@@ -200,6 +219,8 @@ export function resolveRange(range: (typeof DATE_RANGES)[number] | [string, stri
   const day = (n: number) => new Date(today.getTime() + n * DAY_MS)
   if (Array.isArray(range)) return [new Date(`${range[0]}T00:00:00Z`), new Date(Date.parse(`${range[1]}T00:00:00Z`) + DAY_MS)]
   switch (range) {
+    case 'realtime':
+      return [new Date(now.getTime() - REALTIME_MS), new Date(now.getTime() + 1)]
     case 'day':
       return [today, day(1)]
     case '7d':

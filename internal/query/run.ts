@@ -1,11 +1,12 @@
 import type postgres from 'postgres'
 import type { Sql } from '../clients/clients.ts'
-import { add, type Granularity, truncate } from '../store/buckets.ts'
-import { type Dimension, dimensionValue, NONE, PAGEVIEW_TYPES } from '../store/dimensions.ts'
+import { add, GRANULARITIES, type Granularity, truncate } from '../store/buckets.ts'
+import { type Dimension, dimensionValue, NONE, PAGEVIEW_TYPES, VISIT_ONLY_DIMENSIONS } from '../store/dimensions.ts'
+import { isVisitDimension, VISIT_DIMENSIONS, visitMeasures, visitPairs } from '../visits/visits.ts'
 import { HLL } from '../store/rollup.ts'
 import { plan } from '../store/stats.ts'
 import { QueryRefusedError } from './errors.ts'
-import type { Filter, Query, QueryResult } from './query.ts'
+import { type Filter, type Metric, type Query, type QueryResult, REALTIME_MS, VISIT_METRICS } from './query.ts'
 
 type Tx = postgres.TransactionSql
 type Fragment = postgres.PendingQuery<postgres.Row[]>
@@ -18,7 +19,7 @@ export type RunOptions = {
   now?: Date
 }
 
-type State = { watermark: string; dimsSince: Date | null; rawDroppedBefore: Date | null }
+type State = { watermark: string; dimsSince: Date | null; rawDroppedBefore: Date | null; visitsSince: Date | null }
 
 /**
  * Answers a query in one repeatable-read snapshot, from one of three places:
@@ -31,53 +32,165 @@ type State = { watermark: string; dimsSince: Date | null; rawDroppedBefore: Date
  * The rollups are always read with the raw events above the watermark, so nothing stored is
  * missed and nothing is counted twice.
  */
-export async function runQuery(sql: Sql, q: Query, { hourlyFrom = null, maxFutureMs = 5 * 60_000, now = new Date() }: RunOptions = {}): Promise<QueryResult> {
-  const involved = new Set<Dimension>(q.filters.map((f) => f.dim))
-  if (q.dimension) involved.add(q.dimension)
-  const totals = [...involved].every((d) => d === 'event_type')
-  const oneDimension = involved.size === 1 && q.time !== 'hour'
+export async function runQuery(sql: Sql, q: Query, options: RunOptions = {}): Promise<QueryResult> {
+  const { maxFutureMs = 5 * 60_000, now = new Date() } = options
+  if (q.realtime) q = { ...q, from: new Date(now.getTime() - REALTIME_MS), to: new Date(now.getTime() + maxFutureMs) }
   return sql.begin('isolation level repeatable read read only', async (tx) => {
-    const [s] = await tx`select xid_watermark::text as watermark, dims_since, raw_dropped_before from rollup_state`
-    const state: State = { watermark: s!.watermark, dimsSince: s!.dims_since, rawDroppedBefore: s!.raw_dropped_before }
-    const range = q.from && q.to ? { from: q.from, to: q.to } : q.time ? await allTime(tx, q.siteId, now, maxFutureMs) : null
-    const source = totals ? 'totals' : oneDimension ? 'dims' : 'raw'
-    if (source === 'dims' && state.dimsSince && (!range || range.from.getTime() < state.dimsSince.getTime() + maxFutureMs)) {
-      throw new QueryRefusedError(
-        'dimensions_not_recorded',
-        `dimensions are counted for events from ${new Date(state.dimsSince.getTime() + maxFutureMs).toISOString()} on (this install counted none before its upgrade); start the range later`,
-      )
-    }
-    if (source === 'raw') refuseUnlessRaw(state, range, maxFutureMs)
-    const segments = range && source !== 'raw' ? plan(range.from, range.to, q.time) : null
-    if (source === 'totals' && hourlyFrom && segments?.hour.some((b) => new Date(b) < hourlyFrom)) {
-      throw new QueryRefusedError(
-        'hourly_detail_expired',
-        `hourly detail is kept only from ${hourlyFrom.toISOString()}; before that, ranges must start and end on UTC day boundaries and time cannot be by hour`,
-      )
-    }
-    const parts = sources(tx, q, source, segments, range, state)
-    const [t, v] = [q.time ? tx`t` : tx`null::timestamptz`, q.dimension ? tx`v` : tx`null::text`]
-    const [rows, trimmed] = await Promise.all([
-      tx`
-        select ${t} as t, ${v} as v, sum(events)::float8 as events, sum(pageviews)::float8 as pageviews,
-               coalesce(hll_cardinality(hll_union_agg(users)), 0)::float8 as visitors
-        from (${parts}) as s(t, v, events, pageviews, users)
-        group by 1, 2`,
-      source === 'dims' ? trimmedEvents(tx, q, [...involved][0]!, segments) : Promise.resolve(0),
-    ])
+    const [s] = await tx`select xid_watermark::text as watermark, dims_since, raw_dropped_before, visits_since from rollup_state`
+    const state: State = { watermark: s!.watermark, dimsSince: s!.dims_since, rawDroppedBefore: s!.raw_dropped_before, visitsSince: s!.visits_since }
+    const answer = await rowsOf(tx, q, state, options)
+    if (q.metrics.includes('conversion_rate')) await convert(tx, q, state, options, answer.rows)
     return {
-      results: shape(rows as unknown as Row[], q),
+      results: shape(answer.rows, q),
       meta: {
         site_id: q.siteId,
         date_range: q.from && q.to ? [q.from.toISOString(), q.to.toISOString()] : null,
-        source: source === 'raw' ? 'raw_events' : 'rollups',
-        trimmed_events: trimmed,
+        source: answer.source === 'raw' ? 'raw_events' : 'rollups',
+        trimmed_events: answer.trimmed,
       },
     }
   })
 }
 
-type Row = { t: Date | null; v: string | null; events: number; pageviews: number; visitors: number }
+/**
+ * Sets each row's conversion rate: its visitors over the visitors of the same query without
+ * the goal. The goal is the first filter on event_type (else on path), or else the breakdown
+ * by event_type, whose rows each divide by all visitors.
+ */
+async function convert(tx: Tx, q: Query, state: State, options: RunOptions, rows: Row[]): Promise<void> {
+  const goal = q.filters.find((f) => f.dim === 'event_type') ?? q.filters.find((f) => f.dim === 'path')
+  const base: Query = goal
+    ? { ...q, filters: q.filters.filter((f) => f !== goal), metrics: ['visitors'] }
+    : { ...q, dimension: null, order: q.order.filter((o) => o === 'time'), metrics: ['visitors'] }
+  const all = new Map((await rowsOf(tx, base, state, options)).rows.map((r) => [key(r.t, goal ? r.v : null), r.visitors]))
+  for (const r of rows) {
+    const total = all.get(key(r.t, goal ? r.v : null)) ?? 0
+    r.conversion_rate = total > 0 ? Math.round((10_000 * Math.round(r.visitors)) / Math.round(total)) / 100 : 0
+  }
+}
+const key = (t: Date | null, v: string | null) => `${t?.getTime() ?? ''}|${v ?? ''}`
+
+type Answer = { rows: Row[]; source: 'totals' | 'dims' | 'raw' | 'visits'; trimmed: number }
+
+/** The rows of a query's event metrics and, when asked, its visit metrics, in one snapshot. */
+async function rowsOf(tx: Tx, q: Query, state: State, { hourlyFrom = null, maxFutureMs = 5 * 60_000, now = new Date() }: RunOptions): Promise<Answer> {
+  const involved = new Set<Dimension>(q.filters.map((f) => f.dim))
+  if (q.dimension) involved.add(q.dimension)
+  const range = q.from && q.to ? { from: q.from, to: q.to } : q.time ? await allTime(tx, q.siteId, now, maxFutureMs) : null
+  const visitOnly = [...involved].some((d) => (VISIT_ONLY_DIMENSIONS as readonly string[]).includes(d))
+  const wantsVisits = visitOnly || q.metrics.some((m) => VISIT_METRICS.includes(m))
+  const visits = wantsVisits ? await visitRows(tx, q, involved, range, state, hourlyFrom) : null
+  // Visitors, page views and events of entry and exit pages are those of the visits entering or leaving there.
+  if (visitOnly) return { rows: visits!, source: 'visits', trimmed: 0 }
+  const totals = [...involved].every((d) => d === 'event_type')
+  const oneDimension = involved.size === 1 && q.time !== 'hour'
+  const source = q.realtime ? 'raw' : totals ? 'totals' : oneDimension ? 'dims' : 'raw'
+  if (source === 'dims' && state.dimsSince && (!range || range.from.getTime() < state.dimsSince.getTime() + maxFutureMs)) {
+    throw new QueryRefusedError(
+      'dimensions_not_recorded',
+      `dimensions are counted for events from ${new Date(state.dimsSince.getTime() + maxFutureMs).toISOString()} on (this install counted none before its upgrade); start the range later`,
+    )
+  }
+  if (source === 'raw') refuseUnlessRaw(state, range, maxFutureMs)
+  const segments = range && source !== 'raw' ? plan(range.from, range.to, q.time) : null
+  if (source === 'totals' && hourlyFrom && segments?.hour.some((b) => new Date(b) < hourlyFrom)) throw hourlyExpired(hourlyFrom)
+  const parts = sources(tx, q, source, segments, range, state)
+  const [t, v] = [q.time ? tx`t` : tx`null::timestamptz`, q.dimension ? tx`v` : tx`null::text`]
+  const [rows, trimmed] = await Promise.all([
+    tx`
+      select ${t} as t, ${v} as v, sum(events)::float8 as events, sum(pageviews)::float8 as pageviews,
+             coalesce(hll_cardinality(hll_union_agg(users)), 0)::float8 as visitors
+      from (${parts}) as s(t, v, events, pageviews, users)
+      group by 1, 2`,
+    source === 'dims' ? trimmedEvents(tx, q, [...involved][0]!, segments) : Promise.resolve(0),
+  ])
+  const out = rows as unknown as Row[]
+  if (visits) {
+    // Visit figures join the event figures of the same bucket and value.
+    const byKey = new Map(visits.map((r) => [key(r.t, r.v), r]))
+    for (const r of out) Object.assign(r, pick(byKey.get(key(r.t, r.v))))
+    const seen = new Set(out.map((r) => key(r.t, r.v)))
+    for (const r of visits) if (!seen.has(key(r.t, r.v))) out.push({ ...r, events: 0, pageviews: 0, visitors: 0 })
+  }
+  return { rows: out, source, trimmed }
+}
+
+const pick = (r: Row | undefined) => ({
+  visits: r?.visits ?? 0,
+  bounces: r?.bounces ?? 0,
+  duration_ms: r?.duration_ms ?? 0,
+  visit_pageviews: r?.visit_pageviews ?? 0,
+})
+
+const hourlyExpired = (hourlyFrom: Date) =>
+  new QueryRefusedError(
+    'hourly_detail_expired',
+    `hourly detail is kept only from ${hourlyFrom.toISOString()}; before that, ranges must start and end on UTC day boundaries and time cannot be by hour`,
+  )
+
+/**
+ * Visit figures from the visit rollups plus the visits still open: one dimension at most
+ * (a visit's attributes, entry or exit page, a path it viewed or an event type it sent).
+ */
+async function visitRows(tx: Tx, q: Query, involved: Set<Dimension>, range: Range | null, state: State, hourlyFrom: Date | null): Promise<Row[]> {
+  const dims = [...involved]
+  if (dims.length > 1 || (dims[0] && !isVisitDimension(dims[0]))) {
+    throw new QueryRefusedError(
+      'visits_one_dimension',
+      `visit metrics, entry_page and exit_page are counted by one dimension at a time, among ${VISIT_DIMENSIONS.join(', ')}; this query involves ${dims.join(', ')}`,
+    )
+  }
+  const dim = dims[0] ?? ''
+  if (state.visitsSince && (!range || range.from < state.visitsSince)) {
+    throw new QueryRefusedError(
+      'visits_not_recorded',
+      `visits are counted for events from ${state.visitsSince.toISOString()} on (this install counted none before its upgrade); start the range later`,
+    )
+  }
+  const segments = range ? plan(range.from, range.to, q.time) : null
+  if (dim && segments?.hour.length) {
+    throw new QueryRefusedError(
+      'visits_whole_days',
+      'visit metrics by a dimension are counted per day: ranges must start and end on UTC day boundaries, and time cannot be by hour',
+    )
+  }
+  if (hourlyFrom && segments?.hour.some((b) => new Date(b) < hourlyFrom)) throw hourlyExpired(hourlyFrom)
+  const levels = segments ? GRANULARITIES.filter((g) => segments[g].length > 0) : (['year'] as const)
+  const filters = q.filters.map((f) => tx`and ${match(tx, tx`value`, f)}`).reduce((a, b) => tx`${a} ${b}`, tx``)
+  const time = (col: Fragment) => (q.time ? tx`date_trunc(${q.time}, ${col}, 'UTC')` : tx`null::timestamptz`)
+  const value = q.dimension ? tx`value` : tx`null::text`
+  const rolled = levels.map(
+    (g) => tx`
+      select ${time(tx`bucket`)}, ${value}, visits, bounces, duration_ms, pageviews, events, users
+      from ${tx(`rollup_${g}_visits`)} where site_id = ${q.siteId} and dim = ${dim} ${segments ? tx`and bucket = any(${segments[g]}::timestamptz[])` : tx``} ${filters}`,
+  )
+  const open = tx`
+    select ${time(tx`v.started_at`)}, ${q.dimension ? tx`d.value` : tx`null::text`}, ${visitMeasures(tx as unknown as Sql)}
+    from visits_open v cross join lateral (${visitPairs(tx as unknown as Sql)}) d
+    where v.site_id = ${q.siteId} and d.dim = ${dim} ${range ? tx`and v.started_at >= ${range.from} and v.started_at < ${range.to}` : tx``}
+    ${q.filters.map((f) => tx`and ${match(tx, tx`d.value`, f)}`).reduce((a, b) => tx`${a} ${b}`, tx``)}
+    group by 1, 2`
+  const rows = await tx`
+    select t, v, sum(visits)::float8 as visits, sum(bounces)::float8 as bounces, sum(duration_ms)::float8 as duration_ms,
+           sum(pageviews)::float8 as pageviews, sum(events)::float8 as events, coalesce(hll_cardinality(hll_union_agg(users)), 0)::float8 as visitors
+    from (${[...rolled, open].reduce((a, b) => tx`${a} union all ${b}`)}) as s(t, v, visits, bounces, duration_ms, pageviews, events, users)
+    group by 1, 2`
+  return (rows as unknown as (Row & { pageviews: number })[]).map((r) => ({ ...r, visit_pageviews: r.pageviews }))
+}
+
+type Row = {
+  t: Date | null
+  v: string | null
+  events: number
+  pageviews: number
+  visitors: number
+  visits?: number
+  bounces?: number
+  duration_ms?: number
+  /** Page views within the visits counted (views_per_visit's numerator). */
+  visit_pageviews?: number
+  conversion_rate?: number
+}
 type Range = { from: Date; to: Date }
 
 /** Two dimensions at once are answered from raw events, which must all still be kept for the range. */
@@ -141,7 +254,8 @@ function sources(tx: Tx, q: Query, source: 'totals' | 'dims' | 'raw', segments: 
 function match(tx: Tx, value: Fragment, f: Filter): Fragment {
   if (f.op === 'is') return tx`${value} = any(${f.values})`
   if (f.op === 'is_not') return tx`${value} <> all(${f.values})`
-  const patterns = f.values.map((x) => `%${x.replace(/[\\%_]/g, (c) => `\\${c}`)}%`)
+  const escaped = f.values.map((x) => x.replace(/[\\%_]/g, (c) => `\\${c}`))
+  const patterns = f.op === 'matches' ? escaped.map((x) => x.replaceAll('*', '%')) : escaped.map((x) => `%${x}%`)
   return tx`${value} like any(${patterns})`
 }
 
@@ -161,7 +275,7 @@ async function trimmedEvents(tx: Tx, q: Query, dim: Dimension, segments: ReturnT
 function shape(rows: Row[], q: Query): QueryResult['results'] {
   // A query without dimensions has one row of totals, even when nothing matched.
   if (!q.dimension && !q.time && rows.length === 0) rows = [{ t: null, v: null, events: 0, pageviews: 0, visitors: 0 }]
-  const key = (r: Row, k: Query['orderBy'][number]['key']) => (k === 'time' ? (r.t?.getTime() ?? 0) : k === 'dimension' ? (r.v ?? '') : r[k])
+  const key = (r: Row, k: Query['orderBy'][number]['key']) => (k === 'time' ? (r.t?.getTime() ?? 0) : k === 'dimension' ? (r.v ?? '') : metric(r, k))
   rows.sort((a, b) => {
     for (const { key: k, desc } of q.orderBy) {
       const x = key(a, k)
@@ -173,8 +287,29 @@ function shape(rows: Row[], q: Query): QueryResult['results'] {
   })
   return rows.slice(0, q.limit).map((r) => ({
     dimensions: q.order.map((o) => (o === 'time' ? timeLabel(r.t!, q.time!) : r.v === '' ? NONE : r.v)),
-    metrics: q.metrics.map((m) => (m === 'visitors' ? Math.round(r.visitors) : r[m])),
+    metrics: q.metrics.map((m) => metric(r, m)),
   }))
+}
+
+/** A metric's figure for a row: visit figures are means and shares of its visits (0 without visits). */
+function metric(r: Row, m: Metric): number {
+  const visits = r.visits ?? 0
+  switch (m) {
+    case 'visitors':
+      return Math.round(r.visitors)
+    case 'visits':
+      return visits
+    case 'bounce_rate':
+      return visits ? Math.round((1000 * (r.bounces ?? 0)) / visits) / 10 : 0
+    case 'visit_duration':
+      return visits ? Math.round((r.duration_ms ?? 0) / visits / 1000) : 0
+    case 'views_per_visit':
+      return visits ? Math.round((100 * (r.visit_pageviews ?? 0)) / visits) / 100 : 0
+    case 'conversion_rate':
+      return r.conversion_rate ?? 0
+    default:
+      return r[m]
+  }
 }
 
 /** Days, months and years as YYYY-MM-DD (their first day); hours as an ISO instant. */

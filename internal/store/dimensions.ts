@@ -21,7 +21,9 @@ export const DIMENSIONS = [
   'path',
   'event_type',
 ] as const
-export type Dimension = (typeof DIMENSIONS)[number] | `props:${string}`
+/** Dimensions of visits only: the first and last page viewed (counted from the visit rollups). */
+export const VISIT_ONLY_DIMENSIONS = ['entry_page', 'exit_page'] as const
+export type Dimension = (typeof DIMENSIONS)[number] | (typeof VISIT_ONLY_DIMENSIONS)[number] | `props:${string}`
 
 /** Dimension rollups are kept per day, month and year; hours come from raw events. */
 export const DIM_GRANULARITIES = ['day', 'month', 'year'] as const
@@ -35,7 +37,9 @@ export const PROPS_PREFIX = 'props:'
 export const PAGEVIEW_TYPES = ['pageview', 'page_view'] as const
 
 export const isDimension = (s: string): s is Dimension =>
-  (DIMENSIONS as readonly string[]).includes(s) || (s.startsWith(PROPS_PREFIX) && s.length > PROPS_PREFIX.length)
+  (DIMENSIONS as readonly string[]).includes(s) ||
+  (VISIT_ONLY_DIMENSIONS as readonly string[]).includes(s) ||
+  (s.startsWith(PROPS_PREFIX) && s.length > PROPS_PREFIX.length)
 
 /**
  * The value of `dim` for a raw event row, as the rollups keep it: '' when absent. A property

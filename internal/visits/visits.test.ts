@@ -1,5 +1,6 @@
 import { describe, expect, setDefaultTimeout, test } from 'bun:test'
 import type { Event } from '../event/event.ts'
+import { parseQuery, runQuery } from '../query/query.ts'
 import { rollup, rollupLag } from '../store/rollup.ts'
 import { createStore } from '../store/store.ts'
 import { eventually, isolated } from '../testkit/testkit.ts'
@@ -133,5 +134,100 @@ describe('visits', () => {
     await createStore(ctx.db.sql).insertEvents([ev(s, 'a', 0, { user_id: null })])
     await roll()
     expect((await totals(s)).visits).toBe(0)
+  })
+})
+
+describe('visit metrics in /v1/query', () => {
+  const ask = async (body: Record<string, unknown>, now = new Date(T0 + 120 * MIN)) => {
+    const parsed = parseQuery(body, now)
+    if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems))
+    return runQuery(ctx.db.sql, parsed.query, { now })
+  }
+  /** Site s: visitor a visits /home → /pricing (10 min) then signs up; b bounces on /blog; c's visit is still open. */
+  async function seed() {
+    const s = newSite()
+    const store = createStore(ctx.db.sql)
+    await store.insertEvents([
+      ev(s, 'a', 0, { path: '/home', source: 'Google' }),
+      ev(s, 'a', 10, { path: '/pricing', source: 'Google' }),
+      ev(s, 'a', 12, { path: '/pricing', event_type: 'signup', source: 'Google' }),
+      ev(s, 'b', 5, { path: '/blog/intro', source: 'Direct / None' }),
+    ])
+    await roll()
+    await store.insertEvents([ev(s, 'c', 30, { path: '/blog/intro', source: 'Google' }), ev(s, 'c', 31, { path: '/home', source: 'Google' })])
+    await roll(Date.now() - 60_000)
+    return s
+  }
+
+  test('visits, bounce rate, duration and views per visit count closed and still-open visits', async () => {
+    const s = await seed()
+    const r = await ask({
+      site_id: s,
+      date_range: ['2025-11-14', '2025-11-14'],
+      metrics: ['visitors', 'visits', 'bounce_rate', 'visit_duration', 'views_per_visit'],
+    })
+    // a: 12 min, 2 views; b: bounce, 0 s, 1 view; c (open): 1 min, 2 views.
+    expect(r.results).toEqual([{ dimensions: [], metrics: [3, 3, 33.3, Math.round((13 * 60) / 3), 1.67] }])
+  })
+
+  test('entry and exit pages break visits down, with the visitors and page views of those visits', async () => {
+    const s = await seed()
+    const r = await ask({ site_id: s, date_range: ['2025-11-14', '2025-11-14'], metrics: ['visits', 'visitors', 'pageviews'], dimensions: ['entry_page'] })
+    expect(r.results).toEqual([
+      { dimensions: ['/blog/intro'], metrics: [2, 2, 3] },
+      { dimensions: ['/home'], metrics: [1, 1, 2] },
+    ])
+    const exits = await ask({
+      site_id: s,
+      date_range: ['2025-11-14', '2025-11-14'],
+      metrics: ['visits'],
+      dimensions: ['exit_page'],
+      filters: [['is', 'exit_page', ['/pricing']]],
+    })
+    expect(exits.results).toEqual([{ dimensions: ['/pricing'], metrics: [1] }])
+  })
+
+  test('conversion rate divides converting visitors by all visitors, for an event type or a path pattern', async () => {
+    const s = await seed()
+    const range = ['2025-11-14', '2025-11-14']
+    const signup = await ask({ site_id: s, date_range: range, metrics: ['visitors', 'conversion_rate'], filters: [['is', 'event_type', ['signup']]] })
+    expect(signup.results).toEqual([{ dimensions: [], metrics: [1, 33.33] }])
+    const blog = await ask({ site_id: s, date_range: range, metrics: ['conversion_rate'], filters: [['matches', 'path', ['/blog/*']]] })
+    expect(blog.results).toEqual([{ dimensions: [], metrics: [66.67] }])
+    const goals = await ask({ site_id: s, date_range: range, metrics: ['visitors', 'conversion_rate'], dimensions: ['event_type'] })
+    expect(goals.results).toEqual([
+      { dimensions: ['pageview'], metrics: [3, 100] },
+      { dimensions: ['signup'], metrics: [1, 33.33] },
+    ])
+  })
+
+  test('visit metrics by a visit attribute come from the visits that started with it', async () => {
+    const s = await seed()
+    const r = await ask({ site_id: s, date_range: ['2025-11-14', '2025-11-14'], metrics: ['visits', 'bounce_rate'], dimensions: ['source'] })
+    expect(r.results).toEqual([
+      { dimensions: ['Google'], metrics: [2, 0] },
+      { dimensions: ['Direct / None'], metrics: [1, 100] },
+    ])
+  })
+
+  test('visit metrics over two dimensions at once are refused with visits_one_dimension', async () => {
+    const s = await seed()
+    const err = await ask({
+      site_id: s,
+      date_range: ['2025-11-14', '2025-11-14'],
+      metrics: ['visits'],
+      dimensions: ['source'],
+      filters: [['is', 'country', ['DE']]],
+    }).catch((e) => e)
+    expect(err.code).toBe('visits_one_dimension')
+  })
+
+  test('realtime counts the visitors of the last five minutes', async () => {
+    const s = newSite()
+    const now = Date.now()
+    const recent = (user: string, agoMs: number) => ({ ...ev(s, user, 0), timestamp: new Date(now - agoMs).toISOString() })
+    await createStore(ctx.db.sql).insertEvents([recent('a', 10_000), recent('b', 60_000), recent('b', 4 * MIN), recent('c', 6 * MIN)])
+    const r = await ask({ site_id: s, date_range: 'realtime', metrics: ['visitors', 'pageviews'] }, new Date(now))
+    expect(r.results).toEqual([{ dimensions: [], metrics: [2, 3] }])
   })
 })
