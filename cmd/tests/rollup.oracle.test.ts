@@ -101,7 +101,76 @@ function workload(): Ev[] {
       })
     }
   }
+  out.push(...visitWorkload())
   return out.sort(() => rand() - 0.5)
+}
+
+/**
+ * Visitors with several visits each: page views 1 to 20 minutes apart, visits hours or days
+ * apart, some running over midnight at the end of a month or a year.
+ */
+function visitWorkload(): Ev[] {
+  const out: Ev[] = []
+  const starts = [Date.parse('2024-11-30T23:45:00Z'), Date.parse('2024-12-31T23:50:00Z'), Date.parse('2025-01-15T12:00:00Z')]
+  for (const site of ['oracle-a', 'oracle-b', 'oracle:c.d_e']) {
+    for (let v = 0; v < 40; v++) {
+      let t = pick(starts) + Math.floor(rand() * 6) * 3_600_000 * (rand() < 0.5 ? -1 : 1)
+      for (let visit = 0; visit < 3; visit++) {
+        const views = 1 + Math.floor(rand() * 5)
+        for (let i = 0; i < views; i++) {
+          out.push({
+            event_id: uuid(),
+            site_id: site,
+            event_type: i > 0 && rand() < 0.15 ? 'signup' : 'pageview',
+            path: pick(PATHS),
+            user_id: `visitor-${v}`,
+            timestamp: new Date(t).toISOString(),
+            referrer: pick(REFERRERS),
+            ip: pick(IPS),
+            user_agent: pick(AGENTS),
+          })
+          t += (1 + Math.floor(rand() * 20)) * 60_000
+        }
+        t += (31 + Math.floor(rand() * 3000)) * 60_000
+      }
+    }
+  }
+  return out
+}
+
+type Visit = { site: string; user: string; start: number; end: number; events: number; pageviews: number; entry: string; exit: string }
+/** Every visit of the stored events: one visitor's events on one site with each gap under 30 minutes. */
+function expectedVisits(events: Ev[]): Visit[] {
+  const byVisitor = new Map<string, Ev[]>()
+  for (const e of events) byVisitor.set(`${e.site_id}|${e.user_id}`, [...(byVisitor.get(`${e.site_id}|${e.user_id}`) ?? []), e])
+  const visits: Visit[] = []
+  for (const evs of byVisitor.values()) {
+    evs.sort((a, b) => Date.parse(a.timestamp) - Date.parse(b.timestamp))
+    let current: Ev[] = []
+    const close = () => {
+      if (!current.length) return
+      const views = current.filter((e) => (PAGEVIEW_TYPES as readonly string[]).includes(e.event_type))
+      const key = (e: Ev) => `${new Date(e.timestamp).toISOString()}|${e.path}`
+      const sorted = views.map(key).sort()
+      visits.push({
+        site: current[0]!.site_id,
+        user: current[0]!.user_id,
+        start: Date.parse(current[0]!.timestamp),
+        end: Date.parse(current.at(-1)!.timestamp),
+        events: current.length,
+        pageviews: views.length,
+        entry: sorted.length ? sorted[0]!.split('|')[1]! : '',
+        exit: sorted.length ? sorted.at(-1)!.split('|')[1]! : '',
+      })
+      current = []
+    }
+    for (const e of evs) {
+      if (current.length && Date.parse(e.timestamp) - Date.parse(current.at(-1)!.timestamp) >= 30 * 60_000) close()
+      current.push(e)
+    }
+    close()
+  }
+  return visits
 }
 
 type Bucket = { views: number; byType: Map<string, number>; users: Set<string>; paths: Map<string, number> }
@@ -371,6 +440,75 @@ describe('rollups against an exact oracle', () => {
     const refused = await ask(two)
     expect(refused.status).toBe(422)
     expect(((await refused.json()) as { code: string }).code).toBe('needs_raw_events')
+
+    // Visits: per bucket while they are all still open (VISIT_CLOSE_AFTER_MS is 30 minutes and
+    // every event arrived within it), then once the rollup has closed and counted them all.
+    const visits = expectedVisits([...sent.values()])
+    await compareVisits(visits, 'open')
+    const closing = await runBinary('cron', { ...env, VISIT_CLOSE_AFTER_MS: '0' }, ['--once', 'rollup'])
+    expect(closing.code).toBe(0)
+    const [{ open }] = (await db.sql`select count(*)::int as open from visits_open`) as unknown as [{ open: number }]
+    expect(open).toBe(0)
+    await compareVisits(visits, 'closed')
+    log.push(`${visits.length} visits, with bounces, durations, entry and exit pages and conversion rates, equal open and closed`)
     console.log(`oracle: ${log.join('; ')}`)
-  }, 240_000)
+  }, 300_000)
+
+  /** Visit figures of /v1/query per day, month and year, entry and exit pages per month, and conversion rates, against the oracle's visits. */
+  async function compareVisits(visits: Visit[], when: string) {
+    const ask = async (body: Record<string, unknown>) => {
+      const res = await fetch(`${stack.base}/v1/query`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer oracle', 'content-type': 'application/json' },
+        body: JSON.stringify({ date_range: ['2024-01-01', '2025-12-31'], limit: 10_000, ...body }),
+      })
+      expect(res.status).toBe(200)
+      return ((await res.json()) as { results: { dimensions: string[]; metrics: number[] }[] }).results
+    }
+    const figures = (vs: Visit[]) => {
+      const n = vs.length
+      const bounces = vs.filter((v) => v.pageviews === 1).length
+      const duration = vs.reduce((s, v) => s + v.end - v.start, 0)
+      const views = vs.reduce((s, v) => s + v.pageviews, 0)
+      return [n, Math.round((1000 * bounces) / n) / 10, Math.round(duration / n / 1000), Math.round((100 * views) / n) / 100]
+    }
+    for (const site of SITES) {
+      const mine = visits.filter((v) => v.site === site.id)
+      for (const g of DIM_GRANULARITIES) {
+        const want = new Map<string, Visit[]>()
+        for (const v of mine) {
+          const b = truncate(new Date(v.start), g).toISOString().slice(0, 10)
+          want.set(b, [...(want.get(b) ?? []), v])
+        }
+        const got = await ask({ site_id: site.id, metrics: ['visits', 'bounce_rate', 'visit_duration', 'views_per_visit'], dimensions: [`time:${g}`] })
+        expect({ when, site: site.id, g, rows: Object.fromEntries(got.filter((r) => r.metrics[0]! > 0).map((r) => [r.dimensions[0], r.metrics])) }).toEqual({
+          when,
+          site: site.id,
+          g,
+          rows: Object.fromEntries([...want].map(([b, vs]) => [b, figures(vs)])),
+        })
+      }
+      for (const dim of ['entry_page', 'exit_page'] as const) {
+        const want = new Map<string, number>()
+        for (const v of mine) {
+          const key = `${v[dim === 'entry_page' ? 'entry' : 'exit'] || NONE}|${truncate(new Date(v.start), 'month').toISOString().slice(0, 10)}`
+          want.set(key, (want.get(key) ?? 0) + 1)
+        }
+        const got = await ask({ site_id: site.id, metrics: ['visits'], dimensions: [dim, 'time:month'] })
+        expect({ when, site: site.id, dim, rows: Object.fromEntries(got.map((r) => [r.dimensions.join('|'), r.metrics[0]])) }).toEqual({
+          when,
+          site: site.id,
+          dim,
+          rows: Object.fromEntries([...want].sort()),
+        })
+      }
+      // Conversion rate: visitors who signed up over all visitors, exact below the sketch threshold.
+      const users = new Set([...sent.values()].filter((e) => e.site_id === site.id).map((e) => e.user_id))
+      const converted = new Set([...sent.values()].filter((e) => e.site_id === site.id && e.event_type === 'signup').map((e) => e.user_id))
+      const [rate] = await ask({ site_id: site.id, metrics: ['conversion_rate'], filters: [['is', 'event_type', ['signup']]] })
+      const want = Math.round((10_000 * converted.size) / users.size) / 100
+      if (users.size < HLL_EXACT_UP_TO) expect({ when, site: site.id, rate: rate!.metrics[0] }).toEqual({ when, site: site.id, rate: want })
+      else expect(Math.abs(rate!.metrics[0]! - want)).toBeLessThanOrEqual(want * 0.04)
+    }
+  }
 })
