@@ -8,7 +8,9 @@
 // 3. GET /v1/stats for a year at day and month granularity, and POST /v1/query broken down
 //    by source and filtered by country, for one site among 100, on the year-spread data
 //    (per site: 300 referring sites, 500 paths, 150 countries), with fresh raw events not yet
-//    rolled up on top.
+//    rolled up on top; and /v1/query's visit metrics by month and visits by entry page.
+// 1b. What visits cost the rollup: VISIT_EVENTS events rolled up with and without visits.
+// Every run closes the visits it merges (visitCloseAfterMs 0), so closing is measured too.
 import { parseArgs } from 'node:util'
 import Redis from 'ioredis'
 import type { Sql } from '../internal/clients/clients.ts'
@@ -26,11 +28,13 @@ const { values } = parseArgs({
     events: { type: 'string', default: '10000000' },
     'worst-events': { type: 'string', default: '1000000' },
     queries: { type: 'string', default: '200' },
+    'visit-events': { type: 'string', default: '1000000' },
   },
 })
 const EVENTS = Number(values.events)
 const WORST = Number(values['worst-events'])
 const QUERIES = Number(values.queries)
+const VISIT_EVENTS = Number(values['visit-events'])
 const TXN_ROWS = 2000
 const secs = (t: number) => (performance.now() - t) / 1000
 
@@ -65,9 +69,10 @@ async function fill(sql: Sql, total: number, spanDays: number, start = '2025-01-
   return secs(t)
 }
 
-async function timedRollup(sql: Sql, label: string) {
+// visitCloseAfterMs 0: every visit is closed and counted in the run that merges it, so closing is measured too.
+async function timedRollup(sql: Sql, label: string, visits = true) {
   const t = performance.now()
-  const r = await rollup(sql)
+  const r = await rollup(sql, { visitCloseAfterMs: 0, visits })
   const s = secs(t)
   const rate = Math.round(r.events / s)
   console.log(`${label}: ${r.events.toLocaleString()} events in ${s.toFixed(1)} s = ${rate.toLocaleString()} events/s (${r.chunks} chunks)`)
@@ -78,6 +83,27 @@ const live = await createTestDatabase()
 console.log(`1. ${EVENTS.toLocaleString()} events over one day, in ingestion order: generated in ${(await fill(live.sql, EVENTS, 1)).toFixed(1)} s`)
 const inOrder = await timedRollup(live.sql, '   rollup')
 await live.drop()
+
+// 1b. What visits cost the rollup: the same events rolled up with and without visits, in rounds A B, B A.
+const visitRuns: { visits: boolean; events_per_s: number }[] = []
+for (const order of [
+  [true, false],
+  [false, true],
+]) {
+  for (const visits of order) {
+    const db = await createTestDatabase()
+    await fill(db.sql, VISIT_EVENTS, 1)
+    const run = await timedRollup(db.sql, `1b. ${VISIT_EVENTS.toLocaleString()} events ${visits ? 'with' : 'without'} visits`, visits)
+    visitRuns.push({ visits, events_per_s: run.events_per_s })
+    await db.drop()
+  }
+}
+const visitRatios = [0, 1].map((round) => {
+  const [a, b] = visitRuns.slice(round * 2, round * 2 + 2)
+  const [withV, withoutV] = a!.visits ? [a!, b!] : [b!, a!]
+  return withV.events_per_s / withoutV.events_per_s
+})
+console.log(`   with visits / without, per round: ${visitRatios.map((x) => x.toFixed(2)).join(', ')}`)
 
 const year = await createTestDatabase()
 console.log(`2. ${WORST.toLocaleString()} events spread over a year: generated in ${(await fill(year.sql, WORST, 365)).toFixed(1)} s`)
@@ -121,10 +147,14 @@ const query = (body: Record<string, unknown>) => (site: string) =>
 const day = await latency(stats('day'))
 const month = await latency(stats('month'))
 const bySource = await latency(query({ metrics: ['visitors', 'pageviews'], dimensions: ['source'], filters: [['is', 'country', ['C7']]] }))
+const visitsByMonth = await latency(query({ metrics: ['visitors', 'visits', 'bounce_rate', 'visit_duration', 'views_per_visit'], dimensions: ['time:month'] }))
+const entryPages = await latency(query({ metrics: ['visits', 'bounce_rate', 'visit_duration'], dimensions: ['entry_page'], limit: 10 }))
 console.log(`3. /v1/stats over a year, one site of 100 (${QUERIES} queries each):`)
 console.log(`   granularity=day   p50 ${day.p50} ms  p95 ${day.p95} ms  p99 ${day.p99} ms`)
 console.log(`   granularity=month p50 ${month.p50} ms  p95 ${month.p95} ms  p99 ${month.p99} ms`)
 console.log(`   /v1/query by source where country is C7: p50 ${bySource.p50} ms  p95 ${bySource.p95} ms  p99 ${bySource.p99} ms`)
+console.log(`   /v1/query visit metrics by month: p50 ${visitsByMonth.p50} ms  p95 ${visitsByMonth.p95} ms  p99 ${visitsByMonth.p99} ms`)
+console.log(`   /v1/query visits by entry page (top 10): p50 ${entryPages.p50} ms  p95 ${entryPages.p95} ms  p99 ${entryPages.p99} ms`)
 
 await record('rollup', {
   in_order: inOrder,
@@ -138,6 +168,10 @@ await record('rollup', {
   query_year_source_by_country_ms: bySource,
   goal_query_p95_ms: 30,
   query_goal_met: bySource.p95 < 30,
+  visits_rollup_ratio: visitRatios,
+  query_visits_by_month_ms: visitsByMonth,
+  query_entry_pages_ms: entryPages,
+  query_visits_goal_met: visitsByMonth.p95 < 30 && entryPages.p95 < 30,
 })
 redis.disconnect()
 await year.drop()

@@ -24,6 +24,8 @@ export type RollupOptions = {
   chunkXids?: number
   /** A visit nothing has been received for in this long is closed and counted (VISIT_CLOSE_AFTER_MS). */
   visitCloseAfterMs?: number
+  /** False leaves visits out entirely: only for benchmarks, which measure what visits cost. */
+  visits?: boolean
   now?: () => Date
   signal?: AbortSignal
 }
@@ -51,10 +53,19 @@ export type RollupResult = {
  */
 export async function rollup(
   sql: Sql,
-  { pathCap = 1000, dimCap = 1000, chunkXids = 500, visitCloseAfterMs = VISIT_GAP_MS, now = () => new Date(), signal }: RollupOptions = {},
+  {
+    pathCap = 1000,
+    dimCap = 1000,
+    chunkXids = 500,
+    visitCloseAfterMs = VISIT_GAP_MS,
+    visits: withVisits = true,
+    now = () => new Date(),
+    signal,
+  }: RollupOptions = {},
 ): Promise<RollupResult> {
-  const caps = { pathCap, dimCap }
-  const close = (tx: TransactionSql) => closeVisits(tx as unknown as Sql, { before: new Date(now().getTime() - visitCloseAfterMs), dimCap })
+  const caps = { pathCap, dimCap, visits: withVisits }
+  const close = async (tx: TransactionSql) =>
+    withVisits ? closeVisits(tx as unknown as Sql, { before: new Date(now().getTime() - visitCloseAfterMs), dimCap }) : 0
   let chunks = 0
   let events = 0
   let setAsideTotal = 0
@@ -123,7 +134,7 @@ type Scope = { lo: bigint; hi: bigint } | { xid: bigint; ids: string[] }
  * rollup_rejects and everything else is counted. Each attempt runs in a savepoint, so a
  * failed one leaves nothing behind; all of it is still one transaction with the watermark.
  */
-type Caps = { pathCap: number; dimCap: number }
+type Caps = { pathCap: number; dimCap: number; visits: boolean }
 
 async function rollupSettling(tx: TransactionSql, lo: bigint, hi: bigint, caps: Caps): Promise<{ events: number; setAside: number }> {
   const out = { events: 0, setAside: 0 }
@@ -159,7 +170,7 @@ async function rollupSettling(tx: TransactionSql, lo: bigint, hi: bigint, caps: 
 }
 
 /** Counts the raw rows in scope into every rollup table; returns how many there were. */
-async function rollupRange(tx: Sql, scope: Scope, { pathCap, dimCap }: Caps): Promise<number> {
+async function rollupRange(tx: Sql, scope: Scope, { pathCap, dimCap, visits }: Caps): Promise<number> {
   const { log2m, regwidth, expthresh, sparseon } = HLL
   const rows =
     'lo' in scope
@@ -182,7 +193,7 @@ async function rollupRange(tx: Sql, scope: Scope, { pathCap, dimCap }: Caps): Pr
     from events where ${rows} and path is not null
     group by 1, 2, 3, 4`
   await countDimensions(tx, rows)
-  await mergeVisits(tx, rows)
+  if (visits) await mergeVisits(tx, rows)
   for (const g of DIM_GRANULARITIES) await rollupDims(tx, g, dimCap)
   for (const g of GRANULARITIES) {
     const table = tx(`rollup_${g}`)

@@ -139,39 +139,64 @@ export async function closeVisits(tx: Sql, { before, dimCap }: CloseOptions): Pr
     with gone as (delete from visits_open where last_received_at < ${before} returning *) select * from gone`
   const [{ n }] = (await tx`select count(*)::int as n from visit_closed`) as unknown as [{ n: number }]
   if (n > 0) {
-    for (const g of GRANULARITIES) {
+    // Each visit is unpivoted and counted once, per day; hours, months and years are sums of
+    // those (hours of the totals only). Visitor sketches are built only where they are read.
+    await tx`
+      create temp table visit_closed_days on commit drop as
+      select v.site_id, date_trunc('day', v.started_at, 'UTC') as bucket, d.dim, d.value, ${visitMeasures(tx, tx`d.dim = any(${SKETCHED})`)}
+      from visit_closed v cross join lateral (${visitPairs(tx)}) d
+      group by 1, 2, 3, 4`
+    await tx`
+      insert into rollup_hour_visits as r (site_id, bucket, dim, value, visits, bounces, duration_ms, pageviews, events, users)
+      select v.site_id, date_trunc('hour', v.started_at, 'UTC'), '', '', ${visitMeasures(tx)}
+      from visit_closed v group by 1, 2
+      on conflict (site_id, dim, bucket, value) do update set ${addVisits(tx)}`
+    for (const g of ['day', 'month', 'year'] as const) {
       await tx`
         insert into ${tx(`rollup_${g}_visits`)} as r (site_id, bucket, dim, value, visits, bounces, duration_ms, pageviews, events, users)
-        select v.site_id, date_trunc(${g}, v.started_at, 'UTC'), d.dim, d.value, ${visitMeasures(tx)}
-        from visit_closed v cross join lateral (${visitPairs(tx)}) d
-        ${g === 'hour' ? tx`where d.dim = ''` : tx``}
-        group by 1, 2, 3, 4
-        on conflict (site_id, dim, bucket, value) do update set
-          visits = r.visits + excluded.visits, bounces = r.bounces + excluded.bounces, duration_ms = r.duration_ms + excluded.duration_ms,
-          pageviews = r.pageviews + excluded.pageviews, events = r.events + excluded.events, users = hll_union(r.users, excluded.users)`
-      if (g !== 'hour') await trim(tx, g, dimCap)
+        select site_id, date_trunc(${g}, bucket, 'UTC'), dim, value, sum(visits), sum(bounces), sum(duration_ms), sum(pageviews), sum(events),
+               coalesce(hll_union_agg(users), ${emptySketch(tx)})
+        from visit_closed_days group by 1, 2, 3, 4
+        on conflict (site_id, dim, bucket, value) do update set ${addVisits(tx)}`
+      await trim(tx, g, dimCap)
     }
+    await tx`drop table visit_closed_days`
   }
   await tx`drop table visit_closed`
   return n
 }
 
-/** The measures of a group of visits `v`: visits, bounces, total duration in ms, page views, events and a sketch of visitors. */
-export function visitMeasures(tx: Sql): Rows {
+/** The visit dimensions whose visitors are read from the visit rollups (the totals, entry and exit pages); the others' come from the event rollups. */
+const SKETCHED = ['', 'entry_page', 'exit_page']
+
+/** Adding a new row of visit counts to an existing one. */
+const addVisits = (tx: Sql) => tx`
+  visits = r.visits + excluded.visits, bounces = r.bounces + excluded.bounces, duration_ms = r.duration_ms + excluded.duration_ms,
+  pageviews = r.pageviews + excluded.pageviews, events = r.events + excluded.events, users = hll_union(r.users, excluded.users)`
+
+const emptySketch = (tx: Sql) => {
   const { log2m, regwidth, expthresh, sparseon } = HLL
-  return tx`count(*)::bigint, (count(*) filter (where v.pageviews = 1))::bigint,
-            coalesce(sum((extract(epoch from v.ended_at - v.started_at) * 1000)::bigint), 0)::bigint,
-            sum(v.pageviews)::bigint, sum(v.events)::bigint,
-            hll_add_agg(hll_hash_text(v.visitor), ${log2m}, ${regwidth}, ${expthresh}, ${sparseon})`
+  return tx`hll_empty(${log2m}, ${regwidth}, ${expthresh}, ${sparseon})`
 }
 
-/** Keeps the dimCap values with most visits per (site, dim, bucket) the closed visits touched; folds the rest into rollup_<g>_visit_other. */
+/**
+ * The measures of a group of visits `v`: visits, bounces, total duration in ms, page views,
+ * events and a sketch of visitors (null where `sketched` is false for every visit).
+ */
+export function visitMeasures(tx: Sql, sketched?: Rows): Rows {
+  const { log2m, regwidth, expthresh, sparseon } = HLL
+  return tx`count(*)::bigint as visits, (count(*) filter (where v.pageviews = 1))::bigint as bounces,
+            coalesce(sum((extract(epoch from v.ended_at - v.started_at) * 1000)::bigint), 0)::bigint as duration_ms,
+            sum(v.pageviews)::bigint as pageviews, sum(v.events)::bigint as events,
+            hll_add_agg(hll_hash_text(v.visitor), ${log2m}, ${regwidth}, ${expthresh}, ${sparseon}) ${sketched ? tx`filter (where ${sketched})` : tx``} as users`
+}
+
+/** Keeps the dimCap values with most visits per (site, dim, bucket) the closed visits (visit_closed_days) touched; folds the rest into rollup_<g>_visit_other. */
 async function trim(tx: Sql, g: Granularity, dimCap: number): Promise<void> {
   const visits = tx(`rollup_${g}_visits`)
   await tx`
     with touched as (
-      select distinct v.site_id, d.dim, date_trunc(${g}, v.started_at, 'UTC') as bucket
-      from visit_closed v cross join lateral (${visitPairs(tx)}) d where d.dim <> ''
+      select distinct site_id, dim, date_trunc(${g}, bucket, 'UTC') as bucket from visit_closed_days where dim <> ''
     ),
     crowded as (
       select r.site_id, r.dim, r.bucket from ${visits} r join touched t using (site_id, dim, bucket)
