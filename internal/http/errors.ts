@@ -32,6 +32,7 @@ export type ErrorCode =
   | 'hourly_detail_expired'
   | 'needs_raw_events'
   | 'visits_one_dimension'
+  | 'visits_one_value'
   | 'visits_whole_days'
   | 'visits_not_recorded'
   | 'dimensions_not_recorded'

@@ -8,6 +8,8 @@
  * - hourly_detail_expired: hourly rollups past ROLLUP_HOUR_RETENTION_DAYS.
  * - visits_one_dimension: visit metrics (and entry_page, exit_page) are counted by one
  *   dimension at a time, among the visit dimensions (not props).
+ * - visits_one_value: visit metrics filtered by path or event_type (a visit has several)
+ *   take one value with `is`.
  * - visits_whole_days: visit metrics by a dimension are counted per day.
  * - visits_not_recorded: the range reaches before this install counted visits.
  */
@@ -18,6 +20,7 @@ export class QueryRefusedError extends Error {
       | 'dimensions_not_recorded'
       | 'hourly_detail_expired'
       | 'visits_one_dimension'
+      | 'visits_one_value'
       | 'visits_whole_days'
       | 'visits_not_recorded',
     message: string,

@@ -141,6 +141,14 @@ async function visitRows(tx: Tx, q: Query, involved: Set<Dimension>, range: Rang
     )
   }
   const dim = dims[0] ?? ''
+  // A visit counts under every path it viewed and every event type it sent: summing several
+  // of those values would count a visit more than once.
+  if ((dim === 'path' || dim === 'event_type') && q.filters.some((f) => f.op !== 'is' || f.values.length > 1)) {
+    throw new QueryRefusedError(
+      'visits_one_value',
+      `visit metrics filtered by ${dim} take one value with "is": a visit that viewed several of the values would be counted once for each`,
+    )
+  }
   if (state.visitsSince && (!range || range.from < state.visitsSince)) {
     throw new QueryRefusedError(
       'visits_not_recorded',
