@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import Redis from 'ioredis'
 import { createRedis } from '../clients/clients.ts'
+import { startRedisCluster } from '../testkit/servers.ts'
 import { createTestRedis, freePort, type TestRedis } from '../testkit/testkit.ts'
 import { createIdentity, IdentityError, SALT_LIFETIME_MS, type Salt, utcDay } from './identity.ts'
 
@@ -121,4 +122,20 @@ describe('identity', () => {
     await expect(second).rejects.toThrow(/could not read the salt/)
     down.disconnect()
   })
+
+  test('on a Redis Cluster two instances agree on the salt: it is one key, on whichever node holds its slot', async () => {
+    const cluster = await startRedisCluster(3)
+    const clients = [0, 1].map(() => createRedis('', { name: 'identity-cluster-test', clusterNodes: cluster.nodes.split(',') }))
+    try {
+      await Promise.all(clients.map((c) => c.connect()))
+      const [a, b] = clients.map((redis) => createIdentity({ redis }, { keyPrefix: 'sluice:identity' }))
+      const [sa, sb] = await Promise.all([resolved(a!.salt()), resolved(b!.salt())])
+      expect(sb.visitorId('site', '81.2.69.142', UA)).toBe(sa.visitorId('site', '81.2.69.142', UA))
+      const keys = cluster.ports.flatMap((port) => cluster.keys(port, 'sluice:identity:*'))
+      expect(keys).toEqual([`sluice:identity:salt:${utcDay(Date.now())}`])
+    } finally {
+      for (const c of clients) c.disconnect()
+      await cluster.destroy()
+    }
+  }, 60_000)
 })
