@@ -120,7 +120,9 @@ describe('in a real browser', () => {
     await tab.evaluate(() => (globalThis as unknown as { sluice: (name: string, o: object) => void }).sluice('download', { props: { file: 'guide.pdf' } }))
     expect(await stored(5)).toBe(true)
     // Cookieless by default: nothing in localStorage, no cookie on the page or in the browser.
-    expect(await tab.evaluate(() => [localStorage.length, sessionStorage.length, document.cookie])).toEqual([0, 0, ''])
+    expect(
+      await tab.evaluate(() => [localStorage.length, sessionStorage.length, (globalThis as unknown as { document: { cookie: string } }).document.cookie]),
+    ).toEqual([0, 0, ''])
     expect(await context.cookies()).toEqual([])
     await context.close()
     const rows = await db.sql`
