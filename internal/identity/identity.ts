@@ -51,6 +51,10 @@ export function createIdentity({ redis }: IdentityDeps, { keyPrefix, now = Date.
   const salts = new Map<number, Salt>()
   const fetching = new Map<number, Promise<Salt>>()
   let today = Number.NaN
+  /** The salt returned without further checks while now() is in [hotFrom, hotUntil). */
+  let hot: Salt | null = null
+  let hotFrom = 0
+  let hotUntil = 0
 
   async function load(n: number): Promise<Salt> {
     const day = utcDay(n * DAY_MS)
@@ -85,6 +89,8 @@ export function createIdentity({ redis }: IdentityDeps, { keyPrefix, now = Date.
     keyOf,
     salt() {
       const t = now()
+      // The common case: today's salt, and not yet time to fetch tomorrow's.
+      if (hot && t >= hotFrom && t < hotUntil) return hot
       const n = Math.floor(t / DAY_MS)
       if (n !== today) {
         // A new day: forget every earlier salt, so this process cannot recompute an old id either.
@@ -93,8 +99,11 @@ export function createIdentity({ redis }: IdentityDeps, { keyPrefix, now = Date.
       }
       const salt = salts.get(n)
       if (!salt) return fetch(n)
+      hot = salt
+      hotFrom = n * DAY_MS
+      hotUntil = (n + 1) * DAY_MS - aheadMs
       // Near midnight, the next day's salt is fetched in the background; a failure here is retried on the next request.
-      if (aheadMs > 0 && Math.floor((t + aheadMs) / DAY_MS) !== n && !salts.has(n + 1) && !fetching.has(n + 1)) fetch(n + 1).catch(() => {})
+      if (aheadMs > 0 && t >= hotUntil && !salts.has(n + 1) && !fetching.has(n + 1)) fetch(n + 1).catch(() => {})
       return salt
     },
   }
