@@ -2,7 +2,9 @@
 // ratios taken in one run. Measures, never asserts; prints a table and writes bench/results.json.
 // 1. POST /event sent like a browser (User-Agent, X-Forwarded-For, referrer, UTM tags, screen
 //    width; bench/wrk/browser.lua) against plain events with none of those (event.lua), in
-//    rotated rounds against one API process, with its CPU time per request from /proc.
+//    rotated rounds against one API process, with its CPU time per request from /proc; and the
+//    same browser-like events without user_id (cookieless: the API derives the visitor id),
+//    whose ratio to the browser-like ones is what the derivation costs.
 // 2. The drain of events carrying every dimension (forwarded by a server with each visitor's
 //    IP and user agent, so the API enriches them) against plain events, alternating A B A B.
 import { parseArgs } from 'node:util'
@@ -43,16 +45,19 @@ const singles = await runRounds(
   [
     { name: 'plain', url: `${url}/event`, script: 'event.lua', pids: () => [api.proc.pid], after: emptied },
     { name: 'browser', url: `${url}/event`, script: 'browser.lua', pids: () => [api.proc.pid], after: emptied },
+    { name: 'cookieless', url: `${url}/event`, script: 'browser.lua', env: { NO_USER_ID: '1' }, pids: () => [api.proc.pid], after: emptied },
   ],
   { rounds: ROUNDS, seconds: SECONDS, script: 'event.lua', env: { TIMESTAMP } },
 )
 for (const run of singles) {
   console.log(
-    `round ${run.round} ${run.name.padEnd(7)}: ${Math.round(run.rps)} req/s, p99 ${run.p99Ms} ms, non-2xx ${run.non2xx}, errors ${run.errors}, API CPU ${run.cpuUsPerRequest.toFixed(1)} µs/req, steal ${(100 * run.stealShare).toFixed(1)} %`,
+    `round ${run.round} ${run.name.padEnd(10)}: ${Math.round(run.rps)} req/s, p99 ${run.p99Ms} ms, non-2xx ${run.non2xx}, errors ${run.errors}, API CPU ${run.cpuUsPerRequest.toFixed(1)} µs/req, steal ${(100 * run.stealShare).toFixed(1)} %`,
   )
 }
 const rate = ratios(singles, 'browser', 'plain', (x) => x.rps)
 const cpu = ratios(singles, 'browser', 'plain', (x) => x.cpuUsPerRequest)
+const cookielessRate = ratios(singles, 'cookieless', 'browser', (x) => x.rps)
+const cookielessCpu = ratios(singles, 'cookieless', 'browser', (x) => x.cpuUsPerRequest)
 
 // 2. Drain. The dimension batch: a realistic mix of visitors' user agents and addresses
 // (several countries), referrers, UTM tags and a property or two, forwarded by a server.
@@ -116,6 +121,9 @@ console.log(
   `| POST /event like a browser / plain | ${median(rate).toFixed(2)} (rounds ${fmt(rate)}); API CPU per request ${fmt(cpu)}× | ≥ 0.85 | ${goals.browser_ge_0_85_plain ? 'yes' : 'no'} |`,
 )
 console.log(
+  `| POST /event like a browser without user_id (visitor id derived) / with one | ${median(cookielessRate).toFixed(2)} (rounds ${fmt(cookielessRate)}); API CPU per request ${fmt(cookielessCpu)}× | measured | |`,
+)
+console.log(
   `| drain with every dimension / plain, 1 worker | ${median(drainRatio).toFixed(2)} (rounds ${fmt(drainRatio)}) | ≥ 0.90 | ${goals.drain_ge_0_9_plain ? 'yes' : 'no'} |`,
 )
 await record(QUICK ? 'dimensions_quick' : 'dimensions', {
@@ -124,6 +132,8 @@ await record(QUICK ? 'dimensions_quick' : 'dimensions', {
   singles,
   browser_vs_plain: rate,
   cpu_vs_plain: cpu,
+  cookieless_vs_browser: cookielessRate,
+  cookieless_cpu_vs_browser: cookielessCpu,
   drains,
   drain_vs_plain: drainRatio,
   goals,

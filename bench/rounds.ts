@@ -17,6 +17,8 @@ export type Contender = {
   after?: () => Promise<void>
   /** The wrk script for this contender, when not the rounds' own. */
   script?: string
+  /** Environment for this contender's wrk script, on top of the rounds' own. */
+  env?: Record<string, string>
   /** How many events one request carries (1 for POST /event). */
   eventsPerRequest?: number
 }
@@ -41,7 +43,7 @@ export async function runRounds(
   const runs: Run[] = []
   for (const c of contenders) {
     await c.before?.()
-    await wrk(c.url, { script: c.script ?? script, seconds: warmupSeconds, connections, threads, env: { ...env, RUN_ID: randomHex8() } })
+    await wrk(c.url, { script: c.script ?? script, seconds: warmupSeconds, connections, threads, env: { ...env, ...c.env, RUN_ID: randomHex8() } })
     await c.after?.()
   }
   for (let round = 0; round < rounds; round++) {
@@ -50,7 +52,7 @@ export async function runRounds(
       await c.before?.()
       const pids = Object.fromEntries(c.pids().map((pid, i) => [`server${i}`, pid]))
       const measure = cpuSince({ ...pids, ...c.shared })
-      const result = await wrk(c.url, { script: c.script ?? script, seconds, connections, threads, env: { ...env, RUN_ID: randomHex8() } })
+      const result = await wrk(c.url, { script: c.script ?? script, seconds, connections, threads, env: { ...env, ...c.env, RUN_ID: randomHex8() } })
       const { used, stealShare } = measure()
       const served = Math.max(1, result.requests)
       const serverUs = Object.keys(pids).reduce((s, k) => s + used[k]!, 0)

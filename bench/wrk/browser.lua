@@ -1,7 +1,9 @@
 -- One event per request as a browser's tracker sends it: a real browser's User-Agent, the
 -- client address in X-Forwarded-For (the API runs with TRUST_PROXY), and a referrer, UTM
 -- tags and the screen width in the body. Each request has its own event_id; user agents,
--- addresses and referrers vary as they do across a site's visitors.
+-- addresses and referrers vary as they do across a site's visitors. With NO_USER_ID=1 the
+-- events carry no user_id, as the cookieless tracker sends them: the API derives one.
+local user = os.getenv("NO_USER_ID") == "1" and "" or '"user_id":"u-123",'
 local ts = os.getenv("TIMESTAMP") or "2025-11-14T10:00:00Z"
 local run = os.getenv("RUN_ID") or string.format("%08x", os.time() % 0xffffffff)
 local threads = 0
@@ -38,7 +40,7 @@ end
 local head, tail
 function init(args)
   math.randomseed(os.time() + (tid or 0))
-  head = '{"site_id":"bench-site","event_type":"pageview","path":"/pricing","user_id":"u-123","timestamp":"' .. ts .. '",'
+  head = '{"site_id":"bench-site","event_type":"pageview","path":"/pricing",' .. user .. '"timestamp":"' .. ts .. '",'
   tail = string.format('"event_id":"%s-%04x-4000-8000-', run, tid or 0)
 end
 

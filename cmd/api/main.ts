@@ -3,6 +3,7 @@ import { openClients } from '../../internal/clients/open.ts'
 import { loadConfig, requireStatsAccess } from '../../internal/config/config.ts'
 import { createApp } from '../../internal/http/http.ts'
 import { createIngest } from '../../internal/http/ingest.ts'
+import { createIdentity } from '../../internal/identity/identity.ts'
 import { createMetrics, registerQueueGauges } from '../../internal/metrics/metrics.ts'
 import { onStopSignals, shutdown } from '../../internal/lifecycle/lifecycle.ts'
 import { EXIT } from '../../internal/lifecycle/exit-codes.ts'
@@ -24,7 +25,8 @@ await runMain('api', async () => {
   registerQueueGauges(metrics, queue)
   const store = createStore(sql)
   const stop = onStopSignals(log)
-  const ingest = createIngest({ queue, backpressure, metrics }, config.ingest)
+  const identity = createIdentity({ redis }, config.identity)
+  const ingest = createIngest({ queue, backpressure, metrics, identity }, config.ingest)
   const app = createApp(
     { queue, backpressure, ingest, metrics, store, log, checks: { redis: () => redis.ping(), postgres: () => store.ping() } },
     {

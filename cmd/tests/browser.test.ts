@@ -7,7 +7,9 @@ import { eventually, pipeline } from '../../internal/testkit/testkit.ts'
 // arriving from a referrer with UTM tags, navigates twice (once through history.pushState)
 // and sends custom events, queued before the script ran and after; they must reach Postgres
 // with their dimensions. Then the dashboard must show what /v1/query says, also once a
-// click on a row has filtered the page. The second test reads what the first sent.
+// click on a row has filtered the page. The dashboard test reads what the first test sent.
+// By default the tracker must leave nothing on the device (no localStorage, no cookie); with
+// data-persist="true" it keeps its id there.
 
 const DOCS = join(import.meta.dir, '..', '..', 'docs')
 const TOKEN = 'browser-token'
@@ -22,18 +24,23 @@ const STUB = 'window.sluice=window.sluice||function(){(window.sluice.q=window.sl
 let site: ReturnType<typeof Bun.serve>
 let browser: Browser
 
-const page = (api: string, title: string) => `<!doctype html><meta charset="utf-8"><title>${title}</title>
+const page = (api: string, title: string, persist = false) => `<!doctype html><meta charset="utf-8"><title>${title}</title>
 <h1>${title}</h1>
 <a id="spa" href="/pricing" onclick="history.pushState({}, '', '/pricing'); document.querySelector('h1').textContent = 'Pricing'; return false">Pricing (SPA)</a>
 <a id="next" href="/about">About</a>
 ${title === 'About' ? `<script>${STUB}; sluice('signup', {props: {plan: 'pro'}})</script>` : ''}
-<script defer src="${api}/t.js" data-site="browser-site"></script>`
+<script defer src="${api}/t.js" data-site="${persist ? 'persist-site' : 'browser-site'}"${persist ? ' data-persist="true"' : ''}></script>`
 
 beforeAll(async () => {
   site = Bun.serve({
     port: 0,
     hostname: '127.0.0.1',
-    fetch: (req) => new Response(page(stack.base, new URL(req.url).pathname === '/about' ? 'About' : 'Home'), { headers: { 'Content-Type': 'text/html' } }),
+    fetch: (req) => {
+      const { pathname } = new URL(req.url)
+      return new Response(page(stack.base, pathname === '/about' ? 'About' : 'Home', pathname.startsWith('/persist')), {
+        headers: { 'Content-Type': 'text/html' },
+      })
+    },
   })
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
@@ -112,6 +119,11 @@ describe('in a real browser', () => {
     expect(await stored(4)).toBe(true) // the page view, then the call queued before t.js ran
     await tab.evaluate(() => (globalThis as unknown as { sluice: (name: string, o: object) => void }).sluice('download', { props: { file: 'guide.pdf' } }))
     expect(await stored(5)).toBe(true)
+    // Cookieless by default: nothing in localStorage, no cookie on the page or in the browser.
+    expect(
+      await tab.evaluate(() => [localStorage.length, sessionStorage.length, (globalThis as unknown as { document: { cookie: string } }).document.cookie]),
+    ).toEqual([0, 0, ''])
+    expect(await context.cookies()).toEqual([])
     await context.close()
     const rows = await db.sql`
       select event_type, path, referrer, source, channel, utm_source, utm_medium, utm_campaign, props, browser, os, device, user_id
@@ -134,8 +146,27 @@ describe('in a real browser', () => {
       { event_type: 'download', path: '/about', ...direct, props: { file: 'guide.pdf' } },
     ])
     for (const r of rows) expect([r.browser, r.os, r.device]).toEqual(['Chrome', 'Windows', 'Desktop'])
-    expect(new Set(rows.map((x) => x.user_id)).size).toBe(1) // one visitor
-    expect(rows[0]!.user_id).toBeTruthy()
+    expect(new Set(rows.map((x) => x.user_id)).size).toBe(1) // one visitor: the API's id for this IP and user agent today
+    expect(rows[0]!.user_id).toMatch(/^[A-Za-z0-9_-]{22}$/)
+  }, 60_000)
+
+  test('with data-persist="true" the tracker keeps a random id in localStorage and sends it as user_id on every page view', async () => {
+    const persisted = async (n: number) =>
+      (await eventually(async () => {
+        const rows = await stack.db.sql`select user_id from events where site_id = 'persist-site' order by ts`
+        return rows.length === n ? rows.map((r) => r.user_id as string) : null
+      })) ?? []
+    const context = await browser.newContext({ userAgent: CHROME })
+    const tab = await context.newPage()
+    await tab.goto(`http://127.0.0.1:${site.port}/persist`)
+    const first = await persisted(1)
+    const kept = await tab.evaluate(() => localStorage.getItem('sluice_uid'))
+    expect(kept).toMatch(/^[a-z0-9]{10,}$/)
+    expect(first).toEqual([kept!])
+    await tab.goto(`http://127.0.0.1:${site.port}/persist/again`)
+    expect(await persisted(2)).toEqual([kept!, kept!])
+    expect(await tab.evaluate(() => localStorage.getItem('sluice_uid'))).toBe(kept)
+    await context.close()
   }, 60_000)
 
   test('the dashboard shows sources, pages, countries and devices as /v1/query does, and a click on a row filters the whole page', async () => {

@@ -4,7 +4,9 @@ import { eventually, pipeline, runBinary } from '../../internal/testkit/testkit.
 // After a run through the real binaries, with logging at its most verbose, no client IP
 // and no user agent appears in any Postgres table, any Redis key or stream entry, or any
 // log line. The IPs arrive both as the forwarding header (TRUST_PROXY) and as a trusted
-// server's per-event field.
+// server's per-event field. Events sent without user_id get the API's visitor id, a hash of
+// site, IP and user agent: the hash is stored, the IP is not, and the day's salt in Redis
+// holds no IP either.
 
 const IPS = ['81.2.69.142', '133.242.0.3', '2a00:1450:4001:0:0:0:0:1', '203.0.113.77']
 const UA = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 PrivacyProbe/1.0'
@@ -14,7 +16,7 @@ describe('privacy', () => {
 
   test('no raw IP address and no user agent is kept anywhere after a run', async () => {
     const { base, db, r, env } = stack
-    const event = { site_id: 'privacy-site', event_type: 'pageview', path: '/', user_id: 'u', timestamp: new Date().toISOString() }
+    const event = { site_id: 'privacy-site', event_type: 'pageview', path: '/', timestamp: new Date().toISOString() }
     for (const ip of IPS) {
       const res = await fetch(`${base}/event`, {
         method: 'POST',
@@ -37,6 +39,10 @@ describe('privacy', () => {
     const rolled = await runBinary('cron', env, ['--once', 'rollup'])
     expect(rolled.code).toBe(0)
     expect((await db.sql`select count(distinct country)::int as n from events`)[0]!.n).toBeGreaterThan(1)
+    // One visitor id per IP (same user agent): the browser's request and the server's forward agree.
+    const ids = await db.sql`select user_id, count(*)::int as n from events group by user_id`
+    expect(ids.map((x) => [(x.user_id as string).length, x.n])).toEqual(IPS.map(() => [22, 2]))
+    expect((await r.redis.keys(`${env.IDENTITY_KEY_PREFIX}:salt:*`)).length).toBe(1)
 
     const tables = await db.sql`select tablename from pg_tables where schemaname = 'public'`
     let postgresText = ''

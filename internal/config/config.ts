@@ -32,6 +32,7 @@ export const DEFAULTS = {
   INGEST_RATE_BURST: '0',
   TRUST_PROXY: 'false',
   INGEST_FORWARD_TOKEN: '',
+  IDENTITY_KEY_PREFIX: 'sluice:identity',
   ROLLUP_DIM_CAP: '1000',
   VISIT_CLOSE_AFTER_MS: String(30 * 60_000),
   WORKER_NAME: '',
@@ -121,6 +122,7 @@ const EnvSchema = v.object({
   INGEST_RATE_BURST: int(0, 10_000_000),
   TRUST_PROXY: bool,
   INGEST_FORWARD_TOKEN: v.string(),
+  IDENTITY_KEY_PREFIX: nonEmpty,
   ROLLUP_DIM_CAP: int(10, 100_000),
   VISIT_CLOSE_AFTER_MS: int(0, 7 * 24 * 3_600_000),
   WORKER_NAME: v.string(),
@@ -178,6 +180,8 @@ export type Config = Readonly<{
     bodyTimeoutMs: number
     forwardToken: string | null
   }>
+  /** Where the daily visitor-id salts live in Redis: `<keyPrefix>:salt:<YYYY-MM-DD>`. */
+  identity: Readonly<{ keyPrefix: string }>
   worker: Readonly<{ name: string; batchSize: number; blockMs: number; claimIdleMs: number; maxDeliveries: number; insertConcurrency: number }>
   cron: Readonly<{ schedules: Readonly<Record<string, string>> }>
   rollup: Readonly<{ pathCap: number; dimCap: number; chunkXids: number; visitCloseAfterMs: number }>
@@ -250,6 +254,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
       bodyTimeoutMs: e.INGEST_BODY_TIMEOUT_MS,
       forwardToken: e.INGEST_FORWARD_TOKEN || null,
     },
+    identity: { keyPrefix: e.IDENTITY_KEY_PREFIX },
     worker: {
       name: e.WORKER_NAME || `${hostname()}-${process.pid}`,
       batchSize: e.WORKER_BATCH_SIZE,

@@ -27,6 +27,7 @@ export type ErrorCode =
   | 'rate_limited'
   | 'queue_full'
   | 'queue_unavailable'
+  | 'identity_unavailable'
   | 'server_busy'
   | 'invalid_query'
   | 'hourly_detail_expired'
@@ -79,6 +80,16 @@ export const QUEUE_UNCONFIRMED =
 
 export const queueUnavailable = (eventId: string) =>
   new ApiError(503, 'queue_unavailable', QUEUE_UNCONFIRMED, { headers: { 'Retry-After': RETRY_AFTER_SECONDS }, extra: { event_id: eventId } })
+
+/**
+ * Redis could not give the day's salt, so no visitor id could be derived: nothing of the
+ * request was stored, and the client retries it as it would after queue_unavailable.
+ */
+export const identityUnavailable = (): never => {
+  throw new ApiError(503, 'identity_unavailable', `the visitor-id salt could not be read from Redis: nothing was stored; retry in ${RETRY_AFTER_SECONDS} s`, {
+    headers: { 'Retry-After': RETRY_AFTER_SECONDS },
+  })
+}
 
 /** The JSON body an ApiError is answered with. */
 export function errorBody(err: ApiError): ErrorBody {

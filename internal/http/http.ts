@@ -5,6 +5,7 @@ import { bearerAuth } from 'hono/bearer-auth'
 import { methodNotAllowed } from 'hono/method-not-allowed'
 import { requestId } from 'hono/request-id'
 import { withTimeout } from '../clients/clients.ts'
+import type { Identity } from '../identity/identity.ts'
 import type { Logger } from '../log/log.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import type { Backpressure } from '../queue/backpressure.ts'
@@ -33,6 +34,8 @@ export type AppDeps = {
   ingest?: Ingest
   /** When given, requests are counted and GET /metrics serves them. */
   metrics?: Metrics | null
+  /** Visitor ids for events sent without a user_id (when `ingest` is not given); see createIngest. */
+  identity?: Identity | null
 }
 
 export type AppOptions = {
@@ -47,7 +50,7 @@ export type AppOptions = {
 }
 
 export function createApp(
-  { queue, backpressure = null, store, log, checks, ingest: handlers, metrics = null }: AppDeps,
+  { queue, backpressure = null, store, log, checks, ingest: handlers, metrics = null, identity = null }: AppDeps,
   { ingest, statsToken, isStopping = () => false, readyTimeoutMs = 1000, hourRollupDays = 0 }: AppOptions,
 ) {
   const app = new Hono()
@@ -93,7 +96,7 @@ export function createApp(
     return c.json({ status: ready ? 'ready' : 'not ready', checks: Object.fromEntries(results) }, ready ? 200 : 503)
   })
 
-  const ingestHandlers = handlers ?? createIngest({ queue, backpressure, metrics }, ingest)
+  const ingestHandlers = handlers ?? createIngest({ queue, backpressure, metrics, identity }, ingest)
   for (const [path, handle, docs] of [
     ['/event', ingestHandlers.event, routeDocs.event],
     ['/events', ingestHandlers.events, routeDocs.events],

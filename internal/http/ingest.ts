@@ -1,11 +1,12 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { createEnricher, deviceFromScreen, type Enricher } from '../enrich/enrich.ts'
 import { type Context, createEventParser, type Event, type ParseResult, type Problem } from '../event/event.ts'
+import type { Identity, Salt } from '../identity/identity.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import type { Backpressure } from '../queue/backpressure.ts'
 import type { Queue } from '../queue/queue.ts'
 import { checkBody, createDeadlines, parseJson, readBody } from './body.ts'
-import { ApiError, errorBody, QUEUE_UNCONFIRMED, queueUnavailable, RETRY_AFTER_SECONDS } from './errors.ts'
+import { ApiError, errorBody, identityUnavailable, QUEUE_UNCONFIRMED, queueUnavailable, RETRY_AFTER_SECONDS } from './errors.ts'
 import { clientIp, createGate, createRateLimiter, createTurns, type Hold, type RequestIpSource, SMALL_BODY_BYTES } from './limits.ts'
 
 export type IngestOptions = {
@@ -44,6 +45,11 @@ export type IngestDeps = {
   metrics?: Metrics | null
   /** Loads an 8 MB country database: share one per process. Made here when not given. */
   enricher?: Enricher
+  /**
+   * Gives an event sent without a user_id the visitor id derived from its site, IP and user
+   * agent under the day's salt (cookieless counting). Without it such events keep no user_id.
+   */
+  identity?: Identity | null
 }
 
 export type ItemResult =
@@ -64,7 +70,10 @@ export type Ingest = { event: Handler; events: Handler; preflight: (req: Request
  * queue, and answer 202 only once Redis has the events. They carry no framework, so the API
  * serves them from Bun's native router (the hot path) and the Hono app mounts the same ones.
  */
-export function createIngest({ queue, backpressure = null, metrics = null, enricher = createEnricher() }: IngestDeps, options: IngestOptions): Ingest {
+export function createIngest(
+  { queue, backpressure = null, metrics = null, enricher = createEnricher(), identity = null }: IngestDeps,
+  options: IngestOptions,
+): Ingest {
   const {
     bodyLimitBytes,
     batchMax,
@@ -137,6 +146,19 @@ export function createIngest({ queue, backpressure = null, metrics = null, enric
     if (src.referrer) event.referrer = src.referrer
     return true
   }
+
+  /**
+   * The day's salt, for events that need a visitor id: the cached one as it is, awaited only
+   * while the first request of a UTC day fetches it. Redis failing to give it is a 503 with
+   * Retry-After, as for an unavailable queue: no event of the request is stored.
+   */
+  const saltOf = (id: Identity): Salt | Promise<Salt> => {
+    const salt = id.salt()
+    return salt instanceof Promise ? salt.catch(identityUnavailable) : salt
+  }
+  /** The visitor id of an event without one: from the IP and user agent a trusted server forwards, or the request's own. */
+  const visitorId = (salt: Salt, event: Event, context: Context, sender: Sender) =>
+    salt.visitorId(event.site_id, context.ip ?? sender.ip, context.user_agent ?? sender.userAgent)
 
   /** CORS for browser beacons: any origin, or only the allowed ones. */
   const ANY_ORIGIN = { 'Access-Control-Allow-Origin': '*' }
@@ -253,6 +275,10 @@ export function createIngest({ queue, backpressure = null, metrics = null, enric
     charge(sender, 1)
     // A bot gets the same answer as anyone, so it learns nothing; its event is not stored.
     if (!enrich(result.event, result.context, sender, tally)) return respond(req, `{"status":"accepted","event_id":"${result.event.event_id}"}`, 202)
+    if (identity && result.event.user_id === null) {
+      const salt = saltOf(identity)
+      result.event.user_id = visitorId(salt instanceof Promise ? await salt : salt, result.event, result.context, sender)
+    }
     const [written] = await queue.enqueue([result.event], req.signal)
     if (!written?.ok) throw queueUnavailable(result.event.event_id)
     tally.accepted = 1
@@ -265,13 +291,29 @@ export function createIngest({ queue, backpressure = null, metrics = null, enric
     const sender = senderOf(req, server)
     charge(sender, items.length)
     const results: ItemResult[] = new Array(items.length)
-    const valid: { index: number; event: Event; stored: boolean }[] = []
+    const valid: { index: number; event: Event; context: Context; stored: boolean }[] = []
     const parseEvent = forwards(req) ? parsers.forwarded : parsers.own
     items.forEach((item, index) => {
       const r = parse(item, parseEvent)
-      if (r.ok) valid.push({ index, event: r.event, stored: enrich(r.event, r.context, sender, tally) })
+      if (r.ok) valid.push({ index, event: r.event, context: r.context, stored: enrich(r.event, r.context, sender, tally) })
       else results[index] = { index, status: 'rejected', code: 'invalid_event', details: r.problems }
     })
+    if (identity) {
+      let salt: Salt | Promise<Salt> | null = null
+      for (const v of valid) {
+        if (!v.stored || v.event.user_id !== null) continue
+        if (salt === null) {
+          salt = saltOf(identity)
+          if (salt instanceof Promise) {
+            salt = await salt.catch((err) => {
+              tally.unavailable = valid.length
+              throw err
+            })
+          }
+        }
+        v.event.user_id = visitorId(salt as Salt, v.event, v.context, sender)
+      }
+    }
     const toStore = tally.bots ? valid.filter((v) => v.stored) : valid
     const stored = toStore.length
       ? await queue.enqueue(

@@ -70,14 +70,15 @@ const ingestErrors = {
   413: error('Body or batch too large'),
   415: error('Content-Type is not application/json or text/plain'),
   429: error('Rate limited; see Retry-After'),
-  503: error('Redis cannot take the write, or the backlog is full; see Retry-After'),
+  503: error('Redis cannot take the write or give the day’s visitor-id salt, or the backlog is full; see Retry-After'),
 }
 
 export const routeDocs = {
   event: describeRoute({
     tags: ['ingest'],
     summary: 'Send one event',
-    description: 'Answers 202 only once Redis holds the event. When `event_id` is absent the API assigns a UUIDv7; clients that retry should send their own.',
+    description:
+      'Answers 202 only once Redis holds the event. When `event_id` is absent the API assigns a UUIDv7; clients that retry should send their own. When `user_id` is absent the API sets it to the day’s visitor id, a hash of the site, client IP and user agent (see README, visitor identity).',
     requestBody: ingestBody(EventSchema, 'One event'),
     responses: { 202: json(AcceptedSchema, 'Accepted: Redis holds the event'), ...ingestErrors },
   }),

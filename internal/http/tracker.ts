@@ -1,7 +1,7 @@
 import type { Hono } from 'hono'
 
 /**
- * The tracker snippet, served at /t.js: 1,125 bytes, 689 gzipped (`gzip -c | wc -c`; keep it
+ * The tracker snippet, served at /t.js: 1,189 bytes, 712 gzipped (`gzip -c | wc -c`; keep it
  * under 1 KB). A site adds
  *   <script defer src="https://sluice.example.com/t.js" data-site="my-site"></script>
  * and each page view (including SPA route changes through history.pushState and popstate)
@@ -13,13 +13,16 @@ import type { Hono } from 'hono'
  * the current path and the props; calls made before the script has run are queued by
  *   <script>window.sluice=window.sluice||function(){(window.sluice.q=window.sluice.q||[]).push(arguments)}</script>
  * and sent once it runs, after its page view. data-dnt="true" makes it send nothing when the
- * browser asks not to be tracked. The visitor id is random and kept in localStorage;
- * nothing else is stored.
+ * browser asks not to be tracked. By default it stores nothing on the device and sends no
+ * user_id: the API derives the day's visitor id from the IP and user agent (internal/identity),
+ * and an id an earlier version left in localStorage is deleted. With data-persist="true" (a
+ * site that has its visitors' consent) it keeps a random id in localStorage (sluice_uid) and
+ * sends it as user_id, so a returning visitor is the same visitor on any day.
  */
 export const TRACKER_JS =
   '(function(w,d,n,l){var s=d.currentScript;if(!s)return;var e=new URL("/event",s.src).href,t=s.dataset.site,q=w.sluice&&w.sluice.q||[],u;' +
   'w.sluice=function(){};if(s.dataset.dnt=="true"&&(n.doNotTrack=="1"||w.doNotTrack=="1"))return;' +
-  'try{u=localStorage.sluice_uid||(localStorage.sluice_uid=Math.random().toString(36).slice(2)+Date.now().toString(36))}catch(x){}' +
+  'try{s.dataset.persist=="true"?u=localStorage.sluice_uid||(localStorage.sluice_uid=Math.random().toString(36).slice(2)+Date.now().toString(36)):localStorage.removeItem("sluice_uid")}catch(x){}' +
   'function p(v,o){var b={site_id:t,event_type:v||"pageview",path:l.pathname,user_id:u,timestamp:new Date().toISOString(),screen_width:screen.width},' +
   'r=d.referrer,a=new URLSearchParams(l.search);try{if(r&&new URL(r).host!=l.host)b.referrer=r.slice(0,2048)}catch(x){}' +
   '"source medium campaign content term".split(" ").forEach(function(k){if(v=a.get("utm_"+k))b["utm_"+k]=v.slice(0,256)});' +

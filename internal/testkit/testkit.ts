@@ -64,6 +64,8 @@ export function envFor(db: { url: string }, r: { url: string; queue: { stream: s
     DATABASE_URL: db.url,
     REDIS_URL: r.url,
     QUEUE_STREAM: r.queue.stream,
+    // The daily visitor-id salts, under the test's own prefix too.
+    IDENTITY_KEY_PREFIX: `${r.queue.stream}:identity`,
     LOG_LEVEL: 'warn',
     // Many workers and crons run at once in tests: no fixed metrics ports unless a test asks.
     WORKER_METRICS_PORT: '0',
