@@ -3,6 +3,15 @@
 const $ = (id) => document.getElementById(id)
 const form = $('query')
 const fmt = (n) => Number(n).toLocaleString('en')
+const fixed =
+  (digits, unit = '') =>
+  (n) =>
+    n == null ? '–' : `${Number(n).toFixed(digits)}${unit}`
+// Seconds as m:ss (minutes may pass 59).
+const duration = (n) => (n == null ? '–' : `${Math.floor(Math.round(n) / 60)}:${String(Math.round(n) % 60).padStart(2, '0')}`)
+// How each metric reads: counts with thousands separators, rates as /v1/query rounds them.
+const FORMATS = { bounce_rate: fixed(1, '%'), conversion_rate: fixed(2, '%'), views_per_visit: fixed(2), visit_duration: duration }
+const show = (metric, n) => (FORMATS[metric] ?? fmt)(n)
 const NONE = '(none)'
 const LABELS = {
   source: 'Source',
@@ -14,12 +23,19 @@ const LABELS = {
   utm_term: 'UTM term',
   referrer: 'Referrer',
   path: 'Page',
+  entry_page: 'Entry page',
+  exit_page: 'Exit page',
   country: 'Country',
   device: 'Device',
   browser: 'Browser',
   os: 'OS',
   event_type: 'Event',
 }
+// A panel's tabs are [dimension, name, columns]; columns are [metric, heading], visitors and pageviews unless given.
+const VISITS = (name) => [
+  ['visitors', 'Visitors'],
+  ['visits', name],
+]
 const PANELS = [
   {
     id: 'sources',
@@ -31,7 +47,14 @@ const PANELS = [
       ['utm_campaign', 'UTM campaign'],
     ],
   },
-  { id: 'pages', tabs: [['path', 'Pages']] },
+  {
+    id: 'pages',
+    tabs: [
+      ['path', 'Top pages'],
+      ['entry_page', 'Entry pages', VISITS('Entrances')],
+      ['exit_page', 'Exit pages', VISITS('Exits')],
+    ],
+  },
   { id: 'countries', tabs: [['country', 'Countries']] },
   {
     id: 'devices',
@@ -41,11 +64,41 @@ const PANELS = [
       ['os', 'OS'],
     ],
   },
+  // Goals: the event types other than page views, with the share of all visitors who sent each.
+  {
+    id: 'goals',
+    head: 'Goal',
+    skip: ['pageview', 'page_view'],
+    empty: 'No custom events in this range.',
+    tabs: [
+      [
+        'event_type',
+        'Goals',
+        [
+          ['visitors', 'Visitors'],
+          ['events', 'Events'],
+          ['conversion_rate', 'Conversion'],
+        ],
+      ],
+    ],
+  },
 ]
+const DEFAULT_COLUMNS = [
+  ['visitors', 'Visitors'],
+  ['pageviews', 'Pageviews'],
+]
+// The top cards, in two queries so a range the visit metrics cannot answer still shows the others.
+const CARDS = [
+  ['visitors', 'pageviews', 'events'],
+  ['visits', 'views_per_visit', 'bounce_rate', 'visit_duration'],
+]
+const REALTIME_MS = 10_000
 const regions = new Intl.DisplayNames(['en'], { type: 'region' })
 let filters = []
 let gen = 0
 let plot
+let realtimeGen = 0
+let realtimeTimer
 
 const label = (dim) => LABELS[dim] ?? dim
 function shown(dim, value) {
@@ -143,22 +196,56 @@ function clear(note) {
   note.classList.remove('warn')
 }
 
+function setCard(metric, value) {
+  const el = $(metric)
+  el.textContent = value === undefined ? '–' : show(metric, value)
+  if (value === undefined) delete el.dataset.value
+  else el.dataset.value = String(value)
+}
 async function loadCards(r, my) {
   const note = $('cards-note')
-  const ids = ['visitors', 'pageviews', 'events']
-  try {
-    const body = await query({ metrics: ids, dimensions: [] }, r)
-    if (my !== gen) return
-    const m = body.results[0]?.metrics ?? [0, 0, 0]
-    ids.forEach((id, i) => {
-      $(id).textContent = fmt(m[i])
+  clear(note)
+  const answers = await Promise.allSettled(CARDS.map((metrics) => query({ metrics, dimensions: [] }, r)))
+  if (my !== gen) return
+  answers.forEach((a, i) => {
+    const m = a.status === 'fulfilled' ? a.value.results[0]?.metrics : undefined
+    CARDS[i].forEach((metric, j) => {
+      setCard(metric, m ? (m[j] ?? null) : undefined)
     })
-    clear(note)
-  } catch (err) {
-    if (my !== gen) return
-    for (const id of ids) $(id).textContent = '–'
-    answerable(err, note)
+  })
+  // 422s join in the note; anything else goes up to #error.
+  const refused = answers.filter((a) => a.status === 'rejected' && a.reason instanceof ApiError && a.reason.status === 422)
+  if (refused.length) {
+    note.textContent = [...new Set(refused.map((a) => a.reason.message))].join(' · ')
+    note.classList.add('warn')
   }
+  const failed = answers.find((a) => a.status === 'rejected' && !refused.includes(a))
+  if (failed) throw failed.reason
+}
+
+// "N current visitors": visitors in the last 5 minutes under the filters, refreshed every REALTIME_MS while the tab is visible.
+async function loadRealtime() {
+  const my = ++realtimeGen
+  const count = $('realtime-count')
+  try {
+    const body = await query({ metrics: ['visitors'], dimensions: [] }, 'realtime')
+    if (my !== realtimeGen) return
+    const n = body.results[0]?.metrics[0] ?? 0
+    count.textContent = fmt(n)
+    count.dataset.value = String(n)
+    $('realtime-what').textContent = n === 1 ? 'current visitor' : 'current visitors'
+    $('realtime').title = 'Visitors in the last 5 minutes'
+  } catch (err) {
+    if (my !== realtimeGen) return
+    count.textContent = '–'
+    delete count.dataset.value
+    $('realtime').title = err.message
+  }
+}
+function scheduleRealtime() {
+  clearInterval(realtimeTimer)
+  realtimeTimer = undefined
+  if (!document.hidden && form.site.value && form.token.value) realtimeTimer = setInterval(loadRealtime, REALTIME_MS)
 }
 
 function bucketMs(s) {
@@ -243,7 +330,7 @@ function renderTabs(p) {
     }),
   )
 }
-function row(table, dim, x, max) {
+function row(table, dim, x, max, columns) {
   const value = String(x.dimensions[0])
   const tr = table.insertRow()
   tr.className = 'row'
@@ -258,7 +345,9 @@ function row(table, dim, x, max) {
   b.title = value
   if (value === NONE) b.className = 'none'
   name.append(bar, b)
-  for (const m of x.metrics) tr.insertCell().textContent = fmt(m)
+  x.metrics.forEach((m, i) => {
+    tr.insertCell().textContent = show(columns[i][0], m)
+  })
   tr.onclick = () => addFilter(dim, value)
 }
 async function loadPanel(p, my, r = range()) {
@@ -266,17 +355,21 @@ async function loadPanel(p, my, r = range()) {
   const table = el.querySelector('table'),
     note = el.querySelector('.note')
   const dim = p.dim
+  const columns = p.tabs.find((t) => t[0] === dim)[2] ?? DEFAULT_COLUMNS
+  const skip = p.skip ?? []
   try {
-    const body = await query({ metrics: ['visitors', 'pageviews'], dimensions: [dim], order_by: [['visitors', 'desc']], limit: 10 }, r)
+    const metrics = columns.map((c) => c[0])
+    const body = await query({ metrics, dimensions: [dim], order_by: [['visitors', 'desc']], limit: 10 + skip.length }, r)
     if (my !== gen || dim !== p.dim) return
+    const results = body.results.filter((x) => !skip.includes(x.dimensions[0])).slice(0, 10)
     table.replaceChildren()
     const head = table.createTHead().insertRow()
-    for (const h of [label(dim), 'Visitors', 'Pageviews']) head.appendChild(document.createElement('th')).textContent = h
+    for (const h of [p.head ?? label(dim), ...columns.map((c) => c[1])]) head.appendChild(document.createElement('th')).textContent = h
     const body2 = table.createTBody()
-    const max = Math.max(0, ...body.results.map((x) => x.metrics[0]))
-    for (const x of body.results) row(body2, dim, x, max)
+    const max = Math.max(0, ...results.map((x) => x.metrics[0]))
+    for (const x of results) row(body2, dim, x, max, columns)
     clear(note)
-    if (!body.results.length) note.textContent = 'Nothing in this range.'
+    if (!results.length) note.textContent = p.empty ?? 'Nothing in this range.'
   } catch (err) {
     if (my !== gen || dim !== p.dim) return
     table.replaceChildren()
@@ -327,7 +420,8 @@ function load() {
   sessionStorage.setItem('sluice_token', form.token.value)
   renderFilters()
   const r = range()
-  return run([loadCards(r, my), loadChart(r, my), ...PANELS.map((p) => loadPanel(p, my, r))])
+  scheduleRealtime()
+  return run([loadCards(r, my), loadChart(r, my), loadRealtime(), ...PANELS.map((p) => loadPanel(p, my, r))])
 }
 
 const fragment = new URLSearchParams(location.hash.slice(1))
@@ -349,6 +443,10 @@ form.addEventListener('submit', (e) => {
 form.period.addEventListener('change', () => {
   custom()
   if (form.period.value !== 'custom' && form.site.value) form.requestSubmit()
+})
+document.addEventListener('visibilitychange', () => {
+  if (!document.hidden && form.site.value && form.token.value) loadRealtime()
+  scheduleRealtime()
 })
 addEventListener('popstate', () => {
   readUrl()

@@ -39,11 +39,14 @@ label{display:flex;flex-direction:column;font-size:12px;color:#556}
 input,select,button{font:inherit;padding:.35rem .5rem;border:1px solid #c8ccd4;border-radius:4px}
 form button{background:#2f6fec;color:#fff;border-color:#2f6fec;cursor:pointer}
 form:not(.custom) .custom{display:none}
-#filters{display:flex;flex-wrap:wrap;gap:.4rem;align-items:center}#filters:empty{display:none}
+#filters{display:flex;flex-wrap:wrap;gap:.4rem;align-items:center}
+#filters:empty{display:none}#realtime{margin:0 0 .4rem auto;font-size:14px;color:#556;white-space:nowrap}
+#realtime i{display:inline-block;width:.55rem;height:.55rem;border-radius:50%;background:#1aa179;margin-right:.4rem;animation:pulse 2s infinite}
+#realtime b{color:#1d2430}@keyframes pulse{50%{opacity:.35}}
 .chip{display:inline-flex;align-items:center;gap:.3rem;background:#e8f0fe;color:#1a3d8f;border-radius:14px;padding:.1rem .3rem .1rem .7rem;font-size:13px}
 .chip button{border:0;background:none;color:inherit;cursor:pointer;padding:0 .3rem;font-size:15px;line-height:1}
-.cards{display:flex;gap:1rem;margin:.6rem 0 1rem}.card{flex:1;background:#fff;border-radius:6px;padding:1rem;box-shadow:0 1px 2px #0001}
-.card b{display:block;font-size:28px}.panel{background:#fff;border-radius:6px;padding:1rem;box-shadow:0 1px 2px #0001;margin-bottom:1rem;min-width:0}
+.cards{display:flex;flex-wrap:wrap;gap:.8rem;margin:.6rem 0 1rem}.card{flex:1 1 0;min-width:6.5rem;background:#fff;border-radius:6px;padding:.8rem .9rem;box-shadow:0 1px 2px #0001;font-size:13px;color:#556}
+.card b{display:block;font-size:24px;color:#1d2430;white-space:nowrap}.panel{background:#fff;border-radius:6px;padding:1rem;box-shadow:0 1px 2px #0001;margin-bottom:1rem;min-width:0}
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:0 1rem}@media(max-width:760px){.grid{grid-template-columns:1fr}}
 .ph{display:flex;justify-content:space-between;align-items:baseline;flex-wrap:wrap;gap:.4rem;margin-bottom:.4rem}.ph h2{font-size:15px;margin:0}
 .tabs button{border:0;background:none;color:#667;padding:0 .25rem;font-size:12px;cursor:pointer}.tabs button.on{color:#2f6fec;font-weight:600}
@@ -61,6 +64,16 @@ td.name button.none{color:#889;font-style:italic}.note{font-size:13px;color:#667
 const panel = (id: string, title: string, footer = '') =>
   `<section class="panel" id="p-${id}"><div class="ph"><h2>${title}</h2><span class="tabs"></span></div><table></table><p class="note"></p>${footer}</section>`
 
+const CARDS = [
+  ['visitors', 'Unique visitors'],
+  ['visits', 'Visits'],
+  ['pageviews', 'Pageviews'],
+  ['views_per_visit', 'Views per visit'],
+  ['bounce_rate', 'Bounce rate'],
+  ['visit_duration', 'Visit duration'],
+  ['events', 'Events'],
+]
+
 const HTML = `<header>Sluice</header>
 <main>
 <form id="query">
@@ -70,14 +83,16 @@ const HTML = `<header>Sluice</header>
   <label class="custom">To (inclusive)<input name="to" type="date"></label>
   <label>Stats token<input name="token" type="password" autocomplete="off"></label>
   <button>Show</button>
+  <span id="realtime" title="Visitors in the last 5 minutes"><i></i><b id="realtime-count">–</b> <span id="realtime-what">current visitors</span></span>
 </form>
 <p id="error" role="alert"></p>
 <div id="filters" aria-label="Active filters"></div>
-<div class="cards"><div class="card">Unique visitors<b id="visitors">–</b></div><div class="card">Pageviews<b id="pageviews">–</b></div><div class="card">Events<b id="events">–</b></div></div>
+<div class="cards">${CARDS.map(([id, name]) => `<div class="card">${name}<b id="${id}">–</b></div>`).join('')}</div>
 <p class="note" id="cards-note"></p>
 <div class="panel"><div id="chart"></div><p class="note" id="chart-note"></p></div>
-<div class="grid">${panel('sources', 'Top sources')}${panel('pages', 'Top pages')}
-${panel('countries', 'Countries', '<p class="attr"><a href="https://db-ip.com">IP Geolocation by DB-IP</a></p>')}${panel('devices', 'Devices')}</div>
+<div class="grid">${panel('sources', 'Top sources')}${panel('pages', 'Pages')}
+${panel('countries', 'Countries', '<p class="attr"><a href="https://db-ip.com">IP Geolocation by DB-IP</a></p>')}${panel('devices', 'Devices')}
+${panel('goals', 'Goals')}</div>
 </main>`
 
 const PAGE = `<!doctype html><meta charset="utf-8"><title>Sluice dashboard</title>
