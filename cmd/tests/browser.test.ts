@@ -1,13 +1,16 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { join } from 'node:path'
 import { type Browser, chromium, type Page } from 'playwright-core'
-import { eventually, pipeline } from '../../internal/testkit/testkit.ts'
+import { eventually, pipeline, runBinary } from '../../internal/testkit/testkit.ts'
 
 // A real headless Chromium (Debian's) loads a page on another origin that includes /t.js,
 // arriving from a referrer with UTM tags, navigates twice (once through history.pushState)
 // and sends custom events, queued before the script ran and after; they must reach Postgres
 // with their dimensions. Then the dashboard must show what /v1/query says, also once a
-// click on a row has filtered the page. The second test reads what the first sent.
+// click on a row has filtered the page. The second test reads what the first sent. The
+// third sends visits of its own, hours old so they are closed, and the dashboard must show
+// their visit metrics, entry and exit pages, the goal's conversion rate and the realtime
+// count as /v1/query does; it takes docs/dashboard.png.
 
 const DOCS = join(import.meta.dir, '..', '..', 'docs')
 const TOKEN = 'browser-token'
@@ -68,32 +71,53 @@ async function query(body: Record<string, unknown>): Promise<QueryAnswer> {
   expect(res.status).toBe(200)
   return (await res.json()) as QueryAnswer
 }
-const totals = async (filters: Filter[]) => (await query({ metrics: ['visitors', 'pageviews', 'events'], filters })).results[0]!.metrics
-const breakdown = async (dim: string, filters: Filter[]) =>
-  (await query({ metrics: ['visitors', 'pageviews'], dimensions: [dim], filters, order_by: [['visitors', 'desc']], limit: 10 })).results.map((r) => [
-    r.dimensions[0],
-    ...r.metrics,
-  ])
+const VISIT_METRICS = ['visits', 'views_per_visit', 'bounce_rate', 'visit_duration']
+const PAGE_VIEWS = ['pageview', 'page_view']
+/** A panel's rows as the dashboard asks for them: by visitors, ties by value; goals leave page views out. */
+const breakdown = async (dim: string, filters: Filter[], more: Record<string, unknown> = {}, metrics = ['visitors', 'pageviews']) =>
+  (
+    await query({
+      metrics,
+      dimensions: [dim],
+      filters,
+      order_by: [
+        ['visitors', 'desc'],
+        [dim, 'asc'],
+      ],
+      limit: 12,
+      ...more,
+    })
+  ).results
+    .filter((r) => dim !== 'event_type' || !PAGE_VIEWS.includes(r.dimensions[0]!))
+    .slice(0, 10)
+    .map((r) => [r.dimensions[0], ...r.metrics])
+const goals = (filters: Filter[], more: Record<string, unknown> = {}) => breakdown('event_type', filters, more, ['visitors', 'events', 'conversion_rate'])
 
 const number = (s: string | null) => Number(s?.replaceAll(',', ''))
 const cards = async (dash: Page) => Promise.all(['#visitors', '#pageviews', '#events'].map(async (id) => number(await dash.textContent(id))))
 const panel = (dash: Page, id: string) =>
   dash.$$eval(`#p-${id} tbody tr`, (trs) =>
-    trs.map((tr) => [tr.getAttribute('data-value'), ...[...tr.children].slice(1).map((td) => Number(td.textContent!.replaceAll(',', '')))]),
+    trs.map((tr) => [tr.getAttribute('data-value'), ...[...tr.children].slice(1).map((td) => Number(td.textContent!.replace(/[,%]/g, '')))]),
   )
+/** The visit cards' values as the page got them from /v1/query (each card also shows it formatted). */
+const visitCards = (dash: Page) => Promise.all(VISIT_METRICS.map(async (id) => JSON.parse((await dash.getAttribute(`#${id}`, 'data-value')) ?? 'undefined')))
 const loaded = (dash: Page) => dash.waitForSelector('body[data-loaded="true"]', { timeout: 15_000 })
 
-/** Every panel and the cards show what /v1/query answers under `filters`. */
-async function expectPageMatches(dash: Page, filters: Filter[]) {
+/** Every panel and the cards show what /v1/query answers under `filters` (`more` adds site_id or date_range). */
+async function expectPageMatches(dash: Page, filters: Filter[], more: Record<string, unknown> = {}) {
   expect(await dash.textContent('#error')).toBe('')
-  expect(await cards(dash)).toEqual(await totals(filters))
-  for (const [id, dim] of [
-    ['sources', 'source'],
-    ['pages', 'path'],
-    ['countries', 'country'],
-    ['devices', 'device'],
+  expect(await dash.textContent('#cards-note')).toBe('')
+  expect(await cards(dash)).toEqual((await query({ metrics: ['visitors', 'pageviews', 'events'], filters, ...more })).results[0]!.metrics)
+  expect(await visitCards(dash)).toEqual((await query({ metrics: VISIT_METRICS, filters, ...more })).results[0]!.metrics)
+  const pages = (await dash.getAttribute('#p-pages .tabs button.on', 'data-dim')) ?? 'path'
+  for (const [id, dim, metrics] of [
+    ['sources', 'source', undefined],
+    ['pages', pages, pages === 'path' ? undefined : ['visitors', 'visits']],
+    ['countries', 'country', undefined],
+    ['devices', 'device', undefined],
   ] as const)
-    expect(await panel(dash, id)).toEqual(await breakdown(dim, filters))
+    expect(await panel(dash, id)).toEqual(await breakdown(dim, filters, more, metrics && [...metrics]))
+  expect(await panel(dash, 'goals')).toEqual(await goals(filters, more))
   expect(await dash.$('#chart canvas')).not.toBeNull()
   expect(await dash.textContent('#chart-note')).toBe('')
 }
@@ -191,7 +215,6 @@ describe('in a real browser', () => {
     expect((await panel(dash, 'sources')).map((r) => r[0])).toContain('launch')
     await dash.click('#p-sources .tabs button[data-dim="source"]')
     await loaded(dash)
-    await dash.screenshot({ path: join(DOCS, 'dashboard.png'), fullPage: true })
 
     // A click on a row filters everything, and the filter lives in the URL.
     await dash.click('#p-sources tr[data-value="newsletter"]')
@@ -226,4 +249,120 @@ describe('in a real browser', () => {
     expect(await anon.textContent('#error')).toContain('stats need a token')
     expect(await anon.textContent('#visitors')).toBe('–')
   }, 90_000)
+
+  test('the dashboard shows visits, bounce rate, visit duration, entry and exit pages, a goal and realtime visitors as /v1/query does', async () => {
+    // Five visitors, six visits, starting three hours ago: a visit is counted once closed,
+    // 30 minutes after its last event. Minutes from the start, per visitor:
+    //   a: / 0, /docs 1, /pricing 3, signup 4 (on /pricing)      then /blog/hello 120 (a bounce)
+    //   b: / 10 (a bounce)       c: /pricing 20, /docs 22
+    //   d: /blog/hello 30, /pricing 31, signup 33 (on /pricing)   e: /docs 40 (a bounce)
+    const start = Date.now() - 3 * 3_600_000
+    const ev = (user: string, minute: number, path: string, more: Record<string, unknown> = {}) => ({
+      site_id: 'visits-site',
+      event_type: 'pageview',
+      path,
+      user_id: user,
+      timestamp: new Date(start + minute * 60_000).toISOString(),
+      ...more,
+    })
+    const who = {
+      a: { ip: '8.8.8.8', user_agent: IPHONE },
+      b: { ip: '81.169.145.100', user_agent: FIREFOX },
+      c: { ip: '133.242.0.1', user_agent: CHROME },
+      d: { ip: '200.160.2.3', user_agent: SAFARI },
+      e: { ip: '8.8.4.4', user_agent: CHROME },
+    }
+    const google = { referrer: 'https://www.google.com/' }
+    const signup = { event_type: 'signup' }
+    const send = async (events: object[]) => {
+      const res = await fetch(`${stack.base}/events`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${FORWARD}`, 'content-type': 'application/json' },
+        body: JSON.stringify(events),
+      })
+      expect(res.status).toBe(202)
+    }
+    await send([
+      ev('u-a', 0, '/', { ...who.a, ...google }),
+      ev('u-a', 1, '/docs', who.a),
+      ev('u-a', 3, '/pricing', who.a),
+      ev('u-a', 4, '/pricing', { ...who.a, ...signup }),
+      ev('u-a', 120, '/blog/hello', { ...who.a, ...google }),
+      ev('u-b', 10, '/', { ...who.b, referrer: 'https://news.ycombinator.com/item?id=1' }),
+      ev('u-c', 20, '/pricing', who.c),
+      ev('u-c', 22, '/docs', who.c),
+      ev('u-d', 30, '/blog/hello', { ...who.d, utm_source: 'newsletter', utm_medium: 'email', utm_campaign: 'launch' }),
+      ev('u-d', 31, '/pricing', who.d),
+      ev('u-d', 33, '/pricing', { ...who.d, ...signup }),
+      ev('u-e', 40, '/docs', { ...who.e, ...google }),
+    ])
+    const count = async () => Number((await stack.db.sql`select count(*)::int as n from events where site_id = 'visits-site'`)[0]!.n)
+    expect(await eventually(async () => (await count()) === 12)).toBe(true)
+    const rollup = await runBinary('cron', stack.env, ['--once', 'rollup'])
+    expect(rollup.code, rollup.output).toBe(0)
+
+    const site = { site_id: 'visits-site', date_range: '7d' }
+    const all = (await query({ ...site, metrics: ['visitors', 'pageviews', 'events', ...VISIT_METRICS] })).results[0]!.metrics
+    // 6 visits, 3 of them bounces; (240 + 0 + 0 + 120 + 180 + 0) / 6 = 90 s; 10 page views / 6 visits.
+    expect(all).toEqual([5, 10, 12, 6, 1.67, 50, 90])
+
+    const dash = await browser.newPage({ viewport: { width: 1100, height: 760 } })
+    await dash.goto(`${stack.base}/dashboard?site=visits-site&period=7d#token=${TOKEN}`)
+    await loaded(dash)
+    await expectPageMatches(dash, [], site)
+    expect(await Promise.all(['#visits', '#views_per_visit', '#bounce_rate', '#visit_duration'].map((id) => dash.textContent(id)))).toEqual([
+      '6',
+      '1.67',
+      '50.0%',
+      '1:30',
+    ])
+    // The goal: 2 of the 5 visitors signed up.
+    expect(await panel(dash, 'goals')).toEqual([['signup', 2, 2, 40]])
+    expect(await dash.textContent('#p-goals tbody td:last-child')).toBe('40.00%')
+    // Entry and exit pages, by visitors then visits.
+    await dash.click('#p-pages .tabs button[data-dim="entry_page"]')
+    await loaded(dash)
+    expect(await panel(dash, 'pages')).toEqual(await breakdown('entry_page', [], site, ['visitors', 'visits']))
+    expect((await panel(dash, 'pages')).map((r) => [r[0], r[2]])).toEqual([
+      ['/', 2],
+      ['/blog/hello', 2],
+      ['/docs', 1],
+      ['/pricing', 1],
+    ])
+    await dash.click('#p-pages .tabs button[data-dim="exit_page"]')
+    await loaded(dash)
+    expect(await panel(dash, 'pages')).toEqual(await breakdown('exit_page', [], site, ['visitors', 'visits']))
+    expect((await panel(dash, 'pages')).map((r) => [r[0], r[2]])).toEqual([
+      ['/docs', 2],
+      ['/pricing', 2],
+      ['/', 1],
+      ['/blog/hello', 1],
+    ])
+    await expectPageMatches(dash, [], site)
+
+    // A click on an entry page filters the whole page: a's first visit and b's bounce.
+    await dash.click('#p-pages .tabs button[data-dim="entry_page"]')
+    await loaded(dash)
+    await dash.click('#p-pages tr[data-value="/"]')
+    await loaded(dash)
+    expect(new URL(dash.url()).searchParams.getAll('f')).toEqual(['entry_page:/'])
+    expect(await dash.textContent('#filters .chip')).toContain('Entry page is /')
+    await expectPageMatches(dash, [['is', 'entry_page', ['/']]], site)
+    expect(await visitCards(dash)).toEqual([2, 2, 50, 120])
+    await dash.click('#filters .chip button')
+    await loaded(dash)
+    await dash.click('#p-pages .tabs button[data-dim="path"]')
+    await loaded(dash)
+
+    // Realtime: nobody in the last 5 minutes, then one more page view counts within a refresh (10 s).
+    const realtime = async () => (await query({ site_id: 'visits-site', date_range: 'realtime', metrics: ['visitors'] })).results[0]!.metrics[0]
+    const shown = async () => Number(await dash.getAttribute('#realtime-count', 'data-value'))
+    expect(await realtime()).toBe(0)
+    expect(await shown()).toBe(0)
+    await send([{ ...ev('u-now', 0, '/pricing', { ...who.c, ...google }), timestamp: new Date().toISOString() }])
+    expect(await eventually(async () => (await realtime()) === 1)).toBe(true)
+    expect(await eventually(async () => (await shown()) === 1, { timeoutMs: 20_000, intervalMs: 200 })).toBe(true)
+    expect(await dash.textContent('#realtime')).toBe('1 current visitor')
+    await dash.screenshot({ path: join(DOCS, 'dashboard.png'), fullPage: true })
+  }, 120_000)
 })

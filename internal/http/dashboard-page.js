@@ -359,7 +359,12 @@ async function loadPanel(p, my, r = range()) {
   const skip = p.skip ?? []
   try {
     const metrics = columns.map((c) => c[0])
-    const body = await query({ metrics, dimensions: [dim], order_by: [['visitors', 'desc']], limit: 10 + skip.length }, r)
+    // Ties in visitors read by value, so the order is the same on every load.
+    const order_by = [
+      ['visitors', 'desc'],
+      [dim, 'asc'],
+    ]
+    const body = await query({ metrics, dimensions: [dim], order_by, limit: 10 + skip.length }, r)
     if (my !== gen || dim !== p.dim) return
     const results = body.results.filter((x) => !skip.includes(x.dimensions[0])).slice(0, 10)
     table.replaceChildren()
