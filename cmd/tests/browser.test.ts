@@ -62,53 +62,78 @@ const stored = async (n: number) =>
 
 type QueryAnswer = { results: { dimensions: string[]; metrics: number[] }[] }
 type Filter = [string, string, string[]]
-async function query(body: Record<string, unknown>): Promise<QueryAnswer> {
+/** /v1/query's answer: 200 with results, or 422 (the kept data cannot answer) with its message. */
+async function ask(body: Record<string, unknown>): Promise<QueryAnswer | { refused: string }> {
   const res = await fetch(`${stack.base}/v1/query`, {
     method: 'POST',
     headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
     body: JSON.stringify({ site_id: 'browser-site', date_range: 'day', ...body }),
   })
-  expect(res.status).toBe(200)
-  return (await res.json()) as QueryAnswer
+  const json = (await res.json()) as Record<string, unknown>
+  if (res.status === 422) return { refused: String(json.error) }
+  expect(res.status, JSON.stringify(json)).toBe(200)
+  return json as QueryAnswer
 }
+async function query(body: Record<string, unknown>): Promise<QueryAnswer> {
+  const answer = await ask(body)
+  if ('refused' in answer) throw new Error(`422: ${answer.refused}`)
+  return answer
+}
+const BASE_METRICS = ['visitors', 'pageviews', 'events']
 const VISIT_METRICS = ['visits', 'views_per_visit', 'bounce_rate', 'visit_duration']
 const PAGE_VIEWS = ['pageview', 'page_view']
-/** A panel's rows as the dashboard asks for them: by visitors, ties by value; goals leave page views out. */
-const breakdown = async (dim: string, filters: Filter[], more: Record<string, unknown> = {}, metrics = ['visitors', 'pageviews']) =>
-  (
-    await query({
-      metrics,
-      dimensions: [dim],
-      filters,
-      order_by: [
-        ['visitors', 'desc'],
-        [dim, 'asc'],
-      ],
-      limit: 12,
-      ...more,
-    })
-  ).results
+type Shown = unknown[][] | { refused: string }
+/** A panel's rows as the dashboard asks for them (by visitors, ties by value; goals leave page views out), or the 422's message. */
+async function breakdown(dim: string, filters: Filter[], more: Record<string, unknown> = {}, metrics = ['visitors', 'pageviews']): Promise<Shown> {
+  const order_by = [
+    ['visitors', 'desc'],
+    [dim, 'asc'],
+  ]
+  const answer = await ask({ metrics, dimensions: [dim], filters, order_by, limit: 12, ...more })
+  if ('refused' in answer) return answer
+  return answer.results
     .filter((r) => dim !== 'event_type' || !PAGE_VIEWS.includes(r.dimensions[0]!))
     .slice(0, 10)
     .map((r) => [r.dimensions[0], ...r.metrics])
+}
 const goals = (filters: Filter[], more: Record<string, unknown> = {}) => breakdown('event_type', filters, more, ['visitors', 'events', 'conversion_rate'])
 
 const number = (s: string | null) => Number(s?.replaceAll(',', ''))
 const cards = async (dash: Page) => Promise.all(['#visitors', '#pageviews', '#events'].map(async (id) => number(await dash.textContent(id))))
-const panel = (dash: Page, id: string) =>
-  dash.$$eval(`#p-${id} tbody tr`, (trs) =>
+/** A panel's rows, or the message it shows instead of them. */
+async function panel(dash: Page, id: string): Promise<Shown> {
+  const note = await dash.$eval(`#p-${id} .note`, (n) => (n.classList.contains('warn') ? n.textContent : null))
+  if (note !== null) return { refused: note }
+  return dash.$$eval(`#p-${id} tbody tr`, (trs) =>
     trs.map((tr) => [tr.getAttribute('data-value'), ...[...tr.children].slice(1).map((td) => Number(td.textContent!.replace(/[,%]/g, '')))]),
   )
-/** The visit cards' values as the page got them from /v1/query (each card also shows it formatted). */
-const visitCards = (dash: Page) => Promise.all(VISIT_METRICS.map(async (id) => JSON.parse((await dash.getAttribute(`#${id}`, 'data-value')) ?? 'undefined')))
+}
+/** The cards' values as the page got them from /v1/query (each card shows it formatted); undefined where it got none. */
+const cardValues = (dash: Page, ids: string[]) =>
+  Promise.all(ids.map(async (id) => JSON.parse((await dash.getAttribute(`#${id}`, 'data-value')) ?? 'null') ?? undefined))
+/** A panel's rows, which it must show. */
+async function rows(dash: Page, id: string): Promise<unknown[][]> {
+  const shown = await panel(dash, id)
+  if (!Array.isArray(shown)) throw new Error(`#p-${id} shows ${shown.refused}`)
+  return shown
+}
+const visitCards = (dash: Page) => cardValues(dash, VISIT_METRICS)
 const loaded = (dash: Page) => dash.waitForSelector('body[data-loaded="true"]', { timeout: 15_000 })
 
-/** Every panel and the cards show what /v1/query answers under `filters` (`more` adds site_id or date_range). */
+/**
+ * The cards and every panel show what /v1/query answers under `filters` (`more` adds
+ * site_id or date_range), or, where it answers 422, its message instead of numbers.
+ */
 async function expectPageMatches(dash: Page, filters: Filter[], more: Record<string, unknown> = {}) {
   expect(await dash.textContent('#error')).toBe('')
-  expect(await dash.textContent('#cards-note')).toBe('')
-  expect(await cards(dash)).toEqual((await query({ metrics: ['visitors', 'pageviews', 'events'], filters, ...more })).results[0]!.metrics)
-  expect(await visitCards(dash)).toEqual((await query({ metrics: VISIT_METRICS, filters, ...more })).results[0]!.metrics)
+  const refused: string[] = []
+  for (const metrics of [BASE_METRICS, VISIT_METRICS]) {
+    const answer = await ask({ metrics, filters, ...more })
+    if ('refused' in answer) refused.push(answer.refused)
+    const expected = 'refused' in answer ? metrics.map(() => undefined) : answer.results[0]!.metrics
+    expect(await cardValues(dash, metrics)).toEqual(expected)
+  }
+  expect(await dash.textContent('#cards-note')).toBe([...new Set(refused)].join(' · '))
   const pages = (await dash.getAttribute('#p-pages .tabs button.on', 'data-dim')) ?? 'path'
   for (const [id, dim, metrics] of [
     ['sources', 'source', undefined],
@@ -118,6 +143,9 @@ async function expectPageMatches(dash: Page, filters: Filter[], more: Record<str
   ] as const)
     expect(await panel(dash, id)).toEqual(await breakdown(dim, filters, more, metrics && [...metrics]))
   expect(await panel(dash, 'goals')).toEqual(await goals(filters, more))
+}
+/** ... and the chart is drawn, with nothing refused. */
+async function expectChart(dash: Page) {
   expect(await dash.$('#chart canvas')).not.toBeNull()
   expect(await dash.textContent('#chart-note')).toBe('')
 }
@@ -196,6 +224,7 @@ describe('in a real browser', () => {
     await dash.goto(`${stack.base}/dashboard?site=browser-site&period=day#token=${TOKEN}`)
     await loaded(dash)
     await expectPageMatches(dash, [])
+    await expectChart(dash)
     // Both APIs agree on the totals.
     const today = new Date().toISOString().slice(0, 10)
     const tomorrow = new Date(Date.now() + 86_400_000).toISOString().slice(0, 10)
@@ -206,13 +235,13 @@ describe('in a real browser', () => {
     ).json()) as { totals: { views: number; unique_users: number } }
     expect(stats.totals).toEqual({ views: 13, unique_users: 6 })
     expect(await cards(dash)).toEqual([6, 10, 13])
-    expect((await panel(dash, 'sources')).map((r) => r[0])).toContain('newsletter')
-    expect((await panel(dash, 'pages')).map((r) => r[0])).toEqual(expect.arrayContaining(['/', '/pricing', '/about', '/docs/getting-started']))
+    expect((await rows(dash, 'sources')).map((r) => r[0])).toContain('newsletter')
+    expect((await rows(dash, 'pages')).map((r) => r[0])).toEqual(expect.arrayContaining(['/', '/pricing', '/about', '/docs/getting-started']))
     expect(await dash.textContent('#p-countries .attr a')).toBe('IP Geolocation by DB-IP')
     await dash.click('#p-sources .tabs button[data-dim="utm_campaign"]')
     await loaded(dash)
     expect(await panel(dash, 'sources')).toEqual(await breakdown('utm_campaign', []))
-    expect((await panel(dash, 'sources')).map((r) => r[0])).toContain('launch')
+    expect((await rows(dash, 'sources')).map((r) => r[0])).toContain('launch')
     await dash.click('#p-sources .tabs button[data-dim="source"]')
     await loaded(dash)
 
@@ -223,11 +252,13 @@ describe('in a real browser', () => {
     expect(await dash.textContent('#filters .chip')).toContain('Source is newsletter')
     const bySource: Filter[] = [['is', 'source', ['newsletter']]]
     await expectPageMatches(dash, bySource)
+    await expectChart(dash)
     expect(await cards(dash)).toEqual([2, 2, 2])
     await dash.click('#p-devices tr[data-value="Desktop"]')
     await loaded(dash)
     const both: Filter[] = [...bySource, ['is', 'device', ['Desktop']]]
     await expectPageMatches(dash, both)
+    await expectChart(dash)
     expect(dash.url()).toContain('&f=source:newsletter&f=device:Desktop')
 
     // The URL alone restores the view; removing a chip removes its filter.
@@ -236,10 +267,12 @@ describe('in a real browser', () => {
     await loaded(shared)
     expect(await shared.$$eval('#filters .chip', (chips) => chips.map((c) => c.firstChild!.textContent))).toEqual(['Source is newsletter', 'Device is Desktop'])
     await expectPageMatches(shared, both)
+    await expectChart(shared)
     await shared.click('#filters .chip[data-dim="source"] button')
     await loaded(shared)
     expect(new URL(shared.url()).searchParams.getAll('f')).toEqual(['device:Desktop'])
     await expectPageMatches(shared, [['is', 'device', ['Desktop']]])
+    await expectChart(shared)
 
     // Without the token, the page shows nothing but the error.
     const anon = await browser.newPage()
@@ -311,6 +344,7 @@ describe('in a real browser', () => {
     await dash.goto(`${stack.base}/dashboard?site=visits-site&period=7d#token=${TOKEN}`)
     await loaded(dash)
     await expectPageMatches(dash, [], site)
+    await expectChart(dash)
     expect(await Promise.all(['#visits', '#views_per_visit', '#bounce_rate', '#visit_duration'].map((id) => dash.textContent(id)))).toEqual([
       '6',
       '1.67',
@@ -324,7 +358,7 @@ describe('in a real browser', () => {
     await dash.click('#p-pages .tabs button[data-dim="entry_page"]')
     await loaded(dash)
     expect(await panel(dash, 'pages')).toEqual(await breakdown('entry_page', [], site, ['visitors', 'visits']))
-    expect((await panel(dash, 'pages')).map((r) => [r[0], r[2]])).toEqual([
+    expect((await rows(dash, 'pages')).map((r) => [r[0], r[2]])).toEqual([
       ['/', 2],
       ['/blog/hello', 2],
       ['/docs', 1],
@@ -333,13 +367,14 @@ describe('in a real browser', () => {
     await dash.click('#p-pages .tabs button[data-dim="exit_page"]')
     await loaded(dash)
     expect(await panel(dash, 'pages')).toEqual(await breakdown('exit_page', [], site, ['visitors', 'visits']))
-    expect((await panel(dash, 'pages')).map((r) => [r[0], r[2]])).toEqual([
+    expect((await rows(dash, 'pages')).map((r) => [r[0], r[2]])).toEqual([
       ['/docs', 2],
       ['/pricing', 2],
       ['/', 1],
       ['/blog/hello', 1],
     ])
     await expectPageMatches(dash, [], site)
+    await expectChart(dash)
 
     // A click on an entry page filters the whole page: a's first visit and b's bounce.
     await dash.click('#p-pages .tabs button[data-dim="entry_page"]')
