@@ -306,6 +306,8 @@ async function loadChart(r, my) {
       height: 260,
       series: [{}, { label: 'Visitors', stroke: '#1aa179', width: 2 }, { label: 'Events', stroke: '#2f6fec', width: 2 }],
       scales: { x: { time: true } },
+      // Ticks at least 80 px apart: days, not hours, on a week.
+      axes: [{ space: 80 }, {}],
     },
     data,
     el,
