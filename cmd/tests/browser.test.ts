@@ -408,5 +408,20 @@ describe('in a real browser', () => {
     expect(await eventually(async () => (await shown()) === 1, { timeoutMs: 20_000, intervalMs: 200 })).toBe(true)
     expect(await dash.textContent('#realtime')).toBe('1 current visitor')
     await dash.screenshot({ path: join(DOCS, 'dashboard.png'), fullPage: true })
+
+    // While the tab is hidden the count is not refreshed; shown again, it is at once.
+    const asked: number[] = []
+    dash.on('request', (r) => {
+      if (r.url().endsWith('/v1/query') && r.postData()?.includes('"realtime"')) asked.push(Date.now())
+    })
+    const visibility = (hidden: boolean) =>
+      dash.evaluate(
+        `Object.defineProperty(document, 'hidden', { configurable: true, get: () => ${hidden} }); document.dispatchEvent(new Event('visibilitychange'))`,
+      )
+    await visibility(true)
+    await Bun.sleep(11_000)
+    expect(asked).toEqual([])
+    await visibility(false)
+    expect(await eventually(async () => asked.length === 1, { timeoutMs: 2_000 })).toBe(true)
   }, 240_000)
 })
