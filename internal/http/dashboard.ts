@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
@@ -10,16 +11,22 @@ import type { Hono } from 'hono'
  * /v1/stats (the unfiltered chart) with it. Clicking a panel row filters the whole page; the
  * filters live in the URL (?site=s&period=7d&f=source:Google&f=country:DE). A panel the kept
  * data cannot answer (422) shows the API's message instead of numbers. Charts use uPlot,
- * served from the package; nothing else is loaded.
+ * served from the package; the page's script is dashboard-page.js, served as it is (its URL
+ * carries a hash of its content, so a new version is never read from a stale cache).
  */
 export function dashboardRoutes(app: Hono) {
   const uplot = dirname(createRequire(import.meta.url).resolve('uplot/dist/uPlot.iife.min.js'))
   const js = readFileSync(join(uplot, 'uPlot.iife.min.js'))
   const css = readFileSync(join(uplot, 'uPlot.min.css'))
+  const script = readFileSync(join(import.meta.dir, 'dashboard-page.js'))
+  const version = createHash('sha256').update(script).digest('hex').slice(0, 12)
+  const page = PAGE.replace('/assets/dashboard.js', `/assets/dashboard.js?v=${version}`)
   const cached = { 'Cache-Control': 'public, max-age=86400' }
-  app.get('/assets/uplot.js', (c) => c.body(js, 200, { 'Content-Type': 'application/javascript; charset=utf-8', ...cached }))
+  const javascript = 'application/javascript; charset=utf-8'
+  app.get('/assets/uplot.js', (c) => c.body(js, 200, { 'Content-Type': javascript, ...cached }))
+  app.get('/assets/dashboard.js', (c) => c.body(script, 200, { 'Content-Type': javascript, ...cached }))
   app.get('/assets/uplot.css', (c) => c.body(css, 200, { 'Content-Type': 'text/css; charset=utf-8', ...cached }))
-  app.get('/dashboard', (c) => c.html(PAGE))
+  app.get('/dashboard', (c) => c.html(page))
   app.get('/', (c) => c.redirect('/dashboard'))
 }
 
@@ -32,11 +39,14 @@ label{display:flex;flex-direction:column;font-size:12px;color:#556}
 input,select,button{font:inherit;padding:.35rem .5rem;border:1px solid #c8ccd4;border-radius:4px}
 form button{background:#2f6fec;color:#fff;border-color:#2f6fec;cursor:pointer}
 form:not(.custom) .custom{display:none}
-#filters{display:flex;flex-wrap:wrap;gap:.4rem;align-items:center}#filters:empty{display:none}
+#filters{display:flex;flex-wrap:wrap;gap:.4rem;align-items:center}
+#filters:empty{display:none}#realtime{margin:0 0 .4rem auto;font-size:14px;color:#556;white-space:nowrap}
+#realtime i{display:inline-block;width:.55rem;height:.55rem;border-radius:50%;background:#1aa179;margin-right:.4rem;animation:pulse 2s infinite}
+#realtime b{color:#1d2430}@keyframes pulse{50%{opacity:.35}}
 .chip{display:inline-flex;align-items:center;gap:.3rem;background:#e8f0fe;color:#1a3d8f;border-radius:14px;padding:.1rem .3rem .1rem .7rem;font-size:13px}
 .chip button{border:0;background:none;color:inherit;cursor:pointer;padding:0 .3rem;font-size:15px;line-height:1}
-.cards{display:flex;gap:1rem;margin:.6rem 0 1rem}.card{flex:1;background:#fff;border-radius:6px;padding:1rem;box-shadow:0 1px 2px #0001}
-.card b{display:block;font-size:28px}.panel{background:#fff;border-radius:6px;padding:1rem;box-shadow:0 1px 2px #0001;margin-bottom:1rem;min-width:0}
+.cards{display:flex;flex-wrap:wrap;gap:.8rem;margin:.6rem 0 1rem}.card{flex:1 1 0;min-width:6.5rem;background:#fff;border-radius:6px;padding:.8rem .9rem;box-shadow:0 1px 2px #0001;font-size:13px;color:#556}
+.card b{display:block;font-size:24px;color:#1d2430;white-space:nowrap}.panel{background:#fff;border-radius:6px;padding:1rem;box-shadow:0 1px 2px #0001;margin-bottom:1rem;min-width:0}
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:0 1rem}@media(max-width:760px){.grid{grid-template-columns:1fr}}
 .ph{display:flex;justify-content:space-between;align-items:baseline;flex-wrap:wrap;gap:.4rem;margin-bottom:.4rem}.ph h2{font-size:15px;margin:0}
 .tabs button{border:0;background:none;color:#667;padding:0 .25rem;font-size:12px;cursor:pointer}.tabs button.on{color:#2f6fec;font-weight:600}
@@ -54,6 +64,16 @@ td.name button.none{color:#889;font-style:italic}.note{font-size:13px;color:#667
 const panel = (id: string, title: string, footer = '') =>
   `<section class="panel" id="p-${id}"><div class="ph"><h2>${title}</h2><span class="tabs"></span></div><table></table><p class="note"></p>${footer}</section>`
 
+const CARDS = [
+  ['visitors', 'Unique visitors'],
+  ['visits', 'Visits'],
+  ['pageviews', 'Pageviews'],
+  ['views_per_visit', 'Views per visit'],
+  ['bounce_rate', 'Bounce rate'],
+  ['visit_duration', 'Visit duration'],
+  ['events', 'Events'],
+]
+
 const HTML = `<header>Sluice</header>
 <main>
 <form id="query">
@@ -63,264 +83,17 @@ const HTML = `<header>Sluice</header>
   <label class="custom">To (inclusive)<input name="to" type="date"></label>
   <label>Stats token<input name="token" type="password" autocomplete="off"></label>
   <button>Show</button>
+  <span id="realtime" title="Visitors in the last 5 minutes"><i></i><b id="realtime-count">–</b> <span id="realtime-what">current visitors</span></span>
 </form>
 <p id="error" role="alert"></p>
 <div id="filters" aria-label="Active filters"></div>
-<div class="cards"><div class="card">Unique visitors<b id="visitors">–</b></div><div class="card">Pageviews<b id="pageviews">–</b></div><div class="card">Events<b id="events">–</b></div></div>
+<div class="cards">${CARDS.map(([id, name]) => `<div class="card">${name}<b id="${id}">–</b></div>`).join('')}</div>
 <p class="note" id="cards-note"></p>
 <div class="panel"><div id="chart"></div><p class="note" id="chart-note"></p></div>
-<div class="grid">${panel('sources', 'Top sources')}${panel('pages', 'Top pages')}
-${panel('countries', 'Countries', '<p class="attr"><a href="https://db-ip.com">IP Geolocation by DB-IP</a></p>')}${panel('devices', 'Devices')}</div>
+<div class="grid">${panel('sources', 'Top sources')}${panel('pages', 'Pages')}
+${panel('countries', 'Countries', '<p class="attr"><a href="https://db-ip.com">IP Geolocation by DB-IP</a></p>')}${panel('devices', 'Devices')}
+${panel('goals', 'Goals')}</div>
 </main>`
-
-// The page's script: plain JavaScript in a string, so no template literals inside it.
-const SCRIPT = `<script>
-const $ = (id) => document.getElementById(id)
-const form = $('query')
-const fmt = (n) => Number(n).toLocaleString('en')
-const NONE = '(none)'
-const LABELS = { source: 'Source', channel: 'Channel', utm_source: 'UTM source', utm_medium: 'UTM medium', utm_campaign: 'UTM campaign', utm_content: 'UTM content', utm_term: 'UTM term', referrer: 'Referrer', path: 'Page', country: 'Country', device: 'Device', browser: 'Browser', os: 'OS', event_type: 'Event' }
-const PANELS = [
-  { id: 'sources', tabs: [['source', 'Sources'], ['channel', 'Channels'], ['utm_source', 'UTM source'], ['utm_medium', 'UTM medium'], ['utm_campaign', 'UTM campaign']] },
-  { id: 'pages', tabs: [['path', 'Pages']] },
-  { id: 'countries', tabs: [['country', 'Countries']] },
-  { id: 'devices', tabs: [['device', 'Devices'], ['browser', 'Browsers'], ['os', 'OS']] },
-]
-const regions = new Intl.DisplayNames(['en'], { type: 'region' })
-let filters = []
-let gen = 0
-let plot
-
-const label = (dim) => LABELS[dim] ?? dim
-function shown(dim, value) {
-  if (dim !== 'country' || value === NONE) return value
-  try { return regions.of(value) ?? value } catch { return value }
-}
-
-// The URL: ?site=s&period=7d[&from=&to=]&f=dim:value..., readable (':' and '/' left as they are).
-function readUrl() {
-  const p = new URLSearchParams(location.search)
-  form.site.value = p.get('site') ?? ''
-  form.from.value = p.get('from') ?? ''
-  form.to.value = p.get('to') ?? ''
-  const period = p.get('period') ?? (p.get('from') ? 'custom' : '30d')
-  form.period.value = [...form.period.options].some((o) => o.value === period) ? period : '30d'
-  custom()
-  filters = p.getAll('f').flatMap((f) => {
-    const m = /^(props:[^:]+|[a-z_]+):([\\s\\S]*)$/.exec(f)
-    return m && (m[1] in LABELS || m[1].startsWith('props:')) ? [[m[1], m[2]]] : []
-  })
-}
-function custom() {
-  const on = form.period.value === 'custom'
-  form.classList.toggle('custom', on)
-  form.from.required = form.to.required = on
-}
-function writeUrl(push) {
-  const p = new URLSearchParams({ site: form.site.value, period: form.period.value })
-  if (form.period.value === 'custom') { p.set('from', form.from.value); p.set('to', form.to.value) }
-  for (const [dim, value] of filters) p.append('f', dim + ':' + value)
-  const url = location.pathname + '?' + p.toString().replace(/%3A/g, ':').replace(/%2F/g, '/')
-  if (url !== location.pathname + location.search) history[push ? 'pushState' : 'replaceState'](null, '', url)
-}
-
-// The range as inclusive UTC days, [from, to]; null for all time.
-function range() {
-  const n = new Date()
-  const day = (d, m = n.getUTCMonth(), y = n.getUTCFullYear()) => new Date(Date.UTC(y, m, d)).toISOString().slice(0, 10)
-  const today = day(n.getUTCDate())
-  return { day: [today, today], '7d': [day(n.getUTCDate() - 6), today], '30d': [day(n.getUTCDate() - 29), today], month: [day(1), today],
-    '12mo': [day(1, n.getUTCMonth() - 11), today], year: [day(1, 0), today], custom: [form.from.value, form.to.value] }[form.period.value] ?? null
-}
-function granularity(r) {
-  if (!r) return 'month'
-  const days = (Date.parse(r[1]) - Date.parse(r[0])) / 86400000 + 1
-  return days <= 1 ? 'hour' : days <= 93 ? 'day' : 'month'
-}
-
-class ApiError extends Error {}
-async function api(path, body) {
-  const headers = form.token.value ? { Authorization: 'Bearer ' + form.token.value } : {}
-  const res = await fetch(path, body ? { method: 'POST', headers: { ...headers, 'Content-Type': 'application/json' }, body: JSON.stringify(body) } : { headers })
-  const data = await res.json().catch(() => ({}))
-  if (res.ok) return data
-  const e = data.error
-  const details = data.details ?? e?.details
-  const err = new ApiError((typeof e === 'string' ? e : e?.message ?? res.status + ' ' + res.statusText) + (Array.isArray(details) && details.length ? ': ' + details.map((d) => d.message ?? JSON.stringify(d)).join('; ') : ''))
-  err.status = res.status
-  err.code = data.code ?? e?.code
-  throw err
-}
-function query(body, r) {
-  return api('/v1/query', { site_id: form.site.value, date_range: r ?? 'all', filters: filters.map(([dim, value]) => ['is', dim, [value]]), ...body })
-}
-// A 422 (the kept data cannot answer this) is shown in its own block; anything else goes up to #error.
-function answerable(err, note) {
-  if (!(err instanceof ApiError) || err.status !== 422) throw err
-  note.textContent = err.message
-  note.classList.add('warn')
-}
-function clear(note) {
-  note.textContent = ''
-  note.classList.remove('warn')
-}
-
-async function loadCards(r, my) {
-  const note = $('cards-note')
-  const ids = ['visitors', 'pageviews', 'events']
-  try {
-    const body = await query({ metrics: ids, dimensions: [] }, r)
-    if (my !== gen) return
-    const m = body.results[0]?.metrics ?? [0, 0, 0]
-    ids.forEach((id, i) => { $(id).textContent = fmt(m[i]) })
-    clear(note)
-  } catch (err) {
-    if (my !== gen) return
-    for (const id of ids) $(id).textContent = '–'
-    answerable(err, note)
-  }
-}
-
-function bucketMs(s) {
-  s = String(s).replace(' ', 'T')
-  if (/^\\d{4}$/.test(s)) s += '-01'
-  if (/^\\d{4}-\\d{2}$/.test(s)) s += '-01'
-  if (/^\\d{4}-\\d{2}-\\d{2}$/.test(s)) s += 'T00:00:00'
-  return Date.parse(/(Z|[+-]\\d{2}:?\\d{2})$/.test(s) ? s : s + 'Z')
-}
-function nextBucket(ms, g) {
-  const d = new Date(ms)
-  return g === 'hour' ? ms + 3600000 : g === 'day' ? ms + 86400000 : Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1)
-}
-// Every bucket of the range, zero where the answer has none, so the line does not skip gaps.
-function series(points, r, g) {
-  const byMs = new Map(points.map((p) => [p[0], p]))
-  const times = points.map((p) => p[0])
-  const start = r ? Date.parse(r[0]) : Math.min(...times)
-  const end = r ? Date.parse(r[1]) + 86400000 : Date.now()
-  for (let t = start; Number.isFinite(t) && t < end; t = nextBucket(t, g)) if (!byMs.has(t)) byMs.set(t, [t, 0, 0])
-  const rows = [...byMs.values()].sort((a, b) => a[0] - b[0])
-  return [rows.map((p) => p[0] / 1000), rows.map((p) => p[1]), rows.map((p) => p[2])]
-}
-async function loadChart(r, my) {
-  const note = $('chart-note')
-  const g = granularity(r)
-  let data
-  try {
-    if (!filters.length && r) {
-      const to = new Date(Date.parse(r[1]) + 86400000).toISOString().slice(0, 10)
-      const body = await api('/v1/stats?' + new URLSearchParams({ site_id: form.site.value, from: r[0], to, granularity: g, limit: '1' }))
-      data = [body.series.map((s) => Date.parse(s.bucket) / 1000), body.series.map((s) => s.unique_users), body.series.map((s) => s.views)]
-    } else {
-      const body = await query({ metrics: ['visitors', 'events'], dimensions: ['time:' + g] }, r)
-      data = series(body.results.map((x) => [bucketMs(x.dimensions[0]), x.metrics[0], x.metrics[1]]), r, g)
-    }
-  } catch (err) {
-    if (my !== gen) return
-    plot?.destroy(); plot = undefined
-    answerable(err, note)
-    return
-  }
-  if (my !== gen) return
-  clear(note)
-  // Buckets that start after now have no data yet: a gap, not a zero.
-  const now = Date.now() / 1000
-  for (const s of [1, 2]) data[s] = data[s].map((x, i) => (data[0][i] > now ? null : x))
-  plot?.destroy()
-  const el = $('chart')
-  plot = new uPlot({ width: el.clientWidth, height: 260, series: [{}, { label: 'Visitors', stroke: '#1aa179', width: 2 }, { label: 'Events', stroke: '#2f6fec', width: 2 }], scales: { x: { time: true } } }, data, el)
-}
-
-function renderTabs(p) {
-  const tabs = document.querySelector('#p-' + p.id + ' .tabs')
-  tabs.replaceChildren(...(p.tabs.length > 1 ? p.tabs : []).map(([dim, name]) => {
-    const b = document.createElement('button')
-    b.type = 'button'; b.textContent = name; b.dataset.dim = dim; b.className = dim === p.dim ? 'on' : ''
-    b.onclick = () => { p.dim = dim; renderTabs(p); run([loadPanel(p, gen)]) }
-    return b
-  }))
-}
-function row(table, dim, x, max) {
-  const value = String(x.dimensions[0])
-  const tr = table.insertRow(); tr.className = 'row'; tr.dataset.value = value
-  const name = tr.insertCell(); name.className = 'name'
-  const bar = document.createElement('i'); bar.style.width = (max ? (100 * x.metrics[0]) / max : 0) + '%'
-  const b = document.createElement('button'); b.type = 'button'; b.textContent = shown(dim, value); b.title = value
-  if (value === NONE) b.className = 'none'
-  name.append(bar, b)
-  for (const m of x.metrics) tr.insertCell().textContent = fmt(m)
-  tr.onclick = () => addFilter(dim, value)
-}
-async function loadPanel(p, my, r = range()) {
-  const el = $('p-' + p.id)
-  const table = el.querySelector('table'), note = el.querySelector('.note')
-  const dim = p.dim
-  try {
-    const body = await query({ metrics: ['visitors', 'pageviews'], dimensions: [dim], order_by: [['visitors', 'desc']], limit: 10 }, r)
-    if (my !== gen || dim !== p.dim) return
-    table.replaceChildren()
-    const head = table.createTHead().insertRow()
-    for (const h of [label(dim), 'Visitors', 'Pageviews']) head.appendChild(document.createElement('th')).textContent = h
-    const body2 = table.createTBody()
-    const max = Math.max(0, ...body.results.map((x) => x.metrics[0]))
-    for (const x of body.results) row(body2, dim, x, max)
-    clear(note)
-    if (!body.results.length) note.textContent = 'Nothing in this range.'
-  } catch (err) {
-    if (my !== gen || dim !== p.dim) return
-    table.replaceChildren()
-    answerable(err, note)
-  }
-}
-
-function renderFilters() {
-  $('filters').replaceChildren(...filters.map(([dim, value], i) => {
-    const chip = document.createElement('span'); chip.className = 'chip'; chip.dataset.dim = dim
-    const x = document.createElement('button'); x.type = 'button'; x.textContent = '×'; x.title = 'Remove filter'
-    x.setAttribute('aria-label', 'Remove filter ' + label(dim))
-    x.onclick = () => { filters.splice(i, 1); writeUrl(true); load() }
-    chip.append(label(dim) + ' is ' + shown(dim, value), x)
-    return chip
-  }))
-}
-function addFilter(dim, value) {
-  filters = filters.filter((f) => f[0] !== dim).concat([[dim, value]])
-  writeUrl(true)
-  load()
-}
-
-// Runs loaders; body[data-loaded] is "true" once all have settled. Errors other than 422s go to #error, once each.
-async function run(jobs) {
-  document.body.dataset.loaded = 'false'
-  const my = gen
-  const results = await Promise.allSettled(jobs)
-  if (my !== gen) return
-  const messages = new Set(results.filter((x) => x.status === 'rejected').map((x) => x.reason.message))
-  if (messages.size) $('error').textContent = [...messages].join(' · ')
-  document.body.dataset.loaded = 'true'
-}
-function load() {
-  const my = ++gen
-  $('error').textContent = ''
-  sessionStorage.setItem('sluice_token', form.token.value)
-  renderFilters()
-  const r = range()
-  return run([loadCards(r, my), loadChart(r, my), ...PANELS.map((p) => loadPanel(p, my, r))])
-}
-
-const fragment = new URLSearchParams(location.hash.slice(1))
-if (fragment.get('token')) { sessionStorage.setItem('sluice_token', fragment.get('token')); history.replaceState(null, '', location.pathname + location.search) }
-form.token.value = sessionStorage.getItem('sluice_token') ?? ''
-for (const p of PANELS) { p.dim = p.tabs[0][0]; renderTabs(p) }
-readUrl()
-form.addEventListener('submit', (e) => { e.preventDefault(); writeUrl(false); load() })
-form.period.addEventListener('change', () => {
-  custom()
-  if (form.period.value !== 'custom' && form.site.value) form.requestSubmit()
-})
-addEventListener('popstate', () => { readUrl(); load() })
-if (form.site.value && form.token.value) load()
-</script>`
 
 const PAGE = `<!doctype html><meta charset="utf-8"><title>Sluice dashboard</title>
 <meta name="viewport" content="width=device-width,initial-scale=1">
@@ -328,4 +101,4 @@ const PAGE = `<!doctype html><meta charset="utf-8"><title>Sluice dashboard</titl
 ${CSS}
 ${HTML}
 <script src="/assets/uplot.js"></script>
-${SCRIPT}`
+<script src="/assets/dashboard.js"></script>`

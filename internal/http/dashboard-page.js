@@ -1,0 +1,462 @@
+// The dashboard page's script, served at /assets/dashboard.js (see dashboard.ts): plain
+// browser JavaScript, no build step.
+const $ = (id) => document.getElementById(id)
+const form = $('query')
+const fmt = (n) => Number(n).toLocaleString('en')
+const fixed =
+  (digits, unit = '') =>
+  (n) =>
+    n == null ? '–' : `${Number(n).toFixed(digits)}${unit}`
+// Seconds as m:ss (minutes may pass 59).
+const duration = (n) => (n == null ? '–' : `${Math.floor(Math.round(n) / 60)}:${String(Math.round(n) % 60).padStart(2, '0')}`)
+// How each metric reads: counts with thousands separators, rates as /v1/query rounds them.
+const FORMATS = { bounce_rate: fixed(1, '%'), conversion_rate: fixed(2, '%'), views_per_visit: fixed(2), visit_duration: duration }
+const show = (metric, n) => (FORMATS[metric] ?? fmt)(n)
+const NONE = '(none)'
+const LABELS = {
+  source: 'Source',
+  channel: 'Channel',
+  utm_source: 'UTM source',
+  utm_medium: 'UTM medium',
+  utm_campaign: 'UTM campaign',
+  utm_content: 'UTM content',
+  utm_term: 'UTM term',
+  referrer: 'Referrer',
+  path: 'Page',
+  entry_page: 'Entry page',
+  exit_page: 'Exit page',
+  country: 'Country',
+  device: 'Device',
+  browser: 'Browser',
+  os: 'OS',
+  event_type: 'Event',
+}
+// A panel's tabs are [dimension, name, columns]; columns are [metric, heading], visitors and pageviews unless given.
+const VISITS = (name) => [
+  ['visitors', 'Visitors'],
+  ['visits', name],
+]
+const PANELS = [
+  {
+    id: 'sources',
+    tabs: [
+      ['source', 'Sources'],
+      ['channel', 'Channels'],
+      ['utm_source', 'UTM source'],
+      ['utm_medium', 'UTM medium'],
+      ['utm_campaign', 'UTM campaign'],
+    ],
+  },
+  {
+    id: 'pages',
+    tabs: [
+      ['path', 'Top pages'],
+      ['entry_page', 'Entry pages', VISITS('Entrances')],
+      ['exit_page', 'Exit pages', VISITS('Exits')],
+    ],
+  },
+  { id: 'countries', tabs: [['country', 'Countries']] },
+  {
+    id: 'devices',
+    tabs: [
+      ['device', 'Devices'],
+      ['browser', 'Browsers'],
+      ['os', 'OS'],
+    ],
+  },
+  // Goals: the event types other than page views, with the share of all visitors who sent each.
+  {
+    id: 'goals',
+    head: 'Goal',
+    skip: ['pageview', 'page_view'],
+    empty: 'No custom events in this range.',
+    tabs: [
+      [
+        'event_type',
+        'Goals',
+        [
+          ['visitors', 'Visitors'],
+          ['events', 'Events'],
+          ['conversion_rate', 'Conversion'],
+        ],
+      ],
+    ],
+  },
+]
+const DEFAULT_COLUMNS = [
+  ['visitors', 'Visitors'],
+  ['pageviews', 'Pageviews'],
+]
+// The top cards, in two queries so a range the visit metrics cannot answer still shows the others.
+const CARDS = [
+  ['visitors', 'pageviews', 'events'],
+  ['visits', 'views_per_visit', 'bounce_rate', 'visit_duration'],
+]
+const REALTIME_MS = 10_000
+const regions = new Intl.DisplayNames(['en'], { type: 'region' })
+let filters = []
+let gen = 0
+let plot
+let realtimeGen = 0
+let realtimeTimer
+
+const label = (dim) => LABELS[dim] ?? dim
+function shown(dim, value) {
+  if (dim !== 'country' || value === NONE) return value
+  try {
+    return regions.of(value) ?? value
+  } catch {
+    return value
+  }
+}
+
+// The URL: ?site=s&period=7d[&from=&to=]&f=dim:value..., readable (':' and '/' left as they are).
+function readUrl() {
+  const p = new URLSearchParams(location.search)
+  form.site.value = p.get('site') ?? ''
+  form.from.value = p.get('from') ?? ''
+  form.to.value = p.get('to') ?? ''
+  const period = p.get('period') ?? (p.get('from') ? 'custom' : '30d')
+  form.period.value = [...form.period.options].some((o) => o.value === period) ? period : '30d'
+  custom()
+  filters = p.getAll('f').flatMap((f) => {
+    const m = /^(props:[^:]+|[a-z_]+):([\s\S]*)$/.exec(f)
+    return m && (m[1] in LABELS || m[1].startsWith('props:')) ? [[m[1], m[2]]] : []
+  })
+}
+function custom() {
+  const on = form.period.value === 'custom'
+  form.classList.toggle('custom', on)
+  form.from.required = form.to.required = on
+}
+function writeUrl(push) {
+  const p = new URLSearchParams({ site: form.site.value, period: form.period.value })
+  if (form.period.value === 'custom') {
+    p.set('from', form.from.value)
+    p.set('to', form.to.value)
+  }
+  for (const [dim, value] of filters) p.append('f', `${dim}:${value}`)
+  const url = `${location.pathname}?${p.toString().replace(/%3A/g, ':').replace(/%2F/g, '/')}`
+  if (url !== location.pathname + location.search) history[push ? 'pushState' : 'replaceState'](null, '', url)
+}
+
+// The range as inclusive UTC days, [from, to]; null for all time.
+function range() {
+  const n = new Date()
+  const day = (d, m = n.getUTCMonth(), y = n.getUTCFullYear()) => new Date(Date.UTC(y, m, d)).toISOString().slice(0, 10)
+  const today = day(n.getUTCDate())
+  return (
+    {
+      day: [today, today],
+      '7d': [day(n.getUTCDate() - 6), today],
+      '30d': [day(n.getUTCDate() - 29), today],
+      month: [day(1), today],
+      '12mo': [day(1, n.getUTCMonth() - 11), today],
+      year: [day(1, 0), today],
+      custom: [form.from.value, form.to.value],
+    }[form.period.value] ?? null
+  )
+}
+function granularity(r) {
+  if (!r) return 'month'
+  const days = (Date.parse(r[1]) - Date.parse(r[0])) / 86400000 + 1
+  return days <= 1 ? 'hour' : days <= 93 ? 'day' : 'month'
+}
+
+class ApiError extends Error {}
+async function api(path, body) {
+  const headers = form.token.value ? { Authorization: `Bearer ${form.token.value}` } : {}
+  const res = await fetch(
+    path,
+    body ? { method: 'POST', headers: { ...headers, 'Content-Type': 'application/json' }, body: JSON.stringify(body) } : { headers },
+  )
+  const data = await res.json().catch(() => ({}))
+  if (res.ok) return data
+  const e = data.error
+  const details = data.details ?? e?.details
+  const err = new ApiError(
+    (typeof e === 'string' ? e : (e?.message ?? `${res.status} ${res.statusText}`)) +
+      (Array.isArray(details) && details.length ? `: ${details.map((d) => d.message ?? JSON.stringify(d)).join('; ')}` : ''),
+  )
+  err.status = res.status
+  err.code = data.code ?? e?.code
+  throw err
+}
+function query(body, r) {
+  return api('/v1/query', { site_id: form.site.value, date_range: r ?? 'all', filters: filters.map(([dim, value]) => ['is', dim, [value]]), ...body })
+}
+// A 422 (the kept data cannot answer this) is shown in its own block; anything else goes up to #error.
+function answerable(err, note) {
+  if (!(err instanceof ApiError) || err.status !== 422) throw err
+  note.textContent = err.message
+  note.classList.add('warn')
+}
+function clear(note) {
+  note.textContent = ''
+  note.classList.remove('warn')
+}
+
+function setCard(metric, value) {
+  const el = $(metric)
+  el.textContent = value === undefined ? '–' : show(metric, value)
+  if (value === undefined) delete el.dataset.value
+  else el.dataset.value = String(value)
+}
+async function loadCards(r, my) {
+  const note = $('cards-note')
+  clear(note)
+  const answers = await Promise.allSettled(CARDS.map((metrics) => query({ metrics, dimensions: [] }, r)))
+  if (my !== gen) return
+  answers.forEach((a, i) => {
+    const m = a.status === 'fulfilled' ? a.value.results[0]?.metrics : undefined
+    CARDS[i].forEach((metric, j) => {
+      setCard(metric, m ? (m[j] ?? null) : undefined)
+    })
+  })
+  // 422s join in the note; anything else goes up to #error.
+  const refused = answers.filter((a) => a.status === 'rejected' && a.reason instanceof ApiError && a.reason.status === 422)
+  if (refused.length) {
+    note.textContent = [...new Set(refused.map((a) => a.reason.message))].join(' · ')
+    note.classList.add('warn')
+  }
+  const failed = answers.find((a) => a.status === 'rejected' && !refused.includes(a))
+  if (failed) throw failed.reason
+}
+
+// "N current visitors": visitors in the last 5 minutes under the filters, refreshed every REALTIME_MS while the tab is visible.
+async function loadRealtime() {
+  const my = ++realtimeGen
+  const count = $('realtime-count')
+  try {
+    const body = await query({ metrics: ['visitors'], dimensions: [] }, 'realtime')
+    if (my !== realtimeGen) return
+    const n = body.results[0]?.metrics[0] ?? 0
+    count.textContent = fmt(n)
+    count.dataset.value = String(n)
+    $('realtime-what').textContent = n === 1 ? 'current visitor' : 'current visitors'
+    $('realtime').title = 'Visitors in the last 5 minutes'
+  } catch (err) {
+    if (my !== realtimeGen) return
+    count.textContent = '–'
+    delete count.dataset.value
+    $('realtime').title = err.message
+  }
+}
+function scheduleRealtime() {
+  clearInterval(realtimeTimer)
+  realtimeTimer = undefined
+  if (!document.hidden && form.site.value && form.token.value) realtimeTimer = setInterval(loadRealtime, REALTIME_MS)
+}
+
+function bucketMs(s) {
+  s = String(s).replace(' ', 'T')
+  if (/^\d{4}$/.test(s)) s += '-01'
+  if (/^\d{4}-\d{2}$/.test(s)) s += '-01'
+  if (/^\d{4}-\d{2}-\d{2}$/.test(s)) s += 'T00:00:00'
+  return Date.parse(/(Z|[+-]\d{2}:?\d{2})$/.test(s) ? s : `${s}Z`)
+}
+function nextBucket(ms, g) {
+  const d = new Date(ms)
+  return g === 'hour' ? ms + 3600000 : g === 'day' ? ms + 86400000 : Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1)
+}
+// Every bucket of the range, zero where the answer has none, so the line does not skip gaps.
+function series(points, r, g) {
+  const byMs = new Map(points.map((p) => [p[0], p]))
+  const times = points.map((p) => p[0])
+  const start = r ? Date.parse(r[0]) : Math.min(...times)
+  const end = r ? Date.parse(r[1]) + 86400000 : Date.now()
+  for (let t = start; Number.isFinite(t) && t < end; t = nextBucket(t, g)) if (!byMs.has(t)) byMs.set(t, [t, 0, 0])
+  const rows = [...byMs.values()].sort((a, b) => a[0] - b[0])
+  return [rows.map((p) => p[0] / 1000), rows.map((p) => p[1]), rows.map((p) => p[2])]
+}
+async function loadChart(r, my) {
+  const note = $('chart-note')
+  const g = granularity(r)
+  let data
+  try {
+    if (!filters.length && r) {
+      const to = new Date(Date.parse(r[1]) + 86400000).toISOString().slice(0, 10)
+      const body = await api(`/v1/stats?${new URLSearchParams({ site_id: form.site.value, from: r[0], to, granularity: g, limit: '1' })}`)
+      data = [body.series.map((s) => Date.parse(s.bucket) / 1000), body.series.map((s) => s.unique_users), body.series.map((s) => s.views)]
+    } else {
+      const body = await query({ metrics: ['visitors', 'events'], dimensions: [`time:${g}`] }, r)
+      data = series(
+        body.results.map((x) => [bucketMs(x.dimensions[0]), x.metrics[0], x.metrics[1]]),
+        r,
+        g,
+      )
+    }
+  } catch (err) {
+    if (my !== gen) return
+    plot?.destroy()
+    plot = undefined
+    answerable(err, note)
+    return
+  }
+  if (my !== gen) return
+  clear(note)
+  // Buckets that start after now have no data yet: a gap, not a zero.
+  const now = Date.now() / 1000
+  for (const s of [1, 2]) data[s] = data[s].map((x, i) => (data[0][i] > now ? null : x))
+  plot?.destroy()
+  const el = $('chart')
+  plot = new uPlot(
+    {
+      width: el.clientWidth,
+      height: 260,
+      series: [{}, { label: 'Visitors', stroke: '#1aa179', width: 2 }, { label: 'Events', stroke: '#2f6fec', width: 2 }],
+      scales: { x: { time: true } },
+      // Ticks at least 80 px apart: days, not hours, on a week.
+      axes: [{ space: 80 }, {}],
+    },
+    data,
+    el,
+  )
+}
+
+function renderTabs(p) {
+  const tabs = document.querySelector(`#p-${p.id} .tabs`)
+  tabs.replaceChildren(
+    ...(p.tabs.length > 1 ? p.tabs : []).map(([dim, name]) => {
+      const b = document.createElement('button')
+      b.type = 'button'
+      b.textContent = name
+      b.dataset.dim = dim
+      b.className = dim === p.dim ? 'on' : ''
+      b.onclick = () => {
+        p.dim = dim
+        renderTabs(p)
+        run([loadPanel(p, gen)])
+      }
+      return b
+    }),
+  )
+}
+function row(table, dim, x, max, columns) {
+  const value = String(x.dimensions[0])
+  const tr = table.insertRow()
+  tr.className = 'row'
+  tr.dataset.value = value
+  const name = tr.insertCell()
+  name.className = 'name'
+  const bar = document.createElement('i')
+  bar.style.width = `${max ? (100 * x.metrics[0]) / max : 0}%`
+  const b = document.createElement('button')
+  b.type = 'button'
+  b.textContent = shown(dim, value)
+  b.title = value
+  if (value === NONE) b.className = 'none'
+  name.append(bar, b)
+  x.metrics.forEach((m, i) => {
+    tr.insertCell().textContent = show(columns[i][0], m)
+  })
+  tr.onclick = () => addFilter(dim, value)
+}
+async function loadPanel(p, my, r = range()) {
+  const el = $(`p-${p.id}`)
+  const table = el.querySelector('table'),
+    note = el.querySelector('.note')
+  const dim = p.dim
+  const columns = p.tabs.find((t) => t[0] === dim)[2] ?? DEFAULT_COLUMNS
+  const skip = p.skip ?? []
+  try {
+    const metrics = columns.map((c) => c[0])
+    // Ties in visitors read by value, so the order is the same on every load.
+    const order_by = [
+      ['visitors', 'desc'],
+      [dim, 'asc'],
+    ]
+    const body = await query({ metrics, dimensions: [dim], order_by, limit: 10 + skip.length }, r)
+    if (my !== gen || dim !== p.dim) return
+    const results = body.results.filter((x) => !skip.includes(x.dimensions[0])).slice(0, 10)
+    table.replaceChildren()
+    const head = table.createTHead().insertRow()
+    for (const h of [p.head ?? label(dim), ...columns.map((c) => c[1])]) head.appendChild(document.createElement('th')).textContent = h
+    const body2 = table.createTBody()
+    const max = Math.max(0, ...results.map((x) => x.metrics[0]))
+    for (const x of results) row(body2, dim, x, max, columns)
+    clear(note)
+    if (!results.length) note.textContent = p.empty ?? 'Nothing in this range.'
+  } catch (err) {
+    if (my !== gen || dim !== p.dim) return
+    table.replaceChildren()
+    answerable(err, note)
+  }
+}
+
+function renderFilters() {
+  $('filters').replaceChildren(
+    ...filters.map(([dim, value], i) => {
+      const chip = document.createElement('span')
+      chip.className = 'chip'
+      chip.dataset.dim = dim
+      const x = document.createElement('button')
+      x.type = 'button'
+      x.textContent = '×'
+      x.title = 'Remove filter'
+      x.setAttribute('aria-label', `Remove filter ${label(dim)}`)
+      x.onclick = () => {
+        filters.splice(i, 1)
+        writeUrl(true)
+        load()
+      }
+      chip.append(`${label(dim)} is ${shown(dim, value)}`, x)
+      return chip
+    }),
+  )
+}
+function addFilter(dim, value) {
+  filters = filters.filter((f) => f[0] !== dim).concat([[dim, value]])
+  writeUrl(true)
+  load()
+}
+
+// Runs loaders; body[data-loaded] is "true" once all have settled. Errors other than 422s go to #error, once each.
+async function run(jobs) {
+  document.body.dataset.loaded = 'false'
+  const my = gen
+  const results = await Promise.allSettled(jobs)
+  if (my !== gen) return
+  const messages = new Set(results.filter((x) => x.status === 'rejected').map((x) => x.reason.message))
+  if (messages.size) $('error').textContent = [...messages].join(' · ')
+  document.body.dataset.loaded = 'true'
+}
+function load() {
+  const my = ++gen
+  $('error').textContent = ''
+  sessionStorage.setItem('sluice_token', form.token.value)
+  renderFilters()
+  const r = range()
+  scheduleRealtime()
+  return run([loadCards(r, my), loadChart(r, my), loadRealtime(), ...PANELS.map((p) => loadPanel(p, my, r))])
+}
+
+const fragment = new URLSearchParams(location.hash.slice(1))
+if (fragment.get('token')) {
+  sessionStorage.setItem('sluice_token', fragment.get('token'))
+  history.replaceState(null, '', location.pathname + location.search)
+}
+form.token.value = sessionStorage.getItem('sluice_token') ?? ''
+for (const p of PANELS) {
+  p.dim = p.tabs[0][0]
+  renderTabs(p)
+}
+readUrl()
+form.addEventListener('submit', (e) => {
+  e.preventDefault()
+  writeUrl(false)
+  load()
+})
+form.period.addEventListener('change', () => {
+  custom()
+  if (form.period.value !== 'custom' && form.site.value) form.requestSubmit()
+})
+document.addEventListener('visibilitychange', () => {
+  if (!document.hidden && form.site.value && form.token.value) loadRealtime()
+  scheduleRealtime()
+})
+addEventListener('popstate', () => {
+  readUrl()
+  load()
+})
+if (form.site.value && form.token.value) load()

@@ -1,0 +1,25 @@
+import { describe, expect, test } from 'bun:test'
+import { Hono } from 'hono'
+import { dashboardRoutes } from './dashboard.ts'
+
+const app = new Hono()
+dashboardRoutes(app)
+
+describe('GET /dashboard', () => {
+  test('loads its script from a URL that carries a hash of the script, served as JavaScript that parses', async () => {
+    const page = await (await app.request('/dashboard')).text()
+    const src = /<script src="(\/assets\/dashboard\.js\?v=[0-9a-f]{12})"><\/script>/.exec(page)?.[1]
+    expect(src).toBeDefined()
+    const res = await app.request(src!)
+    expect(res.status).toBe(200)
+    expect(res.headers.get('content-type')).toContain('application/javascript')
+    const script = await res.text()
+    expect(() => new Function(script)).not.toThrow()
+  })
+
+  test('has a card for each visit metric, the realtime count, and the Goals panel', async () => {
+    const page = await (await app.request('/dashboard')).text()
+    for (const id of ['visitors', 'visits', 'pageviews', 'views_per_visit', 'bounce_rate', 'visit_duration', 'events', 'realtime-count', 'p-pages', 'p-goals'])
+      expect(page).toContain(`id="${id}"`)
+  })
+})
