@@ -194,7 +194,8 @@ async function rollupRange(tx: Sql, scope: Scope, { pathCap, dimCap, visits }: C
     group by 1, 2, 3, 4`
   await countDimensions(tx, rows)
   if (visits) await mergeVisits(tx, rows)
-  for (const g of DIM_GRANULARITIES) await rollupDims(tx, g, dimCap)
+  const [{ days }] = (await tx`select count(distinct bucket)::int as days from rollup_chunk_dims`) as unknown as [{ days: number }]
+  for (const g of DIM_GRANULARITIES) await rollupDims(tx, g, dimCap, days <= 1)
   for (const g of GRANULARITIES) {
     const table = tx(`rollup_${g}`)
     const paths = tx(`rollup_${g}_paths`)
@@ -271,22 +272,35 @@ async function countDimensions(tx: Sql, rows: postgres.PendingQuery<postgres.Row
     group by 1, 2, 3, 4`
 }
 
-/** Adds the chunk's dimension counts to one granularity, keeping the dimCap values with most events per bucket. */
-async function rollupDims(tx: Sql, g: DimGranularity, dimCap: number): Promise<void> {
+/**
+ * Adds the chunk's dimension counts to one granularity, keeping the dimCap values with most
+ * events per bucket. rollup_chunk_dims holds one row per (site, day, dimension, value), so
+ * the day level takes its rows as they are, and so do month and year when the chunk spans
+ * a single day (the usual case in ingestion order): only a chunk over several days merges
+ * sketches with hll_union_agg, whose state is large. Only a bucket that got a new value can
+ * have gone past the cap (each was within it before), so only those are counted and trimmed.
+ */
+async function rollupDims(tx: Sql, g: DimGranularity, dimCap: number, oneDay: boolean): Promise<void> {
   const dims = tx(`rollup_${g}_dims`)
   const other = tx(`rollup_${g}_dim_other`)
+  const chunk =
+    g === 'day' || oneDay
+      ? tx`select site_id, date_trunc(${g}, bucket, 'UTC'), dim, value, events, pageviews, users from rollup_chunk_dims`
+      : tx`select site_id, date_trunc(${g}, bucket, 'UTC'), dim, value, sum(events), sum(pageviews), hll_union_agg(users)
+           from rollup_chunk_dims group by 1, 2, 3, 4`
+  // xmax = 0 marks a row this statement inserted rather than updated.
   await tx`
-    insert into ${dims} as r (site_id, bucket, dim, value, events, pageviews, users)
-    select site_id, date_trunc(${g}, bucket, 'UTC'), dim, value, sum(events), sum(pageviews), hll_union_agg(users)
-    from rollup_chunk_dims group by 1, 2, 3, 4
-    on conflict (site_id, dim, bucket, value)
-    do update set events = r.events + excluded.events, pageviews = r.pageviews + excluded.pageviews, users = hll_union(r.users, excluded.users)`
+    create temp table rollup_chunk_new on commit drop as
+    with upserted as (
+      insert into ${dims} as r (site_id, bucket, dim, value, events, pageviews, users) ${chunk}
+      on conflict (site_id, dim, bucket, value)
+      do update set events = r.events + excluded.events, pageviews = r.pageviews + excluded.pageviews, users = hll_union(r.users, excluded.users)
+      returning r.site_id, r.dim, r.bucket, r.xmax = 0 as inserted
+    )
+    select distinct site_id, dim, bucket from upserted where inserted`
   await tx`
-    with touched as (
-      select distinct site_id, dim, date_trunc(${g}, bucket, 'UTC') as bucket from rollup_chunk_dims
-    ),
-    crowded as (
-      select d.site_id, d.dim, d.bucket from ${dims} d join touched t using (site_id, dim, bucket)
+    with crowded as (
+      select d.site_id, d.dim, d.bucket from ${dims} d join rollup_chunk_new t using (site_id, dim, bucket)
       group by 1, 2, 3 having count(*) > ${dimCap}
     ),
     ranked as (
@@ -303,4 +317,5 @@ async function rollupDims(tx: Sql, g: DimGranularity, dimCap: number): Promise<v
     select site_id, dim, bucket, sum(events), sum(pageviews), hll_union_agg(users) from trimmed group by 1, 2, 3
     on conflict (site_id, dim, bucket)
     do update set events = r.events + excluded.events, pageviews = r.pageviews + excluded.pageviews, users = hll_union(r.users, excluded.users)`
+  await tx`drop table rollup_chunk_new`
 }
