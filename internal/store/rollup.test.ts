@@ -116,6 +116,29 @@ describe('rollup', () => {
     expect(stats.total_views).toBe(120)
   })
 
+  test('keeps the dimension values with most events up to the cap, across runs, and folds the rest into dim_other', async () => {
+    const events: Event[] = []
+    for (let c = 0; c < 5; c++) for (let i = 0; i <= c; i++) events.push(event({ country: `C${c}`, user_id: `u${c}-${i}` }))
+    await store.insertEvents(events)
+    await rollup(db.sql, { dimCap: 3 })
+    // A later run that only adds to values already kept trims nothing; one that adds a value trims again.
+    await store.insertEvents([event({ country: 'C4', user_id: 'u4-0' })])
+    await rollup(db.sql, { dimCap: 3 })
+    await store.insertEvents([event({ country: 'C9', user_id: 'late' }), event({ country: 'C9', user_id: 'late' })])
+    await rollup(db.sql, { dimCap: 3 })
+    for (const g of ['day', 'month', 'year']) {
+      const kept =
+        await db.sql`select value, events::int, hll_cardinality(users)::int as users from ${db.sql(`rollup_${g}_dims`)} where dim = 'country' order by value`
+      expect(kept.map((r) => [r.value, r.events, r.users])).toEqual([
+        ['C2', 3, 3],
+        ['C3', 4, 4],
+        ['C4', 6, 5],
+      ])
+      const [other] = await db.sql`select events::int, hll_cardinality(users)::int as users from ${db.sql(`rollup_${g}_dim_other`)} where dim = 'country'`
+      expect(other).toEqual({ events: 1 + 2 + 2, users: 1 + 2 + 1 })
+    }
+  })
+
   test('lets only one of two concurrent runs roll up, and counts everything once', async () => {
     await store.insertEvents(Array.from({ length: 500 }, () => event()))
     const results = await Promise.all([rollup(db.sql, { chunkXids: 1 }), rollup(db.sql, { chunkXids: 1 })])
