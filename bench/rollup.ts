@@ -7,7 +7,8 @@
 //    every event opens a bucket of its own.
 // 3. GET /v1/stats for a year at day and month granularity, and POST /v1/query broken down
 //    by source and filtered by country, for one site among 100, on the year-spread data
-//    (per site: 300 referring sites, 500 paths, 150 countries), with fresh raw events not yet
+//    (300 referring sites, 500 paths and 150 countries in all; but every field derives from
+//    the event number, so one site sees only a few of each), with fresh raw events not yet
 //    rolled up on top; and /v1/query's visit metrics by month and visits by entry page.
 // 1b. What visits cost the rollup: VISIT_EVENTS events rolled up with and without visits.
 // Every run closes the visits it merges (visitCloseAfterMs 0), so closing is measured too.
