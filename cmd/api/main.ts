@@ -11,6 +11,9 @@ import { aborted, runMain } from '../../internal/lifecycle/run.ts'
 import { createLogger } from '../../internal/log/log.ts'
 import { createBackpressure } from '../../internal/queue/backpressure.ts'
 import { createShardedQueue } from '../../internal/queue/shards.ts'
+import { createRegistry } from '../../internal/sites/registry.ts'
+import { createSites } from '../../internal/sites/sites.ts'
+import { createTokens } from '../../internal/sites/tokens.ts'
 import { createStore } from '../../internal/store/store.ts'
 
 await runMain('api', async () => {
@@ -26,12 +29,18 @@ await runMain('api', async () => {
   const store = createStore(sql)
   const stop = onStopSignals(log)
   const identity = createIdentity({ redis }, config.identity)
-  const ingest = createIngest({ queue, backpressure, metrics, identity }, config.ingest)
+  const registry = createRegistry({ sql, log }, config.registry)
+  await registry.start(stop)
+  const ingest = createIngest({ queue, backpressure, metrics, identity, sites: registry }, config.ingest)
   const app = createApp(
-    { queue, backpressure, ingest, metrics, store, log, checks: { redis: () => redis.ping(), postgres: () => store.ping() } },
+    {
+      ...{ queue, backpressure, ingest, metrics, store, log, registry, sites: createSites(sql), tokens: createTokens(sql) },
+      checks: { redis: () => redis.ping(), postgres: () => store.ping() },
+    },
     {
       ingest: config.ingest,
       statsToken: config.stats.public ? null : config.stats.token,
+      adminToken: config.admin.token,
       isStopping: () => stop.aborted,
       hourRollupDays: config.retention.hourRollupDays,
     },

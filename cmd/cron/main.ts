@@ -9,6 +9,7 @@ import { aborted, runMain } from '../../internal/lifecycle/run.ts'
 import { createLogger } from '../../internal/log/log.ts'
 import { createMetrics, serveMetrics } from '../../internal/metrics/metrics.ts'
 import { createShardedQueue } from '../../internal/queue/shards.ts'
+import { createSites } from '../../internal/sites/sites.ts'
 import { createStore } from '../../internal/store/store.ts'
 
 await runMain('cron', async () => {
@@ -20,7 +21,7 @@ await runMain('cron', async () => {
   const store = createStore(sql)
   const metrics = createMetrics('cron')
   registerCronGauges(metrics, queue, store)
-  const jobs = createJobs({ queue, store, log, metrics }, config)
+  const jobs = createJobs({ queue, store, log, metrics, sites: createSites(sql) }, config)
   const stop = onStopSignals(log)
   let code: number = EXIT.ok
 

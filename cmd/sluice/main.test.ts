@@ -42,6 +42,33 @@ describe('sluice (operator command)', () => {
     expect(depth).toMatchObject({ length: 1, deadLetters: 1 })
   })
 
+  test('manages sites, tokens and links, printing JSON, and a bad request as a JSON error with its code', async () => {
+    const run = async (...args: string[]) => {
+      const { code, output } = await runBinary('sluice', envFor(env.db, env.r), args)
+      return { code, json: code === 0 || code === 1 ? JSON.parse(output) : output }
+    }
+    expect(await run('sites', 'add', 'cli-site', '--domain', 'cli.example', '--domain', 'www.cli.example', '--timezone', 'America/New_York')).toMatchObject({
+      code: 0,
+      json: { site_id: 'cli-site', domains: ['cli.example', 'www.cli.example'], timezone: 'America/New_York', public: false },
+    })
+    expect(await run('sites', 'update', 'cli-site', '--public', '--no-domains')).toMatchObject({ code: 0, json: { public: true, domains: [] } })
+    expect((await run('sites', 'list')).json).toEqual([expect.objectContaining({ site_id: 'cli-site' })])
+    expect(await run('sites', 'add', 'cli-site')).toMatchObject({ code: 1, json: { code: 'site_exists' } })
+    expect(await run('sites', 'add', 'other', '--timezone', 'Mars/Base')).toMatchObject({
+      code: 1,
+      json: { code: 'invalid_site', details: [{ field: 'timezone' }] },
+    })
+    const token = await run('tokens', 'create', '--kind', 'read', '--site', 'cli-site', '--name', 'client')
+    expect(token).toMatchObject({ code: 0, json: { kind: 'read', site_id: 'cli-site', name: 'client', token: expect.stringMatching(/^sl_/) } })
+    const link = await run('links', 'create', '--site', 'cli-site')
+    expect(link.json.path).toBe(`/share/cli-site#link=${link.json.token}`)
+    expect((await run('tokens', 'list')).json.map((t: { id: string }) => t.id)).toEqual([token.json.id])
+    expect((await run('links', 'revoke', link.json.id)).json.revoked_at).toBeString()
+    expect(await run('sites', 'remove', 'cli-site')).toMatchObject({ code: 0, json: { site_id: 'cli-site', deleted: { events: 0, event_ids: 0 } } })
+    expect(await run('sites', 'show', 'cli-site')).toMatchObject({ code: 1, json: { code: 'site_not_found' } })
+    expect((await runBinary('sluice', envFor(env.db, env.r), ['sites', 'frobnicate'])).code).toBe(64)
+  })
+
   test('prints usage and exits 64 for an unknown command', async () => {
     const { code, output } = await runBinary('sluice', envFor(env.db, env.r), ['frobnicate'])
     expect(code).toBe(64)

@@ -6,6 +6,8 @@ import { EXIT } from '../../internal/lifecycle/exit-codes.ts'
 import { runMain } from '../../internal/lifecycle/run.ts'
 import { createLogger } from '../../internal/log/log.ts'
 import { createShardedQueue } from '../../internal/queue/shards.ts'
+import { runSitesCommand, SITES_COMMANDS, SITES_OPTIONS, SITES_USAGE } from '../../internal/sites/commands.ts'
+import { SitesError } from '../../internal/sites/errors.ts'
 import { createStore } from '../../internal/store/store.ts'
 
 const USAGE = `usage: bun run sluice -- <command>
@@ -18,12 +20,19 @@ const USAGE = `usage: bun run sluice -- <command>
   rollup-replay (--all | <event_id>...)
                               put set-aside events back into the raw events for the next rollup
   retention                   run the retention job once
+${SITES_USAGE}
 Output is JSON.`
 
+/** What a command that failed with a SitesError (already printed) hands back. */
+const FAILED = Symbol('failed')
+
 await runMain('sluice', async () => {
-  const { positionals, values } = parseArgs({ allowPositionals: true, options: { all: { type: 'boolean' }, count: { type: 'string', default: '100' } } })
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    options: { all: { type: 'boolean' }, count: { type: 'string', default: '100' }, ...SITES_OPTIONS },
+  })
   const [command, ...rest] = positionals
-  const known = ['queue', 'dead-letters', 'replay', 'rollup', 'rollup-status', 'rollup-rejects', 'rollup-replay', 'retention']
+  const known = ['queue', 'dead-letters', 'replay', 'rollup', 'rollup-status', 'rollup-rejects', 'rollup-replay', 'retention', ...SITES_COMMANDS]
   const needsIds = (command === 'replay' || command === 'rollup-replay') && !values.all && rest.length === 0
   if (!command || !known.includes(command) || needsIds) {
     console.error(USAGE)
@@ -34,18 +43,32 @@ await runMain('sluice', async () => {
   const { redis, sql } = await openClients(config, 'ops', log, { sqlMax: 2 })
   const queue = createShardedQueue(redis, config.queue)
   const store = createStore(sql)
-  const out = await {
-    queue: () => queue.depth(),
-    'dead-letters': () => queue.deadLetters(Number(values.count)),
-    replay: () => queue.replay(values.all ? 'all' : rest),
-    rollup: () => store.rollup({ ...config.rollup }),
-    'rollup-status': () => store.rollupLag(),
-    'rollup-rejects': () => store.rollupRejects(Number(values.count)),
-    'rollup-replay': () => store.replayRejects(values.all ? 'all' : rest),
-    retention: () => store.retention({ ...config.retention }),
-  }[command as 'queue']()
+  const close = async () => {
+    await sql.end({ timeout: 5 })
+    await redis.quit()
+  }
+  const out = await (
+    {
+      queue: () => queue.depth(),
+      'dead-letters': () => queue.deadLetters(Number(values.count)),
+      replay: () => queue.replay(values.all ? 'all' : rest),
+      rollup: () => store.rollup({ ...config.rollup }),
+      'rollup-status': () => store.rollupLag(),
+      'rollup-rejects': () => store.rollupRejects(Number(values.count)),
+      'rollup-replay': () => store.replayRejects(values.all ? 'all' : rest),
+      retention: () => store.retention({ ...config.retention }),
+    }[command as 'queue'] ?? (() => runSitesCommand(sql, command, rest, values))
+  )().catch(async (err: unknown) => {
+    if (!(err instanceof SitesError)) throw err
+    console.error(JSON.stringify({ error: err.message, code: err.code, ...(err.details ? { details: err.details } : {}) }, null, 2))
+    return FAILED
+  })
+  await close()
+  if (out === FAILED) return EXIT.failed
+  if (out === null) {
+    console.error(USAGE)
+    return EXIT.usage
+  }
   console.log(JSON.stringify(out, null, 2))
-  await sql.end({ timeout: 5 })
-  await redis.quit()
-  return 0
+  return EXIT.ok
 })

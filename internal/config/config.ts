@@ -33,6 +33,9 @@ export const DEFAULTS = {
   TRUST_PROXY: 'false',
   INGEST_FORWARD_TOKEN: '',
   IDENTITY_KEY_PREFIX: 'sluice:identity',
+  SITES_REGISTRY: 'false',
+  REGISTRY_REFRESH_MS: '1000',
+  ADMIN_TOKEN: '',
   ROLLUP_DIM_CAP: '1000',
   VISIT_CLOSE_AFTER_MS: String(30 * 60_000),
   WORKER_NAME: '',
@@ -123,6 +126,9 @@ const EnvSchema = v.object({
   TRUST_PROXY: bool,
   INGEST_FORWARD_TOKEN: v.string(),
   IDENTITY_KEY_PREFIX: nonEmpty,
+  SITES_REGISTRY: bool,
+  REGISTRY_REFRESH_MS: int(100, 60_000),
+  ADMIN_TOKEN: v.string(),
   ROLLUP_DIM_CAP: int(10, 100_000),
   VISIT_CLOSE_AFTER_MS: int(0, 7 * 24 * 3_600_000),
   WORKER_NAME: v.string(),
@@ -179,9 +185,13 @@ export type Config = Readonly<{
     inFlightBytes: number
     bodyTimeoutMs: number
     forwardToken: string | null
+    /** Accept only events of sites in the registry (SITES_REGISTRY). */
+    registry: boolean
   }>
   /** Where the daily visitor-id salts live in Redis: `<keyPrefix>:salt:<YYYY-MM-DD>`. */
   identity: Readonly<{ keyPrefix: string }>
+  /** The sites registry's cache in each API process: how often it looks for changes. */
+  registry: Readonly<{ refreshMs: number }>
   worker: Readonly<{ name: string; batchSize: number; blockMs: number; claimIdleMs: number; maxDeliveries: number; insertConcurrency: number }>
   cron: Readonly<{ schedules: Readonly<Record<string, string>> }>
   rollup: Readonly<{ pathCap: number; dimCap: number; chunkXids: number; visitCloseAfterMs: number }>
@@ -189,6 +199,8 @@ export type Config = Readonly<{
   metricsPorts: Readonly<{ worker: number; cron: number }>
   retention: Readonly<{ rawRetentionHours: number; dedupWindowHours: number; hourRollupDays: number }>
   stats: Readonly<{ token: string | null; public: boolean }>
+  /** An all-sites admin token from the environment (ADMIN_TOKEN), besides those in the registry. */
+  admin: Readonly<{ token: string | null }>
 }>
 
 /** A setting that cannot be used. The message names the variable: `config: REDIS_URL: must be a URL`. */
@@ -219,6 +231,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
     throw new ConfigError(
       'REDIS_WAIT_REPLICAS: is not supported with REDIS_CLUSTER_NODES (WAIT would go to one node); use appendfsync always on the cluster instead',
     )
+  }
+  if (e.SITES_REGISTRY && e.INGEST_ALLOWED_SITES.length) {
+    throw new ConfigError('INGEST_ALLOWED_SITES: must be empty with SITES_REGISTRY=true, which takes the allowed sites from the registry')
   }
   return deepFreeze({
     port: e.PORT,
@@ -253,8 +268,10 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
       inFlightBytes: e.INGEST_IN_FLIGHT_BYTES,
       bodyTimeoutMs: e.INGEST_BODY_TIMEOUT_MS,
       forwardToken: e.INGEST_FORWARD_TOKEN || null,
+      registry: e.SITES_REGISTRY,
     },
     identity: { keyPrefix: e.IDENTITY_KEY_PREFIX },
+    registry: { refreshMs: e.REGISTRY_REFRESH_MS },
     worker: {
       name: e.WORKER_NAME || `${hostname()}-${process.pid}`,
       batchSize: e.WORKER_BATCH_SIZE,
@@ -268,6 +285,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
     metricsPorts: { worker: e.WORKER_METRICS_PORT, cron: e.CRON_METRICS_PORT },
     retention: { rawRetentionHours: e.RAW_RETENTION_HOURS, dedupWindowHours: e.DEDUP_WINDOW_HOURS, hourRollupDays: e.ROLLUP_HOUR_RETENTION_DAYS },
     stats: { token: e.STATS_TOKEN || null, public: e.STATS_PUBLIC },
+    admin: { token: e.ADMIN_TOKEN || null },
   })
 }
 

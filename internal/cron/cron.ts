@@ -5,18 +5,26 @@ import type { Logger } from '../log/log.ts'
 import { registerCollectedGauge, registerQueueGauges, type Metrics } from '../metrics/metrics.ts'
 import type { Depth } from '../queue/queue.ts'
 import type { RollupLag } from '../store/rollup.ts'
+import type { Sites } from '../sites/sites.ts'
 import type { Store } from '../store/store.ts'
 
 export type Job = { name: string; run: (signal: AbortSignal) => Promise<unknown> }
 
-export type JobsDeps = { queue: { depth(): Promise<Depth> }; store: Store; log: Logger; metrics?: Metrics | null }
+export type JobsDeps = {
+  queue: { depth(): Promise<Depth> }
+  store: Store
+  log: Logger
+  metrics?: Metrics | null
+  /** When given, retention also deletes again what arrived for recently removed sites. */
+  sites?: Pick<Sites, 'sweepRemoved'> | null
+}
 export type JobsOptions = {
   rollup?: { pathCap?: number; dimCap?: number; chunkXids?: number; visitCloseAfterMs?: number }
   retention?: { rawRetentionHours?: number; dedupWindowHours?: number; hourRollupDays?: number }
 }
 
 /** Every job cron knows, by name. */
-export function createJobs({ queue, store, log, metrics = null }: JobsDeps, options: JobsOptions = {}): Record<string, Job> {
+export function createJobs({ queue, store, log, metrics = null, sites = null }: JobsDeps, options: JobsOptions = {}): Record<string, Job> {
   const jobs: Job[] = [
     {
       name: 'rollup',
@@ -43,6 +51,8 @@ export function createJobs({ queue, store, log, metrics = null }: JobsDeps, opti
       // Drops raw partitions past retention, once every row in them is rolled up.
       async run() {
         const result = await store.retention(options.retention)
+        const swept = (await sites?.sweepRemoved()) ?? []
+        if (swept.length) log.info({ job: 'retention', swept }, 'deleted what arrived for removed sites (events queued when they were removed)')
         metrics?.cron.partitionsDropped.inc(result.partitionsDropped.length)
         metrics?.cron.rowsDeleted.inc({ table: 'events_default' }, result.defaultRowsDeleted)
         metrics?.cron.rowsDeleted.inc({ table: 'event_ids' }, result.eventIdsDeleted)

@@ -1,7 +1,10 @@
-import { describe, expect, test } from 'bun:test'
+import { afterAll, describe, expect, test } from 'bun:test'
 import { silentLogger } from '../log/log.ts'
 import { createBackpressure } from '../queue/backpressure.ts'
 import { createQueue } from '../queue/queue.ts'
+import { createRegistry } from '../sites/registry.ts'
+import { createSites } from '../sites/sites.ts'
+import { createTokens } from '../sites/tokens.ts'
 import { createStore } from '../store/store.ts'
 import { createTestRedis, isolated } from '../testkit/testkit.ts'
 import { createApp } from './http.ts'
@@ -253,5 +256,171 @@ describe('turns at parsing large bodies', () => {
     expect(typeof big).toBe('function')
     ;(big as () => void)()
     expect(turns.inUse()).toBe(0)
+  })
+})
+
+describe('sites, tokens and shared links', () => {
+  const ADMIN = 'env-admin-token'
+  const stops: AbortController[] = []
+  afterAll(() => {
+    for (const s of stops) s.abort()
+  })
+  /** An API replica: its own app and its own registry cache on the shared database. */
+  async function replica(ingest: Partial<IngestOptions> = {}, refreshMs = 200) {
+    const registry = createRegistry({ sql: env.db.sql, log: silentLogger() }, { refreshMs })
+    const stop = new AbortController()
+    stops.push(stop)
+    await registry.start(stop.signal)
+    const app = createApp(
+      {
+        ...{ queue: createQueue(env.r.redis, env.r.queue), store: createStore(env.db.sql), log: silentLogger(), checks: {} },
+        ...{ registry, sites: createSites(env.db.sql), tokens: createTokens(env.db.sql) },
+      },
+      { ingest: { ...base, ...ingest }, statsToken: 'stats-token', adminToken: ADMIN },
+    )
+    return { app, registry }
+  }
+  const call = async (app: ReturnType<typeof createApp>, method: string, path: string, token: string | null, body?: unknown): Promise<Response> =>
+    app.request(path, {
+      method,
+      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    })
+  const reads = (app: ReturnType<typeof createApp>, site: string, token: string | null) =>
+    Promise.all([
+      call(app, 'POST', '/v1/query', token, { site_id: site, date_range: 'day', metrics: ['events'] }).then((r) => r.status),
+      call(app, 'GET', `/v1/stats?site_id=${site}&from=2025-03-01`, token).then((r) => r.status),
+      call(app, 'GET', `/stats?site_id=${site}`, token).then((r) => r.status),
+    ])
+  const created = async (res: Response) => {
+    expect(res.status).toBe(201)
+    return (await res.json()) as { id: string; token: string; path?: string }
+  }
+
+  test('the admin API adds, shows, updates, lists and removes sites, and names what is wrong with a bad one', async () => {
+    const { app } = await replica()
+    const site = { site_id: 'adm-site', domains: ['adm.example'], timezone: 'Europe/Berlin' }
+    expect(await (await call(app, 'POST', '/v1/admin/sites', ADMIN, site)).json()).toMatchObject({ ...site, public: false })
+    expect((await call(app, 'POST', '/v1/admin/sites', ADMIN, site)).status).toBe(409)
+    const bad = await call(app, 'POST', '/v1/admin/sites', ADMIN, { site_id: 'adm-bad', timezone: 'Nowhere/Land' })
+    expect(bad.status).toBe(400)
+    expect(await bad.json()).toMatchObject({ code: 'invalid_site', details: [{ field: 'timezone' }] })
+    expect((await call(app, 'POST', '/v1/admin/sites', ADMIN, undefined)).status).toBe(400)
+    expect(await (await call(app, 'PATCH', '/v1/admin/sites/adm-site', ADMIN, { public: true })).json()).toMatchObject({ public: true })
+    expect((await (await call(app, 'GET', '/v1/admin/sites', ADMIN)).json()) as unknown[]).toContainEqual(expect.objectContaining({ site_id: 'adm-site' }))
+    expect((await call(app, 'GET', '/v1/admin/sites/adm-none', ADMIN)).status).toBe(404)
+    expect(await (await call(app, 'DELETE', '/v1/admin/sites/adm-site', ADMIN)).json()).toMatchObject({ site_id: 'adm-site', deleted: { events: 0 } })
+    expect((await call(app, 'GET', '/v1/admin/sites/adm-site', ADMIN)).status).toBe(404)
+  })
+
+  test('a site token reads its site and gets 403 on another; STATS_TOKEN reads every site; a wrong token gets 401', async () => {
+    const { app, registry } = await replica()
+    for (const s of ['tok-a', 'tok-b']) expect((await call(app, 'POST', '/v1/admin/sites', ADMIN, { site_id: s })).status).toBe(201)
+    const t = await created(await call(app, 'POST', '/v1/admin/tokens', ADMIN, { kind: 'read', site_id: 'tok-a', name: 'client a' }))
+    await registry.refresh()
+    expect(await reads(app, 'tok-a', t.token)).toEqual([200, 200, 200])
+    expect(await reads(app, 'tok-b', t.token)).toEqual([403, 403, 403])
+    expect(await reads(app, 'tok-b', 'stats-token')).toEqual([200, 200, 200])
+    expect(await reads(app, 'tok-a', 'sl_wrong')).toEqual([401, 401, 401])
+    expect(await reads(app, 'tok-a', null)).toEqual([401, 401, 401])
+  })
+
+  test('a public site is read without a token, and only it', async () => {
+    const { app, registry } = await replica()
+    await call(app, 'POST', '/v1/admin/sites', ADMIN, { site_id: 'pub-site', public: true })
+    await call(app, 'POST', '/v1/admin/sites', ADMIN, { site_id: 'priv-site' })
+    await registry.refresh()
+    expect(await reads(app, 'pub-site', null)).toEqual([200, 200, 200])
+    expect(await reads(app, 'priv-site', null)).toEqual([401, 401, 401])
+  })
+
+  test('the admin API refuses read tokens and links, and a site admin manages only its own site', async () => {
+    const { app, registry } = await replica()
+    for (const s of ['own-site', 'other-site']) await call(app, 'POST', '/v1/admin/sites', ADMIN, { site_id: s })
+    const read = await created(await call(app, 'POST', '/v1/admin/tokens', ADMIN, { kind: 'read' }))
+    const link = await created(await call(app, 'POST', '/v1/admin/tokens', ADMIN, { kind: 'link', site_id: 'own-site' }))
+    const siteAdmin = await created(await call(app, 'POST', '/v1/admin/tokens', ADMIN, { kind: 'admin', site_id: 'own-site' }))
+    await registry.refresh()
+    for (const token of [read.token, link.token]) {
+      for (const [method, path, body] of [
+        ['GET', '/v1/admin/sites'],
+        ['POST', '/v1/admin/sites', { site_id: 'sneaky' }],
+        ['PATCH', '/v1/admin/sites/own-site', { public: true }],
+        ['DELETE', '/v1/admin/sites/own-site'],
+        ['POST', '/v1/admin/tokens', { kind: 'admin' }],
+        ['DELETE', `/v1/admin/tokens/${siteAdmin.id}`],
+      ] as const) {
+        const res = await call(app, method, path, token, body)
+        expect({ method, path, status: res.status }).toEqual({ method, path, status: 403 })
+        expect(((await res.json()) as { code: string }).code).toBe('forbidden')
+      }
+    }
+    expect((await call(app, 'PATCH', '/v1/admin/sites/own-site', siteAdmin.token, { timezone: 'Asia/Tokyo' })).status).toBe(200)
+    expect((await call(app, 'PATCH', '/v1/admin/sites/other-site', siteAdmin.token, { public: true })).status).toBe(403)
+    expect((await call(app, 'POST', '/v1/admin/sites', siteAdmin.token, { site_id: 'more' })).status).toBe(403)
+    expect((await call(app, 'DELETE', '/v1/admin/sites/own-site', siteAdmin.token)).status).toBe(403)
+    expect((await call(app, 'POST', '/v1/admin/tokens', siteAdmin.token, { kind: 'read' })).status).toBe(403)
+    expect((await call(app, 'POST', '/v1/admin/tokens', siteAdmin.token, { kind: 'read', site_id: 'own-site' })).status).toBe(201)
+    const listed = (await (await call(app, 'GET', '/v1/admin/tokens', siteAdmin.token)).json()) as { site_id: string }[]
+    expect(new Set(listed.map((t) => t.site_id))).toEqual(new Set(['own-site']))
+    expect((await call(app, 'GET', '/v1/admin/sites', null)).status).toBe(401)
+  })
+
+  test('a revoked token fails on every replica within REGISTRY_REFRESH_MS of its revocation', async () => {
+    const refreshMs = 1000
+    const replicas = await Promise.all([replica({}, refreshMs), replica({}, refreshMs), replica({}, refreshMs)])
+    const [{ app }] = replicas
+    await call(app, 'POST', '/v1/admin/sites', ADMIN, { site_id: 'rev-site' })
+    const t = await created(await call(app, 'POST', '/v1/admin/tokens', ADMIN, { kind: 'read', site_id: 'rev-site' }))
+    await Bun.sleep(refreshMs + 200)
+    for (const r of replicas) expect(await reads(r.app, 'rev-site', t.token)).toEqual([200, 200, 200])
+    expect((await call(app, 'DELETE', `/v1/admin/tokens/${t.id}`, ADMIN)).status).toBe(200)
+    const revokedAt = performance.now()
+    const refusedAfter = await Promise.all(
+      replicas.map(async (r) => {
+        while ((await reads(r.app, 'rev-site', t.token))[0] !== 401) await Bun.sleep(20)
+        return performance.now() - revokedAt
+      }),
+    )
+    // The documented delay: one refresh period, plus the reload itself.
+    for (const ms of refusedAfter) expect(ms).toBeLessThan(refreshMs + 500)
+    for (const r of replicas) expect(await reads(r.app, 'rev-site', t.token)).toEqual([401, 401, 401])
+  })
+
+  test('a shared link reads only its own site, manages nothing, and reads nothing once revoked', async () => {
+    const { app, registry } = await replica()
+    for (const s of ['link-site', 'link-other']) await call(app, 'POST', '/v1/admin/sites', ADMIN, { site_id: s })
+    const link = await created(await call(app, 'POST', '/v1/admin/tokens', ADMIN, { kind: 'link', site_id: 'link-site', name: 'for the client' }))
+    expect(link.path).toBe(`/share/link-site#link=${link.token}`)
+    await registry.refresh()
+    expect(await reads(app, 'link-site', link.token)).toEqual([200, 200, 200])
+    expect(await reads(app, 'link-other', link.token)).toEqual([403, 403, 403])
+    expect((await call(app, 'GET', '/v1/admin/tokens', link.token)).status).toBe(403)
+    const page = await app.request('/share/link-site')
+    expect(page.status).toBe(200)
+    expect(await page.text()).toContain('<title>Sluice dashboard</title>')
+    expect((await call(app, 'DELETE', `/v1/admin/tokens/${link.id}`, ADMIN)).status).toBe(200)
+    await registry.refresh()
+    expect(await reads(app, 'link-site', link.token)).toEqual([401, 401, 401])
+  })
+
+  test('with SITES_REGISTRY an event for an unknown or removed site gets 403 site_not_allowed, and a site domains feed the origin check', async () => {
+    const { app, registry } = await replica({ registry: true })
+    await call(app, 'POST', '/v1/admin/sites', ADMIN, { site_id: 'ing-site', domains: ['ing.example'] })
+    await registry.refresh()
+    const event = { ...valid, site_id: 'ing-site' }
+    expect((await post(app, '/event', event)).status).toBe(202)
+    expect((await post(app, '/event', event, { origin: 'https://www.ing.example' })).status).toBe(202)
+    const foreign = await post(app, '/event', event, { origin: 'https://elsewhere.example' })
+    expect(foreign.status).toBe(403)
+    expect(((await foreign.json()) as { code: string }).code).toBe('origin_not_allowed')
+    const unknown = await post(app, '/event', { ...valid, site_id: 'ing-unknown' })
+    expect(unknown.status).toBe(403)
+    expect(await unknown.json()).toEqual({ error: 'site_id "ing-unknown" is not registered here', code: 'site_not_allowed' })
+    await call(app, 'DELETE', '/v1/admin/sites/ing-site', ADMIN)
+    await registry.refresh()
+    expect(((await (await post(app, '/event', event)).json()) as { code: string }).code).toBe('site_not_allowed')
+    const batch = await post(app, '/events', [valid, event])
+    expect(batch.status).toBe(400)
   })
 })

@@ -27,6 +27,8 @@ export function dashboardRoutes(app: Hono) {
   app.get('/assets/dashboard.js', (c) => c.body(script, 200, { 'Content-Type': javascript, ...cached }))
   app.get('/assets/uplot.css', (c) => c.body(css, 200, { 'Content-Type': 'text/css; charset=utf-8', ...cached }))
   app.get('/dashboard', (c) => c.html(page))
+  // A shared link: the same page for one site, read with the link's secret from the URL fragment.
+  app.get('/share/:site', (c) => c.html(page, 200, { 'Referrer-Policy': 'no-referrer' }))
   app.get('/', (c) => c.redirect('/dashboard'))
 }
 

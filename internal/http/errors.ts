@@ -37,6 +37,12 @@ export type ErrorCode =
   | 'visits_whole_days'
   | 'visits_not_recorded'
   | 'dimensions_not_recorded'
+  | 'forbidden'
+  | 'invalid_site'
+  | 'site_exists'
+  | 'site_not_found'
+  | 'invalid_token_request'
+  | 'token_not_found'
 
 export type ApiErrorOptions = {
   /** Problems with single fields, as `details` in the answer. */
@@ -113,5 +119,5 @@ export function errorHandler(log: Logger) {
 }
 
 function codeFor(status: number): ErrorCode {
-  return ({ 400: 'bad_request', 401: 'unauthorized', 413: 'body_too_large' } as Record<number, ErrorCode>)[status] ?? 'error'
+  return ({ 400: 'bad_request', 401: 'unauthorized', 403: 'forbidden', 413: 'body_too_large' } as Record<number, ErrorCode>)[status] ?? 'error'
 }

@@ -1,7 +1,6 @@
 // Package http is the Hono app: ingestion, stats, health. Mains serve it with Bun.serve;
 // tests call app.request() on it directly.
 import { Hono } from 'hono'
-import { bearerAuth } from 'hono/bearer-auth'
 import { methodNotAllowed } from 'hono/method-not-allowed'
 import { requestId } from 'hono/request-id'
 import { withTimeout } from '../clients/clients.ts'
@@ -10,7 +9,12 @@ import type { Logger } from '../log/log.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import type { Backpressure } from '../queue/backpressure.ts'
 import type { Queue } from '../queue/queue.ts'
+import type { Registry } from '../sites/registry.ts'
+import type { Sites } from '../sites/sites.ts'
+import type { Tokens } from '../sites/tokens.ts'
 import type { Store } from '../store/store.ts'
+import { adminRoutes } from './admin.ts'
+import { createAuth } from './auth.ts'
 import { errorHandler } from './errors.ts'
 import { createIngest, type Ingest, type IngestOptions } from './ingest.ts'
 import type { RequestIpSource } from './limits.ts'
@@ -36,12 +40,19 @@ export type AppDeps = {
   metrics?: Metrics | null
   /** Visitor ids for events sent without a user_id (when `ingest` is not given); see createIngest. */
   identity?: Identity | null
+  /** The sites registry's cache: site tokens, links, public sites and timezones. Without it only STATS_TOKEN reads stats. */
+  registry?: Registry | null
+  /** The registry in Postgres; with it (and `registry`), the admin API is served. */
+  sites?: Sites | null
+  tokens?: Tokens | null
 }
 
 export type AppOptions = {
   ingest: IngestOptions
   /** Bearer token for stats; null serves stats without one (STATS_PUBLIC=true). */
   statsToken: string | null
+  /** ADMIN_TOKEN: an all-sites admin token besides the registry's. */
+  adminToken?: string | null
   /** True once shutdown has begun: /readyz answers 503 so load balancers stop sending traffic. */
   isStopping?: () => boolean
   readyTimeoutMs?: number
@@ -50,8 +61,8 @@ export type AppOptions = {
 }
 
 export function createApp(
-  { queue, backpressure = null, store, log, checks, ingest: handlers, metrics = null, identity = null }: AppDeps,
-  { ingest, statsToken, isStopping = () => false, readyTimeoutMs = 1000, hourRollupDays = 0 }: AppOptions,
+  { queue, backpressure = null, store, log, checks, ingest: handlers, metrics = null, identity = null, registry = null, sites = null, tokens = null }: AppDeps,
+  { ingest, statsToken, adminToken = null, isStopping = () => false, readyTimeoutMs = 1000, hourRollupDays = 0 }: AppOptions,
 ) {
   const app = new Hono()
   // X-Request-Id: the client's, or a new one; echoed back and put in error logs.
@@ -96,7 +107,7 @@ export function createApp(
     return c.json({ status: ready ? 'ready' : 'not ready', checks: Object.fromEntries(results) }, ready ? 200 : 503)
   })
 
-  const ingestHandlers = handlers ?? createIngest({ queue, backpressure, metrics, identity }, ingest)
+  const ingestHandlers = handlers ?? createIngest({ queue, backpressure, metrics, identity, sites: registry }, ingest)
   for (const [path, handle, docs] of [
     ['/event', ingestHandlers.event, routeDocs.event],
     ['/events', ingestHandlers.events, routeDocs.events],
@@ -105,27 +116,13 @@ export function createApp(
     app.options(path, (c) => ingestHandlers.preflight(c.req.raw))
   }
 
-  if (statsToken) {
-    const auth = statsAuth(statsToken)
-    app.get('/stats', auth)
-    app.get('/v1/stats', auth)
-    app.post('/v1/query', auth)
-  }
-  app.route('/', statsRoutes(store, { maxFutureMs: ingest.maxFutureMs, hourRollupDays }))
-  app.route('/', queryRoutes(store, { maxFutureMs: ingest.maxFutureMs, hourRollupDays }))
+  const auth = createAuth(registry, { statsToken, statsPublic: statsToken === null, adminToken })
+  for (const path of ['/stats', '/v1/*']) app.use(path, auth.identify)
+  app.route('/', statsRoutes(store, { maxFutureMs: ingest.maxFutureMs, hourRollupDays, auth }))
+  app.route('/', queryRoutes(store, { maxFutureMs: ingest.maxFutureMs, hourRollupDays, auth, registry }))
+  if (sites && tokens) app.route('/', adminRoutes({ sites, tokens, auth }))
   trackerRoute(app)
   dashboardRoutes(app)
   documentation(app)
   return app
-}
-
-/** Bearer-token check for the stats routes; hono compares tokens in constant time. */
-function statsAuth(token: string) {
-  const unauthorized = (code: string, error: string) => ({ message: { error, code } })
-  return bearerAuth({
-    token,
-    noAuthenticationHeader: unauthorized('unauthorized', 'stats need a token: send Authorization: Bearer <STATS_TOKEN>'),
-    invalidAuthenticationHeader: unauthorized('bad_authorization', 'Authorization must be "Bearer <token>"'),
-    invalidToken: unauthorized('unauthorized', 'the stats token is wrong'),
-  })
 }

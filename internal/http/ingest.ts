@@ -5,8 +5,10 @@ import type { Identity, Salt } from '../identity/identity.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import type { Backpressure } from '../queue/backpressure.ts'
 import type { Queue } from '../queue/queue.ts'
+import type { Registry } from '../sites/registry.ts'
 import { checkBody, createDeadlines, parseJson, readBody } from './body.ts'
 import { ApiError, errorBody, identityUnavailable, QUEUE_UNCONFIRMED, queueUnavailable, RETRY_AFTER_SECONDS } from './errors.ts'
+import { createSiteCheck, type SiteRefusal } from './site-check.ts'
 import { clientIp, createGate, createRateLimiter, createTurns, type Hold, type RequestIpSource, SMALL_BODY_BYTES } from './limits.ts'
 
 export type IngestOptions = {
@@ -34,6 +36,8 @@ export type IngestOptions = {
    * `user_agent` in events; without it those fields are refused. Kept only as a hash.
    */
   forwardToken?: string | null
+  /** SITES_REGISTRY: accept only events of sites in the registry. */
+  registry?: boolean
 }
 
 /** The most bytes of large bodies parsed and processed at once. */
@@ -50,6 +54,8 @@ export type IngestDeps = {
    * agent under the day's salt (cookieless counting). Without it such events keep no user_id.
    */
   identity?: Identity | null
+  /** The sites registry's cache: registered sites' domains feed the origin check, and with `registry` only they are accepted. */
+  sites?: Pick<Registry, 'site'> | null
 }
 
 export type ItemResult =
@@ -71,7 +77,7 @@ export type Ingest = { event: Handler; events: Handler; preflight: (req: Request
  * serves them from Bun's native router (the hot path) and the Hono app mounts the same ones.
  */
 export function createIngest(
-  { queue, backpressure = null, metrics = null, enricher = createEnricher(), identity = null }: IngestDeps,
+  { queue, backpressure = null, metrics = null, enricher = createEnricher(), identity = null, sites: registry = null }: IngestDeps,
   options: IngestOptions,
 ): Ingest {
   const {
@@ -86,6 +92,7 @@ export function createIngest(
     inFlightBytes = 16 * 1024 * 1024,
     bodyTimeoutMs = 10_000,
     forwardToken = null,
+    registry: requireRegistered = false,
   } = options
   const gate = createGate(inFlightBytes)
   // At most 512 KiB of large bodies parsed at once (less with a small budget): parsing holds
@@ -100,18 +107,17 @@ export function createIngest(
     const auth = req.headers.get('authorization')
     return auth?.startsWith('Bearer ') === true && timingSafeEqual(sha256(auth.slice(7)), forwardHash)
   }
-  const sites = allowedSites?.length ? new Set(allowedSites) : null
+  const checkSite = createSiteCheck(registry, { allowedSites, requireRegistered })
   const origins = allowedOrigins?.length ? new Set(allowedOrigins) : null
   const take =
     rateLimitPerSecond > 0 ? createRateLimiter({ perSecond: rateLimitPerSecond, burst: rateLimitBurst ?? Math.max(rateLimitPerSecond, batchMax) }) : null
 
-  /** A valid event of a site not registered here is refused apart from invalid ones (403, not 400). */
-  type Parsed = ParseResult | { ok: false; notRegistered: true; problems: Problem[] }
-  const parse = (input: unknown, parseEvent: (input: unknown) => ParseResult): Parsed => {
+  /** A valid event of a site not accepted here (unregistered, or from another origin) is refused apart from invalid ones (403, not 400). */
+  type Parsed = ParseResult | { ok: false; refused: SiteRefusal['code']; problems: Problem[] }
+  const parse = (input: unknown, parseEvent: (input: unknown) => ParseResult, origin: string | null): Parsed => {
     const r = parseEvent(input)
-    if (r.ok && sites && !sites.has(r.event.site_id)) {
-      return { ok: false, notRegistered: true, problems: [{ field: 'site_id', message: `site_id ${JSON.stringify(r.event.site_id)} is not registered here` }] }
-    }
+    const refusal = r.ok ? checkSite(r.event.site_id, origin) : null
+    if (refusal) return { ok: false, refused: refusal.code, problems: [{ field: 'site_id', message: refusal.message }] }
     return r
   }
 
@@ -266,12 +272,12 @@ export function createIngest(
     }
 
   async function acceptEvent(req: Request, server: RequestIpSource | undefined, tally: Tally, body: unknown): Promise<Response> {
-    const result = parse(body, forwards(req) ? parsers.forwarded : parsers.own)
+    const sender = senderOf(req, server)
+    const result = parse(body, forwards(req) ? parsers.forwarded : parsers.own, sender.origin)
     if (!result.ok) {
-      if ('notRegistered' in result) throw new ApiError(403, 'site_not_allowed', result.problems[0]!.message)
+      if ('refused' in result) throw new ApiError(403, result.refused, result.problems[0]!.message)
       throw new ApiError(400, 'invalid_event', 'event is invalid', { details: result.problems })
     }
-    const sender = senderOf(req, server)
     charge(sender, 1)
     // A bot gets the same answer as anyone, so it learns nothing; its event is not stored.
     if (!enrich(result.event, result.context, sender, tally)) return respond(req, `{"status":"accepted","event_id":"${result.event.event_id}"}`, 202)
@@ -294,7 +300,7 @@ export function createIngest(
     const valid: { index: number; event: Event; context: Context; stored: boolean }[] = []
     const parseEvent = forwards(req) ? parsers.forwarded : parsers.own
     items.forEach((item, index) => {
-      const r = parse(item, parseEvent)
+      const r = parse(item, parseEvent, sender.origin)
       if (r.ok) valid.push({ index, event: r.event, context: r.context, stored: enrich(r.event, r.context, sender, tally) })
       else results[index] = { index, status: 'rejected', code: 'invalid_event', details: r.problems }
     })

@@ -6,6 +6,7 @@ import { add, countBuckets, GRANULARITIES, MAX_SERIES_BUCKETS, truncate } from '
 import { hourlyKeptSince } from '../store/retention.ts'
 import type { RangeQuery } from '../store/stats.ts'
 import { HourlyDetailExpiredError, type Store } from '../store/store.ts'
+import type { Auth } from './auth.ts'
 import { ApiError } from './errors.ts'
 import { routeDocs } from './openapi.ts'
 
@@ -103,6 +104,8 @@ export type StatsRoutesOptions = {
   maxFutureMs?: number
   /** ROLLUP_HOUR_RETENTION_DAYS; 0 keeps hourly rollups forever. */
   hourRollupDays?: number
+  /** Who may read which site; without it every caller may read every site. */
+  auth?: Auth | null
 }
 
 /**
@@ -110,7 +113,7 @@ export type StatsRoutesOptions = {
  * GET /v1/stats?site_id=&from=&to=&granularity=&event_type=&limit=: totals, a series and top paths for any range.
  * A range that needs hourly rollups past their retention is a 422 hourly_detail_expired.
  */
-export function statsRoutes(store: Store, { maxFutureMs = 5 * 60_000, hourRollupDays = 0 }: StatsRoutesOptions = {}) {
+export function statsRoutes(store: Store, { maxFutureMs = 5 * 60_000, hourRollupDays = 0, auth = null }: StatsRoutesOptions = {}) {
   const RangeQuerySchema = rangeQuerySchema(maxFutureMs)
   const stats = (q: Omit<RangeQuery, 'hourlyFrom'>) =>
     store.stats({ ...q, hourlyFrom: hourlyKeptSince(hourRollupDays) }).catch((err: unknown) => {
@@ -120,6 +123,7 @@ export function statsRoutes(store: Store, { maxFutureMs = 5 * 60_000, hourRollup
   return new Hono()
     .get('/v1/stats', routeDocs.rangeStats(RangeQueryObject), async (c) => {
       const q = query(RangeQuerySchema, c.req.query())
+      auth?.read(c, q.site_id)
       const s = await stats({ siteId: q.site_id, from: q.from, to: q.to, granularity: q.granularity, eventType: q.event_type ?? null, limit: q.limit })
       return c.json({
         site_id: q.site_id,
@@ -135,6 +139,7 @@ export function statsRoutes(store: Store, { maxFutureMs = 5 * 60_000, hourRollup
     })
     .get('/stats', routeDocs.stats(StatsQuerySchema), async (c) => {
       const q = query(StatsQuerySchema, c.req.query())
+      auth?.read(c, q.site_id)
       const from = q.date ? new Date(`${q.date}T00:00:00Z`) : null
       const to = from ? new Date(from.getTime() + 86_400_000) : null
       const s = await stats({ siteId: q.site_id, from, to, granularity: null, eventType: q.event_type ?? null, limit: q.limit })

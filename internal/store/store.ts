@@ -31,7 +31,7 @@ export function createStore(sql: Sql) {
         )
       ),
       fresh as (
-        insert into event_ids (event_id) select event_id from input
+        insert into event_ids (event_id, site_id) select event_id, site_id from input
         on conflict (event_id) do nothing
         returning event_id
       )

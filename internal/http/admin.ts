@@ -1,0 +1,88 @@
+import { type Context, Hono } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
+import { SitesError } from '../sites/errors.ts'
+import type { Sites } from '../sites/sites.ts'
+import { TOKEN_KINDS, type TokenKind, type Tokens } from '../sites/tokens.ts'
+import type { Auth } from './auth.ts'
+import { parseJson } from './body.ts'
+import { ApiError } from './errors.ts'
+
+const ADMIN_BODY_LIMIT = 64 * 1024
+
+export type AdminDeps = { sites: Sites; tokens: Tokens; auth: Auth }
+
+/**
+ * The admin API, the operator command's `sites`, `tokens` and `links` over HTTP, for admin
+ * tokens only (ADMIN_TOKEN, or a registry token of kind admin). An all-sites admin manages
+ * everything; a site's admin token shows and updates its site and manages its site's tokens
+ * and links, but adds and removes no site. Answers are JSON; a site's removal deletes all
+ * of its data.
+ */
+export function adminRoutes({ sites, tokens, auth }: AdminDeps) {
+  const tooLarge = () => {
+    throw new ApiError(413, 'body_too_large', `an admin body is at most ${ADMIN_BODY_LIMIT} bytes`)
+  }
+  const body = async (c: Context) => parseJson(new Uint8Array(await c.req.arrayBuffer()))
+  const limit = bodyLimit({ maxSize: ADMIN_BODY_LIMIT, onError: tooLarge })
+  const app = new Hono()
+
+  app.get('/v1/admin/sites', async (c) => {
+    const caller = auth.admin(c, c.req.query('site_id'))
+    const all = await registryCall(sites.list)
+    return c.json(caller.siteId === null ? all : all.filter((s) => s.site_id === caller.siteId))
+  })
+  app.post('/v1/admin/sites', limit, async (c) => {
+    auth.admin(c, null)
+    return c.json(await registryCall(sites.add, await body(c)), 201)
+  })
+  app.get('/v1/admin/sites/:site', async (c) => {
+    auth.admin(c, c.req.param('site'))
+    return c.json(await registryCall(sites.show, c.req.param('site')))
+  })
+  app.patch('/v1/admin/sites/:site', limit, async (c) => {
+    auth.admin(c, c.req.param('site'))
+    return c.json(await registryCall(sites.update, c.req.param('site'), await body(c)))
+  })
+  app.delete('/v1/admin/sites/:site', async (c) => {
+    auth.admin(c, null)
+    return c.json(await registryCall(sites.remove, c.req.param('site')))
+  })
+
+  app.get('/v1/admin/tokens', async (c) => {
+    const site = c.req.query('site_id') ?? null
+    const kind = c.req.query('kind') ?? null
+    if (kind !== null && !(TOKEN_KINDS as readonly string[]).includes(kind)) {
+      throw new ApiError(400, 'invalid_query', `kind must be one of ${TOKEN_KINDS.join(', ')}`)
+    }
+    const caller = auth.admin(c, site ?? undefined)
+    return c.json(await registryCall(tokens.list, { siteId: caller.siteId ?? site, kind: kind as TokenKind | null }))
+  })
+  app.post('/v1/admin/tokens', limit, async (c) => {
+    const input = await body(c)
+    const site = (input as { site_id?: unknown } | null)?.site_id
+    auth.admin(c, typeof site === 'string' ? site : null)
+    return c.json(await registryCall(tokens.create, input), 201)
+  })
+  app.delete('/v1/admin/tokens/:id', async (c) => {
+    auth.admin(c)
+    const token = await registryCall(tokens.show, c.req.param('id'))
+    auth.admin(c, token.site_id)
+    return c.json(await registryCall(tokens.revoke, token.id))
+  })
+  return app
+}
+
+/** Runs a registry operation, turning its SitesError into the matching API error. */
+async function registryCall<A extends unknown[], R>(op: (...args: A) => Promise<R>, ...args: A): Promise<R> {
+  try {
+    return await op(...args)
+  } catch (err) {
+    throw err instanceof SitesError ? apiError(err) : err
+  }
+}
+
+/** A registry error as an API answer: bad input 400, already there 409, not there 404. */
+function apiError(err: SitesError): ApiError {
+  const status = err.code === 'site_exists' ? 409 : err.code === 'site_not_found' || err.code === 'token_not_found' ? 404 : 400
+  return new ApiError(status, err.code, err.message, err.details ? { details: err.details } : {})
+}

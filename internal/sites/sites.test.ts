@@ -1,0 +1,210 @@
+import { describe, expect, test } from 'bun:test'
+import type { Event } from '../event/event.ts'
+import { silentLogger } from '../log/log.ts'
+import { createStore } from '../store/store.ts'
+import { eventually, isolated } from '../testkit/testkit.ts'
+import { SitesError } from './errors.ts'
+import { createRegistry, originAllowed } from './registry.ts'
+import { createSites } from './sites.ts'
+import { dayOf, dayStart, localMidnight } from './timezone.ts'
+import { createTokens, hashToken } from './tokens.ts'
+
+const env = isolated()
+/** Rolls up until every stored event is counted: a long transaction elsewhere on the server holds the horizon back for a while. */
+const rolledUp = async (store: ReturnType<typeof createStore>) =>
+  expect(
+    await eventually(async () => (await store.rollup({ dimCap: 10 })).ran && (await store.rollupLag()).unrolled === 0, { timeoutMs: 120_000, intervalMs: 200 }),
+  ).toBe(true)
+const failure = (p: Promise<unknown>) =>
+  p.then(
+    () => null,
+    (err: unknown) => err as SitesError,
+  )
+
+describe('the sites registry', () => {
+  test('adds, lists, shows and updates a site, normalising its domains', async () => {
+    const sites = createSites(env.db.sql)
+    const added = await sites.add({ site_id: 'reg-a', domains: ['Shop.Example', 'shop.example', ' blog.example '], timezone: 'America/New_York' })
+    expect(added).toMatchObject({ site_id: 'reg-a', domains: ['shop.example', 'blog.example'], timezone: 'America/New_York', public: false })
+    expect((await sites.list()).map((s) => s.site_id)).toContain('reg-a')
+    expect(await sites.update('reg-a', { public: true, domains: [] })).toMatchObject({ public: true, domains: [], timezone: 'America/New_York' })
+    expect((await sites.show('reg-a')).public).toBe(true)
+  })
+
+  test('names every problem with a site, and refuses a duplicate or an unknown one with its own code', async () => {
+    const sites = createSites(env.db.sql)
+    const bad = await failure(sites.add({ site_id: 'bad site', domains: ['https://x.example/'], timezone: 'Mars/Olympus', public: 'yes', colour: 1 }))
+    expect(bad?.code).toBe('invalid_site')
+    expect(bad?.details?.map((d) => d.field).sort()).toEqual(['colour', 'domains.0', 'public', 'site_id', 'timezone'])
+    await sites.add({ site_id: 'reg-dup' })
+    expect((await failure(sites.add({ site_id: 'reg-dup' })))?.code).toBe('site_exists')
+    expect((await failure(sites.show('reg-none')))?.code).toBe('site_not_found')
+    expect((await failure(sites.update('reg-none', { public: true })))?.code).toBe('site_not_found')
+    expect((await failure(sites.remove('reg-none')))?.code).toBe('site_not_found')
+  })
+
+  test('removing a site deletes its rows from every table that holds site data, and nothing of other sites', async () => {
+    const sites = createSites(env.db.sql)
+    const store = createStore(env.db.sql)
+    const tokens = createTokens(env.db.sql)
+    await sites.add({ site_id: 'reg-gone' })
+    await sites.add({ site_id: 'reg-kept' })
+    await tokens.create({ kind: 'read', site_id: 'reg-gone' })
+    const ev = (site: string, i: number): Event => ({
+      event_id: crypto.randomUUID(),
+      site_id: site,
+      event_type: i % 2 ? 'pageview' : 'signup',
+      path: `/p${i}`,
+      user_id: `u${i}`,
+      timestamp: '2025-03-01T10:00:00.000Z',
+      received_at: Date.now(),
+      source: 'Google',
+      country: 'DE',
+      props: { plan: 'pro' },
+    })
+    await store.insertEvents([...[0, 1, 2].map((i) => ev('reg-gone', i)), ...[0, 1].map((i) => ev('reg-kept', i))])
+    await rolledUp(store)
+    // Events after the rollup stay raw; a set-aside row and an event id whose raw row is gone are data of the site too.
+    await store.insertEvents([ev('reg-gone', 3)])
+    await env.db
+      .sql`insert into rollup_rejects (event_id, row, code, error) values (${crypto.randomUUID()}, ${env.db.sql.json({ site_id: 'reg-gone' })}, 'x', 'x')`
+    await env.db.sql`insert into event_ids (event_id, site_id) values (${crypto.randomUUID()}, 'reg-gone')`
+    await env.db
+      .sql`insert into rollup_day_dim_other select site_id, bucket, dim, events, pageviews, users from rollup_day_dims where site_id = 'reg-gone' limit 1`
+
+    const holding = async (site: string) => {
+      const tables = await env.db.sql`
+        select c.relname as name from pg_attribute a join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace
+        where a.attname = 'site_id' and c.relkind in ('r', 'p') and not c.relispartition and n.nspname = current_schema()`
+      const out: Record<string, number> = {}
+      for (const { name } of tables) {
+        const [r] = await env.db.sql`select count(*)::int as n from ${env.db.sql(name as string)} where site_id = ${site}`
+        if (r!.n) out[name as string] = r!.n as number
+      }
+      const [rejects] = await env.db.sql`select count(*)::int as n from rollup_rejects where row ->> 'site_id' = ${site}`
+      if (rejects!.n) out.rollup_rejects = rejects!.n as number
+      return out
+    }
+    const before = await holding('reg-gone')
+    for (const t of ['events', 'event_ids', 'rollup_hour', 'rollup_day_paths', 'rollup_year_dims', 'rollup_day_dim_other', 'access_tokens', 'rollup_rejects']) {
+      expect(before[t]).toBeGreaterThan(0)
+    }
+    const kept = await holding('reg-kept')
+
+    const removal = await sites.remove('reg-gone')
+    expect(removal.deleted).toMatchObject({ events: 4, event_ids: 5, rollup_rejects: 1 })
+    expect(await holding('reg-gone')).toEqual({ site_removals: 1 })
+    expect(await holding('reg-kept')).toEqual(kept)
+  }, 150_000)
+
+  test('the retention sweep deletes what arrives for a removed site for a day, and adding the site again ends that', async () => {
+    const sites = createSites(env.db.sql)
+    const store = createStore(env.db.sql)
+    await sites.add({ site_id: 'reg-late' })
+    await sites.remove('reg-late')
+    const late: Event = {
+      event_id: crypto.randomUUID(),
+      site_id: 'reg-late',
+      event_type: 'pageview',
+      path: '/',
+      user_id: 'u',
+      timestamp: '2025-03-01T10:00:00.000Z',
+      received_at: Date.now(),
+    }
+    await store.insertEvents([late])
+    await rolledUp(store)
+    const swept = await sites.sweepRemoved()
+    expect(swept.find((s) => s.site_id === 'reg-late')?.deleted).toMatchObject({ events: 1, event_ids: 1, rollup_day: 1 })
+    await sites.add({ site_id: 'reg-late' })
+    await store.insertEvents([{ ...late, event_id: crypto.randomUUID() }])
+    expect((await sites.sweepRemoved()).find((s) => s.site_id === 'reg-late')).toBeUndefined()
+    const [n] = await env.db.sql`select count(*)::int as n from events where site_id = 'reg-late'`
+    expect(n!.n).toBe(1)
+    // A removal older than a day is forgotten.
+    await sites.remove('reg-late')
+    expect((await sites.sweepRemoved(new Date(Date.now() + 25 * 3_600_000))).find((s) => s.site_id === 'reg-late')).toBeUndefined()
+    expect(await env.db.sql`select 1 from site_removals where site_id = 'reg-late'`).toHaveLength(0)
+  }, 150_000)
+})
+
+describe('tokens and links', () => {
+  test('are stored only as the SHA-256 of their secret, which is shown once', async () => {
+    const sites = createSites(env.db.sql)
+    const tokens = createTokens(env.db.sql)
+    await sites.add({ site_id: 'tok-site' })
+    const t = await tokens.create({ kind: 'read', site_id: 'tok-site', name: 'client' })
+    expect(t.token).toMatch(/^sl_[A-Za-z0-9_-]{32}$/)
+    const [row] = await env.db.sql`select * from access_tokens where id = ${t.id}`
+    expect(Buffer.from(row!.hash as Uint8Array).equals(hashToken(t.token))).toBe(true)
+    const text = JSON.stringify(await env.db.sql`select to_jsonb(a)::text as r from access_tokens a`)
+    expect(text).not.toContain(t.token)
+    expect(text).not.toContain(t.token.slice(3))
+    expect(JSON.stringify(await tokens.list())).not.toContain(t.token)
+    const link = await tokens.create({ kind: 'link', site_id: 'tok-site' })
+    expect(link.path).toBe(`/share/tok-site#link=${link.token}`)
+    expect((await tokens.list({ siteId: 'tok-site', kind: 'link' })).map((x) => x.id)).toEqual([link.id])
+  })
+
+  test('refuse a link without a site, an unknown kind, and a site that is not registered', async () => {
+    const tokens = createTokens(env.db.sql)
+    expect((await failure(tokens.create({ kind: 'link' })))?.details?.[0]?.field).toBe('site_id')
+    expect((await failure(tokens.create({ kind: 'owner' })))?.code).toBe('invalid_token_request')
+    expect((await failure(tokens.create({ kind: 'read', site_id: 'nowhere' })))?.code).toBe('site_not_found')
+    expect((await failure(tokens.revoke('tok_nope')))?.code).toBe('token_not_found')
+  })
+})
+
+describe('the registry cache', () => {
+  test('sees a new site, a revoked token and a removed site at its next refresh, with one query per refresh', async () => {
+    const sites = createSites(env.db.sql)
+    const tokens = createTokens(env.db.sql)
+    const registry = createRegistry({ sql: env.db.sql, log: silentLogger() }, { refreshMs: 100 })
+    const stop = new AbortController()
+    await registry.start(stop.signal)
+    try {
+      expect(registry.site('cache-site')).toBeUndefined()
+      await sites.add({ site_id: 'cache-site', domains: ['shop.example'], timezone: 'Asia/Kolkata' })
+      const t = await tokens.create({ kind: 'admin', site_id: 'cache-site' })
+      await Bun.sleep(400)
+      expect(registry.site('cache-site')).toEqual({ siteId: 'cache-site', domains: ['shop.example'], timezone: 'Asia/Kolkata', public: false })
+      expect(registry.grant(t.token)).toEqual({ kind: 'admin', siteId: 'cache-site', tokenId: t.id })
+      expect(registry.grant(`${t.token}x`)).toBeNull()
+      await tokens.revoke(t.id)
+      await Bun.sleep(400)
+      expect(registry.grant(t.token)).toBeNull()
+      await sites.remove('cache-site')
+      await Bun.sleep(400)
+      expect(registry.site('cache-site')).toBeUndefined()
+    } finally {
+      stop.abort()
+    }
+  })
+
+  test('matches an Origin against a site domain and its subdomains only', () => {
+    const site = { siteId: 's', domains: ['shop.example'], timezone: 'UTC', public: false }
+    expect(originAllowed(site, 'https://shop.example')).toBe(true)
+    expect(originAllowed(site, 'http://www.shop.example:8080')).toBe(true)
+    expect(originAllowed(site, 'https://evilshop.example')).toBe(false)
+    expect(originAllowed(site, 'https://shop.example.evil.test')).toBe(false)
+    expect(originAllowed(site, 'null')).toBe(false)
+    expect(originAllowed({ ...site, domains: [] }, 'https://anyone.example')).toBe(true)
+  })
+})
+
+describe('local days', () => {
+  test('start at local midnight across DST in New York, and at the UTC hour holding it in Kolkata', () => {
+    const iso = (ms: number) => new Date(ms).toISOString()
+    expect(iso(localMidnight('2025-03-09', 'America/New_York'))).toBe('2025-03-09T05:00:00.000Z')
+    expect(iso(localMidnight('2025-03-10', 'America/New_York'))).toBe('2025-03-10T04:00:00.000Z')
+    expect(iso(localMidnight('2025-11-02', 'America/New_York'))).toBe('2025-11-02T04:00:00.000Z')
+    expect(iso(localMidnight('2025-11-03', 'America/New_York'))).toBe('2025-11-03T05:00:00.000Z')
+    expect(dayStart('2025-03-01', 'Asia/Kolkata').toISOString()).toBe('2025-02-28T18:00:00.000Z')
+    expect(dayStart('2025-03-01', 'America/St_Johns').toISOString()).toBe('2025-03-01T03:00:00.000Z')
+    expect(dayOf(Date.parse('2025-02-28T18:10:00Z'), 'Asia/Kolkata')).toBe('2025-03-01')
+    expect(dayOf(Date.parse('2025-02-28T17:59:00Z'), 'Asia/Kolkata')).toBe('2025-02-28')
+    expect(dayOf(Date.parse('2025-03-09T04:59:00Z'), 'America/New_York')).toBe('2025-03-08')
+    expect(dayOf(Date.parse('2025-03-09T05:00:00Z'), 'America/New_York')).toBe('2025-03-09')
+    // Santiago skips its midnight at the start of DST: the day starts when the clocks land.
+    expect(iso(localMidnight('2024-09-08', 'America/Santiago'))).toBe('2024-09-08T04:00:00.000Z')
+  })
+})

@@ -1,0 +1,98 @@
+import { createHash, randomBytes } from 'node:crypto'
+import * as v from 'valibot'
+import type { Sql } from '../clients/clients.ts'
+import { SitesError } from './errors.ts'
+import { SiteIdSchema } from './sites.ts'
+
+/** read: stats; admin: stats and managing sites and tokens; link: a shared dashboard link (read, one site). */
+export const TOKEN_KINDS = ['read', 'admin', 'link'] as const
+export type TokenKind = (typeof TOKEN_KINDS)[number]
+
+/** A token as listed: never its secret, which exists only in the answer to its creation. */
+export type TokenInfo = { id: string; kind: TokenKind; site_id: string | null; name: string; created_at: string; revoked_at: string | null }
+export type CreatedToken = TokenInfo & { token: string; path?: string }
+
+/** The SHA-256 of a secret: what is stored and what the registry looks presented tokens up by. */
+export const hashToken = (secret: string): Buffer => createHash('sha256').update(secret).digest()
+
+/** Where a shared link opens the dashboard; the secret rides in the fragment, which browsers never send to a server. */
+export const linkPath = (siteId: string, secret: string) => `/share/${encodeURIComponent(siteId)}#link=${secret}`
+
+const NewTokenSchema = v.pipe(
+  v.strictObject(
+    {
+      kind: v.picklist(TOKEN_KINDS, `kind must be one of ${TOKEN_KINDS.join(', ')}`),
+      site_id: v.optional(v.nullable(SiteIdSchema), null),
+      name: v.optional(v.pipe(v.string('name must be a string'), v.maxLength(200, 'name must be at most 200 characters')), ''),
+    },
+    (i) => `unknown field ${i.received} (fields: kind, site_id, name)`,
+  ),
+  v.forward(
+    v.check((t) => t.kind !== 'link' || t.site_id !== null, 'a shared link is for one site: give site_id'),
+    ['site_id'],
+  ),
+)
+export type NewToken = v.InferInput<typeof NewTokenSchema>
+
+export type Tokens = ReturnType<typeof createTokens>
+
+/** API tokens and shared links: created with a random secret shown once, stored as its hash, revoked by id. */
+export function createTokens(sql: Sql) {
+  const info = (r: Record<string, unknown>): TokenInfo => ({
+    id: r.id as string,
+    kind: r.kind as TokenKind,
+    site_id: (r.site_id as string | null) ?? null,
+    name: r.name as string,
+    created_at: (r.created_at as Date).toISOString(),
+    revoked_at: r.revoked_at ? (r.revoked_at as Date).toISOString() : null,
+  })
+
+  async function create(input: unknown): Promise<CreatedToken> {
+    const r = v.safeParse(NewTokenSchema, input)
+    if (!r.success) {
+      throw new SitesError(
+        'invalid_token_request',
+        'the token request is invalid',
+        r.issues.map((i) => ({ field: v.getDotPath(i) ?? 'token', message: i.message })),
+      )
+    }
+    const t = r.output
+    if (t.site_id !== null) {
+      const [site] = await sql`select 1 from sites where site_id = ${t.site_id}`
+      if (!site) throw new SitesError('site_not_found', `site ${JSON.stringify(t.site_id)} is not registered`)
+    }
+    const secret = `sl_${randomBytes(24).toString('base64url')}`
+    const id = `${t.kind === 'link' ? 'lnk' : 'tok'}_${randomBytes(6).toString('hex')}`
+    const [row] = await sql`
+      insert into access_tokens (id, hash, kind, site_id, name) values (${id}, ${hashToken(secret)}, ${t.kind}, ${t.site_id}, ${t.name})
+      returning *`
+    const created: CreatedToken = { ...info(row!), token: secret }
+    if (t.kind === 'link') created.path = linkPath(t.site_id!, secret)
+    return created
+  }
+
+  /** Tokens and links, newest first; of one site (plus all-sites tokens when `withGlobal`), or all. */
+  async function list({ siteId = null, kind = null }: { siteId?: string | null; kind?: TokenKind | 'token' | null } = {}): Promise<TokenInfo[]> {
+    const rows = await sql`
+      select * from access_tokens
+      where (${siteId}::text is null or site_id = ${siteId})
+        and (${kind}::text is null or kind = ${kind} or (${kind} = 'token' and kind <> 'link'))
+      order by created_at desc, id`
+    return rows.map(info)
+  }
+
+  async function show(id: string): Promise<TokenInfo> {
+    const [row] = await sql`select * from access_tokens where id = ${id}`
+    if (!row) throw new SitesError('token_not_found', `no token or link has the id ${JSON.stringify(id)}`)
+    return info(row)
+  }
+
+  /** Revokes a token or link; every API process stops accepting it within REGISTRY_REFRESH_MS. Revoking twice changes nothing. */
+  async function revoke(id: string): Promise<TokenInfo> {
+    const [row] = await sql`update access_tokens set revoked_at = coalesce(revoked_at, now()) where id = ${id} returning *`
+    if (!row) throw new SitesError('token_not_found', `no token or link has the id ${JSON.stringify(id)}`)
+    return info(row)
+  }
+
+  return { create, list, show, revoke }
+}
