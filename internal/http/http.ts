@@ -21,7 +21,8 @@ import type { RequestIpSource } from './limits.ts'
 import { dashboardRoutes } from './dashboard.ts'
 import { documentation, routeDocs } from './openapi.ts'
 import { trackerRoute } from './tracker.ts'
-import { queryRoutes } from './query.ts'
+import { exportRoutes } from './export.ts'
+import { createAnswer, queryRoutes } from './query.ts'
 import { statsRoutes } from './stats.ts'
 
 export type Check = () => Promise<unknown>
@@ -119,7 +120,9 @@ export function createApp(
   const auth = createAuth(registry, { statsToken, statsPublic: statsToken === null, adminToken })
   for (const path of ['/stats', '/v1/*']) app.use(path, auth.identify)
   app.route('/', statsRoutes(store, { maxFutureMs: ingest.maxFutureMs, hourRollupDays, auth }))
-  app.route('/', queryRoutes(store, { maxFutureMs: ingest.maxFutureMs, hourRollupDays, auth, registry }))
+  const queryOptions = { maxFutureMs: ingest.maxFutureMs, hourRollupDays, auth, registry }
+  app.route('/', queryRoutes(store, queryOptions))
+  app.route('/', exportRoutes(createAnswer(store, queryOptions)))
   if (sites && tokens) app.route('/', adminRoutes({ sites, tokens, auth }))
   trackerRoute(app)
   dashboardRoutes(app)

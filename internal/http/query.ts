@@ -1,11 +1,13 @@
-import { Hono } from 'hono'
+import { type Context, Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
-import { parseQuery, QueryRefusedError } from '../query/query.ts'
+import { withComparison } from '../query/compare.ts'
+import { toCsv } from '../query/csv.ts'
+import { parseQuery, type Query, type QueryResult, QueryRefusedError } from '../query/query.ts'
+import type { Registry } from '../sites/registry.ts'
 import { hourlyKeptSince } from '../store/retention.ts'
 import type { Store } from '../store/store.ts'
-import { parseJson } from './body.ts'
-import type { Registry } from '../sites/registry.ts'
 import type { Auth } from './auth.ts'
+import { parseJson } from './body.ts'
 import { ApiError } from './errors.ts'
 import { routeDocs } from './openapi.ts'
 
@@ -20,24 +22,62 @@ export type QueryRouteOptions = {
   registry?: Pick<Registry, 'site'> | null
 }
 
-/**
- * POST /v1/query: metrics over a date range, by at most one dimension and time, under
- * filters (see internal/query). A body that is not a query gets a 400 naming each problem; a
- * query the kept data cannot answer for its range gets a 422 with a stable code.
- */
-export function queryRoutes(store: Store, { maxFutureMs = 5 * 60_000, hourRollupDays = 0, auth = null }: QueryRouteOptions = {}) {
-  const tooLarge = () => {
-    throw new ApiError(413, 'body_too_large', `a query body is at most ${QUERY_BODY_LIMIT} bytes`)
-  }
-  return new Hono().post('/v1/query', routeDocs.query, bodyLimit({ maxSize: QUERY_BODY_LIMIT, onError: tooLarge }), async (c) => {
-    const parsed = parseQuery(parseJson(new Uint8Array(await c.req.arrayBuffer())))
+/** Answers parsed queries: in the site's time zone, with a comparison when asked; a 422 where the kept data cannot answer. */
+export type Answer = (c: Context, body: unknown) => Promise<{ query: Query; result: QueryResult }>
+
+export function createAnswer(store: Store, { maxFutureMs = 5 * 60_000, hourRollupDays = 0, auth = null, registry = null }: QueryRouteOptions): Answer {
+  return async function answer(c, body) {
+    const siteId = (body as { site_id?: unknown } | null)?.site_id
+    const timezone = (typeof siteId === 'string' && registry?.site(siteId)?.timezone) || 'UTC'
+    const parsed = parseQuery(body, { timezone })
     if (!parsed.ok) throw new ApiError(400, 'invalid_query', 'query is invalid', { details: parsed.problems })
     auth?.read(c, parsed.query.siteId)
     try {
-      return c.json(await store.query(parsed.query, { maxFutureMs, hourlyFrom: hourlyKeptSince(hourRollupDays) }))
+      const options = { maxFutureMs, hourlyFrom: hourlyKeptSince(hourRollupDays) }
+      return { query: parsed.query, result: await withComparison(parsed.query, (q) => store.query(q, options)) }
     } catch (err) {
       if (err instanceof QueryRefusedError) throw new ApiError(422, err.code, err.message)
       throw err
     }
-  })
+  }
+}
+
+/** Whether the caller asked for CSV: `Accept: text/csv`, or `?format=csv` for plain links. */
+function wantsCsv(c: Context): boolean {
+  const format = c.req.query('format')
+  if (format !== undefined && format !== 'csv' && format !== 'json') throw new ApiError(400, 'invalid_query', 'format must be csv or json')
+  return format === 'csv' || (format === undefined && /(^|,)\s*text\/csv/.test(c.req.header('accept') ?? ''))
+}
+
+export const csvHeaders = (name: string) => ({
+  'Content-Type': 'text/csv; charset=utf-8',
+  'Content-Disposition': `attachment; filename="${name.replace(/[^A-Za-z0-9._-]/g, '_')}.csv"`,
+})
+
+/**
+ * POST /v1/query: metrics over a date range, by at most one dimension and time, under
+ * filters (see internal/query). GET /v1/query?query=<the same JSON> answers the same, for
+ * plain links. CSV with `Accept: text/csv` or `?format=csv`. A body that is not a query gets
+ * a 400 naming each problem; a query the kept data cannot answer gets a 422 with a stable code.
+ */
+export function queryRoutes(store: Store, options: QueryRouteOptions = {}) {
+  const answer = createAnswer(store, options)
+  const tooLarge = () => {
+    throw new ApiError(413, 'body_too_large', `a query body is at most ${QUERY_BODY_LIMIT} bytes`)
+  }
+  const respond = async (c: Context, body: unknown) => {
+    const csv = wantsCsv(c)
+    const { query, result } = await answer(c, body)
+    return csv ? c.body(toCsv(query, result), 200, csvHeaders(`${query.siteId}-query`)) : c.json(result)
+  }
+  return new Hono()
+    .post('/v1/query', routeDocs.query, bodyLimit({ maxSize: QUERY_BODY_LIMIT, onError: tooLarge }), async (c) =>
+      respond(c, parseJson(new Uint8Array(await c.req.arrayBuffer()))),
+    )
+    .get('/v1/query', async (c) => {
+      const text = c.req.query('query')
+      if (text === undefined) throw new ApiError(400, 'invalid_query', 'GET /v1/query needs ?query=<the query as JSON>, as POST takes it')
+      if (text.length > QUERY_BODY_LIMIT) tooLarge()
+      return respond(c, parseJson(new TextEncoder().encode(text)))
+    })
 }

@@ -6,6 +6,8 @@ import { SITE_ID_PATTERN, textProblem } from '../event/event.ts'
 import { isCalendarDate } from '../event/timestamp.ts'
 import { add, countBuckets, GRANULARITIES, type Granularity, MAX_SERIES_BUCKETS, truncate } from '../store/buckets.ts'
 import { type Dimension, DIMENSIONS, isDimension, NONE, PROPS_PREFIX } from '../store/dimensions.ts'
+import { localDate } from '../sites/timezone.ts'
+import { COMPARISONS, type Comparison, type Dates, datesToRange, presetDates } from './dates.ts'
 
 export { runQuery } from './run.ts'
 export { QueryRefusedError } from './errors.ts'
@@ -39,10 +41,19 @@ export type Query = {
   limit: number
   /** date_range "realtime": from/to are the last REALTIME_MS, and only raw events answer. */
   realtime: boolean
+  /** The site's time zone: its local days bound the range and the day, month and year buckets (see internal/sites/timezone.ts). */
+  timezone: string
+  /** The range as inclusive local dates; null for all time. */
+  dates: Dates | null
+  /** The period to answer the same query for alongside, if any. */
+  comparison: Comparison | null
 }
 
+/** One result's figures for the comparison period: its buckets' labels, its metrics, and the change in percent (null from zero). */
+export type ComparedResult = { dimensions: (string | null)[]; metrics: number[]; change: (number | null)[] }
+
 export type QueryResult = {
-  results: { dimensions: (string | null)[]; metrics: number[] }[]
+  results: { dimensions: (string | null)[]; metrics: number[]; comparison?: ComparedResult }[]
   meta: {
     site_id: string
     date_range: [string, string] | null
@@ -53,6 +64,10 @@ export type QueryResult = {
      * value's count, or a filtered total, may be up to this much low. 0 when nothing was trimmed.
      */
     trimmed_events: number
+    /** The time zone whose days the range and buckets follow: the site's, or UTC where the kept hourly data cannot follow it. */
+    timezone?: string
+    /** With a comparison: its mode and range. */
+    comparison?: { mode: Comparison; date_range: [string, string] }
   }
 }
 
@@ -134,6 +149,19 @@ export const QuerySchema = v.strictObject(
         v.tuple([v.string(), v.picklist(['asc', 'desc'], 'order direction must be asc or desc')], 'order_by items are [metric or dimension, "asc"|"desc"]'),
       ),
     ),
+    include: v.optional(
+      v.strictObject(
+        {
+          comparisons: v.optional(
+            v.strictObject(
+              { mode: v.picklist(COMPARISONS, `include.comparisons.mode must be one of ${COMPARISONS.join(', ')}`) },
+              'comparisons is {"mode": ...}',
+            ),
+          ),
+        },
+        'include may hold comparisons',
+      ),
+    ),
     limit: v.optional(
       v.pipe(
         v.number('limit must be a number'),
@@ -145,20 +173,26 @@ export const QuerySchema = v.strictObject(
     ),
   },
   (i) =>
-    `unknown field ${JSON.stringify(i.received?.replace(/^"|"$/g, '') ?? '')} (fields: site_id, date_range, metrics, dimensions, filters, order_by, limit)`,
+    `unknown field ${JSON.stringify(i.received?.replace(/^"|"$/g, '') ?? '')} (fields: site_id, date_range, metrics, dimensions, filters, order_by, include, limit)`,
 )
 
 export type Problem = { field: string; message: string }
 
-/** Checks a request body and resolves its date range against `now`; returns the query or every problem. */
-export function parseQuery(body: unknown, now = new Date()): { ok: true; query: Query } | { ok: false; problems: Problem[] } {
+export type ParseOptions = { now?: Date /** The site's time zone; UTC when not given. */; timezone?: string }
+
+/** Checks a request body and resolves its date range against `now` in the site's time zone; returns the query or every problem. */
+export function parseQuery(body: unknown, nowOrOptions: Date | ParseOptions = {}): { ok: true; query: Query } | { ok: false; problems: Problem[] } {
+  const { now = new Date(), timezone = 'UTC' } = nowOrOptions instanceof Date ? { now: nowOrOptions } : nowOrOptions
   if (typeof body !== 'object' || body === null || Array.isArray(body))
     return { ok: false, problems: [{ field: 'query', message: 'body must be a JSON object' }] }
   const parsed = v.safeParse(QuerySchema, body)
   if (!parsed.success) return { ok: false, problems: parsed.issues.map((i) => ({ field: v.getDotPath(i) ?? 'query', message: i.message })) }
   const q = parsed.output
   const problems: Problem[] = []
-  const [from, to] = resolveRange(q.date_range, now)
+  const dates = presetDates(q.date_range, localDate(now.getTime(), timezone))
+  const [from, to] = dates ? datesToRange(dates, timezone) : [null, null]
+  const comparison = q.include?.comparisons?.mode ?? null
+  if (comparison && !dates) problems.push({ field: 'include.comparisons', message: 'a comparison needs a date range other than "all"' })
   const timeName = q.dimensions.find((d) => d.startsWith('time:'))
   const time = timeName ? (timeName.slice(5) as Granularity) : null
   const dimension = (q.dimensions.find((d) => !d.startsWith('time:')) as Dimension | undefined) ?? null
@@ -209,6 +243,9 @@ export function parseQuery(body: unknown, now = new Date()): { ok: true; query: 
       orderBy,
       limit: q.limit,
       realtime,
+      timezone,
+      dates,
+      comparison,
     },
   }
 }

@@ -5,8 +5,10 @@ import { type Dimension, dimensionValue, NONE, PAGEVIEW_TYPES, VISIT_ONLY_DIMENS
 import { isVisitDimension, VISIT_DIMENSIONS, visitMeasures, visitPairs } from '../visits/visits.ts'
 import { HLL } from '../store/rollup.ts'
 import { plan } from '../store/stats.ts'
+import { localDate } from '../sites/timezone.ts'
 import { QueryRefusedError } from './errors.ts'
 import { type Filter, type Metric, type Query, type QueryResult, REALTIME_MS, VISIT_METRICS } from './query.ts'
+import { inZone, zoneSource } from './zone.ts'
 
 type Tx = postgres.TransactionSql
 type Fragment = postgres.PendingQuery<postgres.Row[]>
@@ -38,8 +40,12 @@ export async function runQuery(sql: Sql, q: Query, options: RunOptions = {}): Pr
   return sql.begin('isolation level repeatable read read only', async (tx) => {
     const [s] = await tx`select xid_watermark::text as watermark, dims_since, raw_dropped_before, visits_since from rollup_state`
     const state: State = { watermark: s!.watermark, dimsSince: s!.dims_since, rawDroppedBefore: s!.raw_dropped_before, visitsSince: s!.visits_since }
-    const answer = await rowsOf(tx, q, state, options)
-    if (q.metrics.includes('conversion_rate')) await convert(tx, q, state, options, answer.rows)
+    // Local days need hourly detail: the query in the site's zone, or in UTC days where that is gone.
+    const rawSince = state.rawDroppedBefore ? new Date(state.rawDroppedBefore.getTime() + maxFutureMs) : null
+    const zone = inZone(q, zoneSource(q), { hourlyFrom: options.hourlyFrom ?? null, rawSince })
+    q = zone.query
+    const answer = await rowsOf(tx, q, state, options, zone.local)
+    if (q.metrics.includes('conversion_rate')) await convert(tx, q, state, options, answer.rows, zone.local)
     return {
       results: shape(answer.rows, q),
       meta: {
@@ -47,6 +53,7 @@ export async function runQuery(sql: Sql, q: Query, options: RunOptions = {}): Pr
         date_range: q.from && q.to ? [q.from.toISOString(), q.to.toISOString()] : null,
         source: answer.source === 'raw' ? 'raw_events' : 'rollups',
         trimmed_events: answer.trimmed,
+        timezone: q.timezone,
       },
     }
   })
@@ -57,12 +64,12 @@ export async function runQuery(sql: Sql, q: Query, options: RunOptions = {}): Pr
  * the goal. The goal is the first filter on event_type (else on path), or else the breakdown
  * by event_type, whose rows each divide by all visitors.
  */
-async function convert(tx: Tx, q: Query, state: State, options: RunOptions, rows: Row[]): Promise<void> {
+async function convert(tx: Tx, q: Query, state: State, options: RunOptions, rows: Row[], local: boolean): Promise<void> {
   const goal = q.filters.find((f) => f.dim === 'event_type') ?? q.filters.find((f) => f.dim === 'path')
   const base: Query = goal
     ? { ...q, filters: q.filters.filter((f) => f !== goal), metrics: ['visitors'] }
     : { ...q, dimension: null, order: q.order.filter((o) => o === 'time'), metrics: ['visitors'] }
-  const all = new Map((await rowsOf(tx, base, state, options)).rows.map((r) => [key(r.t, goal ? r.v : null), r.visitors]))
+  const all = new Map((await rowsOf(tx, base, state, options, local)).rows.map((r) => [key(r.t, goal ? r.v : null), r.visitors]))
   for (const r of rows) {
     const total = all.get(key(r.t, goal ? r.v : null)) ?? 0
     r.conversion_rate = total > 0 ? Math.round((10_000 * Math.round(r.visitors)) / Math.round(total)) / 100 : 0
@@ -72,8 +79,17 @@ const key = (t: Date | null, v: string | null) => `${t?.getTime() ?? ''}|${v ?? 
 
 type Answer = { rows: Row[]; source: 'totals' | 'dims' | 'raw' | 'visits'; trimmed: number }
 
-/** The rows of a query's event metrics and, when asked, its visit metrics, in one snapshot. */
-async function rowsOf(tx: Tx, q: Query, state: State, { hourlyFrom = null, maxFutureMs = 5 * 60_000, now = new Date() }: RunOptions): Promise<Answer> {
+/**
+ * The rows of a query's event metrics and, when asked, its visit metrics, in one snapshot.
+ * `local`: in the site's time zone, from hourly rollups (totals) or raw events (dimensions).
+ */
+async function rowsOf(
+  tx: Tx,
+  q: Query,
+  state: State,
+  { hourlyFrom = null, maxFutureMs = 5 * 60_000, now = new Date() }: RunOptions,
+  local = false,
+): Promise<Answer> {
   const involved = new Set<Dimension>(q.filters.map((f) => f.dim))
   if (q.dimension) involved.add(q.dimension)
   const range = q.from && q.to ? { from: q.from, to: q.to } : q.time ? await allTime(tx, q.siteId, now, maxFutureMs) : null
@@ -84,7 +100,7 @@ async function rowsOf(tx: Tx, q: Query, state: State, { hourlyFrom = null, maxFu
   if (visitOnly) return { rows: visits!, source: 'visits', trimmed: 0 }
   const totals = [...involved].every((d) => d === 'event_type')
   const oneDimension = involved.size === 1 && q.time !== 'hour'
-  const source = q.realtime ? 'raw' : totals ? 'totals' : oneDimension ? 'dims' : 'raw'
+  const source = q.realtime || (local && !totals) ? 'raw' : totals ? 'totals' : oneDimension ? 'dims' : 'raw'
   if (source === 'dims' && state.dimsSince && (!range || range.from.getTime() < state.dimsSince.getTime() + maxFutureMs)) {
     throw new QueryRefusedError(
       'dimensions_not_recorded',
@@ -92,7 +108,7 @@ async function rowsOf(tx: Tx, q: Query, state: State, { hourlyFrom = null, maxFu
     )
   }
   if (source === 'raw') refuseUnlessRaw(state, range, maxFutureMs)
-  const segments = range && source !== 'raw' ? plan(range.from, range.to, q.time) : null
+  const segments = range && source !== 'raw' ? plan(range.from, range.to, local ? 'hour' : q.time) : null
   if (source === 'totals' && hourlyFrom && segments?.hour.some((b) => new Date(b) < hourlyFrom)) throw hourlyExpired(hourlyFrom)
   const parts = sources(tx, q, source, segments, range, state)
   const [t, v] = [q.time ? tx`t` : tx`null::timestamptz`, q.dimension ? tx`v` : tx`null::text`]
@@ -226,7 +242,12 @@ async function allTime(tx: Tx, siteId: string, now: Date, maxFutureMs: number): 
 function sources(tx: Tx, q: Query, source: 'totals' | 'dims' | 'raw', segments: ReturnType<typeof plan> | null, range: Range | null, state: State): Fragment {
   const { log2m, regwidth, expthresh, sparseon } = HLL
   const pv = PAGEVIEW_TYPES as unknown as string[]
-  const time = (col: Fragment) => (q.time ? tx`date_trunc(${q.time}, ${col}, 'UTC')` : tx`null::timestamptz`)
+  const time = (col: Fragment) => {
+    if (!q.time) return tx`null::timestamptz`
+    if (q.timezone === 'UTC' || q.time === 'hour') return tx`date_trunc(${q.time}, ${col}, 'UTC')`
+    // The local bucket of the UTC hour's last moment: a day starts at the UTC hour holding local midnight.
+    return tx`date_trunc(${q.time}, date_trunc('hour', ${col}, 'UTC') + interval '3599.999999 seconds', ${q.timezone})`
+  }
   const inRange = range ? tx`and ts >= ${range.from} and ts < ${range.to}` : tx``
   /** Every filter of the query, as `and` clauses on the value `valueFor` gives for its dimension. */
   const where = (valueFor: (f: Filter) => Fragment) => q.filters.map((f) => tx`and ${match(tx, valueFor(f), f)}`).reduce((a, b) => tx`${a} ${b}`, tx``)
@@ -294,7 +315,7 @@ function shape(rows: Row[], q: Query): QueryResult['results'] {
     return 0
   })
   return rows.slice(0, q.limit).map((r) => ({
-    dimensions: q.order.map((o) => (o === 'time' ? timeLabel(r.t!, q.time!) : r.v === '' ? NONE : r.v)),
+    dimensions: q.order.map((o) => (o === 'time' ? timeLabel(r.t!, q.time!, q.timezone) : r.v === '' ? NONE : r.v)),
     metrics: q.metrics.map((m) => metric(r, m)),
   }))
 }
@@ -321,4 +342,5 @@ function metric(r: Row, m: Metric): number {
 }
 
 /** Days, months and years as YYYY-MM-DD (their first day); hours as an ISO instant. */
-const timeLabel = (t: Date, g: Granularity) => (g === 'hour' ? t.toISOString().replace('.000Z', 'Z') : t.toISOString().slice(0, 10))
+const timeLabel = (t: Date, g: Granularity, tz: string) =>
+  g === 'hour' ? t.toISOString().replace('.000Z', 'Z') : tz === 'UTC' ? t.toISOString().slice(0, 10) : localDate(t.getTime(), tz)

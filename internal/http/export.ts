@@ -1,0 +1,86 @@
+import { zipSync } from 'fflate'
+import { Hono } from 'hono'
+import { cell, toCsv } from '../query/csv.ts'
+import { DATE_RANGES } from '../query/query.ts'
+import { ApiError } from './errors.ts'
+import type { Answer } from './query.ts'
+
+/** The files of a dashboard export: the time series, then one breakdown per panel and tab. */
+const BREAKDOWNS: [file: string, dimension: string][] = [
+  ['sources', 'source'],
+  ['channels', 'channel'],
+  ['referrers', 'referrer'],
+  ['utm_sources', 'utm_source'],
+  ['utm_mediums', 'utm_medium'],
+  ['utm_campaigns', 'utm_campaign'],
+  ['utm_contents', 'utm_content'],
+  ['utm_terms', 'utm_term'],
+  ['pages', 'path'],
+  ['countries', 'country'],
+  ['devices', 'device'],
+  ['browsers', 'browser'],
+  ['operating_systems', 'os'],
+  ['event_types', 'event_type'],
+]
+const METRICS = ['visitors', 'pageviews', 'events']
+
+/** The dashboard's chart granularity for a range: hours for a day, days up to 93, months beyond. */
+function granularity(range: string | [string, string]): string {
+  if (Array.isArray(range)) {
+    const days = (Date.parse(range[1]) - Date.parse(range[0])) / 86_400_000 + 1
+    return days <= 1 ? 'hour' : days <= 93 ? 'day' : 'month'
+  }
+  return range === 'day' ? 'hour' : ['7d', '30d', 'month'].includes(range) ? 'day' : 'month'
+}
+
+/**
+ * GET /v1/export?site_id=&date_range=30d (or YYYY-MM-DD,YYYY-MM-DD)&f=dimension:value...
+ * [&compare=previous_period|year_over_year]: the whole dashboard as a zip of CSV files,
+ * each the CSV of one /v1/query (visitors.csv over time, then sources.csv, pages.csv,
+ * countries.csv, ...). A breakdown the kept data cannot answer for the range is left out
+ * and listed in errors.csv with its code. Reads as /v1/query does: the same token rules.
+ */
+export function exportRoutes(answer: Answer) {
+  return new Hono().get('/v1/export', async (c) => {
+    const q = c.req.query()
+    const problems: { field: string; message: string }[] = []
+    const raw = q.date_range ?? '30d'
+    const dateRange = raw.includes(',') ? (raw.split(',') as [string, string]) : raw
+    if (!Array.isArray(dateRange) && !(DATE_RANGES as readonly string[]).includes(dateRange)) {
+      problems.push({ field: 'date_range', message: `date_range must be one of ${DATE_RANGES.join(', ')}, or YYYY-MM-DD,YYYY-MM-DD` })
+    }
+    const filters = c.req.queries('f')?.map((f) => {
+      const at = f.startsWith('props:') ? f.indexOf(':', 6) : f.indexOf(':')
+      if (at < 0) problems.push({ field: 'f', message: `a filter is dimension:value, not ${JSON.stringify(f)}` })
+      return ['is', f.slice(0, at), [f.slice(at + 1)]]
+    })
+    if (problems.length) throw new ApiError(400, 'invalid_query', 'export query is invalid', { details: problems })
+    const base = {
+      site_id: q.site_id,
+      date_range: dateRange,
+      filters: filters ?? [],
+      ...(q.compare ? { include: { comparisons: { mode: q.compare } } } : {}),
+    }
+    const files: Record<string, Uint8Array> = {}
+    const csv = (text: string) => new TextEncoder().encode(text)
+    // The first answers 400, 401 or 403 for the whole export; later ones can only be refused for their range.
+    const series = await answer(c, { ...base, metrics: METRICS, dimensions: [`time:${granularity(dateRange)}`] })
+    files['visitors.csv'] = csv(toCsv(series.query, series.result))
+    const errors: string[] = []
+    for (const [file, dimension] of BREAKDOWNS) {
+      try {
+        const { query, result } = await answer(c, { ...base, metrics: METRICS, dimensions: [dimension], order_by: [['visitors', 'desc']], limit: 10_000 })
+        files[`${file}.csv`] = csv(toCsv(query, result))
+      } catch (err) {
+        if (!(err instanceof ApiError) || err.status !== 422) throw err
+        errors.push([`${file}.csv`, err.code, err.message].map(cell).join(','))
+      }
+    }
+    if (errors.length) files['errors.csv'] = csv(`file,code,message\r\n${errors.join('\r\n')}\r\n`)
+    const name = `${String(q.site_id).replace(/[^A-Za-z0-9._-]/g, '_')}-${Array.isArray(dateRange) ? dateRange.join('_') : dateRange}`
+    return c.body(zipSync(files, { level: 6 }), 200, {
+      'Content-Type': 'application/zip',
+      'Content-Disposition': `attachment; filename="${name}.zip"`,
+    })
+  })
+}

@@ -1,0 +1,60 @@
+import type { Granularity } from '../store/buckets.ts'
+import { comparisonDates, type Dates, datesToRange, plusDays, plusMonths } from './dates.ts'
+import type { ComparedResult, Query, QueryResult } from './query.ts'
+
+/** The most rows read of the comparison period, so that every value of the answer finds its own. */
+const COMPARISON_LIMIT = 10_000
+
+/**
+ * Answers a query and, when it asks for a comparison, the same query over the comparison
+ * period, as two ordinary queries. Each result gets the comparison's figures for the same
+ * dimension value and the same place in time (the nth day of one period against the nth of
+ * the other), and the change of each metric in percent.
+ */
+export async function withComparison(q: Query, run: (q: Query) => Promise<QueryResult>): Promise<QueryResult> {
+  if (!q.comparison || !q.dates) return run(q)
+  const dates = comparisonDates(q.dates, q.comparison)
+  const [from, to] = datesToRange(dates, q.timezone)
+  const [current, previous] = await Promise.all([run(q), run({ ...q, dates, from, to, comparison: null, limit: COMPARISON_LIMIT })])
+  const timeAt = q.order.indexOf('time')
+  const valueAt = q.order.indexOf('dimension')
+  const place = (dims: (string | null)[], start: Dates, startInstant: string) =>
+    `${valueAt < 0 ? '' : dims[valueAt]}|${timeAt < 0 ? '' : bucketIndex(dims[timeAt]!, q.time!, start, startInstant)}`
+  const currentStart = current.meta.date_range?.[0] ?? ''
+  const previousStart = previous.meta.date_range?.[0] ?? ''
+  const byPlace = new Map(previous.results.map((r) => [place(r.dimensions, dates, previousStart), r]))
+  const results = current.results.map((r) => {
+    const match = byPlace.get(place(r.dimensions, q.dates!, currentStart))
+    const dimensions =
+      match?.dimensions ??
+      r.dimensions.map((d, i) => (i === timeAt ? labelAt(bucketIndex(d!, q.time!, q.dates!, currentStart), q.time!, dates, previousStart) : d))
+    const metrics = match?.metrics ?? r.metrics.map(() => 0)
+    const comparison: ComparedResult = { dimensions, metrics, change: r.metrics.map((x, i) => change(x, metrics[i]!)) }
+    return { ...r, comparison }
+  })
+  return { results, meta: { ...current.meta, comparison: { mode: q.comparison, date_range: previous.meta.date_range! } } }
+}
+
+/** The change from `before` to `now` in percent, to one decimal; 0 from 0 to 0, null from 0 to more. */
+export function change(now: number, before: number): number | null {
+  if (before === 0) return now === 0 ? 0 : null
+  return Math.round(((now - before) / before) * 1000) / 10
+}
+
+/** Which bucket of its period a time label is: 0 for the period's first day (month, year, hour). */
+function bucketIndex(label: string, g: Granularity, [first]: Dates, startInstant: string): number {
+  if (g === 'hour') return Math.round((Date.parse(label) - Date.parse(startInstant)) / 3_600_000)
+  const [y, m, d] = label.split('-').map(Number) as [number, number, number]
+  const [fy, fm] = first.split('-').map(Number) as [number, number]
+  if (g === 'year') return y - fy
+  if (g === 'month') return (y - fy) * 12 + m - fm
+  return Math.round((Date.UTC(y, m - 1, d) - Date.parse(`${first}T00:00:00Z`)) / 86_400_000)
+}
+
+/** The label of the nth bucket of a period (for a comparison bucket with no row). */
+function labelAt(n: number, g: Granularity, [first]: Dates, startInstant: string): string {
+  if (g === 'hour') return new Date(Date.parse(startInstant) + n * 3_600_000).toISOString().replace('.000Z', 'Z')
+  if (g === 'day') return plusDays(first, n)
+  if (g === 'month') return plusMonths(`${first.slice(0, 7)}-01`, n)
+  return `${Number(first.slice(0, 4)) + n}-01-01`
+}
