@@ -67,7 +67,7 @@ describe('sluice (operator command)', () => {
     expect(await run('sites', 'remove', 'cli-site')).toMatchObject({ code: 0, json: { site_id: 'cli-site', deleted: { events: 0, event_ids: 0 } } })
     expect(await run('sites', 'show', 'cli-site')).toMatchObject({ code: 1, json: { code: 'site_not_found' } })
     expect((await runBinary('sluice', envFor(env.db, env.r), ['sites', 'frobnicate'])).code).toBe(64)
-  })
+  }, 60_000)
 
   test('prints usage and exits 64 for an unknown command', async () => {
     const { code, output } = await runBinary('sluice', envFor(env.db, env.r), ['frobnicate'])
