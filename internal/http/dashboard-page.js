@@ -96,6 +96,8 @@ const REALTIME_MS = 10_000
 const regions = new Intl.DisplayNames(['en'], { type: 'region' })
 let filters = []
 let gen = 0
+// A shared link (/share/<site>#link=<secret>): the site it shows; null on /dashboard.
+const shared = /^\/share\/([^/]+)$/.test(location.pathname) ? decodeURIComponent(location.pathname.slice(7)) : null
 let plot
 let realtimeGen = 0
 let realtimeTimer
@@ -113,7 +115,7 @@ function shown(dim, value) {
 // The URL: ?site=s&period=7d[&from=&to=]&f=dim:value..., readable (':' and '/' left as they are).
 function readUrl() {
   const p = new URLSearchParams(location.search)
-  form.site.value = p.get('site') ?? ''
+  form.site.value = shared ?? p.get('site') ?? ''
   form.from.value = p.get('from') ?? ''
   form.to.value = p.get('to') ?? ''
   const period = p.get('period') ?? (p.get('from') ? 'custom' : '30d')
@@ -130,7 +132,7 @@ function custom() {
   form.from.required = form.to.required = on
 }
 function writeUrl(push) {
-  const p = new URLSearchParams({ site: form.site.value, period: form.period.value })
+  const p = new URLSearchParams(shared ? { period: form.period.value } : { site: form.site.value, period: form.period.value })
   if (form.period.value === 'custom') {
     p.set('from', form.from.value)
     p.set('to', form.to.value)
@@ -140,27 +142,18 @@ function writeUrl(push) {
   if (url !== location.pathname + location.search) history[push ? 'pushState' : 'replaceState'](null, '', url)
 }
 
-// The range as inclusive UTC days, [from, to]; null for all time.
+// The range as /v1/query's date_range: a preset, which the API resolves in the site's time zone, or [from, to] dates.
 function range() {
-  const n = new Date()
-  const day = (d, m = n.getUTCMonth(), y = n.getUTCFullYear()) => new Date(Date.UTC(y, m, d)).toISOString().slice(0, 10)
-  const today = day(n.getUTCDate())
-  return (
-    {
-      day: [today, today],
-      '7d': [day(n.getUTCDate() - 6), today],
-      '30d': [day(n.getUTCDate() - 29), today],
-      month: [day(1), today],
-      '12mo': [day(1, n.getUTCMonth() - 11), today],
-      year: [day(1, 0), today],
-      custom: [form.from.value, form.to.value],
-    }[form.period.value] ?? null
-  )
+  return form.period.value === 'custom' ? [form.from.value, form.to.value] : form.period.value
 }
 function granularity(r) {
-  if (!r) return 'month'
+  if (!Array.isArray(r)) return r === 'day' ? 'hour' : ['7d', '30d', 'month'].includes(r) ? 'day' : 'month'
   const days = (Date.parse(r[1]) - Date.parse(r[0])) / 86400000 + 1
   return days <= 1 ? 'hour' : days <= 93 ? 'day' : 'month'
+}
+// The local date (YYYY-MM-DD) a local day starting at this instant is: its hour's last moment in the zone.
+function dayStarting(ms, tz) {
+  return new Intl.DateTimeFormat('en-CA', { timeZone: tz, year: 'numeric', month: '2-digit', day: '2-digit' }).format(new Date(ms + 3599999))
 }
 
 class ApiError extends Error {}
@@ -174,16 +167,19 @@ async function api(path, body) {
   if (res.ok) return data
   const e = data.error
   const details = data.details ?? e?.details
-  const err = new ApiError(
-    (typeof e === 'string' ? e : (e?.message ?? `${res.status} ${res.statusText}`)) +
-      (Array.isArray(details) && details.length ? `: ${details.map((d) => d.message ?? JSON.stringify(d)).join('; ')}` : ''),
-  )
+  const text =
+    shared && res.status === 401
+      ? 'This shared link is not valid (any more): it may have been revoked.'
+      : typeof e === 'string'
+        ? e
+        : (e?.message ?? `${res.status} ${res.statusText}`)
+  const err = new ApiError(text + (Array.isArray(details) && details.length ? `: ${details.map((d) => d.message ?? JSON.stringify(d)).join('; ')}` : ''))
   err.status = res.status
   err.code = data.code ?? e?.code
   throw err
 }
 function query(body, r) {
-  return api('/v1/query', { site_id: form.site.value, date_range: r ?? 'all', filters: filters.map(([dim, value]) => ['is', dim, [value]]), ...body })
+  return api('/v1/query', { site_id: form.site.value, date_range: r, filters: filters.map(([dim, value]) => ['is', dim, [value]]), ...body })
 }
 // A 422 (the kept data cannot answer this) is shown in its own block; anything else goes up to #error.
 function answerable(err, note) {
@@ -196,21 +192,43 @@ function clear(note) {
   note.classList.remove('warn')
 }
 
-function setCard(metric, value) {
+// A card's value, and its change in percent against the period before (undefined: none asked or answered).
+function setCard(metric, value, change, compared) {
   const el = $(metric)
   el.textContent = value === undefined ? '–' : show(metric, value)
   if (value === undefined) delete el.dataset.value
   else el.dataset.value = String(value)
+  const c = $(`${metric}-change`)
+  c.className = `change${change > 0 ? ' up' : change < 0 ? ' down' : ''}`
+  c.textContent =
+    change === undefined || value == null
+      ? ''
+      : change === null
+        ? 'new since the period before'
+        : `${change > 0 ? '↑ ' : change < 0 ? '↓ ' : ''}${Math.abs(change)} % vs the period before`
+  c.title = compared ? `compared with ${compared.date_range.join(' – ')}` : ''
+}
+// A card query compared with the period before (not for all time); where the kept data cannot answer the
+// comparison (422), the same query without it.
+async function cardQuery(metrics, r) {
+  if (r === 'all') return query({ metrics, dimensions: [] }, r)
+  try {
+    return await query({ metrics, dimensions: [], include: { comparisons: { mode: 'previous_period' } } }, r)
+  } catch (err) {
+    if (!(err instanceof ApiError) || err.status !== 422) throw err
+    return query({ metrics, dimensions: [] }, r)
+  }
 }
 async function loadCards(r, my) {
   const note = $('cards-note')
   clear(note)
-  const answers = await Promise.allSettled(CARDS.map((metrics) => query({ metrics, dimensions: [] }, r)))
+  const answers = await Promise.allSettled(CARDS.map((metrics) => cardQuery(metrics, r)))
   if (my !== gen) return
   answers.forEach((a, i) => {
-    const m = a.status === 'fulfilled' ? a.value.results[0]?.metrics : undefined
+    const body = a.status === 'fulfilled' ? a.value : undefined
+    const first = body?.results[0]
     CARDS[i].forEach((metric, j) => {
-      setCard(metric, m ? (m[j] ?? null) : undefined)
+      setCard(metric, body ? (first?.metrics[j] ?? null) : undefined, first?.comparison?.change[j], body?.meta.comparison)
     })
   })
   // 422s join in the note; anything else goes up to #error.
@@ -259,12 +277,16 @@ function nextBucket(ms, g) {
   const d = new Date(ms)
   return g === 'hour' ? ms + 3600000 : g === 'day' ? ms + 86400000 : Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1)
 }
-// Every bucket of the range, zero where the answer has none, so the line does not skip gaps.
-function series(points, r, g) {
+// Every bucket of the answer's range, zero where it has none, so the line does not skip gaps. Day, month and
+// year labels are the site's local dates (placed at UTC midnight of that date); hours are instants.
+function series(points, meta, g) {
   const byMs = new Map(points.map((p) => [p[0], p]))
   const times = points.map((p) => p[0])
-  const start = r ? Date.parse(r[0]) : Math.min(...times)
-  const end = r ? Date.parse(r[1]) + 86400000 : Date.now()
+  const [from, to] = meta.date_range ? meta.date_range.map((x) => Date.parse(x)) : [Math.min(...times), Date.now()]
+  const local = (ms) => (g === 'hour' || !meta.date_range ? ms : bucketMs(dayStarting(ms, meta.timezone)))
+  let start = local(from)
+  if (g === 'month' && meta.date_range) start = Date.UTC(new Date(start).getUTCFullYear(), new Date(start).getUTCMonth(), 1)
+  const end = local(to)
   for (let t = start; Number.isFinite(t) && t < end; t = nextBucket(t, g)) if (!byMs.has(t)) byMs.set(t, [t, 0, 0])
   const rows = [...byMs.values()].sort((a, b) => a[0] - b[0])
   return [rows.map((p) => p[0] / 1000), rows.map((p) => p[1]), rows.map((p) => p[2])]
@@ -273,21 +295,18 @@ async function loadChart(r, my) {
   const note = $('chart-note')
   const g = granularity(r)
   let data
+  let zone
   try {
-    if (!filters.length && r) {
-      const to = new Date(Date.parse(r[1]) + 86400000).toISOString().slice(0, 10)
-      const body = await api(`/v1/stats?${new URLSearchParams({ site_id: form.site.value, from: r[0], to, granularity: g, limit: '1' })}`)
-      data = [body.series.map((s) => Date.parse(s.bucket) / 1000), body.series.map((s) => s.unique_users), body.series.map((s) => s.views)]
-    } else {
-      const body = await query({ metrics: ['visitors', 'events'], dimensions: [`time:${g}`] }, r)
-      data = series(
-        body.results.map((x) => [bucketMs(x.dimensions[0]), x.metrics[0], x.metrics[1]]),
-        r,
-        g,
-      )
-    }
+    const body = await query({ metrics: ['visitors', 'events'], dimensions: [`time:${g}`] }, r)
+    zone = g === 'hour' ? 'Hours in UTC.' : `Days in ${body.meta.timezone}.`
+    data = series(
+      body.results.map((x) => [bucketMs(x.dimensions[0]), x.metrics[0], x.metrics[1]]),
+      body.meta,
+      g,
+    )
   } catch (err) {
     if (my !== gen) return
+    $('zone').textContent = ''
     plot?.destroy()
     plot = undefined
     answerable(err, note)
@@ -295,6 +314,7 @@ async function loadChart(r, my) {
   }
   if (my !== gen) return
   clear(note)
+  $('zone').textContent = zone
   // Buckets that start after now have no data yet: a gap, not a zero.
   const now = Date.now() / 1000
   for (const s of [1, 2]) data[s] = data[s].map((x, i) => (data[0][i] > now ? null : x))
@@ -424,24 +444,53 @@ async function run(jobs) {
 function load() {
   const my = ++gen
   $('error').textContent = ''
-  sessionStorage.setItem('sluice_token', form.token.value)
+  sessionStorage.setItem(tokenKey, form.token.value)
   renderFilters()
   const r = range()
   scheduleRealtime()
   return run([loadCards(r, my), loadChart(r, my), loadRealtime(), ...PANELS.map((p) => loadPanel(p, my, r))])
 }
 
+// The whole view (every panel, under the filters) as a zip of CSVs, read with the same token.
+async function exportZip() {
+  const r = range()
+  const p = new URLSearchParams({ site_id: form.site.value, date_range: Array.isArray(r) ? r.join(',') : r })
+  for (const [dim, value] of filters) p.append('f', `${dim}:${value}`)
+  if (r !== 'all') p.set('compare', 'previous_period')
+  const res = await fetch(`/v1/export?${p}`, { headers: form.token.value ? { Authorization: `Bearer ${form.token.value}` } : {} })
+  if (!res.ok) {
+    const e = (await res.json().catch(() => ({}))).error
+    $('error').textContent = (typeof e === 'string' ? e : e?.message) ?? res.statusText
+    return
+  }
+  const a = document.createElement('a')
+  a.href = URL.createObjectURL(await res.blob())
+  a.download = (/filename="([^"]+)"/.exec(res.headers.get('content-disposition') ?? '') ?? [])[1] ?? 'sluice.zip'
+  a.click()
+  URL.revokeObjectURL(a.href)
+}
+
+// The token from the #token= fragment (or, for a shared link, its secret from #link=), kept in sessionStorage
+// (per site for links) and taken out of the address bar.
 const fragment = new URLSearchParams(location.hash.slice(1))
-if (fragment.get('token')) {
-  sessionStorage.setItem('sluice_token', fragment.get('token'))
+const tokenKey = shared ? `sluice_link:${shared}` : 'sluice_token'
+const secret = fragment.get(shared ? 'link' : 'token')
+if (secret) {
+  sessionStorage.setItem(tokenKey, secret)
   history.replaceState(null, '', location.pathname + location.search)
 }
-form.token.value = sessionStorage.getItem('sluice_token') ?? ''
+form.token.value = sessionStorage.getItem(tokenKey) ?? ''
 for (const p of PANELS) {
   p.dim = p.tabs[0][0]
   renderTabs(p)
 }
 readUrl()
+if (shared) {
+  document.body.classList.add('shared')
+  $('shared-site').textContent = shared
+  document.title = `${shared} · Sluice`
+}
+$('export').onclick = () => exportZip()
 form.addEventListener('submit', (e) => {
   e.preventDefault()
   writeUrl(false)

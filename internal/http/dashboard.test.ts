@@ -22,4 +22,18 @@ describe('GET /dashboard', () => {
     for (const id of ['visitors', 'visits', 'pageviews', 'views_per_visit', 'bounce_rate', 'visit_duration', 'events', 'realtime-count', 'p-pages', 'p-goals'])
       expect(page).toContain(`id="${id}"`)
   })
+
+  test("shows each card's change against the period before, the chart's time zone and an Export button", async () => {
+    const page = await (await app.request('/dashboard')).text()
+    for (const id of ['visitors-change', 'visits-change', 'visit_duration-change', 'zone', 'export']) expect(page).toContain(`id="${id}"`)
+  })
+})
+
+describe('GET /share/:site', () => {
+  test('is the same page, sent with no referrer so the link leaks nowhere', async () => {
+    const res = await app.request('/share/example.com')
+    expect(res.status).toBe(200)
+    expect(res.headers.get('referrer-policy')).toBe('no-referrer')
+    expect(await res.text()).toBe(await (await app.request('/dashboard')).text())
+  })
 })

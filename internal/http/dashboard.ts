@@ -7,10 +7,12 @@ import type { Hono } from 'hono'
 /**
  * GET /dashboard: one page for a site owner. The page itself holds no data; it asks for the
  * stats token (from the #token= fragment, which never reaches a server, or a form field; kept
- * in sessionStorage) and reads /v1/query (cards, panels, and the chart when filtered) and
- * /v1/stats (the unfiltered chart) with it. Clicking a panel row filters the whole page; the
- * filters live in the URL (?site=s&period=7d&f=source:Google&f=country:DE). A panel the kept
- * data cannot answer (422) shows the API's message instead of numbers. Charts use uPlot,
+ * in sessionStorage) and reads /v1/query with it (cards with their change against the period
+ * before, panels, and the chart in the site's time zone); Export downloads /v1/export. GET
+ * /share/<site> is the same page for one site, read with a shared link's #link= secret.
+ * Clicking a panel row filters the whole page; the filters live in the URL
+ * (?site=s&period=7d&f=source:Google&f=country:DE). A panel the kept data cannot answer
+ * (422) shows the API's message instead of numbers. Charts use uPlot,
  * served from the package; the page's script is dashboard-page.js, served as it is (its URL
  * carries a hash of its content, so a new version is never read from a stale cache).
  */
@@ -61,6 +63,9 @@ td.name button.none{color:#889;font-style:italic}.note{font-size:13px;color:#667
 .warn{color:#7a4a00;background:#fff4de;border-radius:4px;padding:.5rem .7rem}.cards+.warn{margin:-.4rem 0 1rem}
 .attr{font-size:12px;margin:.5rem 0 0}.attr a{color:#667}
 #error{color:#b00020;margin:.3rem 0}#error:empty{display:none}
+.change{display:block;font-size:13px;color:#667;min-height:1.2em}.change.up{color:#1a7f4b}.change.down{color:#b3261e}
+body.shared form label.own{display:none}#shared{display:none;margin:0 0 .6rem;color:#445}body.shared #shared{display:block}
+#export{background:#fff;color:#2f6fec;cursor:pointer}
 </style>`
 
 const panel = (id: string, title: string, footer = '') =>
@@ -79,19 +84,21 @@ const CARDS = [
 const HTML = `<header>Sluice</header>
 <main>
 <form id="query">
-  <label>Site<input name="site" required></label>
+  <label class="own">Site<input name="site" required></label>
   <label>Period<select name="period"><option value="day">Today<option value="7d">Last 7 days<option value="30d" selected>Last 30 days<option value="month">This month<option value="12mo">Last 12 months<option value="year">This year<option value="all">All time<option value="custom">Custom range</select></label>
   <label class="custom">From<input name="from" type="date"></label>
   <label class="custom">To (inclusive)<input name="to" type="date"></label>
-  <label>Stats token<input name="token" type="password" autocomplete="off"></label>
+  <label class="own">Stats token<input name="token" type="password" autocomplete="off"></label>
   <button>Show</button>
+  <button type="button" id="export" title="Every panel of this view as CSV files in a zip">Export</button>
   <span id="realtime" title="Visitors in the last 5 minutes"><i></i><b id="realtime-count">–</b> <span id="realtime-what">current visitors</span></span>
 </form>
+<p id="shared">A shared, read-only dashboard of <b id="shared-site"></b>.</p>
 <p id="error" role="alert"></p>
 <div id="filters" aria-label="Active filters"></div>
-<div class="cards">${CARDS.map(([id, name]) => `<div class="card">${name}<b id="${id}">–</b></div>`).join('')}</div>
+<div class="cards">${CARDS.map(([id, name]) => `<div class="card">${name}<b id="${id}">–</b><span class="change" id="${id}-change"></span></div>`).join('')}</div>
 <p class="note" id="cards-note"></p>
-<div class="panel"><div id="chart"></div><p class="note" id="chart-note"></p></div>
+<div class="panel"><div id="chart"></div><p class="note" id="chart-note"></p><p class="note" id="zone"></p></div>
 <div class="grid">${panel('sources', 'Top sources')}${panel('pages', 'Pages')}
 ${panel('countries', 'Countries', '<p class="attr"><a href="https://db-ip.com">IP Geolocation by DB-IP</a></p>')}${panel('devices', 'Devices')}
 ${panel('goals', 'Goals')}</div>
