@@ -3,10 +3,15 @@
 // database and stream, and take turns under the same wrk load (rounds A B, B A, A B, B A):
 // A without the registry (SITES_REGISTRY=false, nothing registered: the check is one empty
 // Map lookup), B with it (SITES_REGISTRY=true and 1000 registered sites, bench-site among
-// them with domains). First plain server events, then browser-like ones with an Origin
+// them with domains), six rounds of 10 s each. First plain server events, then browser-like ones with an Origin
 // header, which B also matches against the site's domains. Rate and CPU per request (from
-// /proc) of each API process. Measures, never asserts; writes bench/results.json.
+// /proc) of each API process. Before that, the check alone in this process, in ns per
+// event: steadier than whole-request figures on a shared host. Measures, never asserts;
+// writes bench/results.json.
 import { parseArgs } from 'node:util'
+import { createSiteCheck } from '../internal/http/site-check.ts'
+import { silentLogger } from '../internal/log/log.ts'
+import { createRegistry } from '../internal/sites/registry.ts'
 import { createSites } from '../internal/sites/sites.ts'
 import { createTestDatabase, createTestRedis, envFor, freePort, spawnBinary, waitForReady } from '../internal/testkit/testkit.ts'
 import { record } from './results.ts'
@@ -15,7 +20,7 @@ import { median, ratios, runRounds, type Run } from './rounds.ts'
 const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false } } })
 const QUICK = values.quick
 const SECONDS = QUICK ? 4 : 10
-const ROUNDS = QUICK ? 2 : 4
+const ROUNDS = QUICK ? 2 : 6
 const SITES = 1000
 const TIMESTAMP = new Date().toISOString()
 
@@ -24,6 +29,28 @@ const r = await createTestRedis()
 const sites = createSites(dbB.sql)
 await sites.add({ site_id: 'bench-site', domains: ['bench.example', 'bench-shop.example'], timezone: 'Europe/Berlin' })
 for (let i = 1; i < SITES; i++) await sites.add({ site_id: `site-${i}`, domains: [`site-${i}.example`] })
+
+// The check alone: the function ingest calls for every event, on the same registry, timed
+// over millions of calls (best of five), against the same call without a registry.
+const registry = createRegistry({ sql: dbB.sql, log: silentLogger() })
+await registry.refresh()
+const checks = {
+  'no registry': [createSiteCheck(null), null],
+  'registry, server event': [createSiteCheck(registry, { requireRegistered: true }), null],
+  'registry, browser event (Origin)': [createSiteCheck(registry, { requireRegistered: true }), 'https://www.bench.example'],
+} as const
+const nsPerCheck: Record<string, number> = {}
+for (const [name, [check, origin]] of Object.entries(checks)) {
+  const N = 2_000_000
+  let best = Number.POSITIVE_INFINITY
+  for (let round = 0; round < 5; round++) {
+    const started = Bun.nanoseconds()
+    for (let i = 0; i < N; i++) if (check('bench-site', origin) !== null) throw new Error('refused')
+    best = Math.min(best, (Bun.nanoseconds() - started) / N)
+  }
+  nsPerCheck[name] = best
+  console.log(`check alone, ${name}: ${best.toFixed(1)} ns per event`)
+}
 
 const [portA, portB] = await Promise.all([freePort(), freePort()])
 const common = { STATS_TOKEN: 'bench', QUEUE_MAX_BACKLOG: '100000000', LOG_LEVEL: 'warn' }
@@ -63,7 +90,13 @@ for (const [script, p] of Object.entries(phases)) {
   )
 }
 
+const apiCpuNs = median(phases['event.lua']!.runs.map((x) => x.cpuUsPerRequest)) * 1000
+for (const [name, ns] of Object.entries(nsPerCheck)) {
+  console.log(`check alone, ${name}: ${ns.toFixed(1)} ns = ${((100 * ns) / apiCpuNs).toFixed(3)} % of the API's median CPU per request`)
+}
+
 await record(QUICK ? 'registry_quick' : 'registry', {
+  ns_per_check: nsPerCheck,
   seconds: SECONDS,
   rounds: ROUNDS,
   sites: SITES,

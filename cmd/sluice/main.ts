@@ -8,6 +8,7 @@ import { createLogger } from '../../internal/log/log.ts'
 import { createShardedQueue } from '../../internal/queue/shards.ts'
 import { runSitesCommand, SITES_COMMANDS, SITES_OPTIONS, SITES_USAGE } from '../../internal/sites/commands.ts'
 import { SitesError } from '../../internal/sites/errors.ts'
+import { createSites } from '../../internal/sites/sites.ts'
 import { createStore } from '../../internal/store/store.ts'
 
 const USAGE = `usage: bun run sluice -- <command>
@@ -56,7 +57,7 @@ await runMain('sluice', async () => {
       'rollup-status': () => store.rollupLag(),
       'rollup-rejects': () => store.rollupRejects(Number(values.count)),
       'rollup-replay': () => store.replayRejects(values.all ? 'all' : rest),
-      retention: () => store.retention({ ...config.retention }),
+      retention: async () => ({ ...(await store.retention({ ...config.retention })), removedSitesSwept: await createSites(sql).sweepRemoved() }),
     }[command as 'queue'] ?? (() => runSitesCommand(sql, command, rest, values))
   )().catch(async (err: unknown) => {
     if (!(err instanceof SitesError)) throw err

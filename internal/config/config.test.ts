@@ -30,6 +30,8 @@ describe('config', () => {
     [{ STATS_PUBLIC: 'yes' }, 'config: STATS_PUBLIC: must be true or false'],
     [{ CRON_QUEUE_DEPTH: 'every minute' }, 'config: CRON_QUEUE_DEPTH: not a valid cron pattern'],
     [{ WORKER_BATCH_SIZE: '0' }, 'config: WORKER_BATCH_SIZE: must be at least 1'],
+    [{ SITES_REGISTRY: 'true', INGEST_ALLOWED_SITES: 'a,b' }, 'config: INGEST_ALLOWED_SITES: must be empty with SITES_REGISTRY=true'],
+    [{ REGISTRY_REFRESH_MS: '10' }, 'config: REGISTRY_REFRESH_MS: must be at least 100'],
   ])('rejects %p with a message naming the variable', (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError)
     expect(() => loadConfig(env)).toThrow(message)

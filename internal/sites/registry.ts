@@ -90,8 +90,12 @@ export function createRegistry({ sql, log }: { sql: Sql; log: Logger }, { refres
 export function originAllowed(site: SiteEntry, origin: string): boolean {
   if (site.domains.length === 0) return true
   const host = originHost(origin)
-  return host !== null && site.domains.some((d) => host === d || (host.endsWith(d) && host.charCodeAt(host.length - d.length - 1) === 46))
+  return host !== null && hostAllowed(site, host)
 }
+
+/** Whether a host is one of a site's domains or a subdomain of one. */
+export const hostAllowed = (site: SiteEntry, host: string): boolean =>
+  site.domains.some((d) => host === d || (host.endsWith(d) && host.charCodeAt(host.length - d.length - 1) === 46))
 
 /**
  * The host of an Origin header (scheme://host[:port], as browsers send it), lower-cased, or
