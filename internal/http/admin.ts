@@ -6,6 +6,7 @@ import { TOKEN_KINDS, type TokenKind, type Tokens } from '../sites/tokens.ts'
 import type { Auth } from './auth.ts'
 import { parseJson } from './body.ts'
 import { ApiError } from './errors.ts'
+import { routeDocs } from './openapi.ts'
 
 const ADMIN_BODY_LIMIT = 64 * 1024
 
@@ -26,44 +27,60 @@ export function adminRoutes({ sites, tokens, auth }: AdminDeps) {
   const limit = bodyLimit({ maxSize: ADMIN_BODY_LIMIT, onError: tooLarge })
   const app = new Hono()
 
-  app.get('/v1/admin/sites', async (c) => {
+  app.get('/v1/admin/sites', routeDocs.admin('List sites'), async (c) => {
     const caller = auth.admin(c, c.req.query('site_id'))
     const all = await registryCall(sites.list)
     return c.json(caller.siteId === null ? all : all.filter((s) => s.site_id === caller.siteId))
   })
-  app.post('/v1/admin/sites', limit, async (c) => {
+  app.post('/v1/admin/sites', routeDocs.admin('Register a site', 'Body: {site_id, domains?, timezone?, public?}.'), limit, async (c) => {
     auth.admin(c, null)
     return c.json(await registryCall(sites.add, await body(c)), 201)
   })
-  app.get('/v1/admin/sites/:site', async (c) => {
+  app.get('/v1/admin/sites/:site', routeDocs.admin('Show a site'), async (c) => {
     auth.admin(c, c.req.param('site'))
     return c.json(await registryCall(sites.show, c.req.param('site')))
   })
-  app.patch('/v1/admin/sites/:site', limit, async (c) => {
+  app.patch('/v1/admin/sites/:site', routeDocs.admin('Change a site', 'Body: {domains?, timezone?, public?}.'), limit, async (c) => {
     auth.admin(c, c.req.param('site'))
     return c.json(await registryCall(sites.update, c.req.param('site'), await body(c)))
   })
-  app.delete('/v1/admin/sites/:site', async (c) => {
-    auth.admin(c, null)
-    return c.json(await registryCall(sites.remove, c.req.param('site')))
-  })
+  app.delete(
+    '/v1/admin/sites/:site',
+    routeDocs.admin('Remove a site and delete all its data', 'Raw events, event ids, every rollup, set-aside rows, tokens and links. No undo.'),
+    async (c) => {
+      auth.admin(c, null)
+      return c.json(await registryCall(sites.remove, c.req.param('site')))
+    },
+  )
 
-  app.get('/v1/admin/tokens', async (c) => {
-    const site = c.req.query('site_id') ?? null
-    const kind = c.req.query('kind') ?? null
-    if (kind !== null && !(TOKEN_KINDS as readonly string[]).includes(kind)) {
-      throw new ApiError(400, 'invalid_query', `kind must be one of ${TOKEN_KINDS.join(', ')}`)
-    }
-    const caller = auth.admin(c, site ?? undefined)
-    return c.json(await registryCall(tokens.list, { siteId: caller.siteId ?? site, kind: kind as TokenKind | null }))
-  })
-  app.post('/v1/admin/tokens', limit, async (c) => {
-    const input = await body(c)
-    const site = (input as { site_id?: unknown } | null)?.site_id
-    auth.admin(c, typeof site === 'string' ? site : null)
-    return c.json(await registryCall(tokens.create, input), 201)
-  })
-  app.delete('/v1/admin/tokens/:id', async (c) => {
+  app.get(
+    '/v1/admin/tokens',
+    routeDocs.admin('List tokens and links', 'Never their secrets. ?site_id= and ?kind=read|admin|link narrow the list.'),
+    async (c) => {
+      const site = c.req.query('site_id') ?? null
+      const kind = c.req.query('kind') ?? null
+      if (kind !== null && !(TOKEN_KINDS as readonly string[]).includes(kind)) {
+        throw new ApiError(400, 'invalid_query', `kind must be one of ${TOKEN_KINDS.join(', ')}`)
+      }
+      const caller = auth.admin(c, site ?? undefined)
+      return c.json(await registryCall(tokens.list, { siteId: caller.siteId ?? site, kind: kind as TokenKind | null }))
+    },
+  )
+  app.post(
+    '/v1/admin/tokens',
+    routeDocs.admin(
+      'Create a token or shared link',
+      'Body: {kind: read|admin|link, site_id?, name?}. The answer holds the secret, shown only here; a link also its path.',
+    ),
+    limit,
+    async (c) => {
+      const input = await body(c)
+      const site = (input as { site_id?: unknown } | null)?.site_id
+      auth.admin(c, typeof site === 'string' ? site : null)
+      return c.json(await registryCall(tokens.create, input), 201)
+    },
+  )
+  app.delete('/v1/admin/tokens/:id', routeDocs.admin('Revoke a token or link', 'Every API process refuses it within REGISTRY_REFRESH_MS.'), async (c) => {
     auth.admin(c)
     const token = await registryCall(tokens.show, c.req.param('id'))
     auth.admin(c, token.site_id)

@@ -3,6 +3,7 @@ import { Hono } from 'hono'
 import { cell, toCsv } from '../query/csv.ts'
 import { DATE_RANGES } from '../query/query.ts'
 import { ApiError } from './errors.ts'
+import { routeDocs } from './openapi.ts'
 import type { Answer } from './query.ts'
 
 /** The files of a dashboard export: the time series, then one breakdown per panel and tab. */
@@ -41,7 +42,7 @@ function granularity(range: string | [string, string]): string {
  * and listed in errors.csv with its code. Reads as /v1/query does: the same token rules.
  */
 export function exportRoutes(answer: Answer) {
-  return new Hono().get('/v1/export', async (c) => {
+  return new Hono().get('/v1/export', routeDocs.export, async (c) => {
     const q = c.req.query()
     const problems: { field: string; message: string }[] = []
     const raw = q.date_range ?? '30d'

@@ -121,6 +121,58 @@ export const routeDocs = {
       422: error('The kept data cannot answer this for the range: needs_raw_events, dimensions_not_recorded or hourly_detail_expired'),
     },
   }),
+  queryGet: describeRoute({
+    tags: ['stats'],
+    summary: 'The same as POST /v1/query, with the query as JSON in ?query=, for plain links',
+    description: 'Answers CSV with `Accept: text/csv` or `?format=csv` (as POST does): the dimensions as asked and the metrics as columns, RFC 4180.',
+    security: [{ bearer: [] }],
+    parameters: [
+      { name: 'query', in: 'query', required: true, schema: { type: 'string' }, description: 'the query body, as JSON' },
+      { name: 'format', in: 'query', required: false, schema: { type: 'string', enum: ['json', 'csv'] } },
+    ],
+    responses: {
+      200: { description: 'The answer, JSON or CSV' },
+      400: error('Not a valid query'),
+      401: error('No or wrong token'),
+      403: error('A token of another site'),
+      422: error('The kept data cannot answer this'),
+    },
+  }),
+  export: describeRoute({
+    tags: ['stats'],
+    summary: 'The whole dashboard as a zip of CSV files',
+    description:
+      'visitors.csv over time, then one CSV per breakdown (sources, channels, referrers, UTM tags, pages, countries, devices, browsers, operating systems, event types) under the filters; breakdowns the kept data cannot answer are listed in errors.csv.',
+    security: [{ bearer: [] }],
+    parameters: [
+      { name: 'site_id', in: 'query', required: true, schema: { type: 'string' } },
+      { name: 'date_range', in: 'query', required: false, schema: { type: 'string' }, description: 'a preset (default 30d) or YYYY-MM-DD,YYYY-MM-DD' },
+      { name: 'f', in: 'query', required: false, schema: { type: 'array', items: { type: 'string' } }, description: 'filters, dimension:value' },
+      { name: 'compare', in: 'query', required: false, schema: { type: 'string', enum: ['previous_period', 'year_over_year'] } },
+    ],
+    responses: {
+      200: { description: 'application/zip' },
+      400: error('Invalid parameters'),
+      401: error('No or wrong token'),
+      403: error('A token of another site'),
+    },
+  }),
+  admin: (summary: string, description = '') =>
+    describeRoute({
+      tags: ['admin'],
+      summary,
+      ...(description ? { description } : {}),
+      security: [{ bearer: [] }],
+      responses: {
+        200: { description: 'JSON, as the operator command prints it' },
+        201: { description: 'Created' },
+        400: error('Invalid input; `details` names each field'),
+        401: error('No or wrong token'),
+        403: error('Not an admin token, or one of another site'),
+        404: error('No such site or token'),
+        409: error('The site is registered already'),
+      },
+    }),
   healthz: describeRoute({ tags: ['health'], summary: 'Answers while the process lives', responses: { 200: { description: 'Alive' } } }),
   readyz: describeRoute({
     tags: ['health'],
@@ -136,7 +188,11 @@ export function documentation(app: Hono) {
     openAPIRouteHandler(app, {
       documentation: {
         info: { title: 'Sluice', version: '1', description: 'Event ingestion and web analytics. Errors are `{"error", "code", "details"?}`.' },
-        components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'STATS_TOKEN' } } },
+        components: {
+          securitySchemes: {
+            bearer: { type: 'http', scheme: 'bearer', description: 'STATS_TOKEN, ADMIN_TOKEN, or an API token or shared link from the registry' },
+          },
+        },
       },
       exclude: ['/openapi.json', '/docs', '/metrics', '/dashboard', '/t.js', '/assets/*'],
     }),
@@ -158,7 +214,7 @@ fetch('/openapi.json').then((r) => r.json()).then((doc) => {
   for (const [path, ops] of Object.entries(doc.paths)) for (const [method, op] of Object.entries(ops)) {
     html += '<h2><span class="m">' + esc(method) + '</span><code>' + esc(path) + '</code></h2><p>' + esc(op.summary) + '</p>'
     if (op.description) html += '<p>' + esc(op.description) + '</p>'
-    if (op.security) html += '<p>Needs <code>Authorization: Bearer &lt;STATS_TOKEN&gt;</code>.</p>'
+    if (op.security) html += '<p>Needs <code>Authorization: Bearer &lt;token&gt;</code>' + (op.tags?.includes('admin') ? ' of an admin.' : ' that reads the site (none for a public site).') + '</p>'
     if (op.parameters?.length) html += '<table><tr><th>parameter</th><th>required</th><th>schema</th></tr>' + op.parameters.map((p) => '<tr><td><code>' + esc(p.name) + '</code></td><td>' + (p.required ? 'yes' : 'no') + '</td><td><code>' + esc(JSON.stringify(p.schema)) + '</code></td></tr>').join('') + '</table>'
     const body = op.requestBody?.content?.['application/json']?.schema
     if (body) html += '<p>Body:</p><pre>' + esc(JSON.stringify(body, null, 2)) + '</pre>'

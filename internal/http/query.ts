@@ -74,7 +74,7 @@ export function queryRoutes(store: Store, options: QueryRouteOptions = {}) {
     .post('/v1/query', routeDocs.query, bodyLimit({ maxSize: QUERY_BODY_LIMIT, onError: tooLarge }), async (c) =>
       respond(c, parseJson(new Uint8Array(await c.req.arrayBuffer()))),
     )
-    .get('/v1/query', async (c) => {
+    .get('/v1/query', routeDocs.queryGet, async (c) => {
       const text = c.req.query('query')
       if (text === undefined) throw new ApiError(400, 'invalid_query', 'GET /v1/query needs ?query=<the query as JSON>, as POST takes it')
       if (text.length > QUERY_BODY_LIMIT) tooLarge()
