@@ -43,7 +43,7 @@ describe('the sites registry', () => {
     expect((await failure(sites.remove('reg-none')))?.code).toBe('site_not_found')
   })
 
-  test('removing a site deletes its rows from every table that holds site data, and nothing of other sites', async () => {
+  test('removing a site deletes its rows from every table that holds site data (raw, rollups, open and closed visits, dedup entries), and nothing of other sites', async () => {
     const sites = createSites(env.db.sql)
     const store = createStore(env.db.sql)
     const tokens = createTokens(env.db.sql)
@@ -64,13 +64,19 @@ describe('the sites registry', () => {
     })
     await store.insertEvents([...[0, 1, 2].map((i) => ev('reg-gone', i)), ...[0, 1].map((i) => ev('reg-kept', i))])
     await rolledUp(store)
-    // Events after the rollup stay raw; a set-aside row and an event id whose raw row is gone are data of the site too.
+    // Its visits so far are closed into the visit rollups; a later event opens another, left open.
+    expect((await store.rollup({ dimCap: 10, visitCloseAfterMs: 0 })).ran).toBe(true)
     await store.insertEvents([ev('reg-gone', 3)])
+    await rolledUp(store)
+    // A set-aside row and an event id whose raw row is gone are data of the site too.
     await env.db
       .sql`insert into rollup_rejects (event_id, row, code, error) values (${crypto.randomUUID()}, ${env.db.sql.json({ site_id: 'reg-gone' })}, 'x', 'x')`
     await env.db.sql`insert into event_ids (event_id, site_id) values (${crypto.randomUUID()}, 'reg-gone')`
     await env.db
       .sql`insert into rollup_day_dim_other select site_id, bucket, dim, events, pageviews, users from rollup_day_dims where site_id = 'reg-gone' limit 1`
+    await env.db.sql`
+      insert into rollup_day_visit_other select site_id, bucket, dim, visits, bounces, duration_ms, pageviews, events, users
+      from rollup_day_visits where site_id = 'reg-gone' limit 1`
 
     const holding = async (site: string) => {
       const tables = await env.db.sql`
@@ -86,7 +92,19 @@ describe('the sites registry', () => {
       return out
     }
     const before = await holding('reg-gone')
-    for (const t of ['events', 'event_ids', 'rollup_hour', 'rollup_day_paths', 'rollup_year_dims', 'rollup_day_dim_other', 'access_tokens', 'rollup_rejects']) {
+    console.log('BEFORE', JSON.stringify(before))
+    const visitTables = ['visits_open', 'rollup_hour_visits', 'rollup_day_visits', 'rollup_month_visits', 'rollup_year_visits', 'rollup_day_visit_other']
+    for (const t of [
+      'events',
+      'event_ids',
+      'rollup_hour',
+      'rollup_day_paths',
+      'rollup_year_dims',
+      'rollup_day_dim_other',
+      ...visitTables,
+      'access_tokens',
+      'rollup_rejects',
+    ]) {
       expect(before[t]).toBeGreaterThan(0)
     }
     const kept = await holding('reg-kept')
