@@ -5,6 +5,7 @@ import { setAside } from './rejects.ts'
 import { GRANULARITIES } from './buckets.ts'
 import { DIM_GRANULARITIES, DIMENSIONS, type DimGranularity, PAGEVIEW_TYPES, PROPS_PREFIX } from './dimensions.ts'
 import { closeVisits, mergeVisits, VISIT_GAP_MS } from '../visits/visits.ts'
+import { addCounts, foldBeyondCap } from './cap.ts'
 import { isDataError } from './errors.ts'
 
 /** HyperLogLog parameters for unique users: 2^14 registers of 5 bits, exact up to 1280 users. */
@@ -272,6 +273,9 @@ async function countDimensions(tx: Sql, rows: postgres.PendingQuery<postgres.Row
     group by 1, 2, 3, 4`
 }
 
+/** The counted columns of the dimension rollups, beside their visitor sketch. */
+const DIM_SUMS = ['events', 'pageviews']
+
 /**
  * Adds the chunk's dimension counts to one granularity, keeping the dimCap values with most
  * events per bucket. rollup_chunk_dims holds one row per (site, day, dimension, value), so
@@ -281,8 +285,7 @@ async function countDimensions(tx: Sql, rows: postgres.PendingQuery<postgres.Row
  * have gone past the cap (each was within it before), so only those are counted and trimmed.
  */
 async function rollupDims(tx: Sql, g: DimGranularity, dimCap: number, oneDay: boolean): Promise<void> {
-  const dims = tx(`rollup_${g}_dims`)
-  const other = tx(`rollup_${g}_dim_other`)
+  const rollup = { table: `rollup_${g}_dims`, other: `rollup_${g}_dim_other`, sums: DIM_SUMS }
   const chunk =
     g === 'day' || oneDay
       ? tx`select site_id, date_trunc(${g}, bucket, 'UTC'), dim, value, events, pageviews, users from rollup_chunk_dims`
@@ -292,30 +295,12 @@ async function rollupDims(tx: Sql, g: DimGranularity, dimCap: number, oneDay: bo
   await tx`
     create temp table rollup_chunk_new on commit drop as
     with upserted as (
-      insert into ${dims} as r (site_id, bucket, dim, value, events, pageviews, users) ${chunk}
+      insert into ${tx(rollup.table)} as r (site_id, bucket, dim, value, events, pageviews, users) ${chunk}
       on conflict (site_id, dim, bucket, value)
-      do update set events = r.events + excluded.events, pageviews = r.pageviews + excluded.pageviews, users = hll_union(r.users, excluded.users)
+      do update set ${addCounts(tx, DIM_SUMS)}
       returning r.site_id, r.dim, r.bucket, r.xmax = 0 as inserted
     )
     select distinct site_id, dim, bucket from upserted where inserted`
-  await tx`
-    with crowded as (
-      select d.site_id, d.dim, d.bucket from ${dims} d join rollup_chunk_new t using (site_id, dim, bucket)
-      group by 1, 2, 3 having count(*) > ${dimCap}
-    ),
-    ranked as (
-      select d.site_id, d.dim, d.bucket, d.value,
-             row_number() over (partition by d.site_id, d.dim, d.bucket order by d.events desc, d.value) as rank
-      from ${dims} d join crowded c using (site_id, dim, bucket)
-    ),
-    trimmed as (
-      delete from ${dims} d using ranked k
-      where k.rank > ${dimCap} and d.site_id = k.site_id and d.dim = k.dim and d.bucket = k.bucket and d.value = k.value
-      returning d.site_id, d.dim, d.bucket, d.events, d.pageviews, d.users
-    )
-    insert into ${other} as r (site_id, dim, bucket, events, pageviews, users)
-    select site_id, dim, bucket, sum(events), sum(pageviews), hll_union_agg(users) from trimmed group by 1, 2, 3
-    on conflict (site_id, dim, bucket)
-    do update set events = r.events + excluded.events, pageviews = r.pageviews + excluded.pageviews, users = hll_union(r.users, excluded.users)`
+  await foldBeyondCap(tx, rollup, tx`select site_id, dim, bucket from rollup_chunk_new`, 'events', dimCap)
   await tx`drop table rollup_chunk_new`
 }

@@ -4,30 +4,19 @@
 import type postgres from 'postgres'
 import type { Sql } from '../clients/clients.ts'
 import { GRANULARITIES, type Granularity } from '../store/buckets.ts'
-import { PAGEVIEW_TYPES } from '../store/dimensions.ts'
+import { DIMENSIONS, PAGEVIEW_TYPES } from '../store/dimensions.ts'
+import { addCounts, foldBeyondCap } from '../store/cap.ts'
 import { HLL } from '../store/rollup.ts'
 
 /** A new visit starts after a gap of this much event time, or more. */
 export const VISIT_GAP_MS = 30 * 60_000
 
 /**
- * What a visit is counted under besides its totals (dim ''): the attributes of its first
- * event, its entry and exit pages, and every path it viewed and event type it sent.
+ * The dimensions a visit takes from its first event: every event dimension but path and
+ * event_type, under which it counts once for each value its events had. VISIT_DIMENSIONS
+ * adds those two and the entry and exit pages.
  */
-export const VISIT_ATTRIBUTES = [
-  'referrer',
-  'source',
-  'channel',
-  'utm_source',
-  'utm_medium',
-  'utm_campaign',
-  'utm_content',
-  'utm_term',
-  'country',
-  'browser',
-  'os',
-  'device',
-] as const
+export const VISIT_ATTRIBUTES = DIMENSIONS.filter((d): d is Exclude<(typeof DIMENSIONS)[number], 'path' | 'event_type'> => d !== 'path' && d !== 'event_type')
 export const VISIT_DIMENSIONS = [...VISIT_ATTRIBUTES, 'entry_page', 'exit_page', 'path', 'event_type'] as const
 export type VisitDimension = (typeof VISIT_DIMENSIONS)[number]
 export const isVisitDimension = (d: string): d is VisitDimension => (VISIT_DIMENSIONS as readonly string[]).includes(d)
@@ -140,15 +129,17 @@ export async function closeVisits(tx: Sql, { before, dimCap }: CloseOptions): Pr
       insert into rollup_hour_visits as r (site_id, bucket, dim, value, visits, bounces, duration_ms, pageviews, events, users)
       select v.site_id, date_trunc('hour', v.started_at, 'UTC'), '', '', ${visitMeasures(tx)}
       from visit_closed v group by 1, 2
-      on conflict (site_id, dim, bucket, value) do update set ${addVisits(tx)}`
+      on conflict (site_id, dim, bucket, value) do update set ${addCounts(tx, VISIT_SUMS)}`
     for (const g of ['day', 'month', 'year'] as const) {
       await tx`
         insert into ${tx(`rollup_${g}_visits`)} as r (site_id, bucket, dim, value, visits, bounces, duration_ms, pageviews, events, users)
         select site_id, date_trunc(${g}, bucket, 'UTC'), dim, value, sum(visits), sum(bounces), sum(duration_ms), sum(pageviews), sum(events),
                coalesce(hll_union_agg(users), ${emptySketch(tx)})
         from visit_closed_days group by 1, 2, 3, 4
-        on conflict (site_id, dim, bucket, value) do update set ${addVisits(tx)}`
-      await trim(tx, g, dimCap)
+        on conflict (site_id, dim, bucket, value) do update set ${addCounts(tx, VISIT_SUMS)}`
+      // Only buckets the closed visits touched can have passed the cap.
+      const touched = tx`select distinct site_id, dim, date_trunc(${g}, bucket, 'UTC') as bucket from visit_closed_days where dim <> ''`
+      await foldBeyondCap(tx, { table: `rollup_${g}_visits`, other: `rollup_${g}_visit_other`, sums: VISIT_SUMS }, touched, 'visits', dimCap)
     }
     await tx`drop table visit_closed_days`
   }
@@ -171,10 +162,8 @@ function groupedVisits(tx: Sql, columns: readonly string[], totals: boolean): Ro
     from visit_closed v group by grouping sets (${sets})`
 }
 
-/** Adding a new row of visit counts to an existing one. */
-const addVisits = (tx: Sql) => tx`
-  visits = r.visits + excluded.visits, bounces = r.bounces + excluded.bounces, duration_ms = r.duration_ms + excluded.duration_ms,
-  pageviews = r.pageviews + excluded.pageviews, events = r.events + excluded.events, users = hll_union(r.users, excluded.users)`
+/** The counted columns of the visit rollups, beside their visitor sketch. */
+const VISIT_SUMS = ['visits', 'bounces', 'duration_ms', 'pageviews', 'events']
 
 const emptySketch = (tx: Sql) => {
   const { log2m, regwidth, expthresh, sparseon } = HLL
@@ -191,35 +180,6 @@ export function visitMeasures(tx: Sql, sketched?: Rows): Rows {
             coalesce(sum((extract(epoch from v.ended_at - v.started_at) * 1000)::bigint), 0)::bigint as duration_ms,
             sum(v.pageviews)::bigint as pageviews, sum(v.events)::bigint as events,
             hll_add_agg(hll_hash_text(v.visitor), ${log2m}, ${regwidth}, ${expthresh}, ${sparseon}) ${sketched ? tx`filter (where ${sketched})` : tx``} as users`
-}
-
-/** Keeps the dimCap values with most visits per (site, dim, bucket) the closed visits (visit_closed_days) touched; folds the rest into rollup_<g>_visit_other. */
-async function trim(tx: Sql, g: Granularity, dimCap: number): Promise<void> {
-  const visits = tx(`rollup_${g}_visits`)
-  await tx`
-    with touched as (
-      select distinct site_id, dim, date_trunc(${g}, bucket, 'UTC') as bucket from visit_closed_days where dim <> ''
-    ),
-    crowded as (
-      select r.site_id, r.dim, r.bucket from ${visits} r join touched t using (site_id, dim, bucket)
-      group by 1, 2, 3 having count(*) > ${dimCap}
-    ),
-    ranked as (
-      select r.site_id, r.dim, r.bucket, r.value,
-             row_number() over (partition by r.site_id, r.dim, r.bucket order by r.visits desc, r.value) as rank
-      from ${visits} r join crowded c using (site_id, dim, bucket)
-    ),
-    trimmed as (
-      delete from ${visits} r using ranked k
-      where k.rank > ${dimCap} and r.site_id = k.site_id and r.dim = k.dim and r.bucket = k.bucket and r.value = k.value
-      returning r.*
-    )
-    insert into ${tx(`rollup_${g}_visit_other`)} as o (site_id, dim, bucket, visits, bounces, duration_ms, pageviews, events, users)
-    select site_id, dim, bucket, sum(visits), sum(bounces), sum(duration_ms), sum(pageviews), sum(events), hll_union_agg(users)
-    from trimmed group by 1, 2, 3
-    on conflict (site_id, dim, bucket) do update set
-      visits = o.visits + excluded.visits, bounces = o.bounces + excluded.bounces, duration_ms = o.duration_ms + excluded.duration_ms,
-      pageviews = o.pageviews + excluded.pageviews, events = o.events + excluded.events, users = hll_union(o.users, excluded.users)`
 }
 
 /** The (dim, value) pairs a closed visit row `v` is counted under, as a lateral subquery. */
