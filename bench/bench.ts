@@ -6,7 +6,7 @@
 import { parseArgs } from 'node:util'
 import { createStore } from '../internal/store/store.ts'
 import { createTestDatabase, createTestRedis, envFor, eventually, freePort, spawnBinary, waitForReady, type Binary } from '../internal/testkit/testkit.ts'
-import { drain } from './drain.ts'
+import { drain, plainBatch } from './drain.ts'
 import { record } from './results.ts'
 import { peakRssMb } from './proc.ts'
 import { median, ratios, runRounds, type Run } from './rounds.ts'
@@ -122,15 +122,7 @@ for (const run of scaling)
 line(`API scaling 1 → 2 processes on one port, per round: ${fmt(scale.ratio)}`)
 
 // 5. Drain: fill the stream through the API, then time 1 and 2 workers emptying it into Postgres.
-const drainBody = JSON.stringify(
-  Array.from({ length: 1000 }, (_, i) => ({
-    site_id: `drain-${i % 20}`,
-    event_type: 'pageview',
-    path: `/p/${i % 100}`,
-    user_id: `u-${i}`,
-    timestamp: TIMESTAMP,
-  })),
-)
+const drainBody = plainBatch(TIMESTAMP)
 async function drainWith(workers: number) {
   const result = await drain({ db, r, url, env, api }, workers, DRAIN_EVENTS, drainBody)
   line(

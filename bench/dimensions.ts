@@ -9,7 +9,7 @@
 //    IP and user agent, so the API enriches them) against plain events, alternating A B A B.
 import { parseArgs } from 'node:util'
 import { createTestDatabase, createTestRedis, envFor, freePort, spawnBinary, waitForReady } from '../internal/testkit/testkit.ts'
-import { drain, type DrainResult } from './drain.ts'
+import { drain, type DrainResult, plainBatch } from './drain.ts'
 import { record } from './results.ts'
 import { median, ratios, runRounds } from './rounds.ts'
 
@@ -69,15 +69,7 @@ const agents = [
   'Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0',
 ]
 const referrers = ['https://www.google.com/', 'https://news.ycombinator.com/item?id=1', 'https://t.co/x', 'https://blog.example.org/a', null]
-const plainBody = JSON.stringify(
-  Array.from({ length: 1000 }, (_, i) => ({
-    site_id: `drain-${i % 20}`,
-    event_type: 'pageview',
-    path: `/p/${i % 100}`,
-    user_id: `u-${i}`,
-    timestamp: TIMESTAMP,
-  })),
-)
+const plainBody = plainBatch(TIMESTAMP)
 const dimsBody = JSON.stringify(
   Array.from({ length: 1000 }, (_, i) => ({
     site_id: `drain-${i % 20}`,

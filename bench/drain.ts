@@ -83,3 +83,10 @@ export async function drain(
     peakRssMb: rss,
   }
 }
+
+/** The drain's plain batch: 1000 page views over 20 sites, 100 paths and 1000 users, at `timestamp`. */
+export function plainBatch(timestamp: string): string {
+  return JSON.stringify(
+    Array.from({ length: 1000 }, (_, i) => ({ site_id: `drain-${i % 20}`, event_type: 'pageview', path: `/p/${i % 100}`, user_id: `u-${i}`, timestamp })),
+  )
+}

@@ -64,13 +64,17 @@ const emptied = (stream: string) => async () => {
 }
 
 const phases: Record<string, { runs: Run[]; rate: number[]; cpu: number[] }> = {}
-for (const script of ['event.lua', 'event-origin.lua']) {
+// event.lua as a server sends it (no Origin), then as a browser page does (ORIGIN set).
+for (const [script, origin] of [
+  ['event.lua', null],
+  ['event.lua with Origin', 'https://www.bench.example'],
+] as const) {
   const runs = await runRounds(
     [
       { name: 'A', url: `http://127.0.0.1:${portA}/event`, pids: () => [apiA.proc.pid], after: emptied(streams.A) },
       { name: 'B', url: `http://127.0.0.1:${portB}/event`, pids: () => [apiB.proc.pid], after: emptied(streams.B) },
     ],
-    { rounds: ROUNDS, seconds: SECONDS, script, env: { TIMESTAMP } },
+    { rounds: ROUNDS, seconds: SECONDS, script: 'event.lua', env: { TIMESTAMP, ...(origin ? { ORIGIN: origin } : {}) } },
   )
   for (const run of runs) {
     console.log(
