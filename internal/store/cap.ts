@@ -42,6 +42,6 @@ export async function foldBeyondCap(tx: Sql, { table, other, sums }: CappedRollu
       returning r.*
     )
     insert into ${tx(other)} as o (site_id, dim, bucket, ${columns}, users)
-    select site_id, dim, bucket, ${totals}, hll_union_agg(users) from trimmed group by 1, 2, 3
+    select site_id, dim, bucket, ${totals}, sluice_hll_union(users) from trimmed group by 1, 2, 3
     on conflict (site_id, dim, bucket) do update set ${addCounts(tx, sums, 'o')}`
 }

@@ -21,6 +21,11 @@ export const DIMENSIONS = [
   'path',
   'event_type',
 ] as const
+/**
+ * The dimensions that describe the visitor and how they came (all but path and event_type):
+ * a visit takes them from its first event, and they rarely change within a visitor's day.
+ */
+export const ATTRIBUTES = DIMENSIONS.filter((d): d is Exclude<(typeof DIMENSIONS)[number], 'path' | 'event_type'> => d !== 'path' && d !== 'event_type')
 /** Dimensions of visits only: the first and last page viewed (counted from the visit rollups). */
 export const VISIT_ONLY_DIMENSIONS = ['entry_page', 'exit_page'] as const
 export type Dimension = (typeof DIMENSIONS)[number] | (typeof VISIT_ONLY_DIMENSIONS)[number] | `props:${string}`

@@ -139,6 +139,20 @@ describe('rollup', () => {
     }
   })
 
+  test('unions sketches by pairs into the same bytes as hll_union_agg, for groups of none, one, some and many', async () => {
+    const rows = await db.sql`
+      with sketches as (
+        select g, i, case when i % 7 = 3 then null else hll_add_agg(hll_hash_integer(g * 100000 + i * 1000 + j), 14, 5, -1, 1) end as s
+        from generate_series(0, 3) g, generate_series(1, (array[1, 2, 3, 400])[g + 1]) i, generate_series(1, 1 + (i % 5) * 50) j
+        group by g, i
+      )
+      select g, sluice_hll_union(s) = hll_union_agg(s) as same, hll_cardinality(sluice_hll_union(s))::int as n from sketches group by g order by g`
+    expect(rows.map((r) => r.same)).toEqual([true, true, true, true])
+    expect(rows[3]!.n).toBeGreaterThan(1280)
+    const [none] = await db.sql`select sluice_hll_union(s) is null as empty from (select null::hll as s) x`
+    expect(none!.empty).toBe(true)
+  })
+
   test('lets only one of two concurrent runs roll up, and counts everything once', async () => {
     await store.insertEvents(Array.from({ length: 500 }, () => event()))
     const results = await Promise.all([rollup(db.sql, { chunkXids: 1 }), rollup(db.sql, { chunkXids: 1 })])

@@ -3,7 +3,7 @@ import type { TransactionSql } from 'postgres'
 import type { Sql } from '../clients/clients.ts'
 import { setAside } from './rejects.ts'
 import { GRANULARITIES } from './buckets.ts'
-import { DIM_GRANULARITIES, DIMENSIONS, type DimGranularity, PAGEVIEW_TYPES, PROPS_PREFIX } from './dimensions.ts'
+import { ATTRIBUTES, DIM_GRANULARITIES, type DimGranularity, PAGEVIEW_TYPES, PROPS_PREFIX } from './dimensions.ts'
 import { closeVisits, mergeVisits, VISIT_GAP_MS } from '../visits/visits.ts'
 import { addCounts, foldBeyondCap } from './cap.ts'
 import { isDataError } from './errors.ts'
@@ -77,6 +77,8 @@ export async function rollup(
       const [lock] = await tx`select pg_try_advisory_xact_lock(${ROLLUP_LOCK}) as ok`
       if (!lock!.ok) return null
       await tx`set local work_mem = '256MB'`
+      // Compiling a chunk's statements took longer than running them (seconds each, measured).
+      await tx`set local jit = off`
       const [state] = await tx`
         with s as (
           select xid_watermark as lo, pg_snapshot_xmin(pg_current_snapshot()) as horizon from rollup_state for update
@@ -202,7 +204,7 @@ async function rollupRange(tx: Sql, scope: Scope, { pathCap, dimCap, visits }: C
     const paths = tx(`rollup_${g}_paths`)
     await tx`
       insert into ${table} as r (site_id, bucket, event_type, views, users)
-      select site_id, date_trunc(${g}, bucket, 'UTC'), event_type, sum(views), hll_union_agg(users)
+      select site_id, date_trunc(${g}, bucket, 'UTC'), event_type, sum(views), sluice_hll_union(users)
       from rollup_chunk group by 1, 2, 3
       on conflict (site_id, bucket, event_type)
       do update set views = r.views + excluded.views, users = hll_union(r.users, excluded.users)`
@@ -242,34 +244,51 @@ async function rollupRange(tx: Sql, scope: Scope, { pathCap, dimCap, visits }: C
 
 /**
  * Counts the scope's raw rows per (site, day, dimension, value) into rollup_chunk_dims.
- * The raw rows first fold into one row per (site, day, visitor, values of every dimension)
- * with their event and page-view counts: a visitor's repeated events cost one row from then
- * on, and the sketch of a set is the same however often a hash is added. Then one pass over
- * those rows with a grouping set per dimension (faster than one statement per dimension,
- * and far faster than a lateral unpivot), then custom properties. Text columns are copied
- * with the "C" collation: the grouping sets sort, and byte order is the cheapest.
+ * The raw rows first fold into one row per (site, day, visitor, values of every attribute:
+ * the dimensions but path and event_type) with their event and page-view counts. A visitor's
+ * attributes rarely change within a day, so this leaves about a row per visitor where path
+ * would have left nearly a row per event; and the sketch of a set is the same however often
+ * a hash is added. One pass over those rows with a grouping set per attribute (faster than
+ * one statement per dimension, and far faster than a lateral unpivot), then path and
+ * event_type, then custom properties, from the raw rows. Text columns are copied with the
+ * "C" collation: the grouping sets sort, and byte order is the cheapest.
  */
 async function countDimensions(tx: Sql, rows: postgres.PendingQuery<postgres.Row[]>): Promise<void> {
   const { log2m, regwidth, expthresh, sparseon } = HLL
+  const pv = PAGEVIEW_TYPES as unknown as string[]
   const list = (parts: postgres.PendingQuery<postgres.Row[]>[]) => parts.reduce((acc, p) => tx`${acc}, ${p}`)
   await tx`
     create temp table rollup_chunk_rows on commit drop as
-    select site_id collate "C" as site_id, date_trunc('day', ts, 'UTC') as bucket, hll_hash_text(user_id) as h, ${list(DIMENSIONS.map((d) => tx`${tx(d)} collate "C" as ${tx(d)}`))}, props,
-           count(*) as events, count(*) filter (where event_type = any(${PAGEVIEW_TYPES as unknown as string[]})) as pageviews
+    select site_id collate "C" as site_id, date_trunc('day', ts, 'UTC') as bucket, hll_hash_text(user_id) as h,
+           ${list(ATTRIBUTES.map((d) => tx`${tx(d)} collate "C" as ${tx(d)}`))},
+           count(*) as events, count(*) filter (where event_type = any(${pv})) as pageviews
     from events where ${rows}
-    group by site_id, 2, user_id, ${tx(DIMENSIONS as unknown as string[])}, props`
+    group by site_id, 2, user_id, ${tx(ATTRIBUTES as unknown as string[])}`
   // Column names are identifiers from DIMENSIONS; the dimension names themselves go in as text literals (grouping() needs the columns).
-  const dim = tx`case ${DIMENSIONS.map((d) => tx`when grouping(${tx(d)}) = 0 then ${d}::text`).reduce((acc, p) => tx`${acc} ${p}`)} end`
-  const value = tx`coalesce(${list(DIMENSIONS.map((d) => tx`case when grouping(${tx(d)}) = 0 then coalesce(${tx(d)}, '') end`))})`
-  const sets = list(DIMENSIONS.map((d) => tx`(site_id, bucket, ${tx(d)})`))
+  const grouped = (columns: readonly string[]) => ({
+    dim: tx`case ${columns.map((d) => tx`when grouping(${tx(d)}) = 0 then ${d}::text`).reduce((acc, p) => tx`${acc} ${p}`)} end`,
+    value: tx`coalesce(${list(columns.map((d) => tx`case when grouping(${tx(d)}) = 0 then coalesce(${tx(d)}, '') end`))})`,
+    sets: list(columns.map((d) => tx`(site_id, bucket, ${tx(d)})`)),
+  })
   const measures = tx`sum(events)::bigint as events, sum(pageviews)::bigint as pageviews, hll_add_agg(h, ${log2m}, ${regwidth}, ${expthresh}, ${sparseon}) as users`
+  const attrs = grouped(ATTRIBUTES)
   await tx`
     create temp table rollup_chunk_dims on commit drop as
-    select site_id, bucket, ${dim} as dim, ${value} as value, ${measures}
-    from rollup_chunk_rows group by grouping sets (${sets})`
+    select site_id, bucket, ${attrs.dim} as dim, ${attrs.value} as value, ${measures}
+    from rollup_chunk_rows group by grouping sets (${attrs.sets})`
+  const raw = grouped(['path', 'event_type'])
+  const rawMeasures = tx`count(*)::bigint as events, (count(*) filter (where event_type = any(${pv})))::bigint as pageviews,
+                         hll_add_agg(hll_hash_text(user_id), ${log2m}, ${regwidth}, ${expthresh}, ${sparseon}) as users`
   await tx`
-    insert into rollup_chunk_dims select site_id, bucket, ${PROPS_PREFIX} || p.key, p.value, ${measures}
-    from rollup_chunk_rows cross join lateral jsonb_each_text(props) as p(key, value) where props is not null
+    insert into rollup_chunk_dims
+    select site_id, bucket, ${raw.dim}, ${raw.value}, ${rawMeasures}
+    from (select site_id collate "C" as site_id, date_trunc('day', ts, 'UTC') as bucket, path collate "C" as path, event_type collate "C" as event_type, user_id
+          from events where ${rows}) e
+    group by grouping sets (${raw.sets})`
+  await tx`
+    insert into rollup_chunk_dims
+    select site_id, date_trunc('day', ts, 'UTC'), ${PROPS_PREFIX} || p.key, p.value, ${rawMeasures}
+    from events cross join lateral jsonb_each_text(props) as p(key, value) where ${rows} and props is not null
     group by 1, 2, 3, 4`
 }
 
@@ -281,7 +300,7 @@ const DIM_SUMS = ['events', 'pageviews']
  * events per bucket. rollup_chunk_dims holds one row per (site, day, dimension, value), so
  * the day level takes its rows as they are, and so do month and year when the chunk spans
  * a single day (the usual case in ingestion order): only a chunk over several days merges
- * sketches with hll_union_agg, whose state is large. Only a bucket that got a new value can
+ * sketches (sluice_hll_union, by pairs). Only a bucket that got a new value can
  * have gone past the cap (each was within it before), so only those are counted and trimmed.
  */
 async function rollupDims(tx: Sql, g: DimGranularity, dimCap: number, oneDay: boolean): Promise<void> {
@@ -289,7 +308,7 @@ async function rollupDims(tx: Sql, g: DimGranularity, dimCap: number, oneDay: bo
   const chunk =
     g === 'day' || oneDay
       ? tx`select site_id, date_trunc(${g}, bucket, 'UTC'), dim, value, events, pageviews, users from rollup_chunk_dims`
-      : tx`select site_id, date_trunc(${g}, bucket, 'UTC'), dim, value, sum(events), sum(pageviews), hll_union_agg(users)
+      : tx`select site_id, date_trunc(${g}, bucket, 'UTC'), dim, value, sum(events), sum(pageviews), sluice_hll_union(users)
            from rollup_chunk_dims group by 1, 2, 3, 4`
   // xmax = 0 marks a row this statement inserted rather than updated.
   await tx`

@@ -4,7 +4,7 @@
 import type postgres from 'postgres'
 import type { Sql } from '../clients/clients.ts'
 import { GRANULARITIES, type Granularity } from '../store/buckets.ts'
-import { DIMENSIONS, PAGEVIEW_TYPES } from '../store/dimensions.ts'
+import { ATTRIBUTES, PAGEVIEW_TYPES } from '../store/dimensions.ts'
 import { addCounts, foldBeyondCap } from '../store/cap.ts'
 import { HLL } from '../store/rollup.ts'
 
@@ -16,7 +16,7 @@ export const VISIT_GAP_MS = 30 * 60_000
  * event_type, under which it counts once for each value its events had. VISIT_DIMENSIONS
  * adds those two and the entry and exit pages.
  */
-export const VISIT_ATTRIBUTES = DIMENSIONS.filter((d): d is Exclude<(typeof DIMENSIONS)[number], 'path' | 'event_type'> => d !== 'path' && d !== 'event_type')
+export const VISIT_ATTRIBUTES = ATTRIBUTES
 export const VISIT_DIMENSIONS = [...VISIT_ATTRIBUTES, 'entry_page', 'exit_page', 'path', 'event_type'] as const
 export type VisitDimension = (typeof VISIT_DIMENSIONS)[number]
 export const isVisitDimension = (d: string): d is VisitDimension => (VISIT_DIMENSIONS as readonly string[]).includes(d)
@@ -36,7 +36,7 @@ export async function mergeVisits(tx: Sql, rows: Rows): Promise<void> {
   const attrs = VISIT_ATTRIBUTES.map((a) => tx`${tx(a)}`).reduce((a, b) => tx`${a}, ${b}`)
   await tx`
     create temp table visit_items on commit drop as
-    select site_id, user_id as visitor, ts as started_at, ts as ended_at, received_at as last_received_at, 1::bigint as events,
+    select site_id collate "C" as site_id, user_id collate "C" as visitor, ts as started_at, ts as ended_at, received_at as last_received_at, 1::bigint as events,
            (event_type = any(${pv}))::int::bigint as pageviews,
            case when event_type = any(${pv}) and path is not null then ts end as entry_at,
            case when event_type = any(${pv}) then path end as entry_page,
@@ -62,35 +62,36 @@ export async function mergeVisits(tx: Sql, rows: Rows): Promise<void> {
     select site_id, visitor, started_at, ended_at, last_received_at, events, pageviews, entry_at, entry_page, exit_at, exit_page,
            first_event_id, ${attrs}, paths, event_types
     from taken`
-  // Number the visits: an interval that starts VISIT_GAP_MS or more after every earlier one ended opens the next.
-  await tx`
-    create temp table visit_seg on commit drop as
-    select *, sum(opens) over (partition by site_id, visitor order by started_at, ended_at, first_event_id rows unbounded preceding) as n
-    from (
-      select *, case when started_at - max(ended_at) over (
-                  partition by site_id, visitor order by started_at, ended_at, first_event_id rows between unbounded preceding and 1 preceding
-                ) < ${`${VISIT_GAP_MS} milliseconds`}::interval then 0 else 1 end as opens
-      from visit_items
-    ) x`
+  // Number each visitor's visits in one ordered pass by (start, event id): an item that
+  // starts VISIT_GAP_MS or more after every earlier one ended opens the next, and is that
+  // visit's first, whose attributes the visit takes. Then each visit is gathered by hashing,
+  // so the items are sorted once. The entry and exit pages are the least and greatest of an
+  // array led by a fixed-width time key (earliest page view, then smallest path; latest, then
+  // largest).
+  const key = (t: string) => tx`lpad((extract(epoch from ${tx(t)}) * 1000000)::bigint::text, 18, '0')`
+  const firsts = VISIT_ATTRIBUTES.map((a) => tx`max(${tx(a)}) filter (where opens = 1) as ${tx(a)}`).reduce((a, b) => tx`${a}, ${b}`)
   await tx`
     insert into visits_open (site_id, visitor, started_at, ended_at, last_received_at, events, pageviews, entry_at, entry_page, exit_at, exit_page,
                              first_event_id, ${attrs}, paths, event_types)
-    select site_id, visitor, started_at, ended_at, last_received_at, events, pageviews,
-           (e).entry_at, (e).entry_page, (x).exit_at, (x).exit_page, (f).first_event_id,
-           ${VISIT_ATTRIBUTES.map((a) => tx`(f).${tx(a)}`).reduce((a, b) => tx`${a}, ${b}`)},
+    select site_id, visitor, started_at, ended_at, last_received_at, events, pageviews, entry_at, e[2], exit_at, x[2], first_event_id::uuid, ${attrs},
            array(select distinct unnest(paths) order by 1), array(select distinct unnest(event_types) order by 1)
     from (
-      -- One pass: the first item's attributes, the first and last page views, and the
-      -- concatenated paths and event types of each visit (most visits merge one or two items).
       select site_id, visitor, min(started_at) as started_at, max(ended_at) as ended_at, max(last_received_at) as last_received_at,
              sum(events)::bigint as events, sum(pageviews)::bigint as pageviews,
-             (array_agg(s order by started_at, first_event_id))[1] as f,
-             (array_agg(s order by entry_at, entry_page) filter (where entry_at is not null))[1] as e,
-             (array_agg(s order by exit_at desc, exit_page desc) filter (where exit_at is not null))[1] as x,
-             sluice_array_cat_agg(paths) as paths, sluice_array_cat_agg(event_types) as event_types
-      from visit_seg s group by site_id, visitor, n
+             min(entry_at) as entry_at, min(array[${key('entry_at')}, entry_page]) filter (where entry_at is not null) as e,
+             max(exit_at) as exit_at, max(array[${key('exit_at')}, exit_page]) filter (where exit_at is not null) as x,
+             max(first_event_id::text) filter (where opens = 1) as first_event_id, ${firsts}, sluice_array_cat_agg(paths) as paths, sluice_array_cat_agg(event_types) as event_types
+      from (
+        select *, sum(opens) over (w rows unbounded preceding) as n
+        from (
+          select *, case when started_at - max(ended_at) over (w rows between unbounded preceding and 1 preceding)
+                           < ${`${VISIT_GAP_MS} milliseconds`}::interval then 0 else 1 end as opens
+          from visit_items window w as (partition by site_id, visitor order by started_at, first_event_id)
+        ) o window w as (partition by site_id, visitor order by started_at, first_event_id)
+      ) s
+      group by site_id, visitor, n
     ) v`
-  await tx`drop table visit_items, visit_seg`
+  await tx`drop table visit_items`
 }
 
 export type CloseOptions = {
@@ -108,7 +109,11 @@ export type CloseOptions = {
 export async function closeVisits(tx: Sql, { before, dimCap }: CloseOptions): Promise<number> {
   await tx`
     create temp table visit_closed on commit drop as
-    with gone as (delete from visits_open where last_received_at < ${before} returning *) select *, date_trunc('day', started_at, 'UTC') as day from gone`
+    with gone as (delete from visits_open where last_received_at < ${before} returning *)
+    select site_id collate "C" as site_id, visitor, started_at, ended_at, events, pageviews, entry_page collate "C" as entry_page, exit_page collate "C" as exit_page,
+           ${VISIT_ATTRIBUTES.map((a) => tx`${tx(a)} collate "C" as ${tx(a)}`).reduce((a, b) => tx`${a}, ${b}`)},
+           paths::text[] collate "C" as paths, event_types::text[] collate "C" as event_types, date_trunc('day', started_at, 'UTC') as day
+    from gone`
   const [{ n }] = (await tx`select count(*)::int as n from visit_closed`) as unknown as [{ n: number }]
   if (n > 0) {
     // Each visit is unpivoted and counted once, per day; hours, months and years are sums of
@@ -134,7 +139,7 @@ export async function closeVisits(tx: Sql, { before, dimCap }: CloseOptions): Pr
       await tx`
         insert into ${tx(`rollup_${g}_visits`)} as r (site_id, bucket, dim, value, visits, bounces, duration_ms, pageviews, events, users)
         select site_id, date_trunc(${g}, bucket, 'UTC'), dim, value, sum(visits), sum(bounces), sum(duration_ms), sum(pageviews), sum(events),
-               coalesce(hll_union_agg(users), ${emptySketch(tx)})
+               coalesce(sluice_hll_union(users), ${emptySketch(tx)})
         from visit_closed_days group by 1, 2, 3, 4
         on conflict (site_id, dim, bucket, value) do update set ${addCounts(tx, VISIT_SUMS)}`
       // Only buckets the closed visits touched can have passed the cap.
