@@ -116,8 +116,6 @@ export async function closeVisits(tx: Sql, { before, dimCap }: CloseOptions): Pr
     from gone`
   const [{ n }] = (await tx`select count(*)::int as n from visit_closed`) as unknown as [{ n: number }]
   if (n > 0) {
-    // Each visit is unpivoted and counted once, per day; hours, months and years are sums of
-    // those (hours of the totals only). Visitor sketches are built only where they are read.
     // Each visit is counted once per day, by grouping sets (one sort per dimension, far
     // cheaper than unpivoting every visit into a row per dimension); hours, months and years
     // are sums of those rows (hours of the totals only). Visitor sketches only where they are
@@ -135,12 +133,19 @@ export async function closeVisits(tx: Sql, { before, dimCap }: CloseOptions): Pr
       select v.site_id, date_trunc('hour', v.started_at, 'UTC'), '', '', ${visitMeasures(tx)}
       from visit_closed v group by 1, 2
       on conflict (site_id, dim, bucket, value) do update set ${addCounts(tx, VISIT_SUMS)}`
+    // visit_closed_days has one row per (site, day, dim, value): the day level takes them as
+    // they are, and so do month and year when every visit started on one day.
+    const [{ days }] = (await tx`select count(distinct day)::int as days from visit_closed`) as unknown as [{ days: number }]
     for (const g of ['day', 'month', 'year'] as const) {
+      const rows =
+        g === 'day' || days <= 1
+          ? tx`select site_id, date_trunc(${g}, bucket, 'UTC'), dim, value, visits, bounces, duration_ms, pageviews, events, coalesce(users, ${emptySketch(tx)})
+               from visit_closed_days`
+          : tx`select site_id, date_trunc(${g}, bucket, 'UTC'), dim, value, sum(visits), sum(bounces), sum(duration_ms), sum(pageviews), sum(events),
+                      coalesce(sluice_hll_union(users), ${emptySketch(tx)})
+               from visit_closed_days group by 1, 2, 3, 4`
       await tx`
-        insert into ${tx(`rollup_${g}_visits`)} as r (site_id, bucket, dim, value, visits, bounces, duration_ms, pageviews, events, users)
-        select site_id, date_trunc(${g}, bucket, 'UTC'), dim, value, sum(visits), sum(bounces), sum(duration_ms), sum(pageviews), sum(events),
-               coalesce(sluice_hll_union(users), ${emptySketch(tx)})
-        from visit_closed_days group by 1, 2, 3, 4
+        insert into ${tx(`rollup_${g}_visits`)} as r (site_id, bucket, dim, value, visits, bounces, duration_ms, pageviews, events, users) ${rows}
         on conflict (site_id, dim, bucket, value) do update set ${addCounts(tx, VISIT_SUMS)}`
       // Only buckets the closed visits touched can have passed the cap.
       const touched = tx`select distinct site_id, dim, date_trunc(${g}, bucket, 'UTC') as bucket from visit_closed_days where dim <> ''`
