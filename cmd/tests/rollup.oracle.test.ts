@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { createEnricher, deviceFromScreen } from '../../internal/enrich/enrich.ts'
 import { GRANULARITIES, truncate } from '../../internal/store/buckets.ts'
-import { DIM_GRANULARITIES, DIMENSIONS, NONE, PAGEVIEW_TYPES } from '../../internal/store/dimensions.ts'
+import { DIM_GRANULARITIES, DIMENSIONS, NONE, PAGEVIEW_TYPES, PAIRS } from '../../internal/store/dimensions.ts'
 import { HLL_EXACT_UP_TO } from '../../internal/store/rollup.ts'
 import { eventually, pipeline, runBinary, spawnBinary } from '../../internal/testkit/testkit.ts'
 
@@ -233,7 +233,9 @@ function expectedDims(events: Ev[]) {
     const dims = dimensionsOf(e)!
     for (const g of DIM_GRANULARITIES) {
       const bucket = truncate(new Date(e.timestamp), g).toISOString().slice(0, 10)
-      for (const [dim, value] of Object.entries(dims)) {
+      // A kept pair's cell is keyed by the filtered dimension's value, then the other's.
+      const pairs = PAIRS.map(([a, b]) => [`${a}&${b}`, `${dims[b] || NONE}|${dims[a] || NONE}`] as const)
+      for (const [dim, value] of [...Object.entries(dims), ...pairs]) {
         const key = `${g}|${e.site_id}|${dim}|${value === '' ? NONE : value}|${bucket}`
         const c = cells.get(key) ?? { events: 0, pageviews: 0, users: new Set<string>() }
         cells.set(key, c)
@@ -396,6 +398,38 @@ describe('rollups against an exact oracle', () => {
             metrics: [events, pageviews, visitors],
           } of answer.results) {
             got.set(`${g}|${site.id}|${dim}|${value}|${bucket}`, { events: events!, pageviews: pageviews!, visitors: visitors! })
+          }
+        }
+      }
+    }
+    // Each kept pair (source with country): the first dimension broken down, filtered by each value of the second.
+    for (const site of SITES) {
+      for (const [a, b] of PAIRS) {
+        const name = `${a}&${b}`
+        const filterValues = new Set([...cells.keys()].filter((k) => k.split('|')[1] === site.id && k.split('|')[2] === name).map((k) => k.split('|')[3]!))
+        for (const fv of filterValues) {
+          for (const g of DIM_GRANULARITIES) {
+            const res = await fetch(`${base}/v1/query`, {
+              method: 'POST',
+              headers: { authorization: 'Bearer oracle', 'content-type': 'application/json' },
+              body: JSON.stringify({
+                site_id: site.id,
+                date_range: ['2024-01-01', '2025-12-31'],
+                metrics: ['events', 'pageviews', 'visitors'],
+                dimensions: [a, `time:${g}`],
+                filters: [['is', b, [fv]]],
+                limit: 10_000,
+              }),
+            })
+            expect(res.status).toBe(200)
+            const answer = (await res.json()) as { results: { dimensions: string[]; metrics: number[] }[]; meta: { source: string; trimmed_events: number } }
+            expect(answer.meta).toMatchObject({ source: 'rollups', trimmed_events: 0 })
+            for (const {
+              dimensions: [value, bucket],
+              metrics: [events, pageviews, visitors],
+            } of answer.results) {
+              got.set(`${g}|${site.id}|${name}|${fv}|${value}|${bucket}`, { events: events!, pageviews: pageviews!, visitors: visitors! })
+            }
           }
         }
       }

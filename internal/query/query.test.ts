@@ -118,6 +118,77 @@ describe('POST /v1/query answers', () => {
     expect((await store.query(q({ dimensions: ['browser'] }), { now: NOW })).meta.source).toBe('rollups')
   })
 
+  test('source with country, a kept pair, is answered from rollups as raw events answer it, also once raw events may be gone', async () => {
+    const store = await seed()
+    const cases: [Record<string, unknown>, unknown][] = [
+      [{ dimensions: ['source'], filters: [['is', 'country', ['DE']]] }, [{ dimensions: ['Google'], metrics: [1, 2, 2] }]],
+      [
+        { dimensions: ['country'], filters: [['is_not', 'source', ['Hacker News']]], metrics: ['events', 'visitors'] },
+        [
+          { dimensions: ['(none)'], metrics: [2, 2] },
+          { dimensions: ['DE'], metrics: [2, 1] },
+          { dimensions: ['FR'], metrics: [1, 1] },
+        ],
+      ],
+      [
+        {
+          filters: [
+            ['contains', 'source', ['oog']],
+            ['is', 'country', ['FR', 'DE']],
+          ],
+          metrics: ['events', 'visitors'],
+        },
+        [{ dimensions: [], metrics: [3, 2] }],
+      ],
+      [
+        { dimensions: ['source', 'time:day'], filters: [['is', 'country', ['DE', 'FR']]], metrics: ['events'] },
+        [
+          { dimensions: ['Google', '2025-03-01'], metrics: [2] },
+          { dimensions: ['Google', '2025-03-02'], metrics: [1] },
+        ],
+      ],
+    ]
+    const ask = async (body: Record<string, unknown>) => {
+      const answer = await store.query(q(body), { now: NOW })
+      answer.results.sort((x, y) => JSON.stringify(x.dimensions).localeCompare(JSON.stringify(y.dimensions)))
+      return answer
+    }
+    for (const [body, results] of cases) expect({ body, results: (await ask(body)).results }).toEqual({ body, results: results as never })
+    expect((await store.rollup()).events).toBe(7)
+    await env.db.sql`update rollup_state set raw_dropped_before = '2025-03-05T00:00:00Z'`
+    for (const [body, results] of cases) {
+      const answer = await ask(body)
+      expect({ body, results: answer.results, source: answer.meta.source }).toEqual({ body, results: results as never, source: 'rollups' })
+    }
+    // A pair counted only since an upgrade answers earlier ranges from raw events, which are gone here.
+    await env.db.sql`update rollup_state set pairs_since = '2025-03-02T00:00:00Z'`
+    expect(ask(cases[0]![0])).rejects.toMatchObject({ code: 'needs_raw_events' })
+    await env.db.sql`update rollup_state set pairs_since = null, raw_dropped_before = null`
+  })
+
+  test('a kept pair is capped per value of its second dimension: a small country keeps its top sources beside a big one', async () => {
+    site = `q-site-${n++}`
+    const store = createStore(env.db.sql)
+    await store.insertEvents([
+      ...['Google', 'Google', 'Google', 'Bing', 'Bing', 'DuckDuckGo'].map((source) => ev({ source, country: 'DE' })),
+      ev({ source: 'Ecosia', country: 'FR' }),
+    ])
+    await store.rollup({ dimCap: 2 })
+    const of = async (country: string) => {
+      const answer = await store.query(q({ dimensions: ['source'], filters: [['is', 'country', [country]]], metrics: ['events'] }), { now: NOW })
+      return { results: answer.results, trimmed: answer.meta.trimmed_events, source: answer.meta.source }
+    }
+    expect(await of('FR')).toEqual({ results: [{ dimensions: ['Ecosia'], metrics: [1] }], trimmed: 0, source: 'rollups' })
+    expect(await of('DE')).toEqual({
+      results: [
+        { dimensions: ['Google'], metrics: [3] },
+        { dimensions: ['Bing'], metrics: [2] },
+      ],
+      trimmed: 1,
+      source: 'rollups',
+    })
+  })
+
   test('a range before dimensions were recorded is a 422 dimensions_not_recorded, while totals still answer', async () => {
     const store = await seed()
     await env.db.sql`update rollup_state set dims_since = '2025-03-02T00:00:00Z'`

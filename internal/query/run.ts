@@ -1,7 +1,7 @@
 import type postgres from 'postgres'
 import type { Sql } from '../clients/clients.ts'
 import { add, GRANULARITIES, type Granularity, truncate } from '../store/buckets.ts'
-import { type Dimension, dimensionValue, NONE, PAGEVIEW_TYPES, VISIT_ONLY_DIMENSIONS } from '../store/dimensions.ts'
+import { type Dimension, dimensionValue, NONE, PAGEVIEW_TYPES, PAIRS, pairOf, pairPrefix, VISIT_ONLY_DIMENSIONS } from '../store/dimensions.ts'
 import { isVisitDimension, VISIT_DIMENSIONS, visitMeasures, visitPairs } from '../visits/visits.ts'
 import { HLL } from '../store/rollup.ts'
 import { plan } from '../store/stats.ts'
@@ -21,16 +21,17 @@ export type RunOptions = {
   now?: Date
 }
 
-type State = { watermark: string; dimsSince: Date | null; rawDroppedBefore: Date | null; visitsSince: Date | null }
+type State = { watermark: string; dimsSince: Date | null; rawDroppedBefore: Date | null; visitsSince: Date | null; pairsSince: Date | null }
 
 /**
  * Answers a query in one repeatable-read snapshot, from one of three places:
  * - the totals rollups (rollup_<g>, keyed by event type) when it filters or breaks down by
  *   event_type alone, or by nothing: any range, any granularity;
  * - the dimension rollups (rollup_<g>_dims) when it involves one dimension, in filters and
- *   breakdown together: any range of whole days, time by day, month or year;
- * - raw events otherwise (two dimensions, or hours with a dimension): only for ranges whose
- *   raw events are all still kept.
+ *   breakdown together, or two that are kept as a pair (PAIRS: source with country): any
+ *   range of whole days, time by day, month or year;
+ * - raw events otherwise (two other dimensions, or hours with a dimension): only for ranges
+ *   whose raw events are all still kept.
  * The rollups are always read with the raw events above the watermark, so nothing stored is
  * missed and nothing is counted twice.
  */
@@ -38,8 +39,14 @@ export async function runQuery(sql: Sql, q: Query, options: RunOptions = {}): Pr
   const { maxFutureMs = 5 * 60_000, now = new Date() } = options
   if (q.realtime) q = { ...q, from: new Date(now.getTime() - REALTIME_MS), to: new Date(now.getTime() + maxFutureMs) }
   return sql.begin('isolation level repeatable read read only', async (tx) => {
-    const [s] = await tx`select xid_watermark::text as watermark, dims_since, raw_dropped_before, visits_since from rollup_state`
-    const state: State = { watermark: s!.watermark, dimsSince: s!.dims_since, rawDroppedBefore: s!.raw_dropped_before, visitsSince: s!.visits_since }
+    const [s] = await tx`select xid_watermark::text as watermark, dims_since, raw_dropped_before, visits_since, pairs_since from rollup_state`
+    const state: State = {
+      watermark: s!.watermark,
+      dimsSince: s!.dims_since,
+      rawDroppedBefore: s!.raw_dropped_before,
+      visitsSince: s!.visits_since,
+      pairsSince: s!.pairs_since,
+    }
     // Local days need hourly detail: the query in the site's zone, or in UTC days where that is gone.
     const rawSince = state.rawDroppedBefore ? new Date(state.rawDroppedBefore.getTime() + maxFutureMs) : null
     const zone = inZone(q, zoneSource(q), { hourlyFrom: options.hourlyFrom ?? null, rawSince })
@@ -77,7 +84,8 @@ async function convert(tx: Tx, q: Query, state: State, options: RunOptions, rows
 }
 const key = (t: Date | null, v: string | null) => `${t?.getTime() ?? ''}|${v ?? ''}`
 
-type Answer = { rows: Row[]; source: 'totals' | 'dims' | 'raw' | 'visits'; trimmed: number }
+type Source = 'totals' | 'dims' | 'pair' | 'raw'
+type Answer = { rows: Row[]; source: Source | 'visits'; trimmed: number }
 
 /**
  * The rows of a query's event metrics and, when asked, its visit metrics, in one snapshot.
@@ -100,7 +108,10 @@ async function rowsOf(
   if (visitOnly) return { rows: visits!, source: 'visits', trimmed: 0 }
   const totals = [...involved].every((d) => d === 'event_type')
   const oneDimension = involved.size === 1 && q.time !== 'hour'
-  const source = q.realtime || (local && !totals) ? 'raw' : totals ? 'totals' : oneDimension ? 'dims' : 'raw'
+  // A kept pair answers from its rollups the ranges it was counted for; raw events the rest.
+  const pair = q.time === 'hour' ? undefined : pairOf([...involved])
+  const pairCounted = pair && (!state.pairsSince || (range && range.from.getTime() >= state.pairsSince.getTime() + maxFutureMs))
+  const source: Source = q.realtime || (local && !totals) ? 'raw' : totals ? 'totals' : oneDimension ? 'dims' : pairCounted ? 'pair' : 'raw'
   if (source === 'dims' && state.dimsSince && (!range || range.from.getTime() < state.dimsSince.getTime() + maxFutureMs)) {
     throw new QueryRefusedError(
       'dimensions_not_recorded',
@@ -110,7 +121,7 @@ async function rowsOf(
   if (source === 'raw') refuseUnlessRaw(state, range, maxFutureMs)
   const segments = range && source !== 'raw' ? plan(range.from, range.to, local ? 'hour' : q.time) : null
   if (source === 'totals' && hourlyFrom && segments?.hour.some((b) => new Date(b) < hourlyFrom)) throw hourlyExpired(hourlyFrom)
-  const parts = sources(tx, q, source, segments, range, state)
+  const parts = sources(tx, q, source, segments, range, state, pair)
   const [t, v] = [q.time ? tx`t` : tx`null::timestamptz`, q.dimension ? tx`v` : tx`null::text`]
   const [rows, trimmed] = await Promise.all([
     tx`
@@ -118,7 +129,11 @@ async function rowsOf(
              coalesce(hll_cardinality(hll_union_agg(users)), 0)::float8 as visitors
       from (${parts}) as s(t, v, events, pageviews, users)
       group by 1, 2`,
-    source === 'dims' ? trimmedEvents(tx, q, [...involved][0]!, segments) : Promise.resolve(0),
+    source === 'dims'
+      ? trimmedEvents(tx, q, () => tx`dim = ${[...involved][0]!}`, segments)
+      : source === 'pair'
+        ? trimmedEvents(tx, q, () => pairDims(tx, q, pair!), segments)
+        : Promise.resolve(0),
   ])
   const out = rows as unknown as Row[]
   if (visits) {
@@ -217,7 +232,7 @@ type Row = {
 }
 type Range = { from: Date; to: Date }
 
-/** Two dimensions at once are answered from raw events, which must all still be kept for the range. */
+/** Two dimensions at once, but for a kept pair, are answered from raw events, which must all still be kept for the range. */
 function refuseUnlessRaw(state: State, range: Range | null, maxFutureMs: number) {
   if (!state.rawDroppedBefore) return
   // An event timestamped at t was stored no earlier than t - maxFutureMs.
@@ -225,7 +240,7 @@ function refuseUnlessRaw(state: State, range: Range | null, maxFutureMs: number)
   if (range && range.from >= since) return
   throw new QueryRefusedError(
     'needs_raw_events',
-    `filters or breakdowns on two dimensions at once, or an hourly breakdown by a dimension, are answered from raw events, which are kept from ${since.toISOString()} on (RAW_RETENTION_HOURS); narrow the range or query one dimension at a time`,
+    `filters or breakdowns on two dimensions at once (but for ${PAIRS.map(([x, y]) => `${x} with ${y}`).join(', ')}, counted together${state.pairsSince ? ` from ${state.pairsSince.toISOString()} on` : ''}), or an hourly breakdown by a dimension, are answered from raw events, which are kept from ${since.toISOString()} on (RAW_RETENTION_HOURS); narrow the range or query one dimension at a time`,
   )
 }
 
@@ -239,7 +254,15 @@ async function allTime(tx: Tx, siteId: string, now: Date, maxFutureMs: number): 
 }
 
 /** The rows to aggregate: (time, value, events, pageviews, users) from rollups and raw events, or raw events alone. */
-function sources(tx: Tx, q: Query, source: 'totals' | 'dims' | 'raw', segments: ReturnType<typeof plan> | null, range: Range | null, state: State): Fragment {
+function sources(
+  tx: Tx,
+  q: Query,
+  source: Source,
+  segments: ReturnType<typeof plan> | null,
+  range: Range | null,
+  state: State,
+  pair: (typeof PAIRS)[number] | undefined,
+): Fragment {
   const { log2m, regwidth, expthresh, sparseon } = HLL
   const pv = PAGEVIEW_TYPES as unknown as string[]
   const time = (col: Fragment) => {
@@ -271,6 +294,13 @@ function sources(tx: Tx, q: Query, source: 'totals' | 'dims' | 'raw', segments: 
                case when event_type = any(${pv}) then views else 0 end, users
         from ${tx(`rollup_${g}`)} where site_id = ${q.siteId} ${inSegments(g)} ${where(() => tx`event_type`)}`
     }
+    if (source === 'pair') {
+      // A pair [a, b] is kept as the dimensions a&b=<b's value>, whose values are a's.
+      const part = (d: Dimension) => (d === pair![0] ? tx`value` : pairSecond(tx, pair!))
+      return tx`
+        select ${time(tx`bucket`)}, ${q.dimension ? part(q.dimension) : tx`null::text`}, events, pageviews, users
+        from ${tx(`rollup_${g}_dims`)} where site_id = ${q.siteId} and starts_with(dim, ${pairPrefix(pair!)}) ${inSegments(g)} ${where((f) => part(f.dim))}`
+    }
     const dim = q.dimension ?? q.filters[0]!.dim
     return tx`
       select ${time(tx`bucket`)}, ${q.dimension ? tx`value` : tx`null::text`}, events, pageviews, users
@@ -288,13 +318,22 @@ function match(tx: Tx, value: Fragment, f: Filter): Fragment {
   return tx`${value} like any(${patterns})`
 }
 
-/** Events of values trimmed from the dimension rollups in the segments read. */
-async function trimmedEvents(tx: Tx, q: Query, dim: Dimension, segments: ReturnType<typeof plan> | null): Promise<number> {
+/** The value of a kept pair's second dimension, from its rollup rows' dim. */
+const pairSecond = (tx: Tx, pair: readonly [string, string]) => tx`substr(dim, ${pairPrefix(pair).length + 1})`
+
+/** The rollup rows of a kept pair that the query's filters on its second dimension leave: its remainders that may hold the query's events. */
+function pairDims(tx: Tx, q: Query, pair: readonly [string, string]): Fragment {
+  const second = q.filters.filter((f) => f.dim === pair[1]).map((f) => tx`and ${match(tx, pairSecond(tx, pair), f)}`)
+  return tx`starts_with(dim, ${pairPrefix(pair)}) ${second.reduce((a, b) => tx`${a} ${b}`, tx``)}`
+}
+
+/** Events of values trimmed from the dimension rollups in the segments read, of the dimensions `dims` selects. */
+async function trimmedEvents(tx: Tx, q: Query, dims: () => Fragment, segments: ReturnType<typeof plan> | null): Promise<number> {
   const levels = segments ? (['day', 'month', 'year'] as const).filter((g) => segments[g].length > 0) : (['year'] as const)
   if (levels.length === 0) return 0
   const parts = levels.map(
     (g) =>
-      tx`select events from ${tx(`rollup_${g}_dim_other`)} where site_id = ${q.siteId} and dim = ${dim} ${segments ? tx`and bucket = any(${segments[g]}::timestamptz[])` : tx``}`,
+      tx`select events from ${tx(`rollup_${g}_dim_other`)} where site_id = ${q.siteId} and ${dims()} ${segments ? tx`and bucket = any(${segments[g]}::timestamptz[])` : tx``}`,
   )
   const [row] = await tx`select coalesce(sum(events), 0)::float8 as n from (${parts.reduce((a, b) => tx`${a} union all ${b}`)}) as o`
   return row!.n as number

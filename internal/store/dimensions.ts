@@ -26,6 +26,19 @@ export const DIMENSIONS = [
  * a visit takes them from its first event, and they rarely change within a visitor's day.
  */
 export const ATTRIBUTES = DIMENSIONS.filter((d): d is Exclude<(typeof DIMENSIONS)[number], 'path' | 'event_type'> => d !== 'path' && d !== 'event_type')
+/**
+ * Pairs [a, b] of dimensions also counted together, so that a breakdown by one filtered by
+ * the other (top sources of one country, say) is answered from rollups for any range. Each
+ * value of b is kept as a dimension of its own, `a&b=<value of b>` ('' where absent), whose
+ * values are a's: so ROLLUP_DIM_CAP keeps the top values of a for each value of b, and a
+ * small country keeps its sources beside a big one's. docs/query.md gives the storage.
+ */
+export const PAIRS = [['source', 'country']] as const satisfies readonly (readonly [(typeof ATTRIBUTES)[number], (typeof ATTRIBUTES)[number]])[]
+/** The prefix of a pair's dimension names in the rollups: `a&b=`. */
+export const pairPrefix = (pair: readonly [string, string]) => `${pair[0]}&${pair[1]}=`
+/** The kept pair of exactly these two dimensions, in either order, if there is one. */
+export const pairOf = (dims: readonly string[]): (typeof PAIRS)[number] | undefined =>
+  dims.length === 2 ? PAIRS.find(([a, b]) => (dims[0] === a && dims[1] === b) || (dims[0] === b && dims[1] === a)) : undefined
 /** Dimensions of visits only: the first and last page viewed (counted from the visit rollups). */
 export const VISIT_ONLY_DIMENSIONS = ['entry_page', 'exit_page'] as const
 export type Dimension = (typeof DIMENSIONS)[number] | (typeof VISIT_ONLY_DIMENSIONS)[number] | `props:${string}`

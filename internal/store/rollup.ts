@@ -3,7 +3,7 @@ import type { TransactionSql } from 'postgres'
 import type { Sql } from '../clients/clients.ts'
 import { setAside } from './rejects.ts'
 import { GRANULARITIES } from './buckets.ts'
-import { ATTRIBUTES, DIM_GRANULARITIES, type DimGranularity, PAGEVIEW_TYPES, PROPS_PREFIX } from './dimensions.ts'
+import { ATTRIBUTES, DIM_GRANULARITIES, type DimGranularity, PAGEVIEW_TYPES, PAIRS, PROPS_PREFIX, pairPrefix } from './dimensions.ts'
 import { closeVisits, mergeVisits, VISIT_GAP_MS } from '../visits/visits.ts'
 import { addCounts, foldBeyondCap } from './cap.ts'
 import { isDataError } from './errors.ts'
@@ -276,6 +276,13 @@ async function countDimensions(tx: Sql, rows: postgres.PendingQuery<postgres.Row
     create temp table rollup_chunk_dims on commit drop as
     select site_id, bucket, ${attrs.dim} as dim, ${attrs.value} as value, ${measures}
     from rollup_chunk_rows group by grouping sets (${attrs.sets})`
+  // Each kept pair [a, b] from the same folded rows, as the dimension a&b=<b's value> with a's values.
+  for (const [a, b] of PAIRS) {
+    await tx`
+      insert into rollup_chunk_dims
+      select site_id, bucket, ${pairPrefix([a, b])} || coalesce(${tx(b)}, ''), coalesce(${tx(a)}, ''), ${measures}
+      from rollup_chunk_rows group by site_id, bucket, ${tx(a)}, ${tx(b)}`
+  }
   const raw = grouped(['path', 'event_type'])
   const rawMeasures = tx`count(*)::bigint as events, (count(*) filter (where event_type = any(${pv})))::bigint as pageviews,
                          hll_add_agg(hll_hash_text(user_id), ${log2m}, ${regwidth}, ${expthresh}, ${sparseon}) as users`
