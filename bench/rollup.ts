@@ -7,9 +7,9 @@
 //    every event opens a bucket of its own.
 // 3. GET /v1/stats for a year at day and month granularity, and POST /v1/query broken down
 //    by source and filtered by country, for one site among 100, on the year-spread data
-//    (300 referring sites, 500 paths and 150 countries in all; but every field derives from
-//    the event number, so one site sees only a few of each), with fresh raw events not yet
-//    rolled up on top; and /v1/query's visit metrics by month and visits by entry page.
+//    (each site sees its own hundreds of referring sites and paths and 150 countries: see
+//    fill), with fresh raw events not yet rolled up on top; and /v1/query's visit metrics
+//    by month and visits by entry page.
 // 1b. What visits cost the rollup: VISIT_EVENTS events rolled up with and without visits.
 // Every run closes the visits it merges (visitCloseAfterMs 0), so closing is measured too.
 import { parseArgs } from 'node:util'
@@ -39,8 +39,17 @@ const VISIT_EVENTS = Number(values['visit-events'])
 const TXN_ROWS = 2000
 const secs = (t: number) => (performance.now() - t) / 1000
 
-/** Writes `total` raw events for 100 sites, 2000 per transaction, timestamps advancing over `spanDays` from `start`. */
+/**
+ * Writes `total` raw events for 100 sites, 2000 per transaction, timestamps advancing over
+ * `spanDays` from `start`. Each site's events are drawn from its own numbering, so every site
+ * sees realistic cardinalities: about 3000 visitors coming back in visits of 4 events, 500
+ * paths, 300 referring sites (35 % direct), 150 countries, 12 browsers, 8 OS, 3 devices, a
+ * newsletter campaign on 20 % of visits, and two custom properties on every tenth event;
+ * skewed, so a few values are common and most are rare. A visit's attributes are its own,
+ * the same for each of its events.
+ */
 async function fill(sql: Sql, total: number, spanDays: number, start = '2025-01-01') {
+  await sql`create or replace function bench_r(t text) returns float8 language sql immutable as $$ select ((hashtext(t)::bigint & 2147483647) % 1000003) / 1000003.0 $$`
   await sql`
     create or replace procedure bench_fill(total int, per_txn int, span_s bigint, start timestamptz) language plpgsql as $$
     declare done int := 0;
@@ -48,17 +57,22 @@ async function fill(sql: Sql, total: number, spanDays: number, start = '2025-01-
       while done < total loop
         insert into events (event_id, site_id, event_type, path, user_id, ts, received_at,
                             referrer, source, channel, utm_source, utm_medium, utm_campaign, country, browser, os, device, props)
-        select gen_random_uuid(), 'site-' || (g % 100), case when g % 10 = 0 then 'click' else 'pageview' end,
-               '/p/' || ((g * 7919) % 500), 'u-' || ((g * 104729) % 50000),
+        select gen_random_uuid(), 'site-' || s, case when k % 10 = 9 then 'click' else 'pageview' end,
+               '/p/' || floor(500 * bench_r('p' || g) ^ 2)::int, 'u-' || floor(3000 * bench_r('u' || s || '.' || v))::int,
                start + (g * span_s / total) * interval '1 second', now(),
-               case when g % 3 = 0 then null else 'site' || ((g * 31) % 300) || '.example' end,
-               case when g % 3 = 0 then 'Direct / None' else 'site' || ((g * 31) % 300) || '.example' end,
-               case when g % 3 = 0 then 'Direct' else 'Referral' end,
-               case when g % 5 = 0 then 'newsletter' end, case when g % 5 = 0 then 'email' end,
-               case when g % 5 = 0 then 'launch-' || (g % 20) end,
-               'C' || ((g * 13) % 150), 'Browser ' || (g % 12), 'OS ' || (g % 8), (array['Desktop','Mobile','Tablet'])[1 + g % 3],
-               case when g % 10 = 0 then jsonb_build_object('plan', 'plan-' || (g % 4), 'size', (g % 50)::text) end
-        from generate_series((done + 1)::bigint, least(done + per_txn, total)::bigint) g;
+               case when rr >= 0.35 then 'site' || floor(300 * ((rr - 0.35) / 0.65) ^ 2)::int || '.example' end,
+               case when rr < 0.35 then 'Direct / None' else 'site' || floor(300 * ((rr - 0.35) / 0.65) ^ 2)::int || '.example' end,
+               case when rr < 0.35 then 'Direct' else 'Referral' end,
+               case when ru < 0.2 then 'newsletter' end, case when ru < 0.2 then 'email' end, case when ru < 0.2 then 'launch-' || floor(ru * 100)::int end,
+               'C' || floor(150 * rc ^ 3)::int, 'Browser ' || floor(12 * rb ^ 2)::int, 'OS ' || floor(8 * rb)::int,
+               (array['Desktop', 'Mobile', 'Tablet'])[1 + floor(3 * rd)::int],
+               case when k % 10 = 9 then jsonb_build_object('plan', 'plan-' || (k % 4), 'size', (k % 50)::text) end
+        from (
+          select g, s, k, v, bench_r('r' || s || '.' || v) as rr, bench_r('m' || s || '.' || v) as ru, bench_r('c' || s || '.' || v) as rc,
+                 bench_r('b' || s || '.' || v) as rb, bench_r('d' || s || '.' || v) as rd
+          -- g: the event's number; s: its site; k: its number within the site; v: its visit (4 events each)
+          from (select g, g % 100 as s, g / 100 as k, g / 400 as v from generate_series((done + 1)::bigint, least(done + per_txn, total)::bigint) g) n
+        ) e;
         done := done + per_txn;
         commit;
       end loop;
@@ -109,6 +123,14 @@ console.log(`   with visits / without, per round: ${visitRatios.map((x) => x.toF
 const year = await createTestDatabase()
 console.log(`2. ${WORST.toLocaleString()} events spread over a year: generated in ${(await fill(year.sql, WORST, 365)).toFixed(1)} s`)
 const spread = await timedRollup(year.sql, '   rollup')
+
+// What one site sees in a year, on average: the cardinalities the queries below work through.
+const [seen] = await year.sql`
+  select round(avg(events))::int as events, round(avg(visitors))::int as visitors, round(avg(sources))::int as sources,
+         round(avg(paths))::int as paths, round(avg(countries))::int as countries
+  from (select site_id, count(*) as events, count(distinct user_id) as visitors, count(distinct source) as sources,
+               count(distinct path) as paths, count(distinct country) as countries from events group by site_id) s`
+console.log(`   one site in the year, on average: ${JSON.stringify(seen)}`)
 
 // Fresh raw events on top, not rolled up: the queries combine both.
 await fill(year.sql, 20_000, 1 / 24, '2025-12-31T12:00:00Z')
@@ -167,6 +189,7 @@ await record('rollup', {
   goal_stats_p95_ms: 20,
   stats_goal_met: day.p95 < 20 && month.p95 < 20,
   query_year_source_by_country_ms: bySource,
+  year_site_cardinalities: seen,
   goal_query_p95_ms: 30,
   query_goal_met: bySource.p95 < 30,
   visits_rollup_ratio: visitRatios,
