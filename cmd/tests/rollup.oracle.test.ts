@@ -376,62 +376,37 @@ describe('rollups against an exact oracle', () => {
     const cells = expectedDims([...sent.values()])
     const got = new Map<string, { events: number; pageviews: number; visitors: number }>()
     const props = [...new Set([...cells.keys()].map((k) => k.split('|')[2]!).filter((d) => d.startsWith('props:')))]
-    for (const site of SITES) {
-      for (const dim of [...DIMENSIONS, ...props]) {
-        for (const g of DIM_GRANULARITIES) {
-          const res = await fetch(`${base}/v1/query`, {
-            method: 'POST',
-            headers: { authorization: 'Bearer oracle', 'content-type': 'application/json' },
-            body: JSON.stringify({
-              site_id: site.id,
-              date_range: ['2024-01-01', '2025-12-31'],
-              metrics: ['events', 'pageviews', 'visitors'],
-              dimensions: [dim, `time:${g}`],
-              limit: 10_000,
-            }),
-          })
-          expect(res.status).toBe(200)
-          const answer = (await res.json()) as { results: { dimensions: string[]; metrics: number[] }[]; meta: { source: string; trimmed_events: number } }
-          expect(answer.meta).toMatchObject({ source: 'rollups', trimmed_events: 0 })
-          for (const {
-            dimensions: [value, bucket],
-            metrics: [events, pageviews, visitors],
-          } of answer.results) {
-            got.set(`${g}|${site.id}|${dim}|${value}|${bucket}`, { events: events!, pageviews: pageviews!, visitors: visitors! })
-          }
-        }
+    /** Asks /v1/query for `dim` by `g` with `filters`, and keeps each row's figures under `${g}|${site}|${cell}|${value}|${bucket}`. */
+    const collect = async (site: string, cell: string, dim: string, g: string, filters: unknown[] = []) => {
+      const res = await fetch(`${base}/v1/query`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer oracle', 'content-type': 'application/json' },
+        body: JSON.stringify({
+          site_id: site,
+          date_range: ['2024-01-01', '2025-12-31'],
+          metrics: ['events', 'pageviews', 'visitors'],
+          dimensions: [dim, `time:${g}`],
+          filters,
+          limit: 10_000,
+        }),
+      })
+      expect(res.status).toBe(200)
+      const answer = (await res.json()) as { results: { dimensions: string[]; metrics: number[] }[]; meta: { source: string; trimmed_events: number } }
+      expect(answer.meta).toMatchObject({ source: 'rollups', trimmed_events: 0 })
+      for (const {
+        dimensions: [value, bucket],
+        metrics: [events, pageviews, visitors],
+      } of answer.results) {
+        got.set(`${g}|${site}|${cell}|${value}|${bucket}`, { events: events!, pageviews: pageviews!, visitors: visitors! })
       }
     }
-    // Each kept pair (source with country): the first dimension broken down, filtered by each value of the second.
     for (const site of SITES) {
+      for (const dim of [...DIMENSIONS, ...props]) for (const g of DIM_GRANULARITIES) await collect(site.id, dim, dim, g)
+      // Each kept pair (source with country): the first dimension broken down, filtered by each value of the second.
       for (const [a, b] of PAIRS) {
         const name = `${a}&${b}`
         const filterValues = new Set([...cells.keys()].filter((k) => k.split('|')[1] === site.id && k.split('|')[2] === name).map((k) => k.split('|')[3]!))
-        for (const fv of filterValues) {
-          for (const g of DIM_GRANULARITIES) {
-            const res = await fetch(`${base}/v1/query`, {
-              method: 'POST',
-              headers: { authorization: 'Bearer oracle', 'content-type': 'application/json' },
-              body: JSON.stringify({
-                site_id: site.id,
-                date_range: ['2024-01-01', '2025-12-31'],
-                metrics: ['events', 'pageviews', 'visitors'],
-                dimensions: [a, `time:${g}`],
-                filters: [['is', b, [fv]]],
-                limit: 10_000,
-              }),
-            })
-            expect(res.status).toBe(200)
-            const answer = (await res.json()) as { results: { dimensions: string[]; metrics: number[] }[]; meta: { source: string; trimmed_events: number } }
-            expect(answer.meta).toMatchObject({ source: 'rollups', trimmed_events: 0 })
-            for (const {
-              dimensions: [value, bucket],
-              metrics: [events, pageviews, visitors],
-            } of answer.results) {
-              got.set(`${g}|${site.id}|${name}|${fv}|${value}|${bucket}`, { events: events!, pageviews: pageviews!, visitors: visitors! })
-            }
-          }
-        }
+        for (const fv of filterValues) for (const g of DIM_GRANULARITIES) await collect(site.id, `${name}|${fv}`, a, g, [['is', b, [fv]]])
       }
     }
     expect([...got.keys()].sort()).toEqual([...cells.keys()].sort())
