@@ -155,10 +155,17 @@ async function postgresAlone(withDedup: boolean) {
       })),
     ),
   )
-  const plain = (json: string) => db.sql`
-    insert into events (event_id, site_id, event_type, path, user_id, ts, received_at)
-    select event_id, site_id, event_type, path, user_id, "timestamp", to_timestamp(received_at / 1000)
-    from json_to_recordset(${json}::text::json) as t(event_id uuid, site_id text, event_type text, path text, user_id text, "timestamp" timestamptz, received_at float8)`
+  // The worker's form (one array per column) without the event_ids check.
+  const plain = (json: string) => {
+    const events = JSON.parse(json) as Record<string, string | number>[]
+    const column = (key: string) => events.map((e) => e[key]!)
+    return db.sql`
+      insert into events (event_id, site_id, event_type, path, user_id, ts, received_at)
+      select event_id, site_id, event_type, path, user_id, ts, to_timestamp(received_at / 1000)
+      from unnest(${column('event_id')}::uuid[], ${column('site_id')}::text[], ${column('event_type')}::text[], ${column('path')}::text[],
+                  ${column('user_id')}::text[], ${column('timestamp')}::timestamptz[], ${column('received_at')}::float8[])
+        as t(event_id, site_id, event_type, path, user_id, ts, received_at)`
+  }
   const started = performance.now()
   let next = 0
   const lane = async () => {

@@ -80,6 +80,22 @@ describe('insertEvents', () => {
     expect(stats).toMatchObject({ total_views: 1, unique_users: 1, top_paths: [{ path: nasty, views: 1 }] })
   })
 
+  test('stores text that array literals would mangle, and properties, exactly as sent', async () => {
+    const texts = ['NULL', 'null', '', ' a ', 'a,b', '{x}', '"q"', 'back\\slash', "it's", '𝄞 ünï', 'tab\there', 'new\nline']
+    const events = texts.map((t, i) => event(2000 + i, { path: `/${t}`, user_id: t || undefined, referrer: t, props: { k: t, n: String(i) } }))
+    expect(await createStore(db.sql).insertEvents(events)).toBe(texts.length)
+    const rows = await db.sql`select path, user_id, referrer, props from events where event_id = any(${events.map((e) => e.event_id)}::uuid[])`
+    const byPath = new Map(rows.map((r) => [r.path as string, { ...r }]))
+    for (const e of events) expect(byPath.get(e.path!)).toEqual({ path: e.path, user_id: e.user_id ?? null, referrer: e.referrer, props: e.props })
+  })
+
+  test('a batch that is not JSON is a data error, so the worker stores its events one by one', async () => {
+    const err = await createStore(db.sql)
+      .insertEventsJson('[{"event_id": ')
+      .catch((e: unknown) => e)
+    expect(isDataError(err)).toBe(true)
+  })
+
   test('fails with a data error, not a connection error, when Postgres rejects a value', async () => {
     const store = createStore(db.sql)
     const err = await store.insertEvents([event(30, { path: 'NUL \u0000 byte' })]).catch((e) => e)

@@ -174,9 +174,10 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
   }
 
   /**
-   * Inserts a chunk of entries in one statement, passing their JSON to Postgres unparsed.
-   * If Postgres rejects the data itself, parses the entries and inserts one event at a time,
-   * so the good events still go in and only the bad ones (or unreadable entries) are set aside.
+   * Inserts a chunk of entries in one statement: their JSON, joined into one array, which the
+   * store hands Postgres as one array per column. If Postgres rejects the data itself, parses
+   * the entries and inserts one event at a time, so the good events still go in and only the
+   * bad ones (or unreadable entries) are set aside.
    */
   async function insert(chunk: Entry[]): Promise<{ inserted: number; rejectedEvents: number; rejected: BadEntry[] }> {
     try {
