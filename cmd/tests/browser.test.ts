@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { join } from 'node:path'
 import { type Browser, chromium, type Page } from 'playwright-core'
-import { eventually, pipeline, runBinary } from '../../internal/testkit/testkit.ts'
+import { eventually, pipeline, rollUpAll } from '../../internal/testkit/testkit.ts'
 
 // A real headless Chromium (Debian's) loads a page on another origin that includes /t.js,
 // arriving from a referrer with UTM tags, navigates twice (once through history.pushState)
@@ -362,16 +362,8 @@ describe('in a real browser', () => {
     ])
     const count = async () => Number((await stack.db.sql`select count(*)::int as n from events where site_id = 'visits-site'`)[0]!.n)
     expect(await eventually(async () => (await count()) === 12)).toBe(true)
-    // The rollup merges events into visits. It stops short of events newer than a transaction
-    // still running anywhere on the server (another test's), so it runs until it has them all;
-    // then once more with VISIT_CLOSE_AFTER_MS=0, which closes every visit into the visit rollups.
-    const rollup = async (env: Record<string, string> = {}) => {
-      const run = await runBinary('cron', { ...stack.env, ...env }, ['--once', 'rollup'])
-      expect(run.code, run.output).toBe(0)
-      return Number((await stack.db.sql`select count(*)::int as n from events where xid >= (select xid_watermark from rollup_state)`)[0]!.n) === 0
-    }
-    expect(await eventually(rollup, { timeoutMs: 120_000, intervalMs: 1000 })).toBe(true)
-    await rollup({ VISIT_CLOSE_AFTER_MS: '0' })
+    // The rollup merges events into visits, then closes every visit into the visit rollups.
+    await rollUpAll(stack)
     expect((await stack.db.sql`select count(*)::int as n from visits_open where site_id = 'visits-site'`)[0]!.n).toBe(0)
 
     const site = { site_id: 'visits-site', date_range: '7d' }

@@ -3,7 +3,7 @@ import { createEnricher, deviceFromScreen } from '../../internal/enrich/enrich.t
 import { GRANULARITIES, truncate } from '../../internal/store/buckets.ts'
 import { DIM_GRANULARITIES, DIMENSIONS, NONE, PAGEVIEW_TYPES, PAIRS } from '../../internal/store/dimensions.ts'
 import { HLL_EXACT_UP_TO } from '../../internal/store/rollup.ts'
-import { eventually, pipeline, runBinary, spawnBinary } from '../../internal/testkit/testkit.ts'
+import { eventually, pipeline, prng, runBinary, spawnBinary } from '../../internal/testkit/testkit.ts'
 
 // An exact oracle for the rollups: a seeded random workload of several sites over a year
 // boundary goes through the real API and worker; the rollup runs repeatedly as the real
@@ -28,14 +28,6 @@ type Ev = {
   user_agent: string
 }
 
-function prng(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 const rand = prng(20251114)
 const pick = <T>(xs: readonly T[]) => xs[Math.floor(rand() * xs.length)]!
 const uuid = () => {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { join } from 'node:path'
 import { type Browser, chromium } from 'playwright-core'
-import { eventually, pipeline, runBinary } from '../../internal/testkit/testkit.ts'
+import { eventually, pipeline, rollUpAll } from '../../internal/testkit/testkit.ts'
 
 // A shared link opened in a fresh browser that holds no token: it shows one site's
 // dashboard in the site's time zone, with each card's change against the period before,
@@ -70,14 +70,8 @@ describe('a shared link in a fresh browser', () => {
     })
     expect(sent.status).toBe(202)
     expect(await eventually(async () => Number((await stack.db.sql`select count(*)::int as n from events where site_id = ${SITE}`)[0]!.n) === 40)).toBe(true)
-    // The rollup merges the events into visits and closes them (as the browser test does: it runs until it has every event).
-    const rollup = async (env: Record<string, string> = {}) => {
-      const run = await runBinary('cron', { ...stack.env, ...env }, ['--once', 'rollup'])
-      expect(run.code, run.output).toBe(0)
-      return Number((await stack.db.sql`select count(*)::int as n from events where xid >= (select xid_watermark from rollup_state)`)[0]!.n) === 0
-    }
-    expect(await eventually(rollup, { timeoutMs: 120_000, intervalMs: 1000 })).toBe(true)
-    await rollup({ VISIT_CLOSE_AFTER_MS: '0' })
+    // The rollup merges the events into visits and closes them.
+    await rollUpAll(stack)
     const link = await admin('POST', '/v1/admin/tokens', { kind: 'link', site_id: SITE, name: 'for the client' })
     expect(link.path).toBe(`/share/${SITE}#link=${link.token}`)
     await Bun.sleep(800) // every API process loads the new link within REGISTRY_REFRESH_MS

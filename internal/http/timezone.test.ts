@@ -7,7 +7,7 @@ import { createSites } from '../sites/sites.ts'
 import { dayOf } from '../sites/timezone.ts'
 import { HLL_EXACT_UP_TO } from '../store/rollup.ts'
 import { createStore } from '../store/store.ts'
-import { eventually, isolated } from '../testkit/testkit.ts'
+import { eventually, isolated, prng } from '../testkit/testkit.ts'
 import { createApp } from './http.ts'
 
 // An oracle for local days: events spread over a DST change and a month boundary go in
@@ -19,15 +19,6 @@ const env = isolated()
 const TOKEN = 'tz-token'
 const stop = new AbortController()
 afterAll(() => stop.abort())
-
-function prng(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 type Cell = { views: number; users: Set<string> }
 const SITES = [

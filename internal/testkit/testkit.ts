@@ -9,6 +9,7 @@ import { loadConfig } from '../config/config.ts'
 import { scriptCommand } from '../lifecycle/scripts.ts'
 import type { QueueOptions } from '../queue/queue.ts'
 import { migrate } from '../store/migrate.ts'
+import { rollupLag } from '../store/rollup.ts'
 
 const base = loadConfig(process.env, { STATS_PUBLIC: 'true' })
 
@@ -204,6 +205,32 @@ export function pipeline(extra: Record<string, string> = {}): Pipeline {
     await ctx.db?.drop()
   }, 30_000)
   return ctx
+}
+
+/**
+ * Runs `cron --once rollup` on the pipeline's database until every stored event is counted
+ * (a run stops short of events newer than a transaction still running anywhere on the
+ * server, another test's say), then once more with VISIT_CLOSE_AFTER_MS=0, which closes
+ * every visit into the visit rollups. Throws with cron's output if a run fails.
+ */
+export async function rollUpAll(stack: Pipeline): Promise<void> {
+  const rollup = async (env: Record<string, string> = {}) => {
+    const run = await runBinary('cron', { ...stack.env, ...env }, ['--once', 'rollup'])
+    if (run.code !== 0) throw new Error(`cron --once rollup exited ${run.code}: ${run.output}`)
+    return (await rollupLag(stack.db.sql)).unrolled === 0
+  }
+  if (!(await eventually(rollup, { timeoutMs: 120_000, intervalMs: 1000 }))) throw new Error('events were still not rolled up after 120 s')
+  await rollup({ VISIT_CLOSE_AFTER_MS: '0' })
+}
+
+/** A seeded pseudo-random generator (mulberry32) of numbers in [0, 1): the same seed, the same workload. */
+export function prng(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
 }
 
 /** One sample's value from a Prometheus text exposition, e.g. metricValue(text, 'sluice_queue_length'); NaN when absent. */
