@@ -3,7 +3,6 @@
 // closed and counted into rollup_<g>_visits. docs/visits.md gives the rules.
 import type postgres from 'postgres'
 import type { Sql } from '../clients/clients.ts'
-import { GRANULARITIES, type Granularity } from '../store/buckets.ts'
 import { ATTRIBUTES, PAGEVIEW_TYPES } from '../store/dimensions.ts'
 import { addCounts, foldBeyondCap } from '../store/cap.ts'
 import { HLL } from '../store/rollup.ts'
@@ -12,12 +11,11 @@ import { HLL } from '../store/rollup.ts'
 export const VISIT_GAP_MS = 30 * 60_000
 
 /**
- * The dimensions a visit takes from its first event: every event dimension but path and
- * event_type, under which it counts once for each value its events had. VISIT_DIMENSIONS
- * adds those two and the entry and exit pages.
+ * The dimensions visits are counted by: the ATTRIBUTES a visit takes from its first event,
+ * the entry and exit pages, and path and event_type, under which a visit counts once for
+ * each value its events had.
  */
-export const VISIT_ATTRIBUTES = ATTRIBUTES
-export const VISIT_DIMENSIONS = [...VISIT_ATTRIBUTES, 'entry_page', 'exit_page', 'path', 'event_type'] as const
+export const VISIT_DIMENSIONS = [...ATTRIBUTES, 'entry_page', 'exit_page', 'path', 'event_type'] as const
 export type VisitDimension = (typeof VISIT_DIMENSIONS)[number]
 export const isVisitDimension = (d: string): d is VisitDimension => (VISIT_DIMENSIONS as readonly string[]).includes(d)
 
@@ -33,7 +31,7 @@ type Rows = postgres.PendingQuery<postgres.Row[]>
 export async function mergeVisits(tx: Sql, rows: Rows): Promise<void> {
   const pv = PAGEVIEW_TYPES as unknown as string[]
   // A list of identifiers as a fragment: postgres.js reads tx(array) in an insert as values.
-  const attrs = VISIT_ATTRIBUTES.map((a) => tx`${tx(a)}`).reduce((a, b) => tx`${a}, ${b}`)
+  const attrs = ATTRIBUTES.map((a) => tx`${tx(a)}`).reduce((a, b) => tx`${a}, ${b}`)
   await tx`
     create temp table visit_items on commit drop as
     select site_id collate "C" as site_id, user_id collate "C" as visitor, ts as started_at, ts as ended_at, received_at as last_received_at, 1::bigint as events,
@@ -69,7 +67,7 @@ export async function mergeVisits(tx: Sql, rows: Rows): Promise<void> {
   // array led by a fixed-width time key (earliest page view, then smallest path; latest, then
   // largest).
   const key = (t: string) => tx`lpad((extract(epoch from ${tx(t)}) * 1000000)::bigint::text, 18, '0')`
-  const firsts = VISIT_ATTRIBUTES.map((a) => tx`max(${tx(a)}) filter (where opens = 1) as ${tx(a)}`).reduce((a, b) => tx`${a}, ${b}`)
+  const firsts = ATTRIBUTES.map((a) => tx`max(${tx(a)}) filter (where opens = 1) as ${tx(a)}`).reduce((a, b) => tx`${a}, ${b}`)
   await tx`
     insert into visits_open (site_id, visitor, started_at, ended_at, last_received_at, events, pageviews, entry_at, entry_page, exit_at, exit_page,
                              first_event_id, ${attrs}, paths, event_types)
@@ -111,7 +109,7 @@ export async function closeVisits(tx: Sql, { before, dimCap }: CloseOptions): Pr
     create temp table visit_closed on commit drop as
     with gone as (delete from visits_open where last_received_at < ${before} returning *)
     select site_id collate "C" as site_id, visitor, started_at, ended_at, events, pageviews, entry_page collate "C" as entry_page, exit_page collate "C" as exit_page,
-           ${VISIT_ATTRIBUTES.map((a) => tx`${tx(a)} collate "C" as ${tx(a)}`).reduce((a, b) => tx`${a}, ${b}`)},
+           ${ATTRIBUTES.map((a) => tx`${tx(a)} collate "C" as ${tx(a)}`).reduce((a, b) => tx`${a}, ${b}`)},
            paths::text[] collate "C" as paths, event_types::text[] collate "C" as event_types, date_trunc('day', started_at, 'UTC') as day
     from gone`
   const [{ n }] = (await tx`select count(*)::int as n from visit_closed`) as unknown as [{ n: number }]
@@ -123,7 +121,7 @@ export async function closeVisits(tx: Sql, { before, dimCap }: CloseOptions): Pr
     await tx`
       create temp table visit_closed_days on commit drop as
       ${groupedVisits(tx, ['entry_page', 'exit_page'], true)}
-      union all ${groupedVisits(tx, VISIT_ATTRIBUTES, false)}
+      union all ${groupedVisits(tx, ATTRIBUTES, false)}
       union all
       select v.site_id, v.day, 'path', p, ${visitMeasures(tx, tx`false`)} from visit_closed v cross join lateral unnest(v.paths) p group by 1, 2, 3, 4
       union all
@@ -194,7 +192,7 @@ export function visitMeasures(tx: Sql, sketched?: Rows): Rows {
 
 /** The (dim, value) pairs a closed visit row `v` is counted under, as a lateral subquery. */
 export function visitPairs(tx: Sql): Rows {
-  const attrs = VISIT_ATTRIBUTES.map((a) => tx`select ${a}::text, coalesce(v.${tx(a)}, '')`).reduce((a, b) => tx`${a} union all ${b}`)
+  const attrs = ATTRIBUTES.map((a) => tx`select ${a}::text, coalesce(v.${tx(a)}, '')`).reduce((a, b) => tx`${a} union all ${b}`)
   return tx`
     select ''::text as dim, ''::text as value
     union all ${attrs}
