@@ -21,7 +21,14 @@ const SITES = Number(__ENV.SITES || 20)
 const USERS = Number(__ENV.USERS || 5000)
 const PATHS = ['/', '/pricing', '/docs', '/blog', '/signup', '/login', '/about', '/changelog']
 const TYPES = ['pageview', 'pageview', 'pageview', 'click', 'signup']
-const JSON_HEADERS = { 'Content-Type': 'application/json' }
+// Browsers' user agents: k6's own ("Grafana k6/…") is a crawler's to the API, which answers
+// its events 202 like any other and does not store them, so stored would never equal accepted.
+const USER_AGENTS = [
+  'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36',
+  'Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15',
+  'Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1',
+  'Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0',
+]
 
 /** Events answered 202: what the harness compares with the rows stored afterwards. */
 const accepted = new Counter('accepted_events')
@@ -78,6 +85,7 @@ export const options = {
 
 /** @param {number} n */
 const pick = (n) => Math.floor(Math.random() * n)
+const headers = () => ({ 'Content-Type': 'application/json', 'User-Agent': USER_AGENTS[pick(USER_AGENTS.length)] })
 
 /** A random v4 UUID, so a retried request would be stored once. */
 function uuid() {
@@ -104,14 +112,14 @@ function randomEvent() {
 }
 
 export function single() {
-  const res = http.post(`${BASE_URL}/event`, JSON.stringify(randomEvent()), { headers: JSON_HEADERS, tags: { name: 'POST /event' } })
+  const res = http.post(`${BASE_URL}/event`, JSON.stringify(randomEvent()), { headers: headers(), tags: { name: 'POST /event' } })
   if (res.status === 202) accepted.add(1)
   check(res, { 'status is 202': (r) => r.status === 202 })
 }
 
 export function batch() {
   const events = Array.from({ length: BATCH_SIZE }, randomEvent)
-  const res = http.post(`${BASE_URL}/events`, JSON.stringify(events), { headers: JSON_HEADERS, tags: { name: 'POST /events' } })
+  const res = http.post(`${BASE_URL}/events`, JSON.stringify(events), { headers: headers(), tags: { name: 'POST /events' } })
   if (res.status === 202 || res.status === 207) accepted.add(Number(res.json('accepted')) || 0)
   check(res, {
     'status is 202': (r) => r.status === 202,

@@ -47,6 +47,9 @@ const summary = JSON.parse(readFileSync(summaryFile, 'utf8')) as { metrics: Reco
 const accepted = summary.metrics.accepted_events?.count ?? 0
 await eventually(async () => (await r.redis.xlen(r.queue.stream)) === 0, { timeoutMs: 120_000, intervalMs: 200 })
 const [rows] = await db.sql`select count(*)::int as n, count(distinct event_id)::int as d from events`
+// Events the API took for a bot's: answered 202 like any other, never stored.
+const metricsText = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+const botsDropped = [...metricsText.matchAll(/^sluice_events_bots_dropped_total\{[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0)
 const failedThresholds = Object.entries(summary.metrics).flatMap(([name, m]) =>
   Object.entries(m.thresholds ?? {})
     .filter(([, crossed]) => crossed)
@@ -59,13 +62,14 @@ const result = {
   dropped_iterations: summary.metrics.dropped_iterations?.count ?? 0,
   accepted,
   stored: rows!.n as number,
+  bots_dropped: botsDropped,
   duplicated: (rows!.n as number) - (rows!.d as number),
   cpu_seconds: { k6: Number(seconds('k6')), api: Number(seconds('api')), worker: Number(seconds('worker')) },
   steal_share: used.stealShare,
 }
 console.log(JSON.stringify(result, null, 2))
 console.log(
-  `k6 exit ${code}; thresholds crossed: ${failedThresholds.length ? failedThresholds.join('; ') : 'none'}; dropped iterations ${result.dropped_iterations}; accepted ${accepted}, stored ${result.stored}, duplicated ${result.duplicated}; CPU s: k6 ${seconds('k6')}, api ${seconds('api')}, worker ${seconds('worker')}`,
+  `k6 exit ${code}; thresholds crossed: ${failedThresholds.length ? failedThresholds.join('; ') : 'none'}; dropped iterations ${result.dropped_iterations}; accepted ${accepted}, stored ${result.stored}, duplicated ${result.duplicated}, dropped as bots ${botsDropped}; CPU s: k6 ${seconds('k6')}, api ${seconds('api')}, worker ${seconds('worker')}`,
 )
 await record('k6', result)
 await Promise.all([api.stop(), worker.stop()])
