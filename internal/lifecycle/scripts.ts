@@ -5,7 +5,7 @@ import { join } from 'node:path'
 // loading less before it installs its signal handlers shortens its Ctrl-C window.
 
 /**
- * The command package.json's script `name` runs (e.g. `bun --smol cmd/api/main.ts`), split
+ * The command package.json's script `name` runs (e.g. `bun cmd/worker/main.ts`), split
  * into arguments, to be run with `root` as the working directory. The scripts are the one
  * place that says how each binary is started; the supervisor and the tests use them too.
  */
