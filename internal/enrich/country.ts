@@ -19,7 +19,18 @@ export function createCountryLookup(file = fileURLToPath(import.meta.resolve(COU
   // Decoded records are cached by their offset in the file: there is one per country, so the Map stays small.
   // The records are { country_code }, none of the MaxMind shapes mmdb-lib types, hence the cast below.
   const reader = new Reader<Response>(readFileSync(file), { cache: new Map() })
+  // The last answer, for the next call with the same address: every event of a batch comes
+  // from the same sender. It holds one address, the one this process last looked up.
+  let lastIp: string | null = null
+  let lastCode: string | null = null
   return function country(ip) {
+    if (ip === lastIp) return lastCode
+    lastCode = lookup(ip)
+    lastIp = ip
+    return lastCode
+  }
+
+  function lookup(ip: string | null): string | null {
     if (typeof ip !== 'string' || ip.length > MAX_IP_LENGTH) return null
     const mapped = IPV4_MAPPED.exec(ip)
     const address = mapped ? mapped[1]! : ip

@@ -122,6 +122,11 @@ describe('country', () => {
     expect(enricher.country(ip)).toBeNull()
   })
 
+  test('answers an address repeated in a row, as in a batch, the same as the first time, and the next address by its own', () => {
+    const sequence = ['85.214.132.117', '85.214.132.117', '8.8.8.8', '8.8.8.8', null, '133.11.0.1', '85.214.132.117', 'garbage', 'garbage', '2a01:4f8::1']
+    expect(sequence.map((ip) => enricher.country(ip))).toEqual(['DE', 'DE', 'US', 'US', null, 'JP', 'DE', null, null, 'DE'])
+  })
+
   test('has no country for malformed input and does not throw', () => {
     for (const ip of [null, '', 'garbage', '1.2.3', '1.2.3.4.5', '999.1.1.1', '8.8.8.8\0', ' 8.8.8.8', '[::1]', '::ffff:999.1.1.1', 'x'.repeat(100_000)]) {
       expect(enricher.country(ip)).toBeNull()
