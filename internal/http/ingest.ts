@@ -42,7 +42,7 @@ export type IngestOptions = {
 
 /**
  * The most bytes of large bodies parsed and processed at once: one 1000-event batch (about
- * 120 KB). Measured with 50 connections sending such batches: 512 KiB served 11 % more of
+ * 120 KB). Measured with 50 connections sending such batches: 512 KiB served about 13 % more of
  * them and peaked 16 MB higher (docs/benchmarks.md).
  */
 export const PARSE_TURN_BYTES = 128 * 1024
