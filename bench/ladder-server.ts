@@ -1,6 +1,6 @@
 // One step of the ladder (bench/ladder.ts): a Bun.serve doing the API's work for POST /event
-// up to step N, so the CPU each piece adds can be told apart in one run.
-// `bun --smol bench/ladder-server.ts <port> <step> <redis-url> <stream>`.
+// up to step N (1 and up; step 0 is bench/baseline.ts), so the CPU each piece adds can be
+// told apart in one run. `bun --smol bench/ladder-server.ts <port> <step> <redis-url> <stream>`.
 import Redis from 'ioredis'
 import { createEnricher } from '../internal/enrich/enrich.ts'
 import { createEventParser, type Event } from '../internal/event/event.ts'
@@ -49,10 +49,6 @@ const server = Bun.serve({
   routes: {
     '/event': {
       POST: async (req, srv) => {
-        if (step === 0) {
-          await req.json()
-          return new Response('{"status":"accepted"}', { status: 202, headers: { 'content-type': 'application/json' } })
-        }
         checkBody(req, 64 * 1024)
         const bytes = step >= 2 ? await deadlines.track(req.bytes()) : await req.bytes()
         const body = parseJson(bytes) as { event_id?: string }

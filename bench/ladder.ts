@@ -25,7 +25,10 @@ const ladder = await Promise.all(
   STEPS.map(async (what, step) => {
     const port = await freePort()
     const stream = `${r.queue.stream}:ladder${step}`
-    const proc = Bun.spawn(['bun', '--smol', `${import.meta.dir}/ladder-server.ts`, String(port), String(step), r.url, stream], {
+    // Step 0 is the bare server bench/bench.ts compares with.
+    const command =
+      step === 0 ? [`${import.meta.dir}/baseline.ts`, String(port)] : [`${import.meta.dir}/ladder-server.ts`, String(port), String(step), r.url, stream]
+    const proc = Bun.spawn(['bun', '--smol', ...command], {
       stdout: 'ignore',
       stderr: 'inherit',
     })
@@ -47,23 +50,21 @@ const runs = await runRounds(
   ],
   { rounds: Number(values.rounds), seconds: Number(values.seconds), script: 'event.lua', env: { TIMESTAMP: new Date().toISOString() } },
 )
-const cpuOf = (name: string) => median(runs.filter((x) => x.name === name).map((x) => x.cpuUsPerRequest))
+/** A contender's CPU per request in each round, and their median. */
+const cpuOf = (name: string) => {
+  const rounds = runs.filter((x) => x.name === name).map((x) => x.cpuUsPerRequest)
+  return { median: median(rounds), rounds: rounds.map((x) => x.toFixed(1)).join(', ') }
+}
 const steal = median(runs.map((x) => x.stealShare))
 let previous = Number.NaN
 for (const [i, s] of ladder.entries()) {
   const cpu = cpuOf(s.name)
-  const rounds = runs.filter((x) => x.name === s.name).map((x) => x.cpuUsPerRequest.toFixed(1))
-  console.log(
-    `${s.name}: ${cpu.toFixed(1)} µs/req${i ? ` (${cpu - previous >= 0 ? '+' : ''}${(cpu - previous).toFixed(1)})` : ''} [${rounds.join(', ')}]  ${s.what}`,
-  )
-  previous = cpu
+  const added = i ? ` (${cpu.median - previous >= 0 ? '+' : ''}${(cpu.median - previous).toFixed(1)})` : ''
+  console.log(`${s.name}: ${cpu.median.toFixed(1)} µs/req${added} [${cpu.rounds}]  ${s.what}`)
+  previous = cpu.median
 }
-console.log(
-  `api   : ${cpuOf('api').toFixed(1)} µs/req [${runs
-    .filter((x) => x.name === 'api')
-    .map((x) => x.cpuUsPerRequest.toFixed(1))
-    .join(', ')}]  the API (bun run api)`,
-)
+const apiCpu = cpuOf('api')
+console.log(`api   : ${apiCpu.median.toFixed(1)} µs/req [${apiCpu.rounds}]  the API (bun run api)`)
 console.log(`median steal ${(100 * steal).toFixed(1)} %; non-2xx ${runs.reduce((n, x) => n + x.non2xx + x.errors, 0)}`)
 for (const s of ladder) s.proc.kill()
 await api.stop()
