@@ -59,6 +59,32 @@ describe('worker', () => {
     expect(await queue.depth()).toMatchObject({ length: 0, pending: 0 })
   })
 
+  test('stores and acknowledges other batches while one insert is held up', async () => {
+    await createQueue(r.redis, { ...r.queue, maxEntryEvents: 10 }).enqueue(Array.from({ length: 50 }, (_, i) => event(i)))
+    const store = createStore(db.sql)
+    let release = () => {}
+    const held = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    const insertEventsJson = async (json: string) => {
+      if (json.includes(event(0).event_id)) await held
+      return store.insertEventsJson(json)
+    }
+    const slow = { ...store, insertEventsJson }
+    const reader = r.redis.duplicate()
+    readers.push(reader)
+    const worker = createWorker({ queue, store: slow, reader, log: silentLogger() }, { consumer: 'w1', blockMs: 50, batchSize: 10 })
+    const controller = new AbortController()
+    const done = worker.run(controller.signal)
+    expect(await eventually(async () => (await storedCount()) === 40)).toBe(true)
+    expect((await queue.depth()).pending).toBe(1)
+    release()
+    expect(await eventually(async () => (await storedCount()) === 50)).toBe(true)
+    controller.abort()
+    expect(await done).toMatchObject({ stored: 50, duplicates: 0 })
+    expect(await queue.depth()).toMatchObject({ length: 0, pending: 0 })
+  })
+
   test('stores an event delivered twice once', async () => {
     await queue.enqueue([event(1), event(1), event(2)])
     const { stop } = startWorker()

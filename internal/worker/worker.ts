@@ -1,6 +1,7 @@
 // Package worker drains the queue into Postgres: it reads entries through the consumer
 // group, inserts their events in statements of at most batchSize events, and acknowledges
-// entries only after the commit. The next read overlaps the current insert.
+// entries only after the commit. Statements run in insertConcurrency lanes, each taking the
+// next chunk as soon as its own commit is acknowledged, and the next read overlaps them.
 import type { RedisClient } from '../clients/clients.ts'
 import type { Event } from '../event/event.ts'
 import { sleep } from '../lifecycle/lifecycle.ts'
@@ -68,6 +69,10 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
     // A read started while the previous batch is inserted. It never rejects (it carries its
     // error instead), so a failure cannot go unhandled while the insert is still running.
     let prefetch: Promise<{ delivery: Delivery } | { error: unknown }> | null = null
+    // Chunks being stored, at most insertConcurrency. Each lane frees itself when its chunk
+    // is acknowledged, so Postgres gets the next statement while this process prepares
+    // another, instead of every lane waiting for the slowest of a read's chunks.
+    const lanes = new Set<Promise<void>>()
     await retrying('create consumer group', () => queue.ensureGroup(), signal)
     // Consumers of earlier worker processes stay in the group; forget those idle a day with nothing pending.
     await queue.pruneConsumers(24 * 3_600_000).catch((err) => log.warn({ err }, 'could not prune idle consumers'))
@@ -81,9 +86,12 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
           delivery = read.delivery
         } else if (!ownPendingDone) {
           // After a restart under the same name, what this consumer held before comes first.
+          // Claims see entries still being stored as pending too: let those finish first.
+          await Promise.all(lanes)
           delivery = await queue.claim(consumer, { owner: consumer, minIdleMs: 0, count, maxDeliveries })
           ownPendingDone = size(delivery) === 0
         } else if (Date.now() >= nextClaimAt) {
+          await Promise.all(lanes)
           delivery = await queue.claim(consumer, { minIdleMs: claimIdleMs, count, maxDeliveries })
           const got = size(delivery)
           if (got > 0) log.warn({ entries: got }, 'took over entries from a stalled consumer')
@@ -103,7 +111,8 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
             (error: unknown) => ({ error }),
           )
         }
-        await handle(delivery, signal)
+        if (delivery.bad.length) await inLane(lanes, () => setAside(delivery.bad, signal))
+        for (const chunk of chunksOf(delivery.entries)) await inLane(lanes, () => storeChunk(chunk, signal))
       } catch (err) {
         failures++
         const wait = backoff(failures)
@@ -113,11 +122,21 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
         await sleep(wait, signal)
       }
     }
+    await Promise.all(lanes)
     log.info(stats, 'worker stopped')
     return stats
   }
 
   const size = (d: Delivery) => d.entries.length + d.bad.length
+
+  /** Runs `job` once a lane is free. The job never rejects: what it cannot finish stays pending for a later claim. */
+  async function inLane(lanes: Set<Promise<void>>, job: () => Promise<void>): Promise<void> {
+    while (lanes.size >= insertConcurrency) await Promise.race(lanes)
+    const lane: Promise<void> = job()
+      .catch((err) => log.error({ err }, 'storing a batch failed; leaving it pending'))
+      .finally(() => lanes.delete(lane))
+    lanes.add(lane)
+  }
 
   /** Asks for more entries when they are small and fewer when they are large, so reads stay near readTarget events. */
   function adapt({ entries }: Delivery) {
@@ -128,9 +147,8 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
     if (events > readTarget || full) count = Math.max(1, Math.min(readTarget, ideal))
   }
 
-  /** Stores a delivery and acknowledges it. What can never be stored goes to the dead-letter stream. */
-  async function handle({ entries, bad }: Delivery, signal: AbortSignal): Promise<void> {
-    // Chunks of whole entries, at most batchSize events each (an entry larger than that is a chunk of its own).
+  /** Chunks of whole entries, at most batchSize events each (an entry larger than that is a chunk of its own). */
+  function chunksOf(entries: Entry[]): Entry[][] {
     const chunks: Entry[][] = []
     let size = 0
     for (const entry of entries) {
@@ -141,36 +159,38 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
       chunks.at(-1)!.push(entry)
       size += entry.count
     }
-    let inserted = 0
-    let rejectedEvents = 0
-    const rejected: BadEntry[] = [...bad]
-    for (let i = 0; i < chunks.length; i += insertConcurrency) {
-      const results = await Promise.all(
-        chunks.slice(i, i + insertConcurrency).map((chunk) => retrying('insert batch', () => insert(chunk), signal, stopGraceMs)),
-      )
-      if (results.includes(undefined)) return // stopping, and Postgres is still failing: leave it all pending.
-      for (const result of results) {
-        inserted += result!.inserted
-        rejectedEvents += result!.rejectedEvents
-        rejected.push(...result!.rejected)
-        stats.batches++
-      }
-    }
+    return chunks
+  }
+
+  /** Moves entries that did not decode to the dead-letter stream (which acknowledges them). */
+  async function setAside(bad: BadEntry[], signal: AbortSignal): Promise<void> {
+    const written = await retrying('dead-letter entries', () => queue.deadLetter(bad).then(() => true), signal, stopGraceMs)
+    if (!written) return
+    log.error({ count: bad.length, reasons: [...new Set(bad.map((d) => d.reason))] }, 'moved entries to the dead-letter stream')
+    stats.deadLettered += bad.length
+    metrics?.worker.deadLettered.inc(bad.length)
+  }
+
+  /** Stores a chunk in one statement and acknowledges its entries. What can never be stored goes to the dead-letter stream. */
+  async function storeChunk(chunk: Entry[], signal: AbortSignal): Promise<void> {
+    const result = await retrying('insert batch', () => insert(chunk), signal, stopGraceMs)
+    if (result === undefined) return // stopping, and Postgres is still failing: leave it pending.
+    stats.batches++
+    const { inserted, rejectedEvents, rejected } = result
     if (rejected.length) {
       // Acking without the dead letters written would lose the rejected events: leave it all pending.
       const written = await retrying('dead-letter entries', () => queue.deadLetter(rejected).then(() => true), signal, stopGraceMs)
       if (!written) return
       log.error({ count: rejected.length, reasons: [...new Set(rejected.map((d) => d.reason))] }, 'moved entries to the dead-letter stream')
     }
-    await retrying('acknowledge batch', () => queue.ack(entries.map((e) => e.id)), signal, stopGraceMs)
-    const total = entries.reduce((n, e) => n + e.count, 0)
-    const duplicates = total - inserted - rejectedEvents
+    const duplicates = chunk.reduce((n, e) => n + e.count, 0) - inserted - rejectedEvents
     stats.stored += inserted
     stats.duplicates += duplicates
     stats.deadLettered += rejected.length
     metrics?.worker.stored.inc(inserted)
     if (duplicates > 0) metrics?.worker.duplicates.inc(duplicates)
     if (rejected.length) metrics?.worker.deadLettered.inc(rejected.length)
+    await retrying('acknowledge batch', () => queue.ack(chunk.map((e) => e.id)), signal, stopGraceMs)
   }
 
   /**
