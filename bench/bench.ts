@@ -6,7 +6,7 @@
 import { parseArgs } from 'node:util'
 import { createStore } from '../internal/store/store.ts'
 import { createTestDatabase, createTestRedis, envFor, eventually, freePort, spawnBinary, waitForReady, type Binary } from '../internal/testkit/testkit.ts'
-import { drain, plainBatch } from './drain.ts'
+import { drain, plainBatch, type DrainResult } from './drain.ts'
 import { record } from './results.ts'
 import { peakRssMb } from './proc.ts'
 import { median, ratios, runRounds, type Run } from './rounds.ts'
@@ -121,17 +121,18 @@ for (const run of scaling)
   line(`round ${run.round} ${run.name}: ${Math.round(run.rps)} req/s, p99 ${run.p99Ms} ms, CPU ${run.cpuUsPerRequest.toFixed(1)} µs/req`)
 line(`API scaling 1 → 2 processes on one port, per round: ${fmt(scale.ratio)}`)
 
-// 5. Drain: fill the stream through the API, then time 1 and 2 workers emptying it into Postgres.
+// 5. Drain against Postgres alone: the drain with 1 worker and the worker's statement from
+// the harness, in rounds A B, B A, each from empty tables after a checkpoint (so no phase
+// pays for the one before); then 2 workers, and Postgres alone without event_ids.
 const drainBody = plainBatch(TIMESTAMP)
 async function drainWith(workers: number) {
+  await db.sql`checkpoint`
   const result = await drain({ db, r, url, env, api }, workers, DRAIN_EVENTS, drainBody)
   line(
     `drain, ${workers} worker(s): ${result.eventsPerS} events/s (${Math.round(result.eventsPerS * result.seconds)} events in ${result.seconds} s after a ${result.startupS} s start-up); answered 202 ${result.accepted}, stored ${result.stored}, duplicated ${result.duplicated}`,
   )
   return result
 }
-const drain1 = await drainWith(1)
-const drain2 = await drainWith(2)
 
 /**
  * Postgres alone, on the same tables: the worker's own statement (store.insertEventsJson,
@@ -139,22 +140,23 @@ const drain2 = await drainWith(2)
  * same without event_ids (what the exactly-once check costs).
  */
 const store = createStore(db.sql)
+const PG_BATCH = 2000
+const pgBatches = Array.from({ length: Math.ceil(DRAIN_EVENTS / PG_BATCH) }, (_, b) =>
+  JSON.stringify(
+    Array.from({ length: PG_BATCH }, (_, i) => ({
+      event_id: crypto.randomUUID(),
+      site_id: `drain-${i % 20}`,
+      event_type: 'pageview',
+      path: `/p/${i % 100}`,
+      user_id: `u-${b}-${i}`,
+      timestamp: TIMESTAMP,
+      received_at: Date.now(),
+    })),
+  ),
+)
 async function postgresAlone(withDedup: boolean) {
   await db.sql`truncate events, event_ids`
-  const batchSize = 2000
-  const batches = Array.from({ length: Math.ceil(DRAIN_EVENTS / batchSize) }, (_, b) =>
-    JSON.stringify(
-      Array.from({ length: batchSize }, (_, i) => ({
-        event_id: crypto.randomUUID(),
-        site_id: `drain-${i % 20}`,
-        event_type: 'pageview',
-        path: `/p/${i % 100}`,
-        user_id: `u-${b}-${i}`,
-        timestamp: TIMESTAMP,
-        received_at: Date.now(),
-      })),
-    ),
-  )
+  await db.sql`checkpoint`
   // The worker's form (one array per column) without the event_ids check.
   const plain = (json: string) => {
     const events = JSON.parse(json) as Record<string, string | number>[]
@@ -169,20 +171,33 @@ async function postgresAlone(withDedup: boolean) {
   const started = performance.now()
   let next = 0
   const lane = async () => {
-    while (next < batches.length) {
-      const json = batches[next++]!
+    while (next < pgBatches.length) {
+      const json = pgBatches[next++]!
       await (withDedup ? store.insertEventsJson(json) : plain(json))
     }
   }
   await Promise.all([lane(), lane()])
   const seconds = (performance.now() - started) / 1000
-  return { events: batches.length * batchSize, seconds: +seconds.toFixed(2), eventsPerS: Math.round((batches.length * batchSize) / seconds) }
+  const events = pgBatches.length * PG_BATCH
+  const result = { events, seconds: +seconds.toFixed(2), eventsPerS: Math.round(events / seconds) }
+  line(`Postgres alone, the worker's statement${withDedup ? '' : ' without event_ids'}: ${result.eventsPerS} events/s`)
+  return result
 }
-const pgAlone = await postgresAlone(true)
+const drainRounds: { drain: DrainResult; pg: Awaited<ReturnType<typeof postgresAlone>> }[] = []
+for (const drainFirst of [true, false]) {
+  const drained = drainFirst ? await drainWith(1) : null
+  const pg = await postgresAlone(true)
+  drainRounds.push({ drain: drained ?? (await drainWith(1)), pg })
+}
+const drainRatios = drainRounds.map((x) => x.drain.eventsPerS / x.pg.eventsPerS)
+// The round with the median ratio (of two, the lower: the claim must hold in both).
+const drainRound = drainRounds[drainRatios.indexOf(Math.min(...drainRatios))]!
+const drain1 = drainRound.drain
+const pgAlone = drainRound.pg
+const drain2 = await drainWith(2)
+const drains = [...drainRounds.map((x) => x.drain), drain2]
 const pgNoDedup = await postgresAlone(false)
-line(
-  `Postgres alone, the worker's statement: ${pgAlone.eventsPerS} events/s; without event_ids: ${pgNoDedup.eventsPerS} events/s; drain with 1 worker = ${(drain1.eventsPerS / pgAlone.eventsPerS).toFixed(2)} of Postgres alone`,
-)
+line(`drain with 1 worker against Postgres alone, per round: ${fmt(drainRatios)}`)
 
 const rowCount = async () => (await db.sql`select count(*)::int as n, count(distinct event_id)::int as d from events`)[0] as { n: number; d: number }
 
@@ -239,21 +254,17 @@ const workerRss = peakRssMb(worker.proc.pid)
 await worker.stop()
 
 const apiRss = peakRssMb(api.proc.pid)
-line(`peak RSS across every phase: api ${apiRss} MB, worker ${Math.max(workerRss, drain1.peakRssMb)} MB`)
+line(`peak RSS across every phase: api ${apiRss} MB, worker ${Math.max(workerRss, ...drains.map((d) => d.peakRssMb))} MB`)
 const goals = {
   single_vs_naive_ge_1_5: median(single.vsNaive) >= 1.5,
   single_vs_bare_ge_0_7: median(single.vsBare) >= 0.7,
   single_p99_lt_5ms: single.p99Ms.sluice < 5,
   single_cpu_le_1_5x_bare: median(single.cpuVsBare) <= 1.5,
   batch_100_ge_250k: batches[100]!.eventsPerS >= 250_000,
-  drain_1_worker_ge_0_8_postgres_alone: drain1.eventsPerS >= 0.8 * pgAlone.eventsPerS,
+  drain_1_worker_ge_0_8_postgres_alone: Math.min(...drainRatios) >= 0.8,
   freshness_p99_le_1s: freshness.p99Ms <= 1000,
   api_rss_le_150mb: apiRss <= 150,
-  no_loss_no_duplicates:
-    drain1.stored === drain1.accepted &&
-    drain2.stored === drain2.accepted &&
-    freshness.lost === 0 &&
-    drain1.duplicated + drain2.duplicated + freshness.duplicated === 0,
+  no_loss_no_duplicates: drains.every((d) => d.stored === d.accepted && d.duplicated === 0) && freshness.lost === 0 && freshness.duplicated === 0,
 }
 console.log('\n| measure | result | goal | met |\n|---|---|---|---|')
 const row = (m: string, v: string, g: string, ok: boolean) => console.log(`| ${m} | ${v} | ${g} | ${ok ? 'yes' : 'no'} |`)
@@ -286,18 +297,18 @@ row('API scaling, 1 → 2 processes on one port', `${median(scale.ratio).toFixed
 row('drain, 1 worker / 2 workers', `${drain1.eventsPerS} / ${drain2.eventsPerS} events/s`, '', true)
 row(
   'drain vs Postgres alone (same statement)',
-  `${drain1.eventsPerS} / ${pgAlone.eventsPerS} = ${(drain1.eventsPerS / pgAlone.eventsPerS).toFixed(2)}; without event_ids ${pgNoDedup.eventsPerS}`,
+  `${drain1.eventsPerS} / ${pgAlone.eventsPerS} = ${(drain1.eventsPerS / pgAlone.eventsPerS).toFixed(2)} (rounds ${fmt(drainRatios)}); without event_ids ${pgNoDedup.eventsPerS}`,
   '≥ 0.8',
   goals.drain_1_worker_ge_0_8_postgres_alone,
 )
 row(`freshness p99 at ${FRESH_RATE} events/s`, `${freshness.p99Ms} ms`, '≤ 1 s', goals.freshness_p99_le_1s)
 row(
   'loss check',
-  `drain ${drain1.stored}/${drain1.accepted} and ${drain2.stored}/${drain2.accepted}, freshness ${freshness.stored}/${freshness.accepted}; duplicates ${drain1.duplicated + drain2.duplicated + freshness.duplicated}`,
+  `drains ${drains.map((d) => `${d.stored}/${d.accepted}`).join(', ')}, freshness ${freshness.stored}/${freshness.accepted}; duplicates ${drains.reduce((n, d) => n + d.duplicated, freshness.duplicated)}`,
   '0 lost, 0 duplicated',
   goals.no_loss_no_duplicates,
 )
-row('peak RSS, every phase', `api ${apiRss} MB, worker ${Math.max(workerRss, drain1.peakRssMb)} MB`, 'api ≤ 150 MB', goals.api_rss_le_150mb)
+row('peak RSS, every phase', `api ${apiRss} MB, worker ${Math.max(workerRss, ...drains.map((d) => d.peakRssMb))} MB`, 'api ≤ 150 MB', goals.api_rss_le_150mb)
 
 await record(QUICK ? 'ingest_quick' : 'ingest', {
   seconds: SECONDS,
@@ -306,9 +317,10 @@ await record(QUICK ? 'ingest_quick' : 'ingest', {
   scaling: scale,
   batches,
   postgres_alone: { with_event_ids: pgAlone, without_event_ids: pgNoDedup },
-  drain: [drain1, drain2],
+  drain: drains,
+  drain_rounds: drainRounds.map((x, i) => ({ drain: x.drain.eventsPerS, postgres_alone: x.pg.eventsPerS, ratio: +drainRatios[i]!.toFixed(3) })),
   freshness,
-  peak_rss_mb: { api: apiRss, worker: Math.max(workerRss, drain1.peakRssMb) },
+  peak_rss_mb: { api: apiRss, worker: Math.max(workerRss, ...drains.map((d) => d.peakRssMb)) },
   goals,
 })
 await api.stop()
