@@ -4,7 +4,6 @@
 // freshness and peak RSS. Own database and stream; prints a table and writes
 // bench/results.json. Measures, never asserts.
 import { parseArgs } from 'node:util'
-import { createStore } from '../internal/store/store.ts'
 import { createTestDatabase, createTestRedis, envFor, eventually, freePort, spawnBinary, waitForReady, type Binary } from '../internal/testkit/testkit.ts'
 import { drain, plainBatch, type DrainResult } from './drain.ts'
 import { record } from './results.ts'
@@ -136,50 +135,19 @@ async function drainWith(workers: number) {
 
 /**
  * Postgres alone, on the same tables: the worker's own statement (store.insertEventsJson,
- * batches of WORKER_BATCH_SIZE, WORKER_INSERT_CONCURRENCY at once) from the harness, and the
- * same without event_ids (what the exactly-once check costs).
+ * batches of 2000, two at once) from a process of its own, as the worker is
+ * (bench/pg-alone.ts), and the same without event_ids (what the exactly-once check costs).
  */
-const store = createStore(db.sql)
-const PG_BATCH = 2000
-const pgBatches = Array.from({ length: Math.ceil(DRAIN_EVENTS / PG_BATCH) }, (_, b) =>
-  JSON.stringify(
-    Array.from({ length: PG_BATCH }, (_, i) => ({
-      event_id: crypto.randomUUID(),
-      site_id: `drain-${i % 20}`,
-      event_type: 'pageview',
-      path: `/p/${i % 100}`,
-      user_id: `u-${b}-${i}`,
-      timestamp: TIMESTAMP,
-      received_at: Date.now(),
-    })),
-  ),
-)
 async function postgresAlone(withDedup: boolean) {
   await db.sql`truncate events, event_ids`
   await db.sql`checkpoint`
-  // The worker's form (one array per column) without the event_ids check.
-  const plain = (json: string) => {
-    const events = JSON.parse(json) as Record<string, string | number>[]
-    const column = (key: string) => events.map((e) => e[key]!)
-    return db.sql`
-      insert into events (event_id, site_id, event_type, path, user_id, ts, received_at)
-      select event_id, site_id, event_type, path, user_id, ts, to_timestamp(received_at / 1000)
-      from unnest(${column('event_id')}::uuid[], ${column('site_id')}::text[], ${column('event_type')}::text[], ${column('path')}::text[],
-                  ${column('user_id')}::text[], ${column('timestamp')}::timestamptz[], ${column('received_at')}::float8[])
-        as t(event_id, site_id, event_type, path, user_id, ts, received_at)`
-  }
-  const started = performance.now()
-  let next = 0
-  const lane = async () => {
-    while (next < pgBatches.length) {
-      const json = pgBatches[next++]!
-      await (withDedup ? store.insertEventsJson(json) : plain(json))
-    }
-  }
-  await Promise.all([lane(), lane()])
-  const seconds = (performance.now() - started) / 1000
-  const events = pgBatches.length * PG_BATCH
-  const result = { events, seconds: +seconds.toFixed(2), eventsPerS: Math.round(events / seconds) }
+  const proc = Bun.spawn(['bun', `${import.meta.dir}/pg-alone.ts`, db.url, String(DRAIN_EVENTS), ...(withDedup ? [] : ['--plain'])], {
+    stdout: 'pipe',
+    stderr: 'inherit',
+  })
+  const out = await new Response(proc.stdout).text()
+  if ((await proc.exited) !== 0) throw new Error('bench/pg-alone.ts failed')
+  const result = JSON.parse(out) as { events: number; seconds: number; eventsPerS: number }
   line(`Postgres alone, the worker's statement${withDedup ? '' : ' without event_ids'}: ${result.eventsPerS} events/s`)
   return result
 }
