@@ -137,6 +137,36 @@ describe('timestamp', () => {
 
   test('rejects a number', () => rejects({ ...valid, timestamp: 1731578400 }, 'timestamp', /must be a string/))
 
+  test("takes a timestamp in toISOString's form as it is, and leaves every other, impossible dates included, to the general parser", async () => {
+    const fc = (await import('fast-check')).default
+    const { canonicalMs, parseTimestamp } = await import('./timestamp.ts')
+    const pad = (n: number, width: number) => String(n).padStart(width, '0')
+    const field = (lo: number, hi: number) => fc.integer({ min: lo, max: hi })
+    fc.assert(
+      fc.property(
+        fc.tuple(fc.oneof(field(1960, 2110), field(0, 9999)), field(0, 13), field(0, 32), field(0, 25), field(0, 60), field(0, 60), field(0, 999)),
+        ([y, mo, d, h, mi, sec, milli]) => {
+          const s = `${pad(y, 4)}-${pad(mo, 2)}-${pad(d, 2)}T${pad(h, 2)}:${pad(mi, 2)}:${pad(sec, 2)}.${pad(milli, 3)}Z`
+          const general = parseTimestamp(s)
+          const fast = canonicalMs(s)
+          if (!general.ok) return fast === null
+          return fast === general.ms && new Date(fast).toISOString() === s
+        },
+      ),
+      { numRuns: 20_000 },
+    )
+    for (const s of [
+      '2025-11-14T10:00:00Z',
+      '2025-11-14t10:00:00.000Z',
+      '2025-11-14T10:00:00.000+00:00',
+      '2025-11-14 10:00:00.000Z',
+      '2025-11-14T10:00:00.0000Z',
+    ]) {
+      expect(canonicalMs(s)).toBeNull()
+    }
+    expect(parse({ ...valid, timestamp: '2024-02-29T23:59:59.999Z' })).toMatchObject({ ok: true, event: { timestamp: '2024-02-29T23:59:59.999Z' } })
+  })
+
   test('accepts up to 5 minutes in the future and rejects anything later', () => {
     expect(parse({ ...valid, timestamp: new Date(NOW + 5 * 60_000).toISOString() }).ok).toBe(true)
     rejects({ ...valid, timestamp: new Date(NOW + 5 * 60_000 + 1).toISOString() }, 'timestamp', /5 minutes in the future/)

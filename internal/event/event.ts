@@ -2,7 +2,7 @@
 // against it with valibot, and normalises it into the form the queue carries.
 import { isIP } from 'node:net'
 import * as v from 'valibot'
-import { parseTimestamp } from './timestamp.ts'
+import { canonicalMs, parseTimestamp } from './timestamp.ts'
 
 /** A validated event, as it travels through the queue and into Postgres. */
 export type Event = {
@@ -339,16 +339,23 @@ function acceptFast(input: unknown, now: () => number, maxFutureMs: number, newI
   if (!isOptionalText(path, LIMITS.path) || (typeof path === 'string' && !pathFits(path)) || !isOptionalText(user_id, LIMITS.user_id)) return null
   if (event_id !== undefined && (typeof event_id !== 'string' || !UUID.test(event_id))) return null
   if (typeof timestamp !== 'string') return null
-  const ts = parseTimestamp(timestamp)
+  // A timestamp in toISOString's form is stored as it came; any other is parsed and rewritten.
+  let ms = canonicalMs(timestamp)
+  const canonical = ms !== null
+  if (ms === null) {
+    const ts = parseTimestamp(timestamp)
+    if (!ts.ok) return null
+    ms = ts.ms
+  }
   const t = now()
-  if (!ts.ok || ts.ms > t + maxFutureMs) return null
+  if (ms > t + maxFutureMs) return null
   const event: Event = {
     event_id: ((event_id as string | undefined) ?? newId()).toLowerCase(),
     site_id,
     event_type,
     path: (path as string | null | undefined) || null,
     user_id: (user_id as string | null | undefined) || null,
-    timestamp: new Date(ts.ms).toISOString(),
+    timestamp: canonical ? timestamp : new Date(ms).toISOString(),
     received_at: t,
   }
   const context: Context = { referrer: null, screen_width: null, ip: null, user_agent: null }

@@ -35,6 +35,36 @@ export function parseTimestamp(s: string): TimestampResult {
   return { ok: true, ms }
 }
 
+const CANONICAL = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+
+/**
+ * The common case, first: a timestamp already in the form toISOString writes
+ * (2025-11-14T10:00:00.000Z, from 1970 on) is its own canonical form, so it needs neither
+ * the general pattern nor a Date to be written back. Returns its epoch milliseconds, or null
+ * for anything else, impossible dates included, which parseTimestamp then explains.
+ */
+export function canonicalMs(s: string): number | null {
+  if (s.length !== 24 || !CANONICAL.test(s)) return null
+  const year = digits(s, 0, 4)
+  const month = digits(s, 5, 2)
+  const day = digits(s, 8, 2)
+  const hour = digits(s, 11, 2)
+  const minute = digits(s, 14, 2)
+  const second = digits(s, 17, 2)
+  if (year < 1970 || month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 59) return null
+  const leap = month === 2 && year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0)
+  if (day > DAYS_IN_MONTH[month - 1]! + (leap ? 1 : 0)) return null
+  return Date.UTC(year, month - 1, day, hour, minute, second, digits(s, 20, 3))
+}
+
+/** The number written by `length` ASCII digits of `s` from `at` (already matched as digits). */
+function digits(s: string, at: number, length: number): number {
+  let n = 0
+  for (let i = at; i < at + length; i++) n = n * 10 + s.charCodeAt(i) - 48
+  return n
+}
+
 /**
  * Date.UTC, except that years 0-99 stay years 0-99: Date.UTC maps them to 1900-1999, which
  * would read 0070 as 1970. The common case keeps the fast path.
