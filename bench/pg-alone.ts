@@ -12,11 +12,12 @@ const BATCH = 2000
 const sql = createSql(url!, { max: 2 })
 const store = createStore(sql)
 const timestamp = new Date().toISOString()
-// The drain's events (bench/drain.ts plainBatch): 20 sites, 100 paths, a user each.
+// The drain's events (bench/drain.ts plainBatch): 20 sites, 100 paths, a user each, and
+// time-ordered (v7) ids, as the API gives them to the drain's events.
 const batches = Array.from({ length: Math.ceil(EVENTS / BATCH) }, (_, b) =>
   JSON.stringify(
     Array.from({ length: BATCH }, (_, i) => ({
-      event_id: crypto.randomUUID(),
+      event_id: Bun.randomUUIDv7(),
       site_id: `drain-${i % 20}`,
       event_type: 'pageview',
       path: `/p/${i % 100}`,
