@@ -41,6 +41,7 @@ export const DEFAULTS = {
   WORKER_NAME: '',
   WORKER_BATCH_SIZE: '2000',
   WORKER_BLOCK_MS: '1000',
+  WORKER_LINGER_MS: '20',
   WORKER_CLAIM_IDLE_MS: '60000',
   WORKER_MAX_DELIVERIES: '5',
   WORKER_INSERT_CONCURRENCY: '2',
@@ -134,6 +135,7 @@ const EnvSchema = v.object({
   WORKER_NAME: v.string(),
   WORKER_BATCH_SIZE: int(1, 10_000),
   WORKER_BLOCK_MS: int(1, 60_000),
+  WORKER_LINGER_MS: int(0, 1000),
   WORKER_CLAIM_IDLE_MS: int(1000, 24 * 3_600_000),
   WORKER_MAX_DELIVERIES: int(1, 1000),
   WORKER_INSERT_CONCURRENCY: int(1, 16),
@@ -192,7 +194,15 @@ export type Config = Readonly<{
   identity: Readonly<{ keyPrefix: string }>
   /** The sites registry's cache in each API process: how often it looks for changes. */
   registry: Readonly<{ refreshMs: number }>
-  worker: Readonly<{ name: string; batchSize: number; blockMs: number; claimIdleMs: number; maxDeliveries: number; insertConcurrency: number }>
+  worker: Readonly<{
+    name: string
+    batchSize: number
+    blockMs: number
+    lingerMs: number
+    claimIdleMs: number
+    maxDeliveries: number
+    insertConcurrency: number
+  }>
   cron: Readonly<{ schedules: Readonly<Record<string, string>> }>
   rollup: Readonly<{ pathCap: number; dimCap: number; chunkXids: number; visitCloseAfterMs: number }>
   /** Where worker and cron serve /metrics; 0 turns it off. */
@@ -276,6 +286,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
       name: e.WORKER_NAME || `${hostname()}-${process.pid}`,
       batchSize: e.WORKER_BATCH_SIZE,
       blockMs: e.WORKER_BLOCK_MS,
+      lingerMs: e.WORKER_LINGER_MS,
       claimIdleMs: e.WORKER_CLAIM_IDLE_MS,
       maxDeliveries: e.WORKER_MAX_DELIVERIES,
       insertConcurrency: e.WORKER_INSERT_CONCURRENCY,

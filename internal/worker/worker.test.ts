@@ -85,6 +85,16 @@ describe('worker', () => {
     expect(await queue.depth()).toMatchObject({ length: 0, pending: 0 })
   })
 
+  test('after a light read, waits lingerMs before the next, so what arrives meanwhile goes in one statement', async () => {
+    const { worker, stop } = startWorker({ lingerMs: 500 })
+    await queue.enqueue([event(1)])
+    expect(await eventually(async () => (await storedCount()) === 1)).toBe(true)
+    for (let n = 2; n <= 11; n++) await queue.enqueue([event(n)])
+    expect(await eventually(async () => (await storedCount()) === 11)).toBe(true)
+    expect(worker.stats.batches).toBe(2)
+    await stop()
+  })
+
   test('stores an event delivered twice once', async () => {
     await queue.enqueue([event(1), event(1), event(2)])
     const { stop } = startWorker()

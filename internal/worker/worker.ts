@@ -24,6 +24,12 @@ export type WorkerOptions = {
   /** Most events per insert statement (and, roughly, per read). */
   batchSize?: number
   blockMs?: number
+  /**
+   * After a read that brought less than a quarter of what the insert lanes take, wait this
+   * long before the next, so that light traffic is stored in fewer, larger statements. Adds
+   * at most this much to an event's time to storage; 0 reads again at once.
+   */
+  lingerMs?: number
   /** Entries another consumer has held this long are taken over (it has probably died). */
   claimIdleMs?: number
   /** An entry delivered this many times without being stored goes to the dead-letter stream. */
@@ -47,6 +53,7 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
     consumer,
     batchSize = 2000,
     blockMs = 1000,
+    lingerMs = 20,
     claimIdleMs = 60_000,
     maxDeliveries = 5,
     maxEntryEvents = 100,
@@ -106,10 +113,14 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
         // Read the next batch while this one is inserted; it is stored before the loop ends.
         // Once stopping, no new read starts, so a stop finishes even under constant load.
         if (!signal.aborted && ownPendingDone && Date.now() < nextClaimAt) {
-          prefetch = queue.read(reader, consumer, { count, blockMs }).then(
-            (d) => ({ delivery: d }),
-            (error: unknown) => ({ error }),
-          )
+          const light = lingerMs > 0 && delivery.entries.reduce((n, e) => n + e.count, 0) < readTarget / 4
+          prefetch = (light ? sleep(lingerMs, signal) : Promise.resolve())
+            // A stop during the wait starts no new read.
+            .then(() => (signal.aborted ? { entries: [], bad: [] } : queue.read(reader, consumer, { count, blockMs })))
+            .then(
+              (d) => ({ delivery: d }),
+              (error: unknown) => ({ error }),
+            )
         }
         if (delivery.bad.length) await inLane(lanes, () => setAside(delivery.bad, signal))
         for (const chunk of chunksOf(delivery.entries)) await inLane(lanes, () => storeChunk(chunk, signal))
