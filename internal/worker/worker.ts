@@ -109,11 +109,12 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
         }
         failures = 0
         if (size(delivery) === 0) continue
-        adapt(delivery)
+        const events = delivery.entries.reduce((n, e) => n + e.count, 0)
+        adapt(delivery, events)
         // Read the next batch while this one is inserted; it is stored before the loop ends.
         // Once stopping, no new read starts, so a stop finishes even under constant load.
         if (!signal.aborted && ownPendingDone && Date.now() < nextClaimAt) {
-          const light = lingerMs > 0 && delivery.entries.reduce((n, e) => n + e.count, 0) < readTarget / 4
+          const light = lingerMs > 0 && events < readTarget / 4
           prefetch = (light ? sleep(lingerMs, signal) : Promise.resolve())
             // A stop during the wait starts no new read.
             .then(() => (signal.aborted ? { entries: [], bad: [] } : queue.read(reader, consumer, { count, blockMs })))
@@ -150,8 +151,7 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
   }
 
   /** Asks for more entries when they are small and fewer when they are large, so reads stay near readTarget events. */
-  function adapt({ entries }: Delivery) {
-    const events = entries.reduce((n, e) => n + e.count, 0)
+  function adapt({ entries }: Delivery, events: number) {
     if (events === 0) return
     const full = entries.length >= count
     const ideal = Math.floor((entries.length * readTarget) / events)
@@ -173,11 +173,17 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
     return chunks
   }
 
-  /** Moves entries that did not decode to the dead-letter stream (which acknowledges them). */
+  /** Writes items to the dead-letter stream (which acknowledges their entries); false when stopping left them pending. */
+  async function deadLetter(items: BadEntry[], signal: AbortSignal): Promise<boolean> {
+    const written = await retrying('dead-letter entries', () => queue.deadLetter(items).then(() => true), signal, stopGraceMs)
+    if (!written) return false
+    log.error({ count: items.length, reasons: [...new Set(items.map((d) => d.reason))] }, 'moved entries to the dead-letter stream')
+    return true
+  }
+
+  /** Moves entries that did not decode to the dead-letter stream. */
   async function setAside(bad: BadEntry[], signal: AbortSignal): Promise<void> {
-    const written = await retrying('dead-letter entries', () => queue.deadLetter(bad).then(() => true), signal, stopGraceMs)
-    if (!written) return
-    log.error({ count: bad.length, reasons: [...new Set(bad.map((d) => d.reason))] }, 'moved entries to the dead-letter stream')
+    if (!(await deadLetter(bad, signal))) return
     stats.deadLettered += bad.length
     metrics?.worker.deadLettered.inc(bad.length)
   }
@@ -188,12 +194,8 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
     if (result === undefined) return // stopping, and Postgres is still failing: leave it pending.
     stats.batches++
     const { inserted, rejectedEvents, rejected } = result
-    if (rejected.length) {
-      // Acking without the dead letters written would lose the rejected events: leave it all pending.
-      const written = await retrying('dead-letter entries', () => queue.deadLetter(rejected).then(() => true), signal, stopGraceMs)
-      if (!written) return
-      log.error({ count: rejected.length, reasons: [...new Set(rejected.map((d) => d.reason))] }, 'moved entries to the dead-letter stream')
-    }
+    // Acking without the dead letters written would lose the rejected events: leave it all pending.
+    if (rejected.length && !(await deadLetter(rejected, signal))) return
     const duplicates = chunk.reduce((n, e) => n + e.count, 0) - inserted - rejectedEvents
     stats.stored += inserted
     stats.duplicates += duplicates
