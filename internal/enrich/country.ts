@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { Reader, type Response } from 'mmdb-lib'
@@ -11,14 +10,17 @@ const MAX_IP_LENGTH = 45
 const IPV4_MAPPED = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i
 
 /**
- * Reads the bundled database once, synchronously (about 8 MB, held in memory), and returns a
+ * Maps the bundled database (about 8 MB) into memory read-only, and returns a
  * lookup that maps an address to its ISO 3166-1 alpha-2 code. The database has no entry for
  * private, loopback, link-local or documentation ranges, so those come back null.
  */
 export function createCountryLookup(file = fileURLToPath(import.meta.resolve(COUNTRY_DB))): (ip: string | null) => string | null {
+  // Mapped, not read: only the pages lookups touch become resident, and those are the page
+  // cache's, shared by every API process on the host, where a read costs each process 8 MB.
+  const mapped = Bun.mmap(file, { shared: false })
   // Decoded records are cached by their offset in the file: there is one per country, so the Map stays small.
   // The records are { country_code }, none of the MaxMind shapes mmdb-lib types, hence the cast below.
-  const reader = new Reader<Response>(readFileSync(file), { cache: new Map() })
+  const reader = new Reader<Response>(Buffer.from(mapped.buffer, mapped.byteOffset, mapped.byteLength), { cache: new Map() })
   // The last answer, for the next call with the same address: every event of a batch comes
   // from the same sender. It holds one address, the one this process last looked up.
   let lastIp: string | null = null

@@ -49,7 +49,7 @@ export type Enricher = {
 }
 
 /**
- * Loads the country database (about 8 MB, read synchronously from node_modules) and the
+ * Maps the country database (about 8 MB, from node_modules, read-only) and reads the
  * referrer list once; every call after that is pure computation besides the user-agent cache,
  * and none throws, whatever the input.
  */

@@ -51,7 +51,7 @@ export type IngestDeps = {
   queue: Pick<Queue, 'enqueue'>
   backpressure?: Backpressure | null
   metrics?: Metrics | null
-  /** Loads an 8 MB country database: share one per process. Made here when not given. */
+  /** Maps an 8 MB country database and caches user agents: share one per process. Made here when not given. */
   enricher?: Enricher
   /**
    * Gives an event sent without a user_id the visitor id derived from its site, IP and user
