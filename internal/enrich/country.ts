@@ -17,6 +17,8 @@ const IPV4_MAPPED = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i
 export function createCountryLookup(file = fileURLToPath(import.meta.resolve(COUNTRY_DB))): (ip: string | null) => string | null {
   // Mapped, not read: only the pages lookups touch become resident, and those are the page
   // cache's, shared by every API process on the host, where a read costs each process 8 MB.
+  // Installs link or replace the file, never rewrite it in place (a lookup loop survived
+  // `bun install --force` and a fresh install under it), so the mapping stays valid.
   const mapped = Bun.mmap(file, { shared: false })
   // Decoded records are cached by their offset in the file: there is one per country, so the Map stays small.
   // The records are { country_code }, none of the MaxMind shapes mmdb-lib types, hence the cast below.
