@@ -21,6 +21,8 @@ const FRESH_SECONDS = QUICK ? 5 : 15
 const TIMESTAMP = new Date().toISOString()
 
 const line = (s: string) => console.log(s)
+/** The API's peak RSS (VmHWM, which only grows) after each phase: where it rises is what set the peak. */
+const apiPeakAfter: Record<string, number> = {}
 
 // 1. Single events, in rounds: a bare Bun.serve (await the body, answer 202), the naive
 // server (Hono + valibot + one awaited XADD), and the API, each under the same wrk load.
@@ -58,6 +60,7 @@ const singles = await runRounds(
 )
 baseline.kill()
 naive.kill()
+apiPeakAfter['single events'] = peakRssMb(api.proc.pid)
 for (const run of singles) {
   line(
     `round ${run.round} ${run.name.padEnd(6)}: ${Math.round(run.rps)} req/s, p50 ${run.p50Ms} ms, p99 ${run.p99Ms} ms, non-2xx ${run.non2xx}, errors ${run.errors}, server CPU ${run.cpuUsPerRequest.toFixed(1)} µs/req${run.sharedUsPerRequest.redis !== undefined ? `, redis ${run.sharedUsPerRequest.redis.toFixed(1)} µs/req` : ''}, steal ${(100 * run.stealShare).toFixed(1)} %`,
@@ -91,6 +94,7 @@ for (const n of [100, 1000]) {
   const w = await wrk(`${url}/events`, { script: 'batch.lua', seconds: SECONDS, env: { TIMESTAMP, BATCH: String(n) } })
   batches[n] = { ...w, eventsPerS: Math.round(((w.requests - w.non2xx) * n) / SECONDS) }
   line(`POST /events x${n}: ${batches[n]!.eventsPerS} events/s accepted (${Math.round(w.rps)} req/s, p99 ${w.p99Ms} ms, non-2xx ${w.non2xx})`)
+  apiPeakAfter[`batches of ${n}`] = peakRssMb(api.proc.pid)
   await clear()
 }
 
@@ -116,6 +120,7 @@ const scaling = await runRounds(
   { rounds: ROUNDS, seconds: SECONDS, script: 'event.lua', env: { TIMESTAMP } },
 )
 const scale = { runs: scaling, ratio: ratios(scaling, '2 processes', '1 process', (x) => x.rps) }
+apiPeakAfter['1 and 2 processes'] = peakRssMb(api.proc.pid)
 for (const run of scaling)
   line(`round ${run.round} ${run.name}: ${Math.round(run.rps)} req/s, p99 ${run.p99Ms} ms, CPU ${run.cpuUsPerRequest.toFixed(1)} µs/req`)
 line(`API scaling 1 → 2 processes on one port, per round: ${fmt(scale.ratio)}`)
@@ -166,6 +171,7 @@ const drain2 = await drainWith(2)
 const drains = [...drainRounds.map((x) => x.drain), drain2]
 const pgNoDedup = await postgresAlone(false)
 line(`drain with 1 worker against Postgres alone, per round: ${fmt(drainRatios)}`)
+apiPeakAfter['drains (the API fills the stream)'] = peakRssMb(api.proc.pid)
 
 const rowCount = async () => (await db.sql`select count(*)::int as n, count(distinct event_id)::int as d from events`)[0] as { n: number; d: number }
 
@@ -222,7 +228,13 @@ const workerPeak = Math.max(peakRssMb(worker.proc.pid), ...drains.map((d) => d.p
 await worker.stop()
 
 const apiRss = peakRssMb(api.proc.pid)
+apiPeakAfter.freshness = apiRss
 line(`peak RSS across every phase: api ${apiRss} MB, worker ${workerPeak} MB`)
+line(
+  `the API's peak RSS after each phase: ${Object.entries(apiPeakAfter)
+    .map(([phase, mb]) => `${phase} ${mb} MB`)
+    .join(', ')}`,
+)
 const goals = {
   single_vs_naive_ge_1_5: median(single.vsNaive) >= 1.5,
   single_vs_bare_ge_0_7: median(single.vsBare) >= 0.7,
@@ -288,7 +300,7 @@ await record(QUICK ? 'ingest_quick' : 'ingest', {
   drain: drains,
   drain_rounds: drainRounds.map((x, i) => ({ drain: x.drain.eventsPerS, postgres_alone: x.pg.eventsPerS, ratio: +drainRatios[i]!.toFixed(3) })),
   freshness,
-  peak_rss_mb: { api: apiRss, worker: workerPeak },
+  peak_rss_mb: { api: apiRss, worker: workerPeak, api_after_each_phase: apiPeakAfter },
   goals,
 })
 await api.stop()
