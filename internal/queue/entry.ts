@@ -70,6 +70,9 @@ export function eventsOf(entry: Entry): Event[] {
   return events
 }
 
+/** How many events entries hold, from their counts (nothing is parsed). */
+export const countEvents = (entries: Entry[]): number => entries.reduce((n, e) => n + e.count, 0)
+
 /** Joins entries' arrays into one JSON array, without parsing them. */
 export const joinJson = (entries: Entry[]): string => (entries.length === 1 ? entries[0]!.json : `[${entries.map((e) => e.json.slice(1, -1)).join(',')}]`)
 

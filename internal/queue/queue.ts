@@ -22,7 +22,7 @@ export type QueueOptions = {
 
 export type { BadEntry, Delivery, Entry } from './entry.ts'
 // What a consumer needs of an entry; the fields on the wire stay in entry.ts.
-export { eventFields, eventsOf, fieldsOf, joinJson } from './entry.ts'
+export { countEvents, eventFields, eventsOf, fieldsOf, joinJson } from './entry.ts'
 export type { EnqueueResult } from './writer.ts'
 
 export type Depth = {

@@ -7,7 +7,7 @@ import type { Event } from '../event/event.ts'
 import { sleep } from '../lifecycle/lifecycle.ts'
 import type { Logger } from '../log/log.ts'
 import type { Metrics } from '../metrics/metrics.ts'
-import { eventFields, eventsOf, fieldsOf, joinJson, type BadEntry, type Delivery, type Entry, type Queue } from '../queue/queue.ts'
+import { countEvents, eventFields, eventsOf, fieldsOf, joinJson, type BadEntry, type Delivery, type Entry, type Queue } from '../queue/queue.ts'
 import { isDataError, type Store } from '../store/store.ts'
 
 export type WorkerDeps = {
@@ -109,7 +109,7 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
         }
         failures = 0
         if (size(delivery) === 0) continue
-        const events = delivery.entries.reduce((n, e) => n + e.count, 0)
+        const events = countEvents(delivery.entries)
         adapt(delivery, events)
         // Read the next batch while this one is inserted; it is stored before the loop ends.
         // Once stopping, no new read starts, so a stop finishes even under constant load.
@@ -190,13 +190,14 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
 
   /** Stores a chunk in one statement and acknowledges its entries. What can never be stored goes to the dead-letter stream. */
   async function storeChunk(chunk: Entry[], signal: AbortSignal): Promise<void> {
-    const result = await retrying('insert batch', () => insert(chunk), signal, stopGraceMs)
+    const events = countEvents(chunk)
+    const result = await retrying('insert batch', () => insert(chunk, events), signal, stopGraceMs)
     if (result === undefined) return // stopping, and Postgres is still failing: leave it pending.
     stats.batches++
     const { inserted, rejectedEvents, rejected } = result
     // Acking without the dead letters written would lose the rejected events: leave it all pending.
     if (rejected.length && !(await deadLetter(rejected, signal))) return
-    const duplicates = chunk.reduce((n, e) => n + e.count, 0) - inserted - rejectedEvents
+    const duplicates = events - inserted - rejectedEvents
     stats.stored += inserted
     stats.duplicates += duplicates
     stats.deadLettered += rejected.length
@@ -212,12 +213,12 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
    * the entries and inserts one event at a time, so the good events still go in and only the
    * bad ones (or unreadable entries) are set aside.
    */
-  async function insert(chunk: Entry[]): Promise<{ inserted: number; rejectedEvents: number; rejected: BadEntry[] }> {
+  async function insert(chunk: Entry[], events: number): Promise<{ inserted: number; rejectedEvents: number; rejected: BadEntry[] }> {
     try {
       const started = performance.now()
       const inserted = await store.insertEventsJson(joinJson(chunk))
       metrics?.worker.insertDuration.observe((performance.now() - started) / 1000)
-      metrics?.worker.batchSize.observe(chunk.reduce((n, e) => n + e.count, 0))
+      metrics?.worker.batchSize.observe(events)
       return { inserted, rejectedEvents: 0, rejected: [] }
     } catch (err) {
       if (!isDataError(err)) throw err
