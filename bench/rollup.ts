@@ -11,6 +11,7 @@
 //    fill), with fresh raw events not yet rolled up on top; and /v1/query's visit metrics
 //    by month and visits by entry page.
 // 1b. What visits cost the rollup: VISIT_EVENTS events rolled up with and without visits.
+// 1c. What shards buy: VISIT_EVENTS events rolled up with 1 shard and with SHARDS.
 // Every run closes the visits it merges (visitCloseAfterMs 0), so closing is measured too.
 import { parseArgs } from 'node:util'
 import Redis from 'ioredis'
@@ -30,12 +31,15 @@ const { values } = parseArgs({
     'worst-events': { type: 'string', default: '1000000' },
     queries: { type: 'string', default: '200' },
     'visit-events': { type: 'string', default: '1000000' },
+    // ROLLUP_SHARDS's default.
+    shards: { type: 'string', default: '2' },
   },
 })
 const EVENTS = Number(values.events)
 const WORST = Number(values['worst-events'])
 const QUERIES = Number(values.queries)
 const VISIT_EVENTS = Number(values['visit-events'])
+const SHARDS = Number(values.shards)
 const TXN_ROWS = 2000
 const secs = (t: number) => (performance.now() - t) / 1000
 
@@ -85,9 +89,9 @@ async function fill(sql: Sql, total: number, spanDays: number, start = '2025-01-
 }
 
 // visitCloseAfterMs 0: every visit is closed and counted in the run that merges it, so closing is measured too.
-async function timedRollup(sql: Sql, label: string, visits = true) {
+async function timedRollup(sql: Sql, label: string, visits = true, shards = SHARDS) {
   const t = performance.now()
-  const r = await rollup(sql, { visitCloseAfterMs: 0, visits })
+  const r = await rollup(sql, { visitCloseAfterMs: 0, visits, shards })
   const s = secs(t)
   const rate = Math.round(r.events / s)
   console.log(`${label}: ${r.events.toLocaleString()} events in ${s.toFixed(1)} s = ${rate.toLocaleString()} events/s (${r.chunks} chunks)`)
@@ -96,7 +100,7 @@ async function timedRollup(sql: Sql, label: string, visits = true) {
 
 const live = await createTestDatabase()
 console.log(`1. ${EVENTS.toLocaleString()} events over one day, in ingestion order: generated in ${(await fill(live.sql, EVENTS, 1)).toFixed(1)} s`)
-const inOrder = await timedRollup(live.sql, '   rollup')
+const inOrder = await timedRollup(live.sql, `   rollup, ${SHARDS} shards`)
 await live.drop()
 
 // 1b. What visits cost the rollup: the same events rolled up with and without visits, in rounds A B, B A.
@@ -119,6 +123,27 @@ const visitRatios = [0, 1].map((round) => {
   return withV.events_per_s / withoutV.events_per_s
 })
 console.log(`   with visits / without, per round: ${visitRatios.map((x) => x.toFixed(2)).join(', ')}`)
+
+// 1c. What shards buy: the same events rolled up with 1 shard and with SHARDS, in rounds A B, B A.
+const shardRatios: number[] = []
+if (SHARDS > 1) {
+  for (const order of [
+    [1, SHARDS],
+    [SHARDS, 1],
+  ]) {
+    const rate: Record<number, number> = {}
+    for (const shards of order) {
+      const db = await createTestDatabase()
+      await fill(db.sql, VISIT_EVENTS, 1)
+      rate[shards] = (
+        await timedRollup(db.sql, `1c. ${VISIT_EVENTS.toLocaleString()} events, ${shards} shard${shards > 1 ? 's' : ''}`, true, shards)
+      ).events_per_s
+      await db.drop()
+    }
+    shardRatios.push(rate[SHARDS]! / rate[1]!)
+  }
+  console.log(`   ${SHARDS} shards / 1, per round: ${shardRatios.map((x) => x.toFixed(2)).join(', ')}`)
+}
 
 const year = await createTestDatabase()
 console.log(`2. ${WORST.toLocaleString()} events spread over a year: generated in ${(await fill(year.sql, WORST, 365)).toFixed(1)} s`)
@@ -193,6 +218,8 @@ await record('rollup', {
   goal_query_p95_ms: 30,
   query_goal_met: bySource.p95 < 30,
   visits_rollup_ratio: visitRatios,
+  shards: SHARDS,
+  shards_rollup_ratio: shardRatios,
   query_visits_by_month_ms: visitsByMonth,
   query_entry_pages_ms: entryPages,
   query_visits_goal_met: visitsByMonth.p95 < 30 && entryPages.p95 < 30,

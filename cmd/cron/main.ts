@@ -16,7 +16,8 @@ await runMain('cron', async () => {
   const { values } = parseArgs({ options: { once: { type: 'string' } } })
   const config = loadConfig()
   const log = createLogger({ level: config.logLevel, name: 'cron' })
-  const { redis, sql } = await openClients(config, 'cron', log, { sqlMax: 2 })
+  // A connection per rollup shard, and two for retention and the gauges meanwhile.
+  const { redis, sql } = await openClients(config, 'cron', log, { sqlMax: config.rollup.shards + 2 })
   const queue = createShardedQueue(redis, config.queue)
   const store = createStore(sql)
   const metrics = createMetrics('cron')

@@ -41,7 +41,7 @@ await runMain('sluice', async () => {
   }
   const config = loadConfig()
   const log = createLogger({ level: 'warn', name: 'sluice' })
-  const { redis, sql } = await openClients(config, 'ops', log, { sqlMax: 2 })
+  const { redis, sql } = await openClients(config, 'ops', log, { sqlMax: config.rollup.shards + 1 })
   const queue = createShardedQueue(redis, config.queue)
   const store = createStore(sql)
   const close = async () => {

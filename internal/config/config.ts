@@ -55,6 +55,7 @@ export const DEFAULTS = {
   ROLLUP_HOUR_RETENTION_DAYS: '90',
   ROLLUP_PATH_CAP: '1000',
   ROLLUP_CHUNK_XIDS: '500',
+  ROLLUP_SHARDS: '2',
   STATS_TOKEN: '',
   STATS_PUBLIC: 'false',
   SHUTDOWN_TIMEOUT_MS: '10000',
@@ -149,6 +150,7 @@ const EnvSchema = v.object({
   ROLLUP_HOUR_RETENTION_DAYS: int(0, 100 * 366),
   ROLLUP_PATH_CAP: int(10, 100_000),
   ROLLUP_CHUNK_XIDS: int(1, 1_000_000),
+  ROLLUP_SHARDS: int(1, 64), // store/rollup.ts MAX_SHARDS
   STATS_TOKEN: v.string(),
   STATS_PUBLIC: bool,
   SHUTDOWN_TIMEOUT_MS: int(100, 600_000),
@@ -204,7 +206,7 @@ export type Config = Readonly<{
     insertConcurrency: number
   }>
   cron: Readonly<{ schedules: Readonly<Record<string, string>> }>
-  rollup: Readonly<{ pathCap: number; dimCap: number; chunkXids: number; visitCloseAfterMs: number }>
+  rollup: Readonly<{ pathCap: number; dimCap: number; chunkXids: number; shards: number; visitCloseAfterMs: number }>
   /** Where worker and cron serve /metrics; 0 turns it off. */
   metricsPorts: Readonly<{ worker: number; cron: number }>
   retention: Readonly<{ rawRetentionHours: number; dedupWindowHours: number; hourRollupDays: number }>
@@ -292,7 +294,13 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
       insertConcurrency: e.WORKER_INSERT_CONCURRENCY,
     },
     cron: { schedules: { 'queue-depth': e.CRON_QUEUE_DEPTH, rollup: e.CRON_ROLLUP, retention: e.CRON_RETENTION } },
-    rollup: { pathCap: e.ROLLUP_PATH_CAP, dimCap: e.ROLLUP_DIM_CAP, chunkXids: e.ROLLUP_CHUNK_XIDS, visitCloseAfterMs: e.VISIT_CLOSE_AFTER_MS },
+    rollup: {
+      pathCap: e.ROLLUP_PATH_CAP,
+      dimCap: e.ROLLUP_DIM_CAP,
+      chunkXids: e.ROLLUP_CHUNK_XIDS,
+      shards: e.ROLLUP_SHARDS,
+      visitCloseAfterMs: e.VISIT_CLOSE_AFTER_MS,
+    },
     metricsPorts: { worker: e.WORKER_METRICS_PORT, cron: e.CRON_METRICS_PORT },
     retention: { rawRetentionHours: e.RAW_RETENTION_HOURS, dedupWindowHours: e.DEDUP_WINDOW_HOURS, hourRollupDays: e.ROLLUP_HOUR_RETENTION_DAYS },
     stats: { token: e.STATS_TOKEN || null, public: e.STATS_PUBLIC },

@@ -19,7 +19,7 @@ export type JobsDeps = {
   sites?: Pick<Sites, 'sweepRemoved'> | null
 }
 export type JobsOptions = {
-  rollup?: { pathCap?: number; dimCap?: number; chunkXids?: number; visitCloseAfterMs?: number }
+  rollup?: { pathCap?: number; dimCap?: number; chunkXids?: number; shards?: number; visitCloseAfterMs?: number }
   retention?: { rawRetentionHours?: number; dedupWindowHours?: number; hourRollupDays?: number }
 }
 

@@ -39,7 +39,8 @@ export async function runQuery(sql: Sql, q: Query, options: RunOptions = {}): Pr
   const { maxFutureMs = 5 * 60_000, now = new Date() } = options
   if (q.realtime) q = { ...q, from: new Date(now.getTime() - REALTIME_MS), to: new Date(now.getTime() + maxFutureMs) }
   return sql.begin('isolation level repeatable read read only', async (tx) => {
-    const [s] = await tx`select xid_watermark::text as watermark, dims_since, raw_dropped_before, visits_since, pairs_since from rollup_state`
+    const [s] =
+      await tx`select (select sluice_rollup_watermark(${q.siteId}))::text as watermark, dims_since, raw_dropped_before, visits_since, pairs_since from rollup_state`
     const state: State = {
       watermark: s!.watermark,
       dimsSince: s!.dims_since,
@@ -248,7 +249,7 @@ function refuseUnlessRaw(state: State, range: Range | null, maxFutureMs: number)
 async function allTime(tx: Tx, siteId: string, now: Date, maxFutureMs: number): Promise<Range> {
   const [row] = await tx`
     select least((select min(bucket) from rollup_year where site_id = ${siteId}),
-                 (select min(ts) from events where site_id = ${siteId} and xid >= (select xid_watermark from rollup_state))) as first`
+                 (select min(ts) from events where site_id = ${siteId} and xid >= (select sluice_rollup_watermark(${siteId})))) as first`
   const first = (row!.first as Date | null) ?? now
   return { from: truncate(first, 'year'), to: add(truncate(new Date(now.getTime() + maxFutureMs), 'year'), 'year') }
 }

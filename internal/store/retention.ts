@@ -87,7 +87,7 @@ export async function retention(
   const [deleted] = await sql`
     with gone as (
       delete from events_default
-      where inserted_at < ${cutoff} and xid < (select xid_watermark from rollup_state)
+      where inserted_at < ${cutoff} and xid < (select sluice_rollup_low_watermark())
       returning 1
     ),
     recorded as (

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, test } from 'bun:test'
 import type { Event } from '../event/event.ts'
 import { createTestDatabase, incompressibleCjk, type TestDatabase } from '../testkit/testkit.ts'
-import { rollup } from './rollup.ts'
+import { rollup, rollupLag } from './rollup.ts'
 import { createStore, type Store } from './store.ts'
 
 let db: TestDatabase
@@ -153,12 +153,13 @@ describe('rollup', () => {
     expect(none!.empty).toBe(true)
   })
 
-  test('lets only one of two concurrent runs roll up, and counts everything once', async () => {
-    await store.insertEvents(Array.from({ length: 500 }, () => event()))
-    const results = await Promise.all([rollup(db.sql, { chunkXids: 1 }), rollup(db.sql, { chunkXids: 1 })])
-    expect(results.reduce((s, r) => s + r.events, 0)).toBe(500)
-    await rollup(db.sql)
-    expect((await rolled('year'))[0]!.views).toBe(500)
+  test('lets two concurrent runs share the shards, and counts everything once', async () => {
+    const sites = ['a', 'b', 'c', 'd', 'e', 'f']
+    for (let i = 0; i < 10; i++) await store.insertEvents(sites.map((site_id) => event({ site_id })))
+    const results = await Promise.all([rollup(db.sql, { chunkXids: 1, shards: 3 }), rollup(db.sql, { chunkXids: 1, shards: 3 })])
+    expect(results.reduce((s, r) => s + r.events, 0)).toBe(60)
+    await rollup(db.sql, { shards: 3 })
+    for (const site of sites) expect((await rolled('year', site))[0]!.views).toBe(10)
   })
 
   test('works through a backlog in chunks of bounded size', async () => {
@@ -251,5 +252,74 @@ describe('stats over rollups and raw rows', () => {
     await rollup(db.sql)
     const s = await store.stats({ siteId: 'r', from: null, to: null, granularity: null, eventType: 'click' })
     expect(s).toMatchObject({ total_views: 1, unique_users: 1 })
+  })
+})
+
+describe('rollup shards', () => {
+  const sites = Array.from({ length: 24 }, (_, i) => `site-${i}`)
+  const views = async () => Object.fromEntries((await db.sql`select site_id, sum(views)::int as n from rollup_year group by 1`).map((r) => [r.site_id, r.n]))
+  const layout = async () => (await db.sql`select shards, count(*)::int as n from rollup_shards group by 1`).map((r) => ({ ...r }))
+
+  test('count every site once whatever their number, changed between runs with events not yet counted', async () => {
+    const expected: Record<string, number> = {}
+    for (const [round, shards] of [1, 3, 2, 5, 1].entries()) {
+      for (const [i, site_id] of sites.entries()) {
+        const batch = Array.from({ length: 1 + ((i + round) % 3) }, () => event({ site_id }))
+        await store.insertEvents(batch)
+        expected[site_id] = (expected[site_id] ?? 0) + batch.length
+      }
+      // This round's events are not yet counted when the number of shards changes.
+      const result = await rollup(db.sql, { shards, chunkXids: 8 })
+      expect(result.ran).toBe(true)
+      expect(await layout()).toEqual([{ shards, n: shards }])
+      expect(await views()).toEqual(expected)
+      expect((await rollupLag(db.sql)).unrolled).toBe(0)
+    }
+    // The sites were spread over the shards, not all in one.
+    const [spread] = await db.sql`select count(distinct sluice_shard(site_id, 5))::int as n from events`
+    expect(spread!.n).toBe(5)
+  }, 30_000)
+
+  test('a site belongs to one shard, the same on every call', async () => {
+    const [row] =
+      await db.sql`select count(*)::int as n, count(distinct sluice_shard(s, 7))::int as shards, bool_and(sluice_shard(s, 7) = sluice_shard(s, 7)) as same,
+                                      min(sluice_shard(s, 7)) as lo, max(sluice_shard(s, 7)) as hi
+                               from (select 'site-' || g as s from generate_series(1, 1000) g) x`
+    expect(row).toEqual({ n: 1000, shards: 7, same: true, lo: 0, hi: 6 })
+  })
+
+  test('a shard another process holds is skipped, and queries read each site above its own shard watermark', async () => {
+    await rollup(db.sql, { shards: 2 })
+    // A site of shard 0 and one of shard 1.
+    const [{ a, b }] = (await db.sql`
+      select min(s) filter (where sluice_shard(s, 2) = 0) as a, min(s) filter (where sluice_shard(s, 2) = 1) as b
+      from (values ('x1'), ('x2'), ('x3'), ('x4'), ('x5'), ('x6')) v(s)`) as unknown as [{ a: string; b: string }]
+    await store.insertEvents([event({ site_id: a, user_id: 'p' }), event({ site_id: b, user_id: 'q' }), event({ site_id: b, user_id: 'q2' })])
+    const holder = await db.sql.reserve()
+    await holder`begin`
+    await holder`select 1 from rollup_shards where shard = 1 for update`
+    const partial = await rollup(db.sql, { shards: 2 })
+    const q = { from: null, to: null, granularity: null }
+    const [statsA, statsB] = [await store.stats({ ...q, siteId: a }), await store.stats({ ...q, siteId: b })]
+    // A change of shards must wait for every shard: it is not made while one is held.
+    const refused = await rollup(db.sql, { shards: 3 })
+    await holder`rollback`
+    holder.release()
+    expect(partial).toMatchObject({ ran: true, events: 1 })
+    expect(statsA).toMatchObject({ total_views: 1, unique_users: 1 })
+    expect(statsB).toMatchObject({ total_views: 2, unique_users: 2 })
+    expect(refused).toMatchObject({ ran: true, events: 0 })
+    expect(await layout()).toEqual([{ shards: 2, n: 2 }])
+    expect((await rollupLag(db.sql)).unrolled).toBe(2)
+    // The change first brings the held shard to the other's watermark: b's events are counted under the old shards.
+    expect((await rollup(db.sql, { shards: 3 })).events).toBe(2)
+    expect(await layout()).toEqual([{ shards: 3, n: 3 }])
+    expect(await views()).toEqual({ [a]: 1, [b]: 2 })
+    expect([await store.stats({ ...q, siteId: a }), await store.stats({ ...q, siteId: b })]).toEqual([statsA, statsB])
+  })
+
+  test('a number of shards outside 1 to 64 is refused', async () => {
+    await expect(rollup(db.sql, { shards: 0 })).rejects.toThrow('shards must be an integer from 1 to 64')
+    await expect(rollup(db.sql, { shards: 65 })).rejects.toThrow('shards must be an integer from 1 to 64')
   })
 })

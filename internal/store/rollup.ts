@@ -13,9 +13,6 @@ export const HLL = { log2m: 14, regwidth: 5, expthresh: -1, sparseon: 1 } as con
 /** The explicit-mode threshold those parameters give: below it, unique users are exact. */
 export const HLL_EXACT_UP_TO = 1280
 
-// Held for the whole of a rollup transaction, so two crons never roll up at once.
-const ROLLUP_LOCK = 7_283_410_002
-
 export type RollupOptions = {
   /** Most paths kept per site, bucket and event type; the rest fold into other_path_views. */
   pathCap?: number
@@ -23,6 +20,11 @@ export type RollupOptions = {
   dimCap?: number
   /** Most transaction ids one rollup transaction covers, which bounds its size. */
   chunkXids?: number
+  /**
+   * How many shards of sites are counted at once, each in a transaction (and a Postgres
+   * backend) of its own (ROLLUP_SHARDS). A change is applied at the start of a run.
+   */
+  shards?: number
   /** A visit nothing has been received for in this long is closed and counted (VISIT_CLOSE_AFTER_MS). */
   visitCloseAfterMs?: number
   /** False leaves visits out entirely: only for benchmarks, which measure what visits cost. */
@@ -32,7 +34,7 @@ export type RollupOptions = {
 }
 
 export type RollupResult = {
-  /** False when another process held the rollup lock; nothing was done. */
+  /** False when other processes held every shard (or the change of shards); nothing was done. */
   ran: boolean
   chunks: number
   events: number
@@ -40,21 +42,95 @@ export type RollupResult = {
   setAside: number
   /** Visits closed and counted. */
   visits: number
+  /** The lowest watermark of all shards: every raw row below it is counted. */
   watermark: string
 }
+
+/** The most shards (the migration's check on rollup_shards agrees). */
+export const MAX_SHARDS = 64
+
+/** One shard of sites: those whose sluice_shard(site_id, of) is `shard`. */
+type Shard = { shard: number; of: number }
+
+/** The SQL condition that a row's site_id belongs to the shard (none when there is one shard). */
+const inShard = (tx: Sql, { shard, of }: Shard, column = 'site_id') => (of === 1 ? tx`true` : tx`sluice_shard(${tx(column)}, ${of}) = ${shard}`)
+
+type Run = Omit<RollupResult, 'watermark'>
+const nothing = (): Run => ({ ran: false, chunks: 0, events: 0, setAside: 0, visits: 0 })
+const add = (a: Run, b: Run): Run => ({
+  ran: a.ran || b.ran,
+  chunks: a.chunks + b.chunks,
+  events: a.events + b.events,
+  setAside: a.setAside + b.setAside,
+  visits: a.visits + b.visits,
+})
 
 /**
  * Counts raw events not yet counted into the hour, day, month and year rollups.
  *
- * Each chunk is one transaction that takes the rollup lock, reads the watermark, counts
- * raw rows whose inserting transaction id lies in [watermark, horizon), upserts them into
- * every rollup table and moves the watermark to horizon. horizon is at most the oldest
- * transaction still running, so no row below it can still appear. A crash anywhere rolls
- * the whole chunk back: every event is counted exactly once.
+ * Sites are split into `shards`, each counted in its own transactions, all at once. A
+ * shard's chunk is one transaction that locks the shard's row of rollup_shards (a shard
+ * another process holds is skipped), reads its watermark, counts the shard's raw rows whose
+ * inserting transaction id lies in [watermark, horizon), upserts them into every rollup
+ * table and moves the watermark to horizon. horizon is at most the oldest transaction still
+ * running, so no row below it can still appear. A crash anywhere rolls the whole chunk back:
+ * every event is counted exactly once. Every rollup row is keyed by site, so shards never
+ * write the same rows.
  */
-export async function rollup(
-  sql: Sql,
-  {
+export async function rollup(sql: Sql, options: RollupOptions = {}): Promise<RollupResult> {
+  const shards = options.shards ?? 2
+  if (!Number.isInteger(shards) || shards < 1 || shards > MAX_SHARDS) throw new RangeError(`shards must be an integer from 1 to ${MAX_SHARDS}, not ${shards}`)
+  const resharded = await reshard(sql, shards, options)
+  let run = resharded.run
+  if (resharded.ready) {
+    run = (await settled(Array.from({ length: shards }, (_, shard) => rollupShard(sql, { shard, of: shards }, options)))).reduce(add, run)
+  }
+  const [low] = await sql`select sluice_rollup_low_watermark()::text as w`
+  return { ...run, watermark: low!.w as string }
+}
+
+/** Every shard's run, once all have ended (none is left running behind a failure); throws the first failure. */
+async function settled(runs: Promise<Run>[]): Promise<Run[]> {
+  const all = await Promise.allSettled(runs)
+  const failed = all.find((r) => r.status === 'rejected')
+  if (failed) throw failed.reason
+  return all.map((r) => (r as PromiseFulfilledResult<Run>).value)
+}
+
+/**
+ * Makes rollup_shards hold `shards` shards. A site's shard depends on their number, so the
+ * old shards are first brought to one watermark (the highest of theirs, which was a horizon
+ * once, so each can reach it), then replaced in one transaction by as many new ones, all at
+ * that watermark. Not ready when another process holds a shard meanwhile: the next run tries again.
+ */
+async function reshard(sql: Sql, shards: number, options: RollupOptions): Promise<{ ready: boolean; run: Run }> {
+  let run = nothing()
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const rows = await sql`select shard, shards, xid_watermark::text as w from rollup_shards order by shard`
+    const of = rows[0]!.shards as number
+    if (of === shards) return { ready: true, run }
+    const target = rows.map((r) => BigInt(r.w)).reduce((a, b) => (a > b ? a : b))
+    const caught = await settled(rows.map((r) => rollupShard(sql, { shard: r.shard as number, of }, options, target)))
+    run = caught.reduce(add, run)
+    if (caught.some((c) => !c.ran)) return { ready: false, run }
+    const replaced = await sql.begin(async (tx) => {
+      const locked = await tx`select shards, xid_watermark::text as w from rollup_shards for update skip locked`
+      if (locked.length !== of || locked.some((r) => r.shards !== of || BigInt(r.w) !== target)) return false
+      await tx`delete from rollup_shards`
+      await tx`insert into rollup_shards (shard, shards, xid_watermark, rolled_at) select k, ${shards}, ${String(target)}::xid8, now() from generate_series(0, ${shards - 1}) k`
+      return true
+    })
+    if (replaced) return { ready: true, run }
+  }
+  return { ready: false, run }
+}
+
+/**
+ * Counts one shard's raw rows in chunks, up to the horizon (or to `upTo`). Not ran when
+ * another process holds the shard, or it is no longer one of the current shards.
+ */
+async function rollupShard(sql: Sql, shard: Shard, options: RollupOptions, upTo?: bigint): Promise<Run> {
+  const {
     pathCap = 1000,
     dimCap = 1000,
     chunkXids = 500,
@@ -62,44 +138,42 @@ export async function rollup(
     visits: withVisits = true,
     now = () => new Date(),
     signal,
-  }: RollupOptions = {},
-): Promise<RollupResult> {
+  } = options
   const caps = { pathCap, dimCap, visits: withVisits }
   const close = async (tx: TransactionSql) =>
-    withVisits ? closeVisits(tx as unknown as Sql, { before: new Date(now().getTime() - visitCloseAfterMs), dimCap }) : 0
-  let chunks = 0
-  let events = 0
-  let setAsideTotal = 0
-  let visits = 0
-  let watermark = ''
+    withVisits
+      ? closeVisits(tx as unknown as Sql, { before: new Date(now().getTime() - visitCloseAfterMs), dimCap, sites: inShard(tx as unknown as Sql, shard) })
+      : 0
+  const run = nothing()
   for (;;) {
     const chunk = await sql.begin(async (tx) => {
-      const [lock] = await tx`select pg_try_advisory_xact_lock(${ROLLUP_LOCK}) as ok`
-      if (!lock!.ok) return null
+      const [row] = await tx`select xid_watermark::text as lo, shards from rollup_shards where shard = ${shard.shard} for update skip locked`
+      if (row === undefined || row.shards !== shard.of) return null
       await tx`set local work_mem = '256MB'`
       // Compiling a chunk's statements took longer than running them (seconds each, measured).
       await tx`set local jit = off`
+      const lo = BigInt(row.lo)
       const [state] = await tx`
-        with s as (
-          select xid_watermark as lo, pg_snapshot_xmin(pg_current_snapshot()) as horizon from rollup_state for update
-        )
-        select lo::text, horizon::text, (select min(xid) from events where xid >= s.lo and xid < s.horizon)::text as first from s`
-      const { lo, horizon, first } = state as { lo: string; horizon: string; first: string | null }
-      // Start at the oldest row not yet counted, so empty stretches of transaction ids cost nothing.
-      const start = first === null ? BigInt(horizon) : BigInt(first)
-      const hi = String(start + BigInt(chunkXids) < BigInt(horizon) ? start + BigInt(chunkXids) : BigInt(horizon))
-      if (BigInt(hi) <= BigInt(lo)) return { events: 0, setAside: 0, visits: await close(tx), watermark: lo, done: true }
-      const counted = await rollupSettling(tx, BigInt(lo), BigInt(hi), caps)
-      await tx`update rollup_state set xid_watermark = ${hi}::xid8, rolled_at = now()`
-      return { ...counted, visits: await close(tx), watermark: hi, done: hi === horizon }
+        with s as (select pg_snapshot_xmin(pg_current_snapshot()) as horizon)
+        select horizon::text, (select min(xid) from events where xid >= ${String(lo)}::xid8 and xid < s.horizon and ${inShard(tx as unknown as Sql, shard)})::text as first
+        from s`
+      const { horizon: h, first } = state as { horizon: string; first: string | null }
+      const horizon = upTo !== undefined && upTo < BigInt(h) ? upTo : BigInt(h)
+      // Start at the shard's oldest row not yet counted, so stretches of transaction ids without any cost nothing.
+      const start = first === null ? horizon : BigInt(first)
+      const hi = start + BigInt(chunkXids) < horizon ? start + BigInt(chunkXids) : horizon
+      if (hi <= lo) return { events: 0, setAside: 0, visits: await close(tx), done: true }
+      const counted = await rollupSettling(tx, shard, lo, hi, caps)
+      await tx`update rollup_shards set xid_watermark = ${String(hi)}::xid8, rolled_at = now() where shard = ${shard.shard}`
+      return { ...counted, visits: await close(tx), done: hi === horizon }
     })
-    if (chunk === null) return { ran: false, chunks, events, setAside: setAsideTotal, visits, watermark }
-    watermark = chunk.watermark
-    if (chunk.events > 0 || chunk.setAside > 0 || !chunk.done) chunks++
-    events += chunk.events
-    setAsideTotal += chunk.setAside
-    visits += chunk.visits
-    if (chunk.done || signal?.aborted) return { ran: true, chunks, events, setAside: setAsideTotal, visits, watermark }
+    if (chunk === null) return run
+    run.ran = true
+    if (chunk.events > 0 || chunk.setAside > 0 || !chunk.done) run.chunks++
+    run.events += chunk.events
+    run.setAside += chunk.setAside
+    run.visits += chunk.visits
+    if (chunk.done || signal?.aborted) return run
   }
 }
 
@@ -118,12 +192,13 @@ export type RollupLag = {
  */
 export async function rollupLag(sql: Sql): Promise<RollupLag> {
   const [row] = await sql`
-    select coalesce(extract(epoch from now() - (
-             select inserted_at from events where xid >= s.xid_watermark order by xid limit 1
-           )), 0)::float8 as age,
-           (select count(*) from events where xid >= s.xid_watermark)::float8 as unrolled,
-           (select count(*) from rollup_rejects)::float8 as rejected
-    from rollup_state s`
+    with unrolled as (
+      select e.xid, e.inserted_at from events e join rollup_shards w on w.shard = sluice_shard(e.site_id, w.shards)
+      where e.xid >= (select sluice_rollup_low_watermark()) and e.xid >= w.xid_watermark
+    )
+    select coalesce(extract(epoch from now() - (select inserted_at from unrolled order by xid limit 1)), 0)::float8 as age,
+           (select count(*) from unrolled)::float8 as unrolled,
+           (select count(*) from rollup_rejects)::float8 as rejected`
   return { ageSeconds: Math.max(0, row!.age as number), unrolled: row!.unrolled as number, rejected: row!.rejected as number }
 }
 
@@ -139,11 +214,11 @@ type Scope = { lo: bigint; hi: bigint } | { xid: bigint; ids: string[] }
  */
 type Caps = { pathCap: number; dimCap: number; visits: boolean }
 
-async function rollupSettling(tx: TransactionSql, lo: bigint, hi: bigint, caps: Caps): Promise<{ events: number; setAside: number }> {
+async function rollupSettling(tx: TransactionSql, shard: Shard, lo: bigint, hi: bigint, caps: Caps): Promise<{ events: number; setAside: number }> {
   const out = { events: 0, setAside: 0 }
   const attempt = async (scope: Scope): Promise<void> => {
     try {
-      out.events += await tx.savepoint((sp) => rollupRange(sp as unknown as Sql, scope, caps))
+      out.events += await tx.savepoint((sp) => rollupRange(sp as unknown as Sql, shard, scope, caps))
       return
     } catch (err) {
       if (!isDataError(err)) throw err
@@ -155,7 +230,11 @@ async function rollupSettling(tx: TransactionSql, lo: bigint, hi: bigint, caps: 
       }
       const xid = 'lo' in scope ? scope.lo : scope.xid
       const ids =
-        'ids' in scope ? scope.ids : (await tx`select event_id from events where xid = ${String(xid)}::xid8 order by event_id`).map((r) => r.event_id as string)
+        'ids' in scope
+          ? scope.ids
+          : (await tx`select event_id from events where xid = ${String(xid)}::xid8 and ${inShard(tx as unknown as Sql, shard)} order by event_id`).map(
+              (r) => r.event_id as string,
+            )
       if (ids.length > 1) {
         const half = Math.ceil(ids.length / 2)
         await attempt({ xid, ids: ids.slice(0, half) })
@@ -173,11 +252,11 @@ async function rollupSettling(tx: TransactionSql, lo: bigint, hi: bigint, caps: 
 }
 
 /** Counts the raw rows in scope into every rollup table; returns how many there were. */
-async function rollupRange(tx: Sql, scope: Scope, { pathCap, dimCap, visits }: Caps): Promise<number> {
+async function rollupRange(tx: Sql, shard: Shard, scope: Scope, { pathCap, dimCap, visits }: Caps): Promise<number> {
   const { log2m, regwidth, expthresh, sparseon } = HLL
   const rows =
     'lo' in scope
-      ? tx`xid >= ${String(scope.lo)}::xid8 and xid < ${String(scope.hi)}::xid8`
+      ? tx`xid >= ${String(scope.lo)}::xid8 and xid < ${String(scope.hi)}::xid8 and ${inShard(tx, shard)}`
       : tx`xid = ${String(scope.xid)}::xid8 and event_id = any(${scope.ids}::uuid[])`
   await tx`
     create temp table rollup_chunk on commit drop as

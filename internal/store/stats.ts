@@ -51,7 +51,7 @@ export async function rangeStats(
 
   return sql.begin('isolation level repeatable read read only', async (tx) => {
     const type = eventType ? tx`and event_type = ${eventType}` : tx``
-    const raw = tx`from events where site_id = ${siteId} and xid >= (select xid_watermark from rollup_state) ${bounded ? tx`and ts >= ${from} and ts < ${to}` : tx``} ${type}`
+    const raw = tx`from events where site_id = ${siteId} and xid >= (select sluice_rollup_watermark(${siteId})) ${bounded ? tx`and ts >= ${from} and ts < ${to}` : tx``} ${type}`
     const unionAll = (parts: Fragment[]) => parts.reduce((acc, p) => tx`${acc} union all ${p}`)
     /** One select per rollup level the plan uses (all years when unbounded), plus the raw rows. */
     const sources = (segments: Segments | null, table: (g: Granularity) => string, columns: Fragment, rawSelect: Fragment) =>

@@ -97,6 +97,8 @@ export type CloseOptions = {
   before: Date
   /** Most values kept per site, bucket and dimension; the rest fold into rollup_<g>_visit_other. */
   dimCap: number
+  /** Only visits of these sites (a condition on site_id): the rollup's shard. */
+  sites?: Rows
 }
 
 /**
@@ -104,10 +106,10 @@ export type CloseOptions = {
  * hour (totals only), day, month and year visit rollups by the bucket of its start. Returns
  * how many it closed.
  */
-export async function closeVisits(tx: Sql, { before, dimCap }: CloseOptions): Promise<number> {
+export async function closeVisits(tx: Sql, { before, dimCap, sites = tx`true` }: CloseOptions): Promise<number> {
   await tx`
     create temp table visit_closed on commit drop as
-    with gone as (delete from visits_open where last_received_at < ${before} returning *)
+    with gone as (delete from visits_open where last_received_at < ${before} and ${sites} returning *)
     select site_id collate "C" as site_id, visitor, started_at, ended_at, events, pageviews, entry_page collate "C" as entry_page, exit_page collate "C" as exit_page,
            ${ATTRIBUTES.map((a) => tx`${tx(a)} collate "C" as ${tx(a)}`).reduce((a, b) => tx`${a}, ${b}`)},
            paths::text[] collate "C" as paths, event_types::text[] collate "C" as event_types, date_trunc('day', started_at, 'UTC') as day
