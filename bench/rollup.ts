@@ -126,7 +126,7 @@ console.log(`   with visits / without, per round: ${visitRatios.map((x) => x.toF
 
 // 1c. What shards buy: the same events rolled up with 1 shard and with SHARDS, in rounds A B, B A.
 const shardRatios: number[] = []
-if (SHARDS > 1) {
+if (SHARDS > 1 && VISIT_EVENTS > 0) {
   for (const order of [
     [1, SHARDS],
     [SHARDS, 1],

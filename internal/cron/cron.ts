@@ -41,7 +41,7 @@ export function createJobs({ queue, store, log, metrics = null, sites = null }: 
         if (result.setAside) {
           log.error({ job: 'rollup', set_aside: result.setAside }, 'raw events the rollup cannot count were set aside; see `bun run sluice -- rollup-rejects`')
         }
-        if (!result.ran) log.info({ job: 'rollup' }, 'another rollup holds the lock; skipped')
+        if (!result.ran) log.info({ job: 'rollup' }, 'other processes hold every rollup shard; skipped')
         else log.info({ job: 'rollup', ...result, duration_ms: ms, events_per_s: ms ? Math.round((result.events * 1000) / ms) : null }, 'rolled up')
         return result
       },

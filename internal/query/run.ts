@@ -3,7 +3,7 @@ import type { Sql } from '../clients/clients.ts'
 import { add, GRANULARITIES, type Granularity, truncate } from '../store/buckets.ts'
 import { type Dimension, dimensionValue, NONE, PAGEVIEW_TYPES, PAIRS, pairOf, pairPrefix, VISIT_ONLY_DIMENSIONS } from '../store/dimensions.ts'
 import { isVisitDimension, VISIT_DIMENSIONS, visitMeasures, visitPairs } from '../visits/visits.ts'
-import { HLL } from '../store/rollup.ts'
+import { HLL, siteWatermark } from '../store/rollup.ts'
 import { plan } from '../store/stats.ts'
 import { localDate } from '../sites/timezone.ts'
 import { QueryRefusedError } from './errors.ts'
@@ -40,7 +40,7 @@ export async function runQuery(sql: Sql, q: Query, options: RunOptions = {}): Pr
   if (q.realtime) q = { ...q, from: new Date(now.getTime() - REALTIME_MS), to: new Date(now.getTime() + maxFutureMs) }
   return sql.begin('isolation level repeatable read read only', async (tx) => {
     const [s] =
-      await tx`select (select sluice_rollup_watermark(${q.siteId}))::text as watermark, dims_since, raw_dropped_before, visits_since, pairs_since from rollup_state`
+      await tx`select ${siteWatermark(tx as unknown as Sql, q.siteId)}::text as watermark, dims_since, raw_dropped_before, visits_since, pairs_since from rollup_state`
     const state: State = {
       watermark: s!.watermark,
       dimsSince: s!.dims_since,
@@ -249,7 +249,7 @@ function refuseUnlessRaw(state: State, range: Range | null, maxFutureMs: number)
 async function allTime(tx: Tx, siteId: string, now: Date, maxFutureMs: number): Promise<Range> {
   const [row] = await tx`
     select least((select min(bucket) from rollup_year where site_id = ${siteId}),
-                 (select min(ts) from events where site_id = ${siteId} and xid >= (select sluice_rollup_watermark(${siteId})))) as first`
+                 (select min(ts) from events where site_id = ${siteId} and xid >= ${siteWatermark(tx as unknown as Sql, siteId)})) as first`
   const first = (row!.first as Date | null) ?? now
   return { from: truncate(first, 'year'), to: add(truncate(new Date(now.getTime() + maxFutureMs), 'year'), 'year') }
 }

@@ -2,7 +2,7 @@ import type postgres from 'postgres'
 import type { Sql } from '../clients/clients.ts'
 import { HourlyDetailExpiredError } from './errors.ts'
 import { add, GRANULARITIES, truncate, type Granularity } from './buckets.ts'
-import { HLL } from './rollup.ts'
+import { HLL, siteWatermark } from './rollup.ts'
 
 export type RangeQuery = {
   siteId: string
@@ -51,7 +51,7 @@ export async function rangeStats(
 
   return sql.begin('isolation level repeatable read read only', async (tx) => {
     const type = eventType ? tx`and event_type = ${eventType}` : tx``
-    const raw = tx`from events where site_id = ${siteId} and xid >= (select sluice_rollup_watermark(${siteId})) ${bounded ? tx`and ts >= ${from} and ts < ${to}` : tx``} ${type}`
+    const raw = tx`from events where site_id = ${siteId} and xid >= ${siteWatermark(tx as unknown as Sql, siteId)} ${bounded ? tx`and ts >= ${from} and ts < ${to}` : tx``} ${type}`
     const unionAll = (parts: Fragment[]) => parts.reduce((acc, p) => tx`${acc} union all ${p}`)
     /** One select per rollup level the plan uses (all years when unbounded), plus the raw rows. */
     const sources = (segments: Segments | null, table: (g: Granularity) => string, columns: Fragment, rawSelect: Fragment) =>

@@ -10,6 +10,14 @@
 -- Postgres's own hash partitioning uses, which must stay the same across pg_upgrade.
 -- Changing the number of shards (store/rollup.ts reshard) first brings every shard to one
 -- watermark, then replaces them all in one transaction.
+--
+-- Upgrading: a cron of the previous version may be counting a chunk right now. This lock
+-- waits for its transaction (it holds rollup_state's row) before the watermark is copied,
+-- and holds off its next chunk until this migration commits; that chunk then fails on the
+-- dropped column and counts nothing. An API of the previous version answers stats with an
+-- error, not a wrong number, until it is replaced.
+lock table rollup_state in exclusive mode;
+
 create function sluice_shard(site text, shards int) returns int
 language sql immutable parallel safe
 as $$ select abs(hashtextextended(site, 0) % shards)::int $$;
