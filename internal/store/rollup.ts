@@ -61,7 +61,7 @@ export const MAX_SHARDS = 64
 type Shard = { shard: number; of: number }
 
 /** The SQL condition that a row's site_id belongs to the shard (none when there is one shard). */
-const inShard = (tx: Sql, { shard, of }: Shard, column = 'site_id') => (of === 1 ? tx`true` : tx`sluice_shard(${tx(column)}, ${of}) = ${shard}`)
+const inShard = (tx: Sql, { shard, of }: Shard) => (of === 1 ? tx`true` : tx`sluice_shard(site_id, ${of}) = ${shard}`)
 
 type Run = Omit<RollupResult, 'watermark'>
 const nothing = (): Run => ({ ran: false, chunks: 0, events: 0, setAside: 0, visits: 0 })
