@@ -16,7 +16,7 @@ const USAGE = `usage: bun run sluice -- <command>
   dead-letters [--count N]    list dead letters, oldest first (default 100)
   replay (--all | <id>...)    put dead letters back on the stream for the workers
   rollup                      run the rollup job once
-  rollup-status               how far the rollups are behind, and how many events are set aside
+  rollup-status               how far the rollups are behind (and each shard), and how many events are set aside
   rollup-rejects [--count N]  list raw events the rollup set aside, with Postgres's error (default 100)
   rollup-replay (--all | <event_id>...)
                               put set-aside events back into the raw events for the next rollup
@@ -54,7 +54,7 @@ await runMain('sluice', async () => {
       'dead-letters': () => queue.deadLetters(Number(values.count)),
       replay: () => queue.replay(values.all ? 'all' : rest),
       rollup: () => store.rollup({ ...config.rollup }),
-      'rollup-status': () => store.rollupLag(),
+      'rollup-status': async () => ({ ...(await store.rollupLag()), shards: await store.rollupShards() }),
       'rollup-rejects': () => store.rollupRejects(Number(values.count)),
       'rollup-replay': () => store.replayRejects(values.all ? 'all' : rest),
       retention: async () => ({ ...(await store.retention({ ...config.retention })), removedSitesSwept: await createSites(sql).sweepRemoved() }),

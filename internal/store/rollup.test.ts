@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, test } from 'bun:test'
 import type { Event } from '../event/event.ts'
 import { createTestDatabase, incompressibleCjk, type TestDatabase } from '../testkit/testkit.ts'
-import { rollup, rollupLag } from './rollup.ts'
+import { rollup, rollupLag, rollupShards } from './rollup.ts'
 import { createStore, type Store } from './store.ts'
 
 let db: TestDatabase
@@ -322,6 +322,10 @@ describe('rollup shards', () => {
     expect(refused).toMatchObject({ ran: true, events: 1 })
     expect(await layout()).toEqual([{ shards: 2, n: 2 }])
     expect((await rollupLag(db.sql)).unrolled).toBe(2)
+    expect((await rollupShards(db.sql)).map((s) => [s.shard, s.of, s.unrolled])).toEqual([
+      [0, 2, 0],
+      [1, 2, 2],
+    ])
     // The change first brings the held shard to the other's watermark: b's events are counted under the old shards.
     expect((await rollup(db.sql, { shards: 3 })).events).toBe(2)
     expect(await layout()).toEqual([{ shards: 3, n: 3 }])

@@ -214,6 +214,30 @@ export async function rollupLag(sql: Sql): Promise<RollupLag> {
   return { ageSeconds: Math.max(0, row!.age as number), unrolled: row!.unrolled as number, rejected: row!.rejected as number }
 }
 
+export type ShardStatus = {
+  shard: number
+  /** How many shards there are. */
+  of: number
+  /** Every raw row of the shard's sites below it is counted. */
+  watermark: string
+  /** When a chunk of the shard last committed (or the shards were last changed). */
+  rolledAt: Date | null
+  /** Raw events of the shard's sites not yet counted. */
+  unrolled: number
+}
+
+/**
+ * Each shard's watermark and what it has not yet counted: a shard that stays behind the
+ * others (held by a process that hangs, say) shows here, where rollupLag shows only the oldest wait.
+ */
+export async function rollupShards(sql: Sql): Promise<ShardStatus[]> {
+  const rows = await sql`
+    select w.shard, w.shards as of, w.xid_watermark::text as watermark, w.rolled_at as "rolledAt",
+           (select count(*) from events e where e.xid >= w.xid_watermark and sluice_shard(e.site_id, w.shards) = w.shard)::float8 as unrolled
+    from rollup_shards w order by w.shard`
+  return rows as unknown as ShardStatus[]
+}
+
 /** Which raw rows one attempt counts: a range of inserting transaction ids, or some rows of one transaction. */
 type Scope = { lo: bigint; hi: bigint } | { xid: bigint; ids: string[] }
 

@@ -5,7 +5,7 @@ import type { Sql } from '../clients/clients.ts'
 import type { Event } from '../event/event.ts'
 import { listRejects, replayRejects } from './rejects.ts'
 import { retention, type RetentionOptions } from './retention.ts'
-import { rollup, rollupLag, type RollupOptions } from './rollup.ts'
+import { rollup, rollupLag, rollupShards, type RollupOptions } from './rollup.ts'
 import { rangeStats, type RangeQuery, type RangeStats } from './stats.ts'
 import { type Query, type QueryResult, runQuery } from '../query/query.ts'
 import type { RunOptions } from '../query/run.ts'
@@ -78,6 +78,8 @@ export function createStore(sql: Sql) {
     query: (q: Query, options?: RunOptions): Promise<QueryResult> => runQuery(sql, q, options),
     rollup: (options?: RollupOptions) => rollup(sql, options),
     rollupLag: () => rollupLag(sql),
+    /** Each rollup shard's watermark and uncounted events. */
+    rollupShards: () => rollupShards(sql),
     rollupRejects: (limit?: number) => listRejects(sql, limit),
     replayRejects: (ids: 'all' | string[]) => replayRejects(sql, ids),
     retention: (options?: RetentionOptions) => retention(sql, options),
