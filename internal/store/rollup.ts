@@ -155,7 +155,7 @@ async function rollupShard(sql: Sql, shard: Shard, options: RollupOptions, upTo?
     withVisits
       ? closeVisits(tx as unknown as Sql, { before: new Date(now().getTime() - visitCloseAfterMs), dimCap, sites: inShard(tx as unknown as Sql, shard) })
       : 0
-  const run = nothing()
+  let run = nothing()
   for (;;) {
     const chunk = await sql.begin(async (tx) => {
       const [row] = await tx`select xid_watermark::text as lo, shards from rollup_shards where shard = ${shard.shard} for update skip locked`
@@ -179,11 +179,8 @@ async function rollupShard(sql: Sql, shard: Shard, options: RollupOptions, upTo?
       return { ...counted, visits: await close(tx), done: hi === horizon }
     })
     if (chunk === null) return run
-    run.ran = true
-    if (chunk.events > 0 || chunk.setAside > 0 || !chunk.done) run.chunks++
-    run.events += chunk.events
-    run.setAside += chunk.setAside
-    run.visits += chunk.visits
+    const counted = chunk.events > 0 || chunk.setAside > 0 || !chunk.done
+    run = add(run, { ran: true, chunks: counted ? 1 : 0, events: chunk.events, setAside: chunk.setAside, visits: chunk.visits })
     if (chunk.done || signal?.aborted) return run
   }
 }
@@ -203,11 +200,7 @@ export type RollupLag = {
  */
 export async function rollupLag(sql: Sql): Promise<RollupLag> {
   const [row] = await sql`
-    with unrolled as (
-      select e.xid, e.inserted_at from events e
-      join rollup_shards w on w.shard = sluice_shard(e.site_id, (select max(shards) from rollup_shards))
-      where e.xid >= (select sluice_rollup_low_watermark()) and e.xid >= w.xid_watermark
-    )
+    with unrolled as (${unrolledRows(sql)})
     select coalesce(extract(epoch from now() - (select inserted_at from unrolled order by xid limit 1)), 0)::float8 as age,
            (select count(*) from unrolled)::float8 as unrolled,
            (select count(*) from rollup_rejects)::float8 as rejected`
@@ -232,11 +225,21 @@ export type ShardStatus = {
  */
 export async function rollupShards(sql: Sql): Promise<ShardStatus[]> {
   const rows = await sql`
-    select w.shard, w.shards as of, w.xid_watermark::text as watermark, w.rolled_at as "rolledAt",
-           (select count(*) from events e where e.xid >= w.xid_watermark and sluice_shard(e.site_id, w.shards) = w.shard)::float8 as unrolled
-    from rollup_shards w order by w.shard`
+    select w.shard, w.shards as of, w.xid_watermark::text as watermark, w.rolled_at as "rolledAt", coalesce(u.n, 0)::float8 as unrolled
+    from rollup_shards w left join (select shard, count(*) as n from (${unrolledRows(sql)}) r group by shard) u using (shard)
+    order by w.shard`
   return rows as unknown as ShardStatus[]
 }
+
+/**
+ * The raw rows not yet counted, each with its shard: those at or above their own shard's
+ * watermark. The join key depends on the row alone (the number of shards is one for all),
+ * so Postgres can hash it.
+ */
+const unrolledRows = (sql: Sql) => sql`
+  select e.xid, e.inserted_at, w.shard from events e
+  join rollup_shards w on w.shard = sluice_shard(e.site_id, (select max(shards) from rollup_shards))
+  where e.xid >= (select sluice_rollup_low_watermark()) and e.xid >= w.xid_watermark`
 
 /** Which raw rows one attempt counts: a range of inserting transaction ids, or some rows of one transaction. */
 type Scope = { lo: bigint; hi: bigint } | { xid: bigint; ids: string[] }
