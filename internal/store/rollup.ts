@@ -317,25 +317,44 @@ async function rollupRange(tx: Sql, shard: Shard, scope: Scope, { pathCap, dimCa
   if (visits) await mergeVisits(tx, rows)
   const [{ days }] = (await tx`select count(distinct bucket)::int as days from rollup_chunk_dims`) as unknown as [{ days: number }]
   for (const g of DIM_GRANULARITIES) await rollupDims(tx, g, dimCap, days <= 1)
+  // The chunk's rows are per hour already. The day level is grouped from them once, and
+  // month and year from the day rows: taken as they are when the chunk spans one day.
+  await tx`
+    create temp table rollup_chunk_day on commit drop as
+    select site_id, date_trunc('day', bucket, 'UTC') as bucket, event_type, sum(views)::bigint as views, sluice_hll_union(users) as users
+    from rollup_chunk group by 1, 2, 3`
+  await tx`
+    create temp table rollup_chunk_day_paths on commit drop as
+    select site_id, date_trunc('day', bucket, 'UTC') as bucket, event_type, path, sum(views)::bigint as views
+    from rollup_chunk_paths group by 1, 2, 3, 4`
   for (const g of GRANULARITIES) {
     const table = tx(`rollup_${g}`)
     const paths = tx(`rollup_${g}_paths`)
+    const from =
+      g === 'hour' ? { totals: tx`rollup_chunk`, paths: tx`rollup_chunk_paths` } : { totals: tx`rollup_chunk_day`, paths: tx`rollup_chunk_day_paths` }
+    const asIs = g === 'hour' || g === 'day' || days <= 1
+    const totals = asIs
+      ? tx`select * from ${from.totals}`
+      : tx`select site_id, date_trunc(${g}, bucket, 'UTC') as bucket, event_type, sum(views)::bigint as views, sluice_hll_union(users) as users
+           from ${from.totals} group by 1, 2, 3`
+    const pathRows = asIs
+      ? tx`select * from ${from.paths}`
+      : tx`select site_id, date_trunc(${g}, bucket, 'UTC') as bucket, event_type, path, sum(views)::bigint as views
+           from ${from.paths} group by 1, 2, 3, 4`
     await tx`
       insert into ${table} as r (site_id, bucket, event_type, views, users)
-      select site_id, date_trunc(${g}, bucket, 'UTC'), event_type, sum(views), sluice_hll_union(users)
-      from rollup_chunk group by 1, 2, 3
+      select site_id, date_trunc(${g}, bucket, 'UTC'), event_type, views, users from (${totals}) c
       on conflict (site_id, bucket, event_type)
       do update set views = r.views + excluded.views, users = hll_union(r.users, excluded.users)`
     await tx`
       insert into ${paths} as r (site_id, bucket, event_type, path, views)
-      select site_id, date_trunc(${g}, bucket, 'UTC'), event_type, path, sum(views)
-      from rollup_chunk_paths group by 1, 2, 3, 4
+      select site_id, date_trunc(${g}, bucket, 'UTC'), event_type, path, views from (${pathRows}) c
       on conflict (site_id, bucket, event_type, path)
       do update set views = r.views + excluded.views`
     // Keep the pathCap most viewed paths of each bucket this chunk touched; fold the rest.
     await tx`
       with touched as (
-        select distinct site_id, date_trunc(${g}, bucket, 'UTC') as bucket, event_type from rollup_chunk_paths
+        select distinct site_id, date_trunc(${g}, bucket, 'UTC') as bucket, event_type from ${from.totals}
       ),
       crowded as (
         select p.site_id, p.bucket, p.event_type from ${paths} p join touched t using (site_id, bucket, event_type)
@@ -356,7 +375,7 @@ async function rollupRange(tx: Sql, shard: Shard, scope: Scope, { pathCap, dimCa
       where r.site_id = f.site_id and r.bucket = f.bucket and r.event_type = f.event_type`
   }
   // A chunk that had to be split counts several scopes in one transaction.
-  await tx`drop table rollup_chunk, rollup_chunk_paths, rollup_chunk_rows, rollup_chunk_dims`
+  await tx`drop table rollup_chunk, rollup_chunk_paths, rollup_chunk_day, rollup_chunk_day_paths, rollup_chunk_rows, rollup_chunk_dims`
   return n
 }
 
