@@ -319,28 +319,22 @@ async function rollupRange(tx: Sql, shard: Shard, scope: Scope, { pathCap, dimCa
   for (const g of DIM_GRANULARITIES) await rollupDims(tx, g, dimCap, days <= 1)
   // The chunk's rows are per hour already. The day level is grouped from them once, and
   // month and year from the day rows: taken as they are when the chunk spans one day.
-  await tx`
-    create temp table rollup_chunk_day on commit drop as
-    select site_id, date_trunc('day', bucket, 'UTC') as bucket, event_type, sum(views)::bigint as views, sluice_hll_union(users) as users
-    from rollup_chunk group by 1, 2, 3`
-  await tx`
-    create temp table rollup_chunk_day_paths on commit drop as
-    select site_id, date_trunc('day', bucket, 'UTC') as bucket, event_type, path, sum(views)::bigint as views
-    from rollup_chunk_paths group by 1, 2, 3, 4`
+  const groupTotals = (g: string, source: postgres.PendingQuery<postgres.Row[]>) =>
+    tx`select site_id, date_trunc(${g}, bucket, 'UTC') as bucket, event_type, sum(views)::bigint as views, sluice_hll_union(users) as users
+       from ${source} group by 1, 2, 3`
+  const groupPaths = (g: string, source: postgres.PendingQuery<postgres.Row[]>) =>
+    tx`select site_id, date_trunc(${g}, bucket, 'UTC') as bucket, event_type, path, sum(views)::bigint as views
+       from ${source} group by 1, 2, 3, 4`
+  await tx`create temp table rollup_chunk_day on commit drop as ${groupTotals('day', tx`rollup_chunk`)}`
+  await tx`create temp table rollup_chunk_day_paths on commit drop as ${groupPaths('day', tx`rollup_chunk_paths`)}`
   for (const g of GRANULARITIES) {
     const table = tx(`rollup_${g}`)
     const paths = tx(`rollup_${g}_paths`)
     const from =
       g === 'hour' ? { totals: tx`rollup_chunk`, paths: tx`rollup_chunk_paths` } : { totals: tx`rollup_chunk_day`, paths: tx`rollup_chunk_day_paths` }
     const asIs = g === 'hour' || g === 'day' || days <= 1
-    const totals = asIs
-      ? tx`select * from ${from.totals}`
-      : tx`select site_id, date_trunc(${g}, bucket, 'UTC') as bucket, event_type, sum(views)::bigint as views, sluice_hll_union(users) as users
-           from ${from.totals} group by 1, 2, 3`
-    const pathRows = asIs
-      ? tx`select * from ${from.paths}`
-      : tx`select site_id, date_trunc(${g}, bucket, 'UTC') as bucket, event_type, path, sum(views)::bigint as views
-           from ${from.paths} group by 1, 2, 3, 4`
+    const totals = asIs ? tx`select * from ${from.totals}` : groupTotals(g, from.totals)
+    const pathRows = asIs ? tx`select * from ${from.paths}` : groupPaths(g, from.paths)
     await tx`
       insert into ${table} as r (site_id, bucket, event_type, views, users)
       select site_id, date_trunc(${g}, bucket, 'UTC'), event_type, views, users from (${totals}) c
