@@ -79,7 +79,7 @@ const logLines = () =>
     .map((l) => JSON.parse(l) as Record<string, string | number>)
 
 describe('nginx in front of three API replicas', () => {
-  test('passes the client address on, answers an oversized body with JSON, and logs JSON', async () => {
+  test('answers an oversized body with JSON, and logs JSON lines that name no client address', async () => {
     const res = await fetch(`${base}/event`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'x-forwarded-for': '198.51.100.9' },
@@ -91,8 +91,15 @@ describe('nginx in front of three API replicas', () => {
     expect(await big.json()).toEqual({ error: 'body is larger than the 1048576-byte limit', code: 'body_too_large' })
     await eventually(async () => logLines().length >= 2)
     const line = logLines().find((l) => l.status === 202)!
-    expect(line).toMatchObject({ method: 'POST', uri: '/event', status: 202, client: '127.0.0.1', forwarded_for: '198.51.100.9' })
+    expect(line).toMatchObject({ method: 'POST', uri: '/event', status: 202 })
     expect(String(line.upstream)).toMatch(/^127\.0\.0\.1:\d+$/)
+    // The upstream field is a replica's address; nothing else in a line is an address.
+    const text = logLines()
+      .map(({ upstream, ...rest }) => JSON.stringify(rest))
+      .join('\n')
+    expect(text).not.toContain('198.51.100.9')
+    expect(text).not.toContain('127.0.0.1')
+    expect(readFileSync(join(dir, 'stderr.log'), 'utf8')).not.toContain('198.51.100.9')
   })
 
   test('answers every one of several requests pipelined in one TCP write, and stores each once (Bun alone answers none)', async () => {
