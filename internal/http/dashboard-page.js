@@ -326,13 +326,16 @@ async function loadChart(r, my) {
       height: 260,
       series: [{}, { label: 'Visitors', stroke: '#1aa179', width: 2 }, { label: 'Events', stroke: '#2f6fec', width: 2 }],
       scales: { x: { time: true } },
-      // Ticks at least 80 px apart: days, not hours, on a week.
-      axes: [{ space: 80 }, {}],
+      // Ticks at least 80 px apart: days, not hours, on a week. Counts are whole numbers,
+      // so the y axis steps by 1, 2, 5, 10, 20, 50… and never shows 2.5.
+      axes: [{ space: 80 }, { incrs: WHOLE_STEPS }],
     },
     data,
     el,
   )
 }
+
+const WHOLE_STEPS = Array.from({ length: 36 }, (_, i) => [1, 2, 5][i % 3] * 10 ** Math.floor(i / 3))
 
 function renderTabs(p) {
   const tabs = document.querySelector(`#p-${p.id} .tabs`)
