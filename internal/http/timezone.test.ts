@@ -154,6 +154,25 @@ describe('local days against an exact oracle', () => {
     180_000,
   )
 
+  test("a range in the site's zone that ends in 9998 answers at once, with every event from its start on", async () => {
+    const { app, sent } = await setup()
+    const s = SITES[0]!
+    const answer = await query(app, { site_id: s.id, date_range: [s.from, '9998-12-31'], metrics: ['visitors', 'events'] })
+    expect(answer.meta.timezone).toBe(s.timezone)
+    const all = oracle(
+      sent,
+      s.id,
+      () => 'all',
+      (e) => dayOf(Date.parse(e.timestamp), s.timezone) >= s.from,
+    )
+    expectMatches(
+      answer.results.map((r) => ({ ...r, dimensions: ['all'] })),
+      all,
+      ['all'],
+      'to 9998',
+    )
+  }, 180_000)
+
   test('a range older than the hourly detail kept is answered in UTC days, and says so', async () => {
     const { sent } = await setup()
     const sites = createSites(env.db.sql)

@@ -120,7 +120,8 @@ async function rowsOf(
     )
   }
   if (source === 'raw') refuseUnlessRaw(state, range, maxFutureMs)
-  const segments = range && source !== 'raw' ? plan(range.from, range.to, local ? 'hour' : q.time) : null
+  const planned = range && dataPart(range, now, maxFutureMs)
+  const segments = planned && source !== 'raw' ? plan(planned.from, planned.to, local ? 'hour' : q.time) : null
   if (source === 'totals' && hourlyFrom && segments?.hour.some((b) => new Date(b) < hourlyFrom)) throw hourlyExpired(hourlyFrom)
   const parts = sources(tx, q, source, segments, range, state, pair)
   const [t, v] = [q.time ? tx`t` : tx`null::timestamptz`, q.dimension ? tx`v` : tx`null::text`]
@@ -232,6 +233,17 @@ type Row = {
   conversion_rate?: number
 }
 type Range = { from: Date; to: Date }
+
+/**
+ * The part of a range that data can be in. No event is timestamped later than
+ * `maxFutureMs` after it was stored, so nothing lies past the hour after now + maxFutureMs:
+ * the rollup buckets are planned up to there, and a range that ends in 9998 plans no
+ * 70 million hours (a range in the site's zone is planned by the hour).
+ */
+function dataPart(range: Range, now: Date, maxFutureMs: number): Range {
+  const horizon = add(truncate(new Date(now.getTime() + maxFutureMs), 'hour'), 'hour')
+  return range.to <= horizon ? range : { from: range.from, to: new Date(Math.max(range.from.getTime(), horizon.getTime())) }
+}
 
 /** Two dimensions at once, but for a kept pair, are answered from raw events, which must all still be kept for the range. */
 function refuseUnlessRaw(state: State, range: Range | null, maxFutureMs: number) {
