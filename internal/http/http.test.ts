@@ -259,6 +259,7 @@ describe('GET /stats', () => {
     ['site_id=s&date=14-11-2025', 'date'],
     ['site_id=s&date=0000-01-01', 'date'],
     ['site_id=s&date=1969-12-31', 'date'],
+    ['site_id=s&date=9999-12-31', 'date'],
     ['site_id=s&limit=0', 'limit'],
     ['site_id=s&limit=abc', 'limit'],
     ['site_id=s&event_type=', 'event_type'],

@@ -12,7 +12,13 @@ import { routeDocs } from './openapi.ts'
 
 const StatsQuerySchema = v.object({
   site_id: v.pipe(v.string('site_id is required'), v.regex(SITE_ID_PATTERN, 'site_id must be 1-128 characters of A-Z a-z 0-9 . _ : -')),
-  date: v.optional(v.pipe(v.string(), v.check(isCalendarDate, 'date must be a real calendar date from 1970 on, written YYYY-MM-DD'))),
+  // The day's end must be a date Postgres takes, so the last day is 9999-12-30.
+  date: v.optional(
+    v.pipe(
+      v.string(),
+      v.check((s) => isCalendarDate(s) && s < '9999-12-31', 'date must be a real calendar date from 1970-01-01 to 9999-12-30, written YYYY-MM-DD'),
+    ),
+  ),
   event_type: v.optional(
     v.pipe(
       v.string(),
