@@ -224,5 +224,9 @@ describe('local days', () => {
     expect(dayOf(Date.parse('2025-03-09T05:00:00Z'), 'America/New_York')).toBe('2025-03-09')
     // Santiago skips its midnight at the start of DST: the day starts when the clocks land.
     expect(iso(localMidnight('2024-09-08', 'America/Santiago'))).toBe('2024-09-08T04:00:00.000Z')
+    // Samoa skipped 2011-12-30 altogether: that day lasts no time, and starts with the next.
+    expect(iso(localMidnight('2011-12-30', 'Pacific/Apia'))).toBe('2011-12-30T10:00:00.000Z')
+    expect(iso(localMidnight('2011-12-31', 'Pacific/Apia'))).toBe('2011-12-30T10:00:00.000Z')
+    expect(iso(localMidnight('2011-12-29', 'Pacific/Apia'))).toBe('2011-12-29T10:00:00.000Z')
   })
 })

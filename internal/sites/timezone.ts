@@ -52,13 +52,18 @@ function offsetAt(ms: number, tz: string): number {
   return Date.UTC(p.y, p.m - 1, p.d, p.h, p.min, p.s) - (ms - (ms % 1000))
 }
 
-/** The first instant of the local date `date` (YYYY-MM-DD) in `tz`; after a gap when midnight does not exist there. */
+/**
+ * The first instant of the local date `date` (YYYY-MM-DD) in `tz`; after a gap when midnight
+ * does not exist there. A date the zone skipped altogether (Samoa's 2011-12-30) lasts no
+ * time: it starts where the next day does.
+ */
 export function localMidnight(date: string, tz: string): number {
   const wall = Date.parse(`${date}T00:00:00Z`)
   // The offsets in force around that wall time; the earliest instant that falls on `date` is
   // midnight, or the end of the gap when a DST change skips midnight.
-  const candidates = [-14, 0, 14].map((h) => wall - offsetAt(wall + h * 3_600_000, tz))
-  return Math.min(...candidates.filter((t) => localDate(t, tz) === date))
+  const candidates = [-14, 0, 14].map((h) => wall - offsetAt(wall + h * 3_600_000, tz)).filter((t) => localDate(t, tz) === date)
+  if (candidates.length === 0) return localMidnight(new Date(wall + 86_400_000).toISOString().slice(0, 10), tz)
+  return Math.min(...candidates)
 }
 
 /** Where the local day `date` starts for the rollups: the start of the UTC hour holding its local midnight. */
