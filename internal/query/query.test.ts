@@ -207,6 +207,33 @@ describe('a query body', () => {
     expect(fields).toEqual(expect.arrayContaining(['date_range', 'metrics.0', 'dimensions.0', 'filters.0.0', 'filters.0.2', 'extra']))
   })
 
+  test.each([
+    [{ date_range: ['1970-01-01', '9998-12-31'], include: { comparisons: { mode: 'previous_period' } } }, 'include.comparisons', /before 1970-01-01/],
+    [{ date_range: ['1970-03-01', '1970-03-31'], include: { comparisons: { mode: 'year_over_year' } } }, 'include.comparisons', /before 1970-01-01/],
+    [{ filters: [['contains', 'referrer', ['(none)']]] }, 'filters.0', /"is" or "is_not"/],
+    [
+      {
+        filters: [
+          ['is', 'country', ['DE']],
+          ['matches', 'source', ['(none)']],
+        ],
+      },
+      'filters.1',
+      /"is" or "is_not"/,
+    ],
+    [{ date_range: 'realtime', dimensions: ['entry_page'] }, 'date_range', /entry_page/],
+    [{ date_range: 'realtime', filters: [['is', 'exit_page', ['/']]] }, 'date_range', /exit_page/],
+  ])('refuses %j, naming %p', (body, field, message) => {
+    const r = parseQuery({ site_id: 'x', date_range: ['2025-03-01', '2025-03-31'], metrics: ['events'], ...body }, NOW)
+    expect(r.ok ? [] : r.problems).toContainEqual({ field, message: expect.stringMatching(message) })
+  })
+
+  test('keeps a comparison that starts on 1970-01-01, and "(none)" with is', () => {
+    const ok = (body: Record<string, unknown>) => parseQuery({ site_id: 'x', metrics: ['events'], ...body }, NOW).ok
+    expect(ok({ date_range: ['1970-01-02', '1970-01-02'], include: { comparisons: { mode: 'previous_period' } } })).toBe(true)
+    expect(ok({ date_range: 'day', filters: [['is', 'referrer', ['(none)']]] })).toBe(true)
+  })
+
   test('resolves preset ranges to whole UTC days ending today', () => {
     const range = (date_range: unknown) => {
       const r = parseQuery({ site_id: 'x', date_range, metrics: ['events'] }, NOW)

@@ -7,7 +7,7 @@ import { isCalendarDate } from '../event/timestamp.ts'
 import { add, countBuckets, GRANULARITIES, type Granularity, MAX_SERIES_BUCKETS, truncate } from '../store/buckets.ts'
 import { type Dimension, DIMENSIONS, isDimension, NONE, PROPS_PREFIX } from '../store/dimensions.ts'
 import { localDate } from '../sites/timezone.ts'
-import { COMPARISONS, type Comparison, type Dates, datesToRange, presetDates } from './dates.ts'
+import { COMPARISONS, type Comparison, comparisonDates, type Dates, datesToRange, presetDates } from './dates.ts'
 
 export { runQuery } from './run.ts'
 export { QueryRefusedError } from './errors.ts'
@@ -193,6 +193,9 @@ export function parseQuery(body: unknown, nowOrOptions: Date | ParseOptions = {}
   const [from, to] = dates ? datesToRange(dates, timezone) : [null, null]
   const comparison = q.include?.comparisons?.mode ?? null
   if (comparison && !dates) problems.push({ field: 'include.comparisons', message: 'a comparison needs a date range other than "all"' })
+  else if (comparison && dates && comparisonDates(dates, comparison)[0] < FIRST_DATE) {
+    problems.push({ field: 'include.comparisons', message: `the comparison period would start before ${FIRST_DATE}; choose a later range` })
+  }
   const timeName = q.dimensions.find((d) => d.startsWith('time:'))
   const time = timeName ? (timeName.slice(5) as Granularity) : null
   const dimension = (q.dimensions.find((d) => !d.startsWith('time:')) as Dimension | undefined) ?? null
@@ -213,8 +216,14 @@ export function parseQuery(body: unknown, nowOrOptions: Date | ParseOptions = {}
     else orderBy.push({ key: k as Query['orderBy'][number]['key'], desc: dir === 'desc' })
   }
   const realtime = q.date_range === 'realtime'
-  if (realtime && (time || q.metrics.some((m) => VISIT_METRICS.includes(m) || m === 'conversion_rate'))) {
-    problems.push({ field: 'date_range', message: 'realtime answers visitors, pageviews and events, without time dimensions' })
+  const visitOnly = [dimension, ...q.filters.map(([, dim]) => dim)].some((d) => d === 'entry_page' || d === 'exit_page')
+  if (realtime && (time || visitOnly || q.metrics.some((m) => VISIT_METRICS.includes(m) || m === 'conversion_rate'))) {
+    problems.push({ field: 'date_range', message: 'realtime answers visitors, pageviews and events, without time dimensions, entry_page or exit_page' })
+  }
+  for (const [i, [op, , values]] of q.filters.entries()) {
+    if ((op === 'contains' || op === 'matches') && values.includes(NONE)) {
+      problems.push({ field: `filters.${i}`, message: `${NONE} stands for an absent value, which nothing contains: filter it with "is" or "is_not"` })
+    }
   }
   const goal = q.filters.some(([, dim]) => dim === 'event_type' || dim === 'path') || dimension === 'event_type'
   if (q.metrics.includes('conversion_rate') && !goal) {
@@ -274,6 +283,9 @@ export function resolveRange(range: (typeof DATE_RANGES)[number] | [string, stri
       return [null, null]
   }
 }
+
+/** The first date a range (or the period it is compared with) may start on. */
+const FIRST_DATE = '1970-01-01'
 
 /** A calendar date whose next day is still a valid date (Postgres and ISO 8601 end in 9999). */
 const isDate = (s: string) => isCalendarDate(s) && s < '9999-01-01'
