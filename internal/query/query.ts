@@ -64,6 +64,11 @@ export type QueryResult = {
      * value's count, or a filtered total, may be up to this much low. 0 when nothing was trimmed.
      */
     trimmed_events: number
+    /**
+     * With visit metrics (or entry and exit pages): visits of values trimmed from the visit
+     * rollups (ROLLUP_DIM_CAP) in the range, which any value's visits may be up to this much low.
+     */
+    trimmed_visits?: number
     /** The time zone whose days the range and buckets follow: the site's, or UTC where the kept hourly data cannot follow it. */
     timezone?: string
     /** With a comparison: its mode and range. */

@@ -61,6 +61,7 @@ export async function runQuery(sql: Sql, q: Query, options: RunOptions = {}): Pr
         date_range: q.from && q.to ? [q.from.toISOString(), q.to.toISOString()] : null,
         source: answer.source === 'raw' ? 'raw_events' : 'rollups',
         trimmed_events: answer.trimmed,
+        ...(answer.trimmedVisits === null ? {} : { trimmed_visits: answer.trimmedVisits }),
         timezone: q.timezone,
       },
     }
@@ -86,7 +87,8 @@ async function convert(tx: Tx, q: Query, state: State, options: RunOptions, rows
 const key = (t: Date | null, v: string | null) => `${t?.getTime() ?? ''}|${v ?? ''}`
 
 type Source = 'totals' | 'dims' | 'pair' | 'raw'
-type Answer = { rows: Row[]; source: Source | 'visits'; trimmed: number }
+/** trimmedVisits: visits of values folded into the visit rollups' remainder, when visits were read. */
+type Answer = { rows: Row[]; source: Source | 'visits'; trimmed: number; trimmedVisits: number | null }
 
 /**
  * The rows of a query's event metrics and, when asked, its visit metrics, in one snapshot.
@@ -106,7 +108,8 @@ async function rowsOf(
   const wantsVisits = visitOnly || q.metrics.some((m) => VISIT_METRICS.includes(m))
   const visits = wantsVisits ? await visitRows(tx, q, involved, range, state, hourlyFrom) : null
   // Visitors, page views and events of entry and exit pages are those of the visits entering or leaving there.
-  if (visitOnly) return { rows: visits!, source: 'visits', trimmed: 0 }
+  // Entry and exit pages come from the visit rollups alone: their remainder is the events trimmed too.
+  if (visitOnly) return { rows: visits!.rows, source: 'visits', trimmed: visits!.trimmed.events, trimmedVisits: visits!.trimmed.visits }
   const totals = [...involved].every((d) => d === 'event_type')
   const oneDimension = involved.size === 1 && q.time !== 'hour'
   // A kept pair answers from its rollups the ranges it was counted for; raw events the rest.
@@ -120,7 +123,8 @@ async function rowsOf(
     )
   }
   if (source === 'raw') refuseUnlessRaw(state, range, maxFutureMs)
-  const planned = range && dataPart(range, now, maxFutureMs)
+  // A range in the site's zone is planned by the hour: only as far as data can be.
+  const planned = range && local ? dataPart(range, now, maxFutureMs) : range
   const segments = planned && source !== 'raw' ? plan(planned.from, planned.to, local ? 'hour' : q.time) : null
   if (source === 'totals' && hourlyFrom && segments?.hour.some((b) => new Date(b) < hourlyFrom)) throw hourlyExpired(hourlyFrom)
   const parts = sources(tx, q, source, segments, range, state, pair)
@@ -140,12 +144,12 @@ async function rowsOf(
   const out = rows as unknown as Row[]
   if (visits) {
     // Visit figures join the event figures of the same bucket and value.
-    const byKey = new Map(visits.map((r) => [key(r.t, r.v), r]))
+    const byKey = new Map(visits.rows.map((r) => [key(r.t, r.v), r]))
     for (const r of out) Object.assign(r, pick(byKey.get(key(r.t, r.v))))
     const seen = new Set(out.map((r) => key(r.t, r.v)))
-    for (const r of visits) if (!seen.has(key(r.t, r.v))) out.push({ ...r, events: 0, pageviews: 0, visitors: 0 })
+    for (const r of visits.rows) if (!seen.has(key(r.t, r.v))) out.push({ ...r, events: 0, pageviews: 0, visitors: 0 })
   }
-  return { rows: out, source, trimmed }
+  return { rows: out, source, trimmed, trimmedVisits: visits ? visits.trimmed.visits : null }
 }
 
 const pick = (r: Row | undefined) => ({
@@ -165,7 +169,14 @@ const hourlyExpired = (hourlyFrom: Date) =>
  * Visit figures from the visit rollups plus the visits still open: one dimension at most
  * (a visit's attributes, entry or exit page, a path it viewed or an event type it sent).
  */
-async function visitRows(tx: Tx, q: Query, involved: Set<Dimension>, range: Range | null, state: State, hourlyFrom: Date | null): Promise<Row[]> {
+async function visitRows(
+  tx: Tx,
+  q: Query,
+  involved: Set<Dimension>,
+  range: Range | null,
+  state: State,
+  hourlyFrom: Date | null,
+): Promise<{ rows: Row[]; trimmed: { visits: number; events: number } }> {
   const dims = [...involved]
   if (dims.length > 1 || (dims[0] && !isVisitDimension(dims[0]))) {
     throw new QueryRefusedError(
@@ -211,12 +222,25 @@ async function visitRows(tx: Tx, q: Query, involved: Set<Dimension>, range: Rang
     where v.site_id = ${q.siteId} and d.dim = ${dim} ${range ? tx`and v.started_at >= ${range.from} and v.started_at < ${range.to}` : tx``}
     ${q.filters.map((f) => tx`and ${match(tx, tx`d.value`, f)}`).reduce((a, b) => tx`${a} ${b}`, tx``)}
     group by 1, 2`
-  const rows = await tx`
-    select t, v, sum(visits)::float8 as visits, sum(bounces)::float8 as bounces, sum(duration_ms)::float8 as duration_ms,
-           sum(pageviews)::float8 as pageviews, sum(events)::float8 as events, coalesce(hll_cardinality(hll_union_agg(users)), 0)::float8 as visitors
-    from (${[...rolled, open].reduce((a, b) => tx`${a} union all ${b}`)}) as s(t, v, visits, bounces, duration_ms, pageviews, events, users)
-    group by 1, 2`
-  return (rows as unknown as (Row & { pageviews: number })[]).map((r) => ({ ...r, visit_pageviews: r.pageviews }))
+  // Values past ROLLUP_DIM_CAP in the buckets read: their visits and events are in no row.
+  const other = levels.map(
+    (g) =>
+      tx`select visits, events from ${tx(`rollup_${g}_visit_other`)} where site_id = ${q.siteId} and dim = ${dim} ${segments ? tx`and bucket = any(${segments[g]}::timestamptz[])` : tx``}`,
+  )
+  const [rows, [trimmed]] = await Promise.all([
+    tx`
+      select t, v, sum(visits)::float8 as visits, sum(bounces)::float8 as bounces, sum(duration_ms)::float8 as duration_ms,
+             sum(pageviews)::float8 as pageviews, sum(events)::float8 as events, coalesce(hll_cardinality(hll_union_agg(users)), 0)::float8 as visitors
+      from (${[...rolled, open].reduce((a, b) => tx`${a} union all ${b}`)}) as s(t, v, visits, bounces, duration_ms, pageviews, events, users)
+      group by 1, 2`,
+    dim === '' || other.length === 0
+      ? [{ visits: 0, events: 0 }]
+      : tx`select coalesce(sum(visits), 0)::float8 as visits, coalesce(sum(events), 0)::float8 as events from (${other.reduce((a, b) => tx`${a} union all ${b}`)}) o`,
+  ])
+  return {
+    rows: (rows as unknown as (Row & { pageviews: number })[]).map((r) => ({ ...r, visit_pageviews: r.pageviews })),
+    trimmed: trimmed as { visits: number; events: number },
+  }
 }
 
 type Row = {
@@ -237,8 +261,9 @@ type Range = { from: Date; to: Date }
 /**
  * The part of a range that data can be in. No event is timestamped later than
  * `maxFutureMs` after it was stored, so nothing lies past the hour after now + maxFutureMs:
- * the rollup buckets are planned up to there, and a range that ends in 9998 plans no
- * 70 million hours (a range in the site's zone is planned by the hour).
+ * an hourly plan stops there, and a range that ends in 9998 plans no 70 million hours. Only
+ * for hourly plans: cut at an hour, a coarser plan would trade whole days for hours, which
+ * the dimension rollups do not have.
  */
 function dataPart(range: Range, now: Date, maxFutureMs: number): Range {
   const horizon = add(truncate(new Date(now.getTime() + maxFutureMs), 'hour'), 'hour')

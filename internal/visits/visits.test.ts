@@ -28,18 +28,18 @@ const ev = (site_id: string, user: string, min: number, o: Partial<Event> = {}):
  * `closeBefore` (default: all of them). Repeats while a transaction elsewhere on the server
  * (another test's) holds the rollup's horizon below the newest events.
  */
-async function roll(closeBefore = Date.now() + 1000) {
+async function roll(closeBefore = Date.now() + 1000, dimCap?: number) {
   // Count every event first, closing nothing, then close: a visit must not close while one
   // of its events waits below a horizon another test's transaction holds back.
   const caughtUp = await eventually(
     async () => {
-      await rollup(ctx.db.sql, { visitCloseAfterMs: 0, now: () => new Date(0) })
+      await rollup(ctx.db.sql, { visitCloseAfterMs: 0, dimCap, now: () => new Date(0) })
       return (await rollupLag(ctx.db.sql)).unrolled === 0 || null
     },
     { timeoutMs: 80_000 },
   )
   if (!caughtUp) throw new Error('the rollup did not reach the newest events: a long transaction elsewhere on the server holds its horizon')
-  await rollup(ctx.db.sql, { visitCloseAfterMs: 0, now: () => new Date(closeBefore) })
+  await rollup(ctx.db.sql, { visitCloseAfterMs: 0, dimCap, now: () => new Date(closeBefore) })
 }
 
 type Totals = { visits: number; bounces: number; duration_ms: number; pageviews: number; events: number }
@@ -189,6 +189,28 @@ describe('visit metrics in /v1/query', () => {
       filters: [['is', 'exit_page', ['/pricing']]],
     })
     expect(exits.results).toEqual([{ dimensions: ['/pricing'], metrics: [1] }])
+  })
+
+  test('entry pages past the cap are named in meta: trimmed_visits and trimmed_events say how much any page may be low', async () => {
+    const s = newSite()
+    // Entry pages /p1 (3 visits), /p2 (2), /p3, /p4, /p5 (1 each); each visit of two events, all from Google.
+    const entries = ['/p1', '/p1', '/p1', '/p2', '/p2', '/p3', '/p4', '/p5']
+    await createStore(ctx.db.sql).insertEvents(
+      entries.flatMap((path, i) => [ev(s, `u${i}`, i, { path, source: 'Google' }), ev(s, `u${i}`, i + 1, { path: '/next', source: 'Google' })]),
+    )
+    await roll(Date.now() + 1000, 2)
+    const range = ['2025-11-14', '2025-11-14']
+    const pages = await ask({ site_id: s, date_range: range, metrics: ['visits', 'events'], dimensions: ['entry_page'] })
+    expect(pages.results).toEqual([
+      { dimensions: ['/p1'], metrics: [3, 6] },
+      { dimensions: ['/p2'], metrics: [2, 4] },
+    ])
+    expect(pages.meta).toMatchObject({ trimmed_visits: 3, trimmed_events: 6 })
+    // One source kept whole: nothing trimmed; and no trimmed_visits without visit figures.
+    const sources = await ask({ site_id: s, date_range: range, metrics: ['visits', 'events'], dimensions: ['source'] })
+    expect(sources.results).toEqual([{ dimensions: ['Google'], metrics: [8, 16] }])
+    expect(sources.meta).toMatchObject({ trimmed_visits: 0, trimmed_events: 0 })
+    expect((await ask({ site_id: s, date_range: range, metrics: ['events'], dimensions: ['source'] })).meta.trimmed_visits).toBeUndefined()
   })
 
   test('conversion rate divides converting visitors by all visitors, for an event type or a path pattern', async () => {
