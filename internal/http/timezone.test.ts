@@ -211,4 +211,46 @@ describe('local days against an exact oracle', () => {
     )
     expectMatches(byCountry.results, india, days('2025-02-25', '2025-03-04'), 'utc country')
   }, 180_000)
+
+  test('a comparison whose earlier period is past the raw events kept answers both periods in UTC days', async () => {
+    const { app, sent } = await setup()
+    // Raw events kept from 2025-03-05 12:00: the current period can follow New York, the one before cannot.
+    await env.db.sql`update rollup_state set raw_dropped_before = '2025-03-05T12:00:00Z'`
+    const answer = (await query(app, {
+      site_id: 'tz-ny',
+      date_range: ['2025-03-06', '2025-03-10'],
+      metrics: ['visitors', 'events'],
+      dimensions: ['country'],
+      include: { comparisons: { mode: 'previous_period' } },
+    })) as Awaited<ReturnType<typeof query>> & {
+      results: { dimensions: string[]; metrics: number[]; comparison: { metrics: number[] } }[]
+      meta: { comparison: { date_range: [string, string] } }
+    }
+    expect(answer.meta.timezone).toBe('UTC')
+    expect(answer.meta.date_range).toEqual(['2025-03-06T00:00:00.000Z', '2025-03-11T00:00:00.000Z'])
+    expect(answer.meta.comparison.date_range).toEqual(['2025-03-01T00:00:00.000Z', '2025-03-06T00:00:00.000Z'])
+    const utcDay = (ms: number) => new Date(ms).toISOString().slice(0, 10)
+    const inDays = (from: string, to: string) => (e: Event) => utcDay(Date.parse(e.timestamp)) >= from && utcDay(Date.parse(e.timestamp)) <= to
+    const byCountry = (from: string, to: string) =>
+      new Map(
+        ['IN', 'US'].map((c) => [
+          c,
+          oracle(
+            sent,
+            'tz-ny',
+            () => c,
+            (e) => e.country === c && inDays(from, to)(e),
+          ).get(c)!,
+        ]),
+      )
+    const now = byCountry('2025-03-06', '2025-03-10')
+    const before = byCountry('2025-03-01', '2025-03-05')
+    expectMatches(answer.results, now, ['IN', 'US'], 'current')
+    expectMatches(
+      answer.results.map((r) => ({ dimensions: r.dimensions, metrics: r.comparison.metrics })),
+      before,
+      ['IN', 'US'],
+      'previous',
+    )
+  }, 180_000)
 })

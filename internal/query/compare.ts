@@ -13,9 +13,20 @@ const COMPARISON_LIMIT = 10_000
  */
 export async function withComparison(q: Query, run: (q: Query) => Promise<QueryResult>): Promise<QueryResult> {
   if (!q.comparison || !q.dates) return run(q)
-  const dates = comparisonDates(q.dates, q.comparison)
-  const [from, to] = datesToRange(dates, q.timezone)
-  const [current, previous] = await Promise.all([run(q), run({ ...q, dates, from, to, comparison: null, limit: COMPARISON_LIMIT })])
+  const mode = q.comparison
+  const dates = comparisonDates(q.dates, mode)
+  const both = (asked: Query) => {
+    const [from, to] = datesToRange(dates, asked.timezone)
+    return Promise.all([run(asked), run({ ...asked, dates, from, to, comparison: null, limit: COMPARISON_LIMIT })])
+  }
+  let [current, previous] = await both(q)
+  // A period past the hourly detail kept is answered in UTC days (meta.timezone): then both
+  // are, so that like days are compared with like.
+  if (current.meta.timezone !== previous.meta.timezone) {
+    const [from, to] = datesToRange(q.dates, 'UTC')
+    q = { ...q, timezone: 'UTC', from, to }
+    ;[current, previous] = await both(q)
+  }
   const timeAt = q.order.indexOf('time')
   const valueAt = q.order.indexOf('dimension')
   const place = (dims: (string | null)[], start: Dates, startInstant: string) =>
@@ -32,7 +43,7 @@ export async function withComparison(q: Query, run: (q: Query) => Promise<QueryR
     const comparison: ComparedResult = { dimensions, metrics, change: r.metrics.map((x, i) => change(x, metrics[i]!)) }
     return { ...r, comparison }
   })
-  return { results, meta: { ...current.meta, comparison: { mode: q.comparison, date_range: previous.meta.date_range! } } }
+  return { results, meta: { ...current.meta, comparison: { mode, date_range: previous.meta.date_range! } } }
 }
 
 /** The change from `before` to `now` in percent, to one decimal; 0 from 0 to 0, null from 0 to more. */
