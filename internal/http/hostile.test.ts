@@ -3,6 +3,11 @@ import fc from 'fast-check'
 import type { Event } from '../event/event.ts'
 import { silentLogger } from '../log/log.ts'
 import { createQueue } from '../queue/queue.ts'
+import { DATE_RANGES, METRICS, OPERATORS } from '../query/query.ts'
+import { createRegistry } from '../sites/registry.ts'
+import { createSites } from '../sites/sites.ts'
+import { DIMENSIONS, VISIT_ONLY_DIMENSIONS } from '../store/dimensions.ts'
+import { GRANULARITIES } from '../store/buckets.ts'
 import { createStore } from '../store/store.ts'
 import { createTestDatabase, createTestRedis, type TestDatabase, type TestRedis } from '../testkit/testkit.ts'
 import { createApp } from './http.ts'
@@ -273,4 +278,119 @@ describe('fuzzing', () => {
       { numRuns: 300, seed: 7 },
     )
   })
+})
+
+describe('fuzzing the query API', () => {
+  // Sites in zones with DST, half and three-quarter hours, and a skipped day (Samoa's
+  // 2011-12-30); events from 1970 to now, some rolled up.
+  const ZONES = { 'fz-utc': 'UTC', 'fz-ny': 'America/New_York', 'fz-kolkata': 'Asia/Kolkata', 'fz-chatham': 'Pacific/Chatham', 'fz-apia': 'Pacific/Apia' }
+  const stop = new AbortController()
+  afterAll(() => stop.abort())
+
+  test('POST /v1/query never answers 5xx, over any dates, zones, metrics, dimensions, filters and comparisons', async () => {
+    const sites = createSites(db.sql)
+    for (const [site_id, timezone] of Object.entries(ZONES)) await sites.add({ site_id, timezone })
+    const store = createStore(db.sql)
+    const stamps = ['1970-01-01T00:00:00Z', '2011-12-29T20:00:00Z', '2011-12-31T01:00:00Z', new Date(Date.now() - 3_600_000).toISOString()]
+    const seed = (i: number) =>
+      Object.keys(ZONES).flatMap((site_id) =>
+        stamps.map((timestamp) => ({
+          event_id: crypto.randomUUID(),
+          site_id,
+          event_type: i % 2 ? 'pageview' : 'signup',
+          path: `/p${i}`,
+          user_id: `u${i}`,
+          timestamp,
+          received_at: Date.now(),
+          source: 'Google',
+          country: 'DE',
+          props: { plan: 'pro' },
+        })),
+      )
+    await store.insertEvents(seed(0))
+    await store.rollup()
+    await store.insertEvents(seed(1))
+    const registry = createRegistry({ sql: db.sql, log: silentLogger() })
+    await registry.start(stop.signal)
+    const zoned = createApp(
+      { queue: createQueue(r.redis, r.queue), store, log: silentLogger(), checks: {}, registry },
+      { ingest: { bodyLimitBytes: LIMIT, batchMax: 1000, maxFutureMs: 300_000 }, statsToken: TOKEN, hourRollupDays: 90 },
+    )
+    const day = fc
+      .date({ min: new Date('1969-12-30T00:00:00Z'), max: new Date('9999-12-31T00:00:00Z'), noInvalidDate: true })
+      .map((d) => d.toISOString().slice(0, 10))
+    const dims = [...DIMENSIONS, ...VISIT_ONLY_DIMENSIONS, 'props:plan']
+    const times = GRANULARITIES.map((g) => `time:${g}`)
+    const value = fc.oneof(fc.constantFrom('(none)', '', '*', '%', '_', '/p1', 'Google', 'DE'), fc.string({ maxLength: 20, unit: 'binary' }))
+    const shape = (parts: {
+      range: fc.Arbitrary<unknown>
+      metric: fc.Arbitrary<string>
+      dim: string[]
+      time: string[]
+      op: string[]
+      limit: fc.Arbitrary<number>
+    }) =>
+      fc.record(
+        {
+          site_id: fc.constantFrom(...Object.keys(ZONES)),
+          date_range: parts.range,
+          metrics: fc.uniqueArray(parts.metric, { minLength: 1, maxLength: 3 }),
+          dimensions: fc.tuple(fc.option(fc.constantFrom(...parts.dim)), fc.option(fc.constantFrom(...parts.time))).map((d) => d.filter((x) => x !== null)),
+          filters: fc.array(fc.tuple(fc.constantFrom(...parts.op), fc.constantFrom(...parts.dim), fc.array(value, { minLength: 1, maxLength: 3 })), {
+            maxLength: 2,
+          }),
+          include: fc.constantFrom({ comparisons: { mode: 'previous_period' } }, { comparisons: { mode: 'year_over_year' } }, {}),
+          limit: parts.limit,
+        },
+        { requiredKeys: ['site_id', 'date_range', 'metrics'] },
+      )
+    const dates = fc.tuple(day, day).map(([a, b]) => (a <= b ? [a, b] : [b, a]))
+    // Mostly queries a user could send; some with anything wrong in them.
+    const body = fc.oneof(
+      {
+        weight: 4,
+        arbitrary: shape({
+          range: fc.oneof(fc.constantFrom(...DATE_RANGES), dates),
+          metric: fc.constantFrom(...METRICS),
+          dim: dims,
+          time: times,
+          op: [...OPERATORS],
+          limit: fc.integer({ min: 1, max: 10_000 }),
+        }),
+      },
+      {
+        weight: 1,
+        arbitrary: shape({
+          range: fc.oneof(fc.tuple(day, day), fc.string(), fc.anything()),
+          metric: fc.constantFrom(...METRICS, 'nope'),
+          dim: [...dims, 'props:', 'nope'],
+          time: [...times, 'time:week'],
+          op: [...OPERATORS, 'like'],
+          limit: fc.oneof(fc.integer({ min: -1, max: 10_001 }), fc.constant(1.5)),
+        }),
+      },
+    )
+    const statuses = new Map<number, number>()
+    await fc.assert(
+      fc.asyncProperty(body, async (b) => {
+        const res = await zoned.request('/v1/query', {
+          method: 'POST',
+          headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+          body: JSON.stringify(b),
+        })
+        statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1)
+        const answer = (await res.json()) as { results?: unknown[]; error?: string; code?: string }
+        expect({ status: res.status, answer }).toEqual(
+          res.status === 200
+            ? { status: 200, answer: expect.objectContaining({ results: expect.any(Array) }) }
+            : { status: expect.any(Number), answer: expect.objectContaining({ error: expect.any(String), code: expect.any(String) }) },
+        )
+        expect([200, 400, 422]).toContain(res.status)
+      }),
+      { numRuns: 400, seed: 20261203 },
+    )
+    // The property saw answers of each kind, not only refusals.
+    expect(statuses.get(200)).toBeGreaterThan(20)
+    expect(statuses.get(400)).toBeGreaterThan(20)
+  }, 120_000)
 })
