@@ -222,9 +222,9 @@ describe('local days against an exact oracle', () => {
       metrics: ['visitors', 'events'],
       dimensions: ['country'],
       include: { comparisons: { mode: 'previous_period' } },
-    })) as Awaited<ReturnType<typeof query>> & {
+    })) as unknown as {
       results: { dimensions: string[]; metrics: number[]; comparison: { metrics: number[] } }[]
-      meta: { comparison: { date_range: [string, string] } }
+      meta: { timezone: string; date_range: [string, string]; comparison: { date_range: [string, string] } }
     }
     expect(answer.meta.timezone).toBe('UTC')
     expect(answer.meta.date_range).toEqual(['2025-03-06T00:00:00.000Z', '2025-03-11T00:00:00.000Z'])
