@@ -27,12 +27,17 @@ const STUB = 'window.sluice=window.sluice||function(){(window.sluice.q=window.sl
 let site: ReturnType<typeof Bun.serve>
 let browser: Browser
 
-const page = (api: string, title: string, persist = false) => `<!doctype html><meta charset="utf-8"><title>${title}</title>
+const page = (
+  api: string,
+  title: string,
+  persist = false,
+  siteId = persist ? 'persist-site' : 'browser-site',
+) => `<!doctype html><meta charset="utf-8"><title>${title}</title>
 <h1>${title}</h1>
 <a id="spa" href="/pricing" onclick="history.pushState({}, '', '/pricing'); document.querySelector('h1').textContent = 'Pricing'; return false">Pricing (SPA)</a>
 <a id="next" href="/about">About</a>
 ${title === 'About' ? `<script>${STUB}; sluice('signup', {props: {plan: 'pro'}})</script>` : ''}
-<script defer src="${api}/t.js" data-site="${persist ? 'persist-site' : 'browser-site'}"${persist ? ' data-persist="true"' : ''}></script>`
+<script defer src="${api}/t.js" data-site="${siteId}"${persist ? ' data-persist="true"' : ''}></script>`
 
 beforeAll(async () => {
   site = Bun.serve({
@@ -40,7 +45,8 @@ beforeAll(async () => {
     hostname: '127.0.0.1',
     fetch: (req) => {
       const { pathname } = new URL(req.url)
-      return new Response(page(stack.base, pathname === '/about' ? 'About' : 'Home', pathname.startsWith('/persist')), {
+      const siteId = pathname.startsWith('/fast') ? 'clock-site' : undefined
+      return new Response(page(stack.base, pathname === '/about' ? 'About' : 'Home', pathname.startsWith('/persist'), siteId), {
         headers: { 'Content-Type': 'text/html' },
       })
     },
@@ -200,6 +206,23 @@ describe('in a real browser', () => {
     for (const r of rows) expect([r.browser, r.os, r.device]).toEqual(['Chrome', 'Windows', 'Desktop'])
     expect(new Set(rows.map((x) => x.user_id)).size).toBe(1) // one visitor: the API's id for this IP and user agent today
     expect(rows[0]!.user_id).toMatch(/^[A-Za-z0-9_-]{22}$/)
+  }, 60_000)
+
+  test('a page view from a browser whose clock runs 10 minutes fast is stored at the time received, its long path and tags cut whole', async () => {
+    const context = await browser.newContext({ userAgent: CHROME })
+    const tab = await context.newPage()
+    await tab.clock.setSystemTime(new Date(Date.now() + 10 * 60_000))
+    const campaign = `${'a'.repeat(255)}😀`
+    const before = Date.now()
+    await tab.goto(`http://127.0.0.1:${site.port}/fast/${'p'.repeat(2100)}?utm_campaign=${encodeURIComponent(campaign)}&utm_source=x`)
+    const row = await eventually(async () => (await stack.db.sql`select path, utm_campaign, ts from events where site_id = 'clock-site'`)[0] ?? null)
+    await context.close()
+    expect(row).not.toBeNull()
+    expect(row!.path).toBe(`/fast/${'p'.repeat(2042)}`)
+    expect(row!.utm_campaign).toBe('a'.repeat(255))
+    const ts = (row!.ts as Date).getTime()
+    expect(ts).toBeGreaterThanOrEqual(before - 1000)
+    expect(ts).toBeLessThan(Date.now() + 1000)
   }, 60_000)
 
   test('with data-persist="true" the tracker keeps a random id in localStorage and sends it as user_id on every page view', async () => {

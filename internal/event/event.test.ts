@@ -36,8 +36,15 @@ describe('an event', () => {
     expect(problems(parse({}))).toEqual([
       { field: 'site_id', message: 'site_id is required' },
       { field: 'event_type', message: 'event_type is required' },
-      { field: 'timestamp', message: 'timestamp is required' },
     ])
+  })
+
+  test('without a timestamp, or with a null one, takes the time it was received', () => {
+    for (const timestamp of [undefined, null]) {
+      const r = parse({ ...valid, timestamp })
+      expect(r.ok && r.event.timestamp).toBe(new Date(NOW).toISOString())
+      expect(r.ok && r.event.received_at).toBe(NOW)
+    }
   })
 
   test('ignores fields it does not know', () => {
@@ -225,7 +232,12 @@ describe('the fast path for valid events', () => {
       {
         site_id: fc.stringMatching(/^[A-Za-z0-9._:-]{1,128}$/),
         event_type: fc.string({ minLength: 1, maxLength: 64 }),
-        timestamp: fc.date({ min: new Date('1970-01-01T00:00:00Z'), max: new Date(NOW + 300_000), noInvalidDate: true }).map((d) => d.toISOString()),
+        timestamp: fc.option(
+          fc.date({ min: new Date('1970-01-01T00:00:00Z'), max: new Date(NOW + 300_000), noInvalidDate: true }).map((d) => d.toISOString()),
+          {
+            nil: undefined,
+          },
+        ),
         path: fc.option(fc.string({ maxLength: 2048 })),
         user_id: fc.option(fc.string({ maxLength: 256 })),
         event_id: fc.option(fc.uuid(), { nil: undefined }),

@@ -145,7 +145,8 @@ export const EventSchema = v.object(
   {
     site_id: v.pipe(v.string('site_id must be a string'), v.regex(SITE_ID_PATTERN, 'site_id must be 1-128 characters of A-Z a-z 0-9 . _ : -')),
     event_type: required('event_type', LIMITS.event_type),
-    timestamp: v.string('timestamp must be a string'),
+    // Absent (or null): the time the API received the event.
+    timestamp: v.optional(v.nullable(v.string('timestamp must be a string'))),
     path: v.pipe(
       optionalText('path', LIMITS.path),
       v.check((s) => s === null || pathFits(s), PATH_BYTES_MESSAGE),
@@ -251,11 +252,13 @@ function createEventParserWith(
     const problems: Problem[] = result.success ? [] : result.issues.map(toProblem)
     // The timestamp is checked here rather than in the schema so that "now" is read once per event.
     const raw = (input as { timestamp?: unknown }).timestamp
+    const receivedAt = now()
     let timestamp: string | undefined
-    if (typeof raw === 'string') {
+    if (raw === undefined || raw === null) timestamp = new Date(receivedAt).toISOString()
+    else if (typeof raw === 'string') {
       const ts = parseTimestamp(raw)
       if (!ts.ok) problems.push({ field: 'timestamp', message: ts.message })
-      else if (ts.ms > now() + maxFutureMs) {
+      else if (ts.ms > receivedAt + maxFutureMs) {
         problems.push({ field: 'timestamp', message: `timestamp must not be more than ${ahead} in the future` })
       } else timestamp = new Date(ts.ms).toISOString()
     }
@@ -278,7 +281,7 @@ function createEventParserWith(
       path: e.path,
       user_id: e.user_id,
       timestamp,
-      received_at: now(),
+      received_at: receivedAt,
     }
     for (const f of UTM_FIELDS) if (e[f] !== null) event[f] = e[f]
     const props = propsOf(e.props)
@@ -338,24 +341,29 @@ function acceptFast(input: unknown, now: () => number, maxFutureMs: number, newI
   if (typeof event_type !== 'string' || event_type.length === 0 || event_type.length > LIMITS.event_type || !clean(event_type)) return null
   if (!isOptionalText(path, LIMITS.path) || (typeof path === 'string' && !pathFits(path)) || !isOptionalText(user_id, LIMITS.user_id)) return null
   if (event_id !== undefined && (typeof event_id !== 'string' || !UUID.test(event_id))) return null
-  if (typeof timestamp !== 'string') return null
-  // A timestamp in toISOString's form is stored as it came; any other is parsed and rewritten.
-  let ms = canonicalMs(timestamp)
-  const canonical = ms !== null
-  if (ms === null) {
-    const ts = parseTimestamp(timestamp)
-    if (!ts.ok) return null
-    ms = ts.ms
-  }
   const t = now()
-  if (ms > t + maxFutureMs) return null
+  let stamp: string
+  if (timestamp === undefined || timestamp === null) stamp = new Date(t).toISOString()
+  else {
+    if (typeof timestamp !== 'string') return null
+    // A timestamp in toISOString's form is stored as it came; any other is parsed and rewritten.
+    let ms = canonicalMs(timestamp)
+    const canonical = ms !== null
+    if (ms === null) {
+      const ts = parseTimestamp(timestamp)
+      if (!ts.ok) return null
+      ms = ts.ms
+    }
+    if (ms > t + maxFutureMs) return null
+    stamp = canonical ? timestamp : new Date(ms).toISOString()
+  }
   const event: Event = {
     event_id: ((event_id as string | undefined) ?? newId()).toLowerCase(),
     site_id,
     event_type,
     path: (path as string | null | undefined) || null,
     user_id: (user_id as string | null | undefined) || null,
-    timestamp: canonical ? timestamp : new Date(ms).toISOString(),
+    timestamp: stamp,
     received_at: t,
   }
   const context: Context = { referrer: null, screen_width: null, ip: null, user_agent: null }

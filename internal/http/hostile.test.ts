@@ -60,7 +60,7 @@ const rows: Row[] = [
   // Missing and wrongly typed fields.
   ['a missing site_id', 'POST', '/event', json({ ...ok, site_id: undefined }), 'application/json', 400, 'invalid_event', 'site_id'],
   ['a missing event_type', 'POST', '/event', json({ ...ok, event_type: undefined }), 'application/json', 400, 'invalid_event', 'event_type'],
-  ['a missing timestamp', 'POST', '/event', json({ ...ok, timestamp: undefined }), 'application/json', 400, 'invalid_event', 'timestamp'],
+  ['an empty timestamp', 'POST', '/event', json({ ...ok, timestamp: '' }), 'application/json', 400, 'invalid_event', 'timestamp'],
   ['a numeric site_id', 'POST', '/event', json({ ...ok, site_id: 123 }), 'application/json', 400, 'invalid_event', 'site_id'],
   ['a boolean event_type', 'POST', '/event', json({ ...ok, event_type: true }), 'application/json', 400, 'invalid_event', 'event_type'],
   ['an object as path', 'POST', '/event', json({ ...ok, path: { $ne: null } }), 'application/json', 400, 'invalid_event', 'path'],

@@ -430,7 +430,7 @@ describe('API documentation', () => {
     expect(doc.openapi).toStartWith('3.')
     expect(Object.keys(doc.paths).sort()).toEqual(['/event', '/events', '/healthz', '/readyz', '/stats', '/v1/export', '/v1/query', '/v1/stats'])
     const event = doc.paths['/event']!.post!.requestBody!.content['application/json']!.schema
-    expect(event.required).toEqual(['site_id', 'event_type', 'timestamp'])
+    expect(event.required).toEqual(['site_id', 'event_type'])
     expect(event.properties!.site_id).toEqual({ type: 'string', pattern: '^[A-Za-z0-9._:-]{1,128}$' })
     expect(doc.paths['/event']!.post!.requestBody!.content['text/plain']).toBeDefined()
     expect(Object.keys(event.properties!)).toEqual(

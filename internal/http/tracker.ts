@@ -1,14 +1,17 @@
 import type { Hono } from 'hono'
 
 /**
- * The tracker snippet, served at /t.js: 1,189 bytes, 712 gzipped (`gzip -c | wc -c`; keep it
+ * The tracker snippet, served at /t.js: 1,217 bytes, 741 gzipped (`gzip -c | wc -c`; keep it
  * under 1 KB). A site adds
  *   <script defer src="https://sluice.example.com/t.js" data-site="my-site"></script>
  * and each page view (including SPA route changes through history.pushState and popstate)
  * is sent with navigator.sendBeacon as text/plain, which needs no CORS preflight, or with
  * fetch(keepalive) where sendBeacon is missing or refuses. Every event carries the path,
  * screen_width (screen.width), the utm_source/medium/campaign/content/term found in
- * location.search, and referrer (document.referrer) unless it is this page's own host.
+ * location.search, and referrer (document.referrer) unless it is this page's own host; the
+ * path, referrer and tags cut to the API's limits (c() drops a high surrogate the cut
+ * would leave alone). No timestamp: the API stamps the time it receives the event, so a
+ * visitor whose clock runs fast is not refused as "in the future".
  * Custom events: sluice('signup', {props: {plan: 'pro'}}) sends event_type 'signup' with
  * the current path and the props; calls made before the script has run are queued by
  *   <script>window.sluice=window.sluice||function(){(window.sluice.q=window.sluice.q||[]).push(arguments)}</script>
@@ -23,9 +26,10 @@ export const TRACKER_JS =
   '(function(w,d,n,l){var s=d.currentScript;if(!s)return;var e=new URL("/event",s.src).href,t=s.dataset.site,q=w.sluice&&w.sluice.q||[],u;' +
   'w.sluice=function(){};if(s.dataset.dnt=="true"&&(n.doNotTrack=="1"||w.doNotTrack=="1"))return;' +
   'try{s.dataset.persist=="true"?u=localStorage.sluice_uid||(localStorage.sluice_uid=Math.random().toString(36).slice(2)+Date.now().toString(36)):localStorage.removeItem("sluice_uid")}catch(x){}' +
-  'function p(v,o){var b={site_id:t,event_type:v||"pageview",path:l.pathname,user_id:u,timestamp:new Date().toISOString(),screen_width:screen.width},' +
-  'r=d.referrer,a=new URLSearchParams(l.search);try{if(r&&new URL(r).host!=l.host)b.referrer=r.slice(0,2048)}catch(x){}' +
-  '"source medium campaign content term".split(" ").forEach(function(k){if(v=a.get("utm_"+k))b["utm_"+k]=v.slice(0,256)});' +
+  'function c(x,m){return x.slice(0,m).replace(/[\\ud800-\\udbff]$/,"")}' +
+  'function p(v,o){var b={site_id:t,event_type:v||"pageview",path:c(l.pathname,2048),user_id:u,screen_width:screen.width},' +
+  'r=d.referrer,a=new URLSearchParams(l.search);try{if(r&&new URL(r).host!=l.host)b.referrer=c(r,2048)}catch(x){}' +
+  '"source medium campaign content term".split(" ").forEach(function(k){if(v=a.get("utm_"+k))b["utm_"+k]=c(v,256)});' +
   'if(o&&o.props)b.props=o.props;b=JSON.stringify(b);' +
   'n.sendBeacon&&n.sendBeacon(e,b)||fetch(e,{method:"POST",body:b,keepalive:true,headers:{"Content-Type":"text/plain"}})}' +
   'function g(){p()}var h=history.pushState;history.pushState=function(){h.apply(this,arguments);g()};w.addEventListener("popstate",g);' +
