@@ -313,6 +313,25 @@ describe('sites, tokens and shared links', () => {
     expect((await call(app, 'GET', '/v1/admin/sites/adm-site', ADMIN)).status).toBe(404)
   })
 
+  test('a NUL or an impossible id in any admin route is a 4xx naming it, never a 500', async () => {
+    const { app } = await replica()
+    expect((await call(app, 'POST', '/v1/admin/sites', ADMIN, { site_id: 'nul-site' })).status).toBe(201)
+    const cases: [string, string, unknown, number, string][] = [
+      ['GET', '/v1/admin/sites/%00', undefined, 404, 'site_not_found'],
+      ['PATCH', '/v1/admin/sites/%00', { public: true }, 404, 'site_not_found'],
+      ['DELETE', '/v1/admin/sites/%00', undefined, 404, 'site_not_found'],
+      ['GET', '/v1/admin/tokens?site_id=%00', undefined, 400, 'invalid_query'],
+      ['DELETE', '/v1/admin/tokens/%00', undefined, 404, 'token_not_found'],
+      ['DELETE', '/v1/admin/tokens/tok_%00', undefined, 404, 'token_not_found'],
+      ['POST', '/v1/admin/tokens', { kind: 'read', site_id: 'nul-site', name: 'a\u0000b' }, 400, 'invalid_token_request'],
+      ['POST', '/v1/admin/tokens', { kind: 'read', site_id: 'nul-site', name: '\ud800' }, 400, 'invalid_token_request'],
+    ]
+    for (const [method, path, body, status, code] of cases) {
+      const res = await call(app, method, path, ADMIN, body)
+      expect({ method, path, status: res.status, body: await res.json() }).toEqual({ method, path, status, body: expect.objectContaining({ code }) })
+    }
+  })
+
   test('a site token reads its site and gets 403 on another; STATS_TOKEN reads every site; a wrong token gets 401', async () => {
     const { app, registry } = await replica()
     for (const s of ['tok-a', 'tok-b']) expect((await call(app, 'POST', '/v1/admin/sites', ADMIN, { site_id: s })).status).toBe(201)

@@ -1,5 +1,7 @@
 import { type Context, Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
+import { SITE_ID_PATTERN } from '../event/event.ts'
+import { isDataError } from '../store/errors.ts'
 import { SitesError } from '../sites/errors.ts'
 import type { Sites } from '../sites/sites.ts'
 import { TOKEN_KINDS, type TokenKind, type Tokens } from '../sites/tokens.ts'
@@ -59,6 +61,7 @@ export function adminRoutes({ sites, tokens, auth }: AdminDeps) {
     async (c) => {
       const site = c.req.query('site_id') ?? null
       const kind = c.req.query('kind') ?? null
+      if (site !== null && !SITE_ID_PATTERN.test(site)) throw new ApiError(400, 'invalid_query', 'site_id must be 1-128 characters of A-Z a-z 0-9 . _ : -')
       if (kind !== null && !(TOKEN_KINDS as readonly string[]).includes(kind)) {
         throw new ApiError(400, 'invalid_query', `kind must be one of ${TOKEN_KINDS.join(', ')}`)
       }
@@ -89,12 +92,17 @@ export function adminRoutes({ sites, tokens, auth }: AdminDeps) {
   return app
 }
 
-/** Runs a registry operation, turning its SitesError into the matching API error. */
+/**
+ * Runs a registry operation, turning its SitesError into the matching API error, and a
+ * value Postgres refuses (a data exception the checks above missed) into a 400, not a 500.
+ */
 async function registryCall<A extends unknown[], R>(op: (...args: A) => Promise<R>, ...args: A): Promise<R> {
   try {
     return await op(...args)
   } catch (err) {
-    throw err instanceof SitesError ? apiError(err) : err
+    if (err instanceof SitesError) throw apiError(err)
+    if (isDataError(err)) throw new ApiError(400, 'bad_request', `Postgres refused a value of the request: ${(err as Error).message}`)
+    throw err
   }
 }
 

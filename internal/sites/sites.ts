@@ -97,13 +97,17 @@ export function createSites(sql: Sql) {
     return (await sql`select * from sites order by site_id`).map(row)
   }
 
+  // An id outside SITE_ID_PATTERN was never registered; it is not sent to Postgres, which
+  // refuses some of them (NUL) with an error instead of no row.
   async function show(id: string): Promise<Site> {
+    if (!SITE_ID_PATTERN.test(id)) throw notFound(id)
     const [r] = await sql`select * from sites where site_id = ${id}`
     if (!r) throw notFound(id)
     return row(r)
   }
 
   async function update(id: string, input: unknown): Promise<Site> {
+    if (!SITE_ID_PATTERN.test(id)) throw notFound(id)
     const p = parseInput(SitePatchSchema, input)
     await checkZone(p.timezone)
     const [r] = await sql`
@@ -122,6 +126,7 @@ export function createSites(sql: Sql) {
    * again, for a day, what arrives under the id afterwards (events still queued).
    */
   async function remove(id: string): Promise<Removal> {
+    if (!SITE_ID_PATTERN.test(id)) throw notFound(id)
     return sql.begin(async (tx) => {
       const [gone] = await tx`delete from sites where site_id = ${id} returning site_id`
       if (!gone) throw notFound(id)

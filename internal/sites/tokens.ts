@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import * as v from 'valibot'
 import type { Sql } from '../clients/clients.ts'
+import { textProblem } from '../event/event.ts'
 import { SitesError } from './errors.ts'
 import { SiteIdSchema } from './sites.ts'
 
@@ -11,6 +12,10 @@ export type TokenKind = (typeof TOKEN_KINDS)[number]
 /** A token as listed: never its secret, which exists only in the answer to its creation. */
 export type TokenInfo = { id: string; kind: TokenKind; site_id: string | null; name: string; created_at: string; revoked_at: string | null }
 export type CreatedToken = TokenInfo & { token: string; path?: string }
+
+/** A token's or link's id, as create makes them: anything else is no token's. */
+const TOKEN_ID = /^(tok|lnk)_[0-9a-f]{12}$/
+const notFound = (id: string) => new SitesError('token_not_found', `no token or link has the id ${JSON.stringify(id)}`)
 
 /** The SHA-256 of a secret: what is stored and what the registry looks presented tokens up by. */
 export const hashToken = (secret: string): Buffer => createHash('sha256').update(secret).digest()
@@ -23,7 +28,14 @@ const NewTokenSchema = v.pipe(
     {
       kind: v.picklist(TOKEN_KINDS, `kind must be one of ${TOKEN_KINDS.join(', ')}`),
       site_id: v.optional(v.nullable(SiteIdSchema), null),
-      name: v.optional(v.pipe(v.string('name must be a string'), v.maxLength(200, 'name must be at most 200 characters')), ''),
+      name: v.optional(
+        v.pipe(
+          v.string('name must be a string'),
+          v.maxLength(200, 'name must be at most 200 characters'),
+          v.check((s) => textProblem('name', s) === null, 'name must not contain NUL characters or lone surrogates'),
+        ),
+        '',
+      ),
     },
     (i) => `unknown field ${i.received} (fields: kind, site_id, name)`,
   ),
@@ -82,15 +94,17 @@ export function createTokens(sql: Sql) {
   }
 
   async function show(id: string): Promise<TokenInfo> {
+    if (!TOKEN_ID.test(id)) throw notFound(id)
     const [row] = await sql`select * from access_tokens where id = ${id}`
-    if (!row) throw new SitesError('token_not_found', `no token or link has the id ${JSON.stringify(id)}`)
+    if (!row) throw notFound(id)
     return info(row)
   }
 
   /** Revokes a token or link; every API process stops accepting it within REGISTRY_REFRESH_MS. Revoking twice changes nothing. */
   async function revoke(id: string): Promise<TokenInfo> {
+    if (!TOKEN_ID.test(id)) throw notFound(id)
     const [row] = await sql`update access_tokens set revoked_at = coalesce(revoked_at, now()) where id = ${id} returning *`
-    if (!row) throw new SitesError('token_not_found', `no token or link has the id ${JSON.stringify(id)}`)
+    if (!row) throw notFound(id)
     return info(row)
   }
 
