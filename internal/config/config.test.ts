@@ -47,6 +47,17 @@ describe('config', () => {
     expect(() => requireStatsAccess(loadConfig({ STATS_PUBLIC: 'true' }))).not.toThrow()
   })
 
+  test('refuses a token no Authorization header could carry, and a rate-limit burst smaller than a batch', () => {
+    expect(() => loadConfig({ STATS_TOKEN: 's3cret!' })).toThrow(/STATS_TOKEN: must be made of/)
+    expect(() => loadConfig({ ADMIN_TOKEN: 'two words' })).toThrow(/ADMIN_TOKEN: must be made of/)
+    expect(loadConfig({ STATS_TOKEN: 'sl_A-z0.9~+/=', ADMIN_TOKEN: 'x' }).stats.token).toBe('sl_A-z0.9~+/=')
+    expect(() => loadConfig({ INGEST_RATE_LIMIT: '10', INGEST_RATE_BURST: '20', INGEST_BATCH_MAX: '100' })).toThrow(
+      /INGEST_RATE_BURST: must be at least INGEST_BATCH_MAX \(100\)/,
+    )
+    expect(loadConfig({ INGEST_RATE_LIMIT: '10', INGEST_BATCH_MAX: '100' }).ingest.rateLimitBurst).toBeUndefined()
+    expect(loadConfig({ INGEST_RATE_LIMIT: '10', INGEST_RATE_BURST: '100', INGEST_BATCH_MAX: '100' }).ingest.rateLimitBurst).toBe(100)
+  })
+
   test('has a default for every setting', () => {
     for (const key of Object.keys(DEFAULTS)) expect(typeof DEFAULTS[key as keyof typeof DEFAULTS]).toBe('string')
   })

@@ -224,6 +224,9 @@ export class ConfigError extends Error {
   }
 }
 
+/** The characters a bearer token may have (RFC 6750's b64token; internal/http/auth.ts reads the same). */
+const BEARER_TOKEN = /^[A-Za-z0-9._~+/=-]+$/
+
 /**
  * Reads the settings: an explicit override wins, then the environment, then DEFAULTS.
  * Throws ConfigError naming every bad variable.
@@ -243,6 +246,16 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
     throw new ConfigError(
       'REDIS_WAIT_REPLICAS: is not supported with REDIS_CLUSTER_NODES (WAIT would go to one node); use appendfsync always on the cluster instead',
     )
+  }
+  if (e.INGEST_RATE_LIMIT > 0 && e.INGEST_RATE_BURST > 0 && e.INGEST_RATE_BURST < e.INGEST_BATCH_MAX) {
+    throw new ConfigError(
+      `INGEST_RATE_BURST: must be at least INGEST_BATCH_MAX (${e.INGEST_BATCH_MAX}), or a full batch would be refused with 429 however long its sender waits`,
+    )
+  }
+  for (const key of ['STATS_TOKEN', 'ADMIN_TOKEN'] as const) {
+    if (e[key] !== '' && !BEARER_TOKEN.test(e[key])) {
+      throw new ConfigError(`${key}: must be made of A-Z a-z 0-9 . _ ~ + / = - (what "Authorization: Bearer" carries), or no request could present it`)
+    }
   }
   if (e.SITES_REGISTRY && e.INGEST_ALLOWED_SITES.length) {
     throw new ConfigError('INGEST_ALLOWED_SITES: must be empty with SITES_REGISTRY=true, which takes the allowed sites from the registry')
