@@ -14,10 +14,10 @@ const COMPARISON_LIMIT = 10_000
 export async function withComparison(q: Query, run: (q: Query) => Promise<QueryResult>): Promise<QueryResult> {
   if (!q.comparison || !q.dates) return run(q)
   const mode = q.comparison
-  const dates = comparisonDates(q.dates, mode)
+  const dates = q.comparedDates ?? comparisonDates(q.dates, mode)
   const both = (asked: Query) => {
     const [from, to] = datesToRange(dates, asked.timezone)
-    return Promise.all([run(asked), run({ ...asked, dates, from, to, comparison: null, limit: COMPARISON_LIMIT })])
+    return Promise.all([run(asked), run({ ...asked, dates, from, to, comparison: null, comparedDates: null, limit: COMPARISON_LIMIT })])
   }
   let [current, previous] = await both(q)
   // A period past the hourly detail kept is answered in UTC days (meta.timezone): then both

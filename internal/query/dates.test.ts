@@ -19,6 +19,21 @@ describe('date ranges', () => {
     expect(comparisonDates(['2024-02-29', '2024-03-06'], 'year_over_year')).toEqual(['2023-02-28', '2023-03-06'])
   })
 
+  test('compare a period still in progress with as much of the other as has passed of it', () => {
+    // This month on the 5th: the 1st to the 5th of the month before, not all of it.
+    expect(comparisonDates(['2025-03-01', '2025-03-31'], 'previous_period', '2025-03-05')).toEqual(['2025-02-01', '2025-02-05'])
+    expect(comparisonDates(['2025-03-01', '2025-03-31'], 'previous_period', '2025-03-30')).toEqual(['2025-02-01', '2025-02-28'])
+    expect(comparisonDates(['2025-03-01', '2025-03-31'], 'previous_period', '2025-03-31')).toEqual(['2025-02-01', '2025-02-28'])
+    expect(comparisonDates(['2025-01-01', '2025-12-31'], 'previous_period', '2025-03-05')).toEqual(['2024-01-01', '2024-03-05'])
+    expect(comparisonDates(['2025-01-01', '2025-12-31'], 'year_over_year', '2025-03-05')).toEqual(['2024-01-01', '2024-03-05'])
+    expect(comparisonDates(['2025-03-01', '2025-03-10'], 'previous_period', '2025-03-05')).toEqual(['2025-02-19', '2025-02-23'])
+    // Ranges that end today, or are over, keep the whole period; so does today itself.
+    expect(comparisonDates(['2025-03-04', '2025-03-10'], 'previous_period', '2025-03-10')).toEqual(['2025-02-25', '2025-03-03'])
+    expect(comparisonDates(['2025-02-01', '2025-02-28'], 'previous_period', '2025-03-05')).toEqual(['2025-01-01', '2025-01-31'])
+    expect(comparisonDates(['2025-03-05', '2025-03-05'], 'previous_period', '2025-03-05')).toEqual(['2025-03-04', '2025-03-04'])
+    expect(comparisonDates(['2024-02-01', '2024-02-29'], 'previous_period')).toEqual(['2024-01-01', '2024-01-31'])
+  })
+
   test('cover local days from the start of the UTC hour holding their midnight', () => {
     expect(datesToRange(['2025-03-09', '2025-03-09'], 'America/New_York').map((d) => d.toISOString())).toEqual([
       '2025-03-09T05:00:00.000Z',

@@ -48,16 +48,29 @@ export function presetDates(range: string | readonly [string, string], today: st
 /**
  * The period a range is compared with. previous_period: the as many whole months just
  * before when the range is whole calendar months, else as many days just before;
- * year_over_year: the same dates a year earlier (29 February becomes the 28th).
+ * year_over_year: the same dates a year earlier (29 February becomes the 28th). A range
+ * still in progress (it holds `today` and goes on after it: "month", "year") is compared
+ * with as much of the other period as has passed of its own: this month to date with the
+ * same days of the month before, not with all of it.
  */
-export function comparisonDates([from, to]: Dates, mode: Comparison): Dates {
-  if (mode === 'year_over_year') return [plusMonths(from, -12), plusMonths(to, -12)]
+export function comparisonDates([from, to]: Dates, mode: Comparison, today?: string): Dates {
+  const shift = comparisonShift([from, to], mode)
+  const inProgress = today !== undefined && from <= today && today < to
+  if (mode === 'previous_period' && !(from === monthStart(from) && to === monthEnd(to))) {
+    return [shift(from), inProgress ? shift(today) : plusDays(from, -1)]
+  }
+  return [shift(from), shift(inProgress ? today : to)]
+}
+
+/** How a date moves to its place in the comparison period. */
+function comparisonShift([from, to]: Dates, mode: Comparison): (date: string) => string {
+  if (mode === 'year_over_year') return (d) => plusMonths(d, -12)
   if (from === monthStart(from) && to === monthEnd(to)) {
     const months = (Number(to.slice(0, 4)) - Number(from.slice(0, 4))) * 12 + Number(to.slice(5, 7)) - Number(from.slice(5, 7)) + 1
-    return [plusMonths(from, -months), plusDays(from, -1)]
+    return (d) => (d === monthEnd(d) ? monthEnd(plusMonths(d, -months)) : plusMonths(d, -months))
   }
   const days = (ms(to) - ms(from)) / DAY_MS + 1
-  return [plusDays(from, -days), plusDays(from, -1)]
+  return (d) => plusDays(d, -days)
 }
 
 /** The instants [from, to) that the dates cover in `tz`: from the start of the first local day to that of the day after the last. */

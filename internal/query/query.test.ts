@@ -228,6 +228,17 @@ describe('a query body', () => {
     expect(r.ok ? [] : r.problems).toContainEqual({ field, message: expect.stringMatching(message) })
   })
 
+  test('compares "month" on the 10th with the 1st to the 10th of the month before, in the site\'s calendar', () => {
+    const compared = (date_range: unknown, timezone = 'UTC') => {
+      const r = parseQuery({ site_id: 'x', date_range, metrics: ['events'], include: { comparisons: { mode: 'previous_period' } } }, { now: NOW, timezone })
+      return r.ok ? r.query.comparedDates : r.problems
+    }
+    expect(compared('month')).toEqual(['2025-02-01', '2025-02-10'])
+    expect(compared('7d')).toEqual(['2025-02-25', '2025-03-03'])
+    // 2025-03-10 12:00 UTC is already the 11th in Kiritimati (+14).
+    expect(compared('month', 'Pacific/Kiritimati')).toEqual(['2025-02-01', '2025-02-11'])
+  })
+
   test('keeps a comparison that starts on 1970-01-01, and "(none)" with is', () => {
     const ok = (body: Record<string, unknown>) => parseQuery({ site_id: 'x', metrics: ['events'], ...body }, NOW).ok
     expect(ok({ date_range: ['1970-01-02', '1970-01-02'], include: { comparisons: { mode: 'previous_period' } } })).toBe(true)

@@ -47,6 +47,8 @@ export type Query = {
   dates: Dates | null
   /** The period to answer the same query for alongside, if any. */
   comparison: Comparison | null
+  /** Its dates: for a range still in progress, as much of it as has passed of the range (comparisonDates). */
+  comparedDates: Dates | null
 }
 
 /** One result's figures for the comparison period: its buckets' labels, its metrics, and the change in percent (null from zero). */
@@ -194,11 +196,13 @@ export function parseQuery(body: unknown, nowOrOptions: Date | ParseOptions = {}
   if (!parsed.success) return { ok: false, problems: parsed.issues.map((i) => ({ field: v.getDotPath(i) ?? 'query', message: i.message })) }
   const q = parsed.output
   const problems: Problem[] = []
-  const dates = presetDates(q.date_range, localDate(now.getTime(), timezone))
+  const today = localDate(now.getTime(), timezone)
+  const dates = presetDates(q.date_range, today)
   const [from, to] = dates ? datesToRange(dates, timezone) : [null, null]
   const comparison = q.include?.comparisons?.mode ?? null
   if (comparison && !dates) problems.push({ field: 'include.comparisons', message: 'a comparison needs a date range other than "all"' })
-  else if (comparison && dates && comparisonDates(dates, comparison)[0] < FIRST_DATE) {
+  const comparedDates = comparison && dates ? comparisonDates(dates, comparison, today) : null
+  if (comparedDates && comparedDates[0] < FIRST_DATE) {
     problems.push({ field: 'include.comparisons', message: `the comparison period would start before ${FIRST_DATE}; choose a later range` })
   }
   const timeName = q.dimensions.find((d) => d.startsWith('time:'))
@@ -260,6 +264,7 @@ export function parseQuery(body: unknown, nowOrOptions: Date | ParseOptions = {}
       timezone,
       dates,
       comparison,
+      comparedDates,
     },
   }
 }
