@@ -81,10 +81,15 @@ describe('a shared link in a fresh browser', () => {
     await page.goto(`${stack.base}/share/${SITE}?period=7d#link=${link.token}`)
     await page.waitForSelector('body[data-loaded="true"]', { timeout: 15_000 })
     expect(await page.textContent('#error')).toBe('')
-    expect(await page.isVisible('input[name="token"]')).toBe(false)
+    expect(await page.isVisible('#token')).toBe(false)
     expect(await page.isVisible('input[name="site"]')).toBe(false)
     expect(await page.textContent('#shared')).toContain(SITE)
     expect(page.url()).not.toContain(link.token) // the secret leaves the address bar
+    // That address, copied and opened elsewhere, says it needs the full link.
+    const copied = await (await browser.newContext()).newPage()
+    await copied.goto(page.url())
+    expect(await copied.textContent('#error')).toContain('opens only from the full link')
+    await copied.context().close()
 
     const expected = await query({ metrics: ['visitors', 'pageviews', 'events'], include: { comparisons: { mode: 'previous_period' } } })
     expect(expected.meta.timezone).toBe(TZ)

@@ -157,6 +157,8 @@ function dayStarting(ms, tz) {
 }
 
 class ApiError extends Error {}
+const NO_SECRET = 'This shared dashboard opens only from the full link you were given (it ends in #link=…): this address lacks it.'
+
 async function api(path, body) {
   const headers = form.token.value ? { Authorization: `Bearer ${form.token.value}` } : {}
   const res = await fetch(
@@ -169,7 +171,9 @@ async function api(path, body) {
   const details = data.details ?? e?.details
   const text =
     shared && res.status === 401
-      ? 'This shared link is not valid (any more): it may have been revoked.'
+      ? form.token.value
+        ? 'This shared link is not valid (any more): it may have been revoked.'
+        : NO_SECRET
       : typeof e === 'string'
         ? e
         : (e?.message ?? `${res.status} ${res.statusText}`)
@@ -326,6 +330,9 @@ async function loadChart(r, my) {
       height: 260,
       series: [{}, { label: 'Visitors', stroke: '#1aa179', width: 2 }, { label: 'Events', stroke: '#2f6fec', width: 2 }],
       scales: { x: { time: true } },
+      // Points sit at UTC hours, or at the UTC midnight of their (local) date: shown in UTC,
+      // the axis and the tooltip read the bucket's own date, whatever the browser's zone.
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'),
       // Ticks at least 80 px apart: days, not hours, on a week. Counts are whole numbers,
       // so the y axis steps by 1, 2, 5, 10, 20, 50… and never shows 2.5.
       axes: [{ space: 80 }, { incrs: WHOLE_STEPS }],
@@ -483,6 +490,9 @@ if (secret) {
   history.replaceState(null, '', location.pathname + location.search)
 }
 form.token.value = sessionStorage.getItem(tokenKey) ?? ''
+// A shared page opened without its secret (an address copied after the page took the
+// secret out of it) says what it needs instead of showing dashes.
+if (shared && !form.token.value) $('error').textContent = NO_SECRET
 for (const p of PANELS) {
   p.dim = p.tabs[0][0]
   renderTabs(p)

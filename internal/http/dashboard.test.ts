@@ -27,6 +27,13 @@ describe('GET /dashboard', () => {
     const page = await (await app.request('/dashboard')).text()
     for (const id of ['visitors-change', 'visits-change', 'visit_duration-change', 'zone', 'export']) expect(page).toContain(`id="${id}"`)
   })
+
+  test('gives the token field no name, so a form sent before the script runs carries no token in its URL', async () => {
+    const page = await (await app.request('/dashboard')).text()
+    const field = /<input[^>]*id="token"[^>]*>/.exec(page)?.[0]
+    expect(field).toBeDefined()
+    expect(field).not.toContain('name=')
+  })
 })
 
 describe('GET /share/:site', () => {

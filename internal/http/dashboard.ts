@@ -88,7 +88,7 @@ const HTML = `<header>Sluice</header>
   <label>Period<select name="period"><option value="day">Today<option value="7d">Last 7 days<option value="30d" selected>Last 30 days<option value="month">This month<option value="12mo">Last 12 months<option value="year">This year<option value="all">All time<option value="custom">Custom range</select></label>
   <label class="custom">From<input name="from" type="date"></label>
   <label class="custom">To (inclusive)<input name="to" type="date"></label>
-  <label class="own">Stats token<input name="token" type="password" autocomplete="off"></label>
+  <label class="own">Stats token<input id="token" type="password" autocomplete="off"></label>
   <button>Show</button>
   <button type="button" id="export" title="Every panel of this view as CSV files in a zip">Export</button>
   <span id="realtime" title="Visitors in the last 5 minutes"><i></i><b id="realtime-count">–</b> <span id="realtime-what">current visitors</span></span>
