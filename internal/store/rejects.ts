@@ -25,12 +25,22 @@ export async function listRejects(sql: Sql, limit = 100): Promise<Reject[]> {
  * counts them) and removes them from `rollup_rejects`. Returns the ids put back.
  */
 export async function replayRejects(sql: Sql, ids: 'all' | string[]): Promise<string[]> {
+  // Every column the row was kept with (dimensions and props included, and any added
+  // later), but xid and inserted_at, which the new row takes afresh.
+  const columns = (
+    await sql`
+      select attname from pg_attribute
+      where attrelid = 'events'::regclass and attnum > 0 and not attisdropped and attname not in ('xid', 'inserted_at')
+      order by attnum`
+  ).map((c) => c.attname as string)
+  // A list of identifiers as a fragment: postgres.js reads sql(array) in an insert as values.
+  const list = columns.map((c) => sql`${sql(c)}`).reduce((a, b) => sql`${a}, ${b}`)
   const rows = await sql`
     with taken as (
       delete from rollup_rejects where ${ids === 'all' ? sql`true` : sql`event_id = any(${ids}::uuid[])`} returning row
     )
-    insert into events (event_id, site_id, event_type, path, user_id, ts, received_at)
-    select r.event_id, r.site_id, r.event_type, r.path, r.user_id, r.ts, r.received_at
+    insert into events (${list})
+    select ${list}
     from taken, jsonb_populate_record(null::events, taken.row) r
     returning event_id`
   return rows.map((r) => r.event_id as string)

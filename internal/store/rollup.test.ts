@@ -205,13 +205,20 @@ describe('rows the rollup cannot count', () => {
   test('can be put back into the raw events, and are counted by the next rollup once the cause is gone', async () => {
     // A cause an operator can remove: a constraint that refuses one path.
     await db.sql`alter table rollup_day_paths add constraint no_blocked check (path <> '/blocked')`
-    const bad = event({ path: '/blocked', user_id: 'b' })
+    const bad = event({ path: '/blocked', user_id: 'b', source: 'Google', country: 'DE', utm_campaign: 'launch', props: { plan: 'pro' } })
     await store.insertEvents([bad, event()])
     expect(await rollup(db.sql)).toMatchObject({ events: 1, setAside: 1 })
     expect((await store.rollupRejects())[0]).toMatchObject({ event_id: bad.event_id, code: '23514' })
     await db.sql`alter table rollup_day_paths drop constraint no_blocked`
     expect(await store.replayRejects('all')).toEqual([bad.event_id])
     expect(await store.rollupRejects()).toEqual([])
+    // Put back whole: its dimensions and properties too.
+    expect((await db.sql`select source, country, utm_campaign, props from events where event_id = ${bad.event_id}`)[0]).toEqual({
+      source: 'Google',
+      country: 'DE',
+      utm_campaign: 'launch',
+      props: { plan: 'pro' },
+    })
     expect(await rollup(db.sql)).toMatchObject({ events: 1, setAside: 0 })
     expect((await rolled('day')).map((r) => [r.views, r.users])).toEqual([[2, 2]])
     expect((await rolledPaths('month')).map((r) => [r.path, r.views])).toEqual([
