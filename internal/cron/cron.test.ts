@@ -7,7 +7,7 @@ import { createJobs, registerCronGauges } from './cron.ts'
 
 const env = isolated()
 
-const noQueue = { depth: async () => ({ length: 0, pending: 0, undelivered: 0, oldestPendingAgeMs: 0, deadLetters: 0 }) }
+const noQueue = { depth: async () => ({ length: 0, pending: 0, undelivered: 0, oldestPendingAgeMs: 0, oldestEntryAgeMs: 0, deadLetters: 0 }) }
 
 describe('the rollup job', () => {
   test('counts events it sets aside in its metric, logs them as an error, and the gauges show them waiting', async () => {

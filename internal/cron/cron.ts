@@ -25,13 +25,23 @@ export type JobsOptions = {
 
 /** Every job cron knows, by name. */
 export function createJobs({ queue, store, log, metrics = null, sites = null }: JobsDeps, options: JobsOptions = {}): Record<string, Job> {
+  // Events still in the queue hold back the closing of visits they may extend. Unable to
+  // read the queue, the rollup closes none this run rather than close one too early.
+  const unstoredSince = async (): Promise<Date | null> => {
+    try {
+      const d = await queue.depth()
+      return d.length > 0 ? new Date(Date.now() - d.oldestEntryAgeMs) : null
+    } catch {
+      return new Date(0)
+    }
+  }
   const jobs: Job[] = [
     {
       name: 'rollup',
       // Counts new raw events into the hour, day, month and year rollups, exactly once.
       async run(signal) {
         const started = performance.now()
-        const result = await store.rollup({ ...options.rollup, signal })
+        const result = await store.rollup({ ...options.rollup, signal, unstoredSince })
         const ms = Math.round(performance.now() - started)
         if (result.ran) {
           metrics?.cron.rollupDuration.observe(ms / 1000)

@@ -79,7 +79,7 @@ describe('queue', () => {
     await queue.enqueue([event(1), event(2)])
     const { entries } = await queue.read(reader, 'c1', { count: 10, blockMs: 10 })
     await queue.ack(entries.map((e) => e.id))
-    expect(await queue.depth()).toMatchObject({ length: 0, pending: 0, oldestPendingAgeMs: 0 })
+    expect(await queue.depth()).toMatchObject({ length: 0, pending: 0, oldestPendingAgeMs: 0, oldestEntryAgeMs: 0 })
   })
 
   test('lets another consumer claim entries that sat idle too long', async () => {
@@ -102,13 +102,22 @@ describe('queue', () => {
     expect(d.bad).toEqual([{ id: expect.any(String), fields: ['n', '1', 'b', JSON.stringify([event(1)])], reason: 'delivered 3 times without being stored' }])
   })
 
-  test('reports depth: length, pending, undelivered and the age of the oldest pending entry', async () => {
-    for (const n of [1, 2, 3]) await queue.enqueue([event(n)])
+  test('reports depth: length, pending, undelivered, and the ages of the oldest pending entry and of the oldest entry', async () => {
+    await queue.enqueue([event(1)])
+    await Bun.sleep(20)
+    const secondAt = Date.now()
+    for (const n of [2, 3]) await queue.enqueue([event(n)])
+    // The first entry is delivered and acknowledged; of the two left, the older is delivered, the other not.
+    const first = await queue.read(reader, 'c1', { count: 1, blockMs: 10 })
+    await queue.ack(first.entries.map((e) => e.id))
     await queue.read(reader, 'c1', { count: 1, blockMs: 10 })
     await Bun.sleep(5)
     const d = await queue.depth()
-    expect(d).toMatchObject({ length: 3, pending: 1, undelivered: 2, deadLetters: 0 })
+    expect(d).toMatchObject({ length: 2, pending: 1, undelivered: 1, deadLetters: 0 })
     expect(d.oldestPendingAgeMs).toBeGreaterThan(0)
+    expect(d.oldestEntryAgeMs).toBeGreaterThanOrEqual(d.oldestPendingAgeMs)
+    // The entry left longest is the second: the first, older, is stored and gone.
+    expect(d.oldestEntryAgeMs).toBeLessThanOrEqual(Date.now() - secondAt + 1)
   })
 
   test('sets aside entries it cannot read, and leaves the rest unparsed until needed', async () => {

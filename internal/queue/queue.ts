@@ -34,6 +34,11 @@ export type Depth = {
   undelivered: number | null
   /** Age of the oldest un-acknowledged entry, from when it was enqueued; 0 when none. */
   oldestPendingAgeMs: number
+  /**
+   * Age of the oldest entry not yet stored, delivered or not (the stream holds only those:
+   * ack deletes); 0 when none. The rollup holds back closing visits by it.
+   */
+  oldestEntryAgeMs: number
   deadLetters: number
 }
 
@@ -112,13 +117,14 @@ export function createQueue(
   }
 
   async function depth(now = Date.now()): Promise<Depth> {
-    const [[, length], [, pendingSummary], [, groups], [, deadLetters]] = (await redis
+    const [[, length], [, pendingSummary], [, groups], [, deadLetters], [, first]] = (await redis
       .pipeline()
       .xlen(stream)
       .xpending(stream, group)
       .xinfo('GROUPS', stream)
       .xlen(deadLetterStream)
-      .exec()) as [[unknown, unknown], [unknown, unknown], [unknown, unknown], [unknown, unknown]]
+      .xrange(stream, '-', '+', 'COUNT', 1)
+      .exec()) as [[unknown, unknown], [unknown, unknown], [unknown, unknown], [unknown, unknown], [unknown, [string, string[]][] | undefined]]
     const [pending, oldestId] = (pendingSummary as [number, string | null] | null) ?? [0, null]
     const info = ((groups as unknown[][] | undefined) ?? []).map(toRecord).find((g) => g.name === group)
     return {
@@ -127,6 +133,7 @@ export function createQueue(
       // No group yet (no worker has run): nothing has been delivered.
       undelivered: info === undefined ? (length as number) : typeof info.lag === 'number' ? info.lag : null,
       oldestPendingAgeMs: oldestId ? Math.max(0, now - Number(oldestId.split('-')[0])) : 0,
+      oldestEntryAgeMs: first?.[0] ? Math.max(0, now - Number(first[0][0].split('-')[0])) : 0,
       deadLetters: deadLetters as number,
     }
   }

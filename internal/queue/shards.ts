@@ -47,6 +47,7 @@ export function createShardedQueue(redis: RedisClient, { stream, shards, cluster
         pending: all.reduce((s, d) => s + d.pending, 0),
         undelivered: all.some((d) => d.undelivered === null) ? null : all.reduce((s, d) => s + d.undelivered!, 0),
         oldestPendingAgeMs: Math.max(0, ...all.map((d) => d.oldestPendingAgeMs)),
+        oldestEntryAgeMs: Math.max(0, ...all.map((d) => d.oldestEntryAgeMs)),
         deadLetters: all.reduce((s, d) => s + d.deadLetters, 0),
       }
     },

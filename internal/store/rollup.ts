@@ -27,6 +27,12 @@ export type RollupOptions = {
   shards?: number
   /** A visit nothing has been received for in this long is closed and counted (VISIT_CLOSE_AFTER_MS). */
   visitCloseAfterMs?: number
+  /**
+   * When the oldest event still waiting in the queue (received, not yet stored) was
+   * received; null when none. Visits are closed only as far as every event received before
+   * that point is merged: see `close` in rollupShard.
+   */
+  unstoredSince?: () => Promise<Date | null>
   /** False leaves visits out entirely: only for benchmarks, which measure what visits cost. */
   visits?: boolean
   now?: () => Date
@@ -148,13 +154,23 @@ async function rollupShard(sql: Sql, shard: Shard, options: RollupOptions, upTo?
     visitCloseAfterMs = VISIT_GAP_MS,
     visits: withVisits = true,
     now = () => new Date(),
+    unstoredSince,
     signal,
   } = options
   const caps = { pathCap, dimCap, visits: withVisits }
-  const close = async (tx: TransactionSql) =>
-    withVisits
-      ? closeVisits(tx as unknown as Sql, { before: new Date(now().getTime() - visitCloseAfterMs), dimCap, sites: inShard(tx as unknown as Sql, shard) })
-      : 0
+  // A visit closes once nothing has been received for it in visitCloseAfterMs, judged from
+  // the events merged so far: not from now while older events wait, stored but not yet
+  // counted (the rollup catching up) or still in the queue (workers behind). Else a
+  // backlog would cut every visit in two at each chunk's end. Stored rows wait from the
+  // receipt of the first one in transaction order.
+  const close = async (tx: TransactionSql, counted: bigint) => {
+    if (!withVisits) return 0
+    const [next] = await tx`
+      select received_at from events where xid >= ${String(counted)}::xid8 and ${inShard(tx as unknown as Sql, shard)} order by xid limit 1`
+    const queued = unstoredSince ? await unstoredSince() : null
+    const heldTo = Math.min(now().getTime(), (next?.received_at as Date | undefined)?.getTime() ?? Infinity, queued?.getTime() ?? Infinity)
+    return closeVisits(tx as unknown as Sql, { before: new Date(heldTo - visitCloseAfterMs), dimCap, sites: inShard(tx as unknown as Sql, shard) })
+  }
   let run = nothing()
   for (;;) {
     const chunk = await sql.begin(async (tx) => {
@@ -173,10 +189,10 @@ async function rollupShard(sql: Sql, shard: Shard, options: RollupOptions, upTo?
       // Start at the shard's oldest row not yet counted, so stretches of transaction ids without any cost nothing.
       const start = first === null ? horizon : BigInt(first)
       const hi = start + BigInt(chunkXids) < horizon ? start + BigInt(chunkXids) : horizon
-      if (hi <= lo) return { events: 0, setAside: 0, visits: await close(tx), done: true }
+      if (hi <= lo) return { events: 0, setAside: 0, visits: await close(tx, lo), done: true }
       const counted = await rollupSettling(tx, shard, lo, hi, caps)
       await tx`update rollup_shards set xid_watermark = ${String(hi)}::xid8, rolled_at = now() where shard = ${shard.shard}`
-      return { ...counted, visits: await close(tx), done: hi === horizon }
+      return { ...counted, visits: await close(tx, hi), done: hi === horizon }
     })
     if (chunk === null) return run
     const counted = chunk.events > 0 || chunk.setAside > 0 || !chunk.done

@@ -95,6 +95,38 @@ describe('visits', () => {
     expect(await values(s, 'exit_page')).toEqual({ '/b': 1 })
   })
 
+  test('a backlog does not cut visits in two: a chunk closes no visit that an event still waiting could extend', async () => {
+    const R0 = Date.now() - 3 * 3_600_000
+    const later = { chunkXids: 1, visitCloseAfterMs: 30 * MIN, now: () => new Date(R0 + 60 * MIN) }
+    const catchUp = async (options: Parameters<typeof rollup>[1]) =>
+      expect(
+        await eventually(
+          async () => {
+            await rollup(ctx.db.sql, options)
+            return (await rollupLag(ctx.db.sql)).unrolled === 0 || null
+          },
+          { timeoutMs: 80_000 },
+        ),
+      ).toBe(true)
+    // Two events of one visit, received 10 minutes apart and stored in two transactions; the
+    // rollup runs an hour later, a transaction per chunk. The first chunk must not close the
+    // visit the second extends.
+    const s = newSite()
+    const store = createStore(ctx.db.sql)
+    await store.insertEvents([ev(s, 'a', 0, { path: '/a', received_at: R0 })])
+    await store.insertEvents([ev(s, 'a', 10, { path: '/b', received_at: R0 + 10 * MIN })])
+    await catchUp(later)
+    expect(await totals(s)).toEqual({ visits: 1, bounces: 0, duration_ms: 10 * MIN, pageviews: 2, events: 2 })
+    // An event still in the queue, received 15 minutes after the first, holds the closing back.
+    const q = newSite()
+    await store.insertEvents([ev(q, 'a', 0, { path: '/a', received_at: R0 })])
+    await catchUp({ ...later, unstoredSince: async () => new Date(R0 + 15 * MIN) })
+    expect((await totals(q)).visits).toBe(0)
+    await store.insertEvents([ev(q, 'a', 15, { path: '/b', received_at: R0 + 15 * MIN })])
+    await catchUp(later)
+    expect(await totals(q)).toEqual({ visits: 1, bounces: 0, duration_ms: 15 * MIN, pageviews: 2, events: 2 })
+  })
+
   test('a late event between two open visits joins them into one, taking the earlier entry page', async () => {
     const s = newSite()
     const store = createStore(ctx.db.sql)
