@@ -46,6 +46,20 @@ describe('retention', () => {
     ])
   })
 
+  test('leaves a partition for the next run when a reader holds events, instead of holding every insert behind it', async () => {
+    const reader = await db.sql.reserve()
+    try {
+      await reader`begin`
+      await reader`select count(*) from events`
+      // Two lock waits of 2 s each, then none made; without the timeout this would wait for the reader forever.
+      expect(await ensurePartitions(db.sql, { aheadHours: 0, now: new Date('2031-01-01T10:30:00Z') })).toBe(0)
+      await reader`commit`
+    } finally {
+      reader.release()
+    }
+    expect(await ensurePartitions(db.sql, { aheadHours: 0, now: new Date('2031-01-01T10:30:00Z') })).toBe(2)
+  }, 30_000)
+
   test('drops expired partitions once rolled up, and the stats stay the same', async () => {
     await ingestedHoursAgo(30, { user: 'a', path: '/old' })
     await ingestedHoursAgo(26, { user: 'b' })

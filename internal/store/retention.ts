@@ -36,12 +36,25 @@ export function hourlyKeptSince(days: number, now = new Date()): Date | null {
   return new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() - days))
 }
 
-/** Makes the hourly partitions of events from the previous hour to `aheadHours` ahead. */
+/**
+ * Makes the hourly partitions of events from the previous hour to `aheadHours` ahead.
+ * Creating a partition locks `events` exclusively, so it waits at most 2 s for a reader
+ * (a rollup chunk, a long query) and is otherwise left to the next run, hours before its
+ * hour begins: inserts never queue behind it for longer.
+ */
 export async function ensurePartitions(sql: Sql, { aheadHours = 6, now = new Date() }: { aheadHours?: number; now?: Date } = {}): Promise<number> {
   let created = 0
   for (let h = -1; h <= aheadHours; h++) {
-    const [row] = await sql`select sluice_ensure_partition(${new Date(now.getTime() + h * HOUR)}) as made`
-    if (row!.made) created++
+    try {
+      const made = await sql.begin(async (tx) => {
+        await tx`set local lock_timeout = '2s'`
+        const [row] = await tx`select sluice_ensure_partition(${new Date(now.getTime() + h * HOUR)}) as made`
+        return row!.made as boolean
+      })
+      if (made) created++
+    } catch (err) {
+      if ((err as { code?: string }).code !== '55P03') throw err
+    }
   }
   return created
 }
