@@ -71,16 +71,19 @@ export async function runQuery(sql: Sql, q: Query, options: RunOptions = {}): Pr
 /**
  * Sets each row's conversion rate: its visitors over the visitors of the same query without
  * the goal. The goal is the first filter on event_type (else on path), or else the breakdown
- * by event_type, whose rows each divide by all visitors.
+ * by event_type, whose rows each divide by all visitors. A breakdown by the goal's own
+ * dimension (goals filtered to one) divides by all visitors too, not by its own rows.
  */
 async function convert(tx: Tx, q: Query, state: State, options: RunOptions, rows: Row[], local: boolean): Promise<void> {
   const goal = q.filters.find((f) => f.dim === 'event_type') ?? q.filters.find((f) => f.dim === 'path')
-  const base: Query = goal
-    ? { ...q, filters: q.filters.filter((f) => f !== goal), metrics: ['visitors'] }
-    : { ...q, dimension: null, order: q.order.filter((o) => o === 'time'), metrics: ['visitors'] }
-  const all = new Map((await rowsOf(tx, base, state, options, local)).rows.map((r) => [key(r.t, goal ? r.v : null), r.visitors]))
+  const byValue = goal !== undefined && q.dimension !== goal.dim
+  const withoutGoal = goal ? q.filters.filter((f) => f !== goal) : q.filters
+  const base: Query = byValue
+    ? { ...q, filters: withoutGoal, metrics: ['visitors'] }
+    : { ...q, filters: withoutGoal, dimension: null, order: q.order.filter((o) => o === 'time'), metrics: ['visitors'] }
+  const all = new Map((await rowsOf(tx, base, state, options, local)).rows.map((r) => [key(r.t, byValue ? r.v : null), r.visitors]))
   for (const r of rows) {
-    const total = all.get(key(r.t, goal ? r.v : null)) ?? 0
+    const total = all.get(key(r.t, byValue ? r.v : null)) ?? 0
     r.conversion_rate = total > 0 ? Math.round((10_000 * Math.round(r.visitors)) / Math.round(total)) / 100 : 0
   }
 }

@@ -250,6 +250,15 @@ describe('visit metrics in /v1/query', () => {
     const range = ['2025-11-14', '2025-11-14']
     const signup = await ask({ site_id: s, date_range: range, metrics: ['visitors', 'conversion_rate'], filters: [['is', 'event_type', ['signup']]] })
     expect(signup.results).toEqual([{ dimensions: [], metrics: [1, 33.33] }])
+    // Goals broken down by event type and filtered to one (a click on a goal): still of all visitors.
+    const clicked = await ask({
+      site_id: s,
+      date_range: range,
+      metrics: ['visitors', 'conversion_rate'],
+      dimensions: ['event_type'],
+      filters: [['is', 'event_type', ['signup']]],
+    })
+    expect(clicked.results).toEqual([{ dimensions: ['signup'], metrics: [1, 33.33] }])
     const blog = await ask({ site_id: s, date_range: range, metrics: ['conversion_rate'], filters: [['matches', 'path', ['/blog/*']]] })
     expect(blog.results).toEqual([{ dimensions: [], metrics: [66.67] }])
     const goals = await ask({ site_id: s, date_range: range, metrics: ['visitors', 'conversion_rate'], dimensions: ['event_type'] })
