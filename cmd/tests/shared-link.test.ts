@@ -112,8 +112,12 @@ describe('a shared link in a fresh browser', () => {
           ? ''
           : change === null
             ? 'new since the period before'
-            : `${change > 0 ? '↑ ' : change < 0 ? '↓ ' : ''}${Math.abs(change)} % vs the period before`
+            : `${change > 0 ? '↑ ' : change < 0 ? '↓ ' : ''}${Math.abs(change)}${id === 'bounce_rate' ? ' pts' : ' %'} vs the period before`
       expect(await page.textContent(`#${id}-change`)).toBe(text)
+      // A bounce rate that rises is shown as bad news.
+      if (id === 'bounce_rate' && change !== null && change !== 0) {
+        expect(await page.getAttribute(`#${id}-change`, 'class')).toBe(`change ${change > 0 ? 'down' : 'up'}`)
+      }
     }
     expect(await page.textContent('#zone')).toBe(`Days in ${TZ}.`)
     expect(await page.getAttribute('#realtime-count', 'data-value')).toBe('0') // the realtime count reads with the link too

@@ -203,13 +203,17 @@ function setCard(metric, value, change, compared) {
   if (value === undefined) delete el.dataset.value
   else el.dataset.value = String(value)
   const c = $(`${metric}-change`)
-  c.className = `change${change > 0 ? ' up' : change < 0 ? ' down' : ''}`
+  // The bounce rate's change is in percentage points, and a rise is bad news.
+  const rate = metric === 'bounce_rate'
+  const better = rate ? change < 0 : change > 0
+  const worse = rate ? change > 0 : change < 0
+  c.className = `change${better ? ' up' : worse ? ' down' : ''}`
   c.textContent =
     change === undefined || value == null
       ? ''
       : change === null
         ? 'new since the period before'
-        : `${change > 0 ? '↑ ' : change < 0 ? '↓ ' : ''}${Math.abs(change)} % vs the period before`
+        : `${change > 0 ? '↑ ' : change < 0 ? '↓ ' : ''}${Math.abs(change)}${rate ? ' pts' : ' %'} vs the period before`
   c.title = compared ? `compared with ${compared.date_range.join(' – ')}` : ''
 }
 // A card query compared with the period before (not for all time); where the kept data cannot answer the

@@ -40,14 +40,22 @@ export async function withComparison(q: Query, run: (q: Query) => Promise<QueryR
       match?.dimensions ??
       r.dimensions.map((d, i) => (i === timeAt ? labelAt(bucketIndex(d!, q.time!, q.dates!, currentStart), q.time!, dates, previousStart) : d))
     const metrics = match?.metrics ?? r.metrics.map(() => 0)
-    const comparison: ComparedResult = { dimensions, metrics, change: r.metrics.map((x, i) => change(x, metrics[i]!)) }
+    const comparison: ComparedResult = { dimensions, metrics, change: r.metrics.map((x, i) => change(x, metrics[i]!, q.metrics[i]!)) }
     return { ...r, comparison }
   })
   return { results, meta: { ...current.meta, comparison: { mode, date_range: previous.meta.date_range! } } }
 }
 
-/** The change from `before` to `now` in percent, to one decimal; 0 from 0 to 0, null from 0 to more. */
-export function change(now: number, before: number): number | null {
+/** Metrics that are percentages already: their change is the difference, in percentage points. */
+const RATES: readonly string[] = ['bounce_rate', 'conversion_rate']
+
+/**
+ * The change from `before` to `now` in percent, to one decimal; 0 from 0 to 0, null from 0
+ * to more. For a rate (bounce_rate, conversion_rate) the difference in percentage points:
+ * a bounce rate from 40 % to 44 % is +4, not +10 %.
+ */
+export function change(now: number, before: number, metric = ''): number | null {
+  if (RATES.includes(metric)) return Math.round((now - before) * 10) / 10
   if (before === 0) return now === 0 ? 0 : null
   return Math.round(((now - before) / before) * 1000) / 10
 }

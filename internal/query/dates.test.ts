@@ -1,4 +1,5 @@
 import { describe, expect, test } from 'bun:test'
+import { change } from './compare.ts'
 import { cell, parseCsv } from './csv.ts'
 import { comparisonDates, datesToRange, presetDates } from './dates.ts'
 
@@ -43,6 +44,17 @@ describe('date ranges', () => {
       '2025-02-28T18:00:00.000Z',
       '2025-03-01T18:00:00.000Z',
     ])
+  })
+})
+
+describe('a change against the period before', () => {
+  test('is in percent for counts, and in percentage points for rates', () => {
+    expect(change(44, 40, 'visitors')).toBe(10)
+    expect(change(44, 40, 'bounce_rate')).toBe(4)
+    expect(change(33.33, 40, 'conversion_rate')).toBe(-6.7)
+    expect(change(5, 0, 'bounce_rate')).toBe(5)
+    expect(change(5, 0, 'events')).toBeNull()
+    expect(change(0, 0, 'events')).toBe(0)
   })
 })
 
