@@ -83,7 +83,7 @@ async function ask(body: Record<string, unknown>): Promise<QueryAnswer | { refus
     body: JSON.stringify({ site_id: 'browser-site', date_range: 'day', ...body }),
   })
   const json = (await res.json()) as Record<string, unknown>
-  if (res.status === 422) return { refused: String(json.error) }
+  if (res.status === 422) return { refused: String(json.code) }
   expect(res.status, JSON.stringify(json)).toBe(200)
   return json as QueryAnswer
 }
@@ -115,7 +115,8 @@ const number = (s: string | null) => Number(s?.replaceAll(',', ''))
 const cards = async (dash: Page) => Promise.all(['#visitors', '#pageviews', '#events'].map(async (id) => number(await dash.textContent(id))))
 /** A panel's rows, or the message it shows instead of them. */
 async function panel(dash: Page, id: string): Promise<Shown> {
-  const note = await dash.$eval(`#p-${id} .note`, (n) => (n.classList.contains('warn') ? n.textContent : null))
+  // A refusal is shown in words; its code, which the test compares, rides on the note.
+  const note = await dash.$eval(`#p-${id} .note`, (n) => (n.classList.contains('warn') ? (n as unknown as { dataset: { codes: string } }).dataset.codes : null))
   if (note !== null) return { refused: note }
   return dash.$$eval(`#p-${id} tbody tr`, (trs) =>
     trs.map((tr) => [tr.getAttribute('data-value'), ...[...tr.children].slice(1).map((td) => Number(td.textContent!.replace(/[,%]/g, '')))]),
@@ -146,7 +147,7 @@ async function expectPageMatches(dash: Page, filters: Filter[], more: Record<str
     const expected = 'refused' in answer ? metrics.map(() => undefined) : answer.results[0]!.metrics
     expect(await cardValues(dash, metrics)).toEqual(expected)
   }
-  expect(await dash.textContent('#cards-note')).toBe([...new Set(refused)].join(' · '))
+  expect((await dash.getAttribute('#cards-note', 'data-codes')) ?? '').toBe([...new Set(refused)].join(' '))
   const pages = (await dash.getAttribute('#p-pages .tabs button.on', 'data-dim')) ?? 'path'
   for (const [id, dim, metrics] of [
     ['sources', 'source', undefined],
@@ -469,5 +470,17 @@ describe('in a real browser', () => {
     expect(asked).toEqual([])
     await visibility(false)
     expect(await eventually(async () => asked.length === 1, { timeoutMs: 2_000 })).toBe(true)
+
+    // Once raw events may be gone, a filter on a source leaves pages (two dimensions, not a
+    // kept pair) unanswerable for the week: the panel says so in words, not in the API's terms.
+    await stack.db.sql`update rollup_state set raw_dropped_before = now()`
+    const filtered = new URL(dash.url())
+    filtered.searchParams.append('f', 'source:Google')
+    await dash.goto(filtered.href)
+    await loaded(dash)
+    expect(await dash.getAttribute('#p-pages .note', 'data-codes')).toBe('needs_raw_events')
+    expect(await dash.textContent('#p-pages .note')).toStartWith('Not kept for this range')
+    expect(await dash.getAttribute('#p-pages .note', 'title')).toContain('RAW_RETENTION_HOURS')
+    expect(await rows(dash, 'countries')).not.toEqual([]) // source with country is a kept pair: still answered
   }, 240_000)
 })

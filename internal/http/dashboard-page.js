@@ -185,14 +185,30 @@ async function api(path, body) {
 function query(body, r) {
   return api('/v1/query', { site_id: form.site.value, date_range: r, filters: filters.map(([dim, value]) => ['is', dim, [value]]), ...body })
 }
+// What a 422 means for someone looking at the page; the API's own message stays in the tooltip.
+const REFUSALS = {
+  needs_raw_events:
+    'Not kept for this range: this view with these filters needs raw events, which are kept for a day. Choose a shorter range, or remove a filter.',
+  hourly_detail_expired: 'Hourly detail is no longer kept for this range: choose whole days.',
+  dimensions_not_recorded: 'Not recorded for this range: this install counts it since an upgrade. Choose a later start.',
+  visits_not_recorded: 'Visits are not recorded for this range: this install counts them since an upgrade. Choose a later start.',
+  visits_one_dimension: 'Visit figures are counted by one dimension at a time: remove a filter to see them.',
+  visits_one_value: 'Visit figures take one path or event type at a time: keep a single such filter.',
+  visits_whole_days: 'Visit figures are counted by whole days: choose whole days.',
+}
+const refusal = (err) => REFUSALS[err.code] ?? err.message
 // A 422 (the kept data cannot answer this) is shown in its own block; anything else goes up to #error.
 function answerable(err, note) {
   if (!(err instanceof ApiError) || err.status !== 422) throw err
-  note.textContent = err.message
+  note.textContent = refusal(err)
+  note.title = err.message
+  note.dataset.codes = err.code ?? ''
   note.classList.add('warn')
 }
 function clear(note) {
   note.textContent = ''
+  note.title = ''
+  delete note.dataset.codes
   note.classList.remove('warn')
 }
 
@@ -242,7 +258,9 @@ async function loadCards(r, my) {
   // 422s join in the note; anything else goes up to #error.
   const refused = answers.filter((a) => a.status === 'rejected' && a.reason instanceof ApiError && a.reason.status === 422)
   if (refused.length) {
-    note.textContent = [...new Set(refused.map((a) => a.reason.message))].join(' · ')
+    note.textContent = [...new Set(refused.map((a) => refusal(a.reason)))].join(' · ')
+    note.title = [...new Set(refused.map((a) => a.reason.message))].join(' · ')
+    note.dataset.codes = [...new Set(refused.map((a) => a.reason.code))].join(' ')
     note.classList.add('warn')
   }
   const failed = answers.find((a) => a.status === 'rejected' && !refused.includes(a))
