@@ -120,6 +120,8 @@ describe('a shared link in a fresh browser', () => {
       }
     }
     expect(await page.textContent('#zone')).toBe(`Days in ${TZ}.`)
+    // The visit cards are in UTC days, the others in the site's: the page says so.
+    expect(await page.textContent('#cards-note')).toContain(`counted in UTC days; the other cards in ${TZ} days`)
     expect(await page.getAttribute('#realtime-count', 'data-value')).toBe('0') // the realtime count reads with the link too
     const pages = await page.$$eval('#p-pages tbody tr', (trs) =>
       trs.map((tr) => [tr.getAttribute('data-value'), ...[...tr.children].slice(1).map((td) => Number(td.textContent))]),

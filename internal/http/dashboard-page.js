@@ -263,6 +263,13 @@ async function loadCards(r, my) {
     note.dataset.codes = [...new Set(refused.map((a) => a.reason.code))].join(' ')
     note.classList.add('warn')
   }
+  // Visit figures are counted in UTC days only: say so where the other cards follow the site's zone.
+  const zones = answers.filter((a) => a.status === 'fulfilled').map((a) => a.value.meta.timezone)
+  const local = zones.find((z) => z !== 'UTC')
+  if (local && zones.includes('UTC')) {
+    const zonesNote = `Visits, views per visit, bounce rate and duration are counted in UTC days; the other cards in ${local} days.`
+    note.textContent = note.textContent ? `${note.textContent} · ${zonesNote}` : zonesNote
+  }
   const failed = answers.find((a) => a.status === 'rejected' && !refused.includes(a))
   if (failed) throw failed.reason
 }
@@ -375,6 +382,7 @@ function renderTabs(p) {
       b.textContent = name
       b.dataset.dim = dim
       b.className = dim === p.dim ? 'on' : ''
+      b.setAttribute('aria-pressed', String(dim === p.dim))
       b.onclick = () => {
         p.dim = dim
         renderTabs(p)
@@ -539,6 +547,8 @@ document.addEventListener('visibilitychange', () => {
   if (!document.hidden && form.site.value && form.token.value) loadRealtime()
   scheduleRealtime()
 })
+// The chart follows the page's width (a resized window, a turned phone).
+addEventListener('resize', () => plot?.setSize({ width: $('chart').clientWidth, height: 260 }))
 addEventListener('popstate', () => {
   readUrl()
   load()
