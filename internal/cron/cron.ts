@@ -61,6 +61,10 @@ export function createJobs({ queue, store, log, metrics = null, sites = null }: 
       // Drops raw partitions past retention, once every row in them is rolled up.
       async run() {
         const result = await store.retention(options.retention)
+        if (!result.ran) {
+          log.info({ job: 'retention' }, 'another process is running retention; skipped')
+          return result
+        }
         const swept = (await sites?.sweepRemoved()) ?? []
         if (swept.length) log.info({ job: 'retention', swept }, 'deleted what arrived for removed sites (events queued when they were removed)')
         metrics?.cron.partitionsDropped.inc(result.partitionsDropped.length)

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, test } from 'bun:test'
-import { createTestDatabase, type TestDatabase } from '../testkit/testkit.ts'
+import { createTestDatabase, eventually, type TestDatabase } from '../testkit/testkit.ts'
 import { ensurePartitions, hourlyKeptSince, retention } from './retention.ts'
 import { rollup } from './rollup.ts'
 import { createStore, HourlyDetailExpiredError, type Store } from './store.ts'
@@ -59,6 +59,19 @@ describe('retention', () => {
     }
     expect(await ensurePartitions(db.sql, { aheadHours: 0, now: new Date('2031-01-01T10:30:00Z') })).toBe(2)
   }, 30_000)
+
+  test('retention runs at once (cron replicas) never deadlock: one does the work, the others skip, and each expired partition is dropped once', async () => {
+    for (let h = 30; h < 50; h++) await ingestedHoursAgo(h)
+    expect(await eventually(async () => (await rollup(db.sql)).ran && (await store.rollupLag()).unrolled === 0)).toBe(true)
+    const runs = await Promise.all([retention(db.sql, { now }), retention(db.sql, { now }), retention(db.sql, { now })])
+    expect(runs.filter((r) => r.ran).length).toBeGreaterThanOrEqual(1)
+    for (const r of runs) if (!r.ran) expect(r.partitionsDropped).toEqual([])
+    // What a run skipped, the next one does; every expired partition is dropped once.
+    const next = await retention(db.sql, { now })
+    const dropped = [...runs, next].flatMap((r) => r.partitionsDropped)
+    expect(dropped).toHaveLength(20)
+    expect(new Set(dropped).size).toBe(20)
+  })
 
   test('drops expired partitions once rolled up, and the stats stay the same', async () => {
     await ingestedHoursAgo(30, { user: 'a', path: '/old' })

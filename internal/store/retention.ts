@@ -13,6 +13,8 @@ export type RetentionOptions = {
 }
 
 export type RetentionResult = {
+  /** False when another process (a second cron) was running retention: nothing was done. */
+  ran: boolean
   partitionsCreated: number
   partitionsDropped: string[]
   /** Expired partitions kept because some of their rows are not rolled up yet. */
@@ -59,17 +61,47 @@ export async function ensurePartitions(sql: Sql, { aheadHours = 6, now = new Dat
   return created
 }
 
+/** The advisory lock that lets one retention run at a time: two would deadlock on their partition drops. */
+const RETENTION_LOCK = 7_360_213_001
+
 /**
  * Deletes raw data past retention without ever deleting an event the rollups have not
  * counted: whole hourly partitions are dropped (no vacuum, no bloat) only when every row
- * in them lies below the rollup watermark.
+ * in them lies below the rollup watermark. One run at a time across processes: a run that
+ * finds another under way does nothing (ran: false); the next one catches up.
  */
-export async function retention(
+export async function retention(sql: Sql, options: RetentionOptions = {}): Promise<RetentionResult> {
+  const lock = await sql.reserve()
+  try {
+    const [row] = await lock`select pg_try_advisory_lock(${RETENTION_LOCK}) as got`
+    if (!row!.got) {
+      return {
+        ran: false,
+        partitionsCreated: 0,
+        partitionsDropped: [],
+        partitionsKept: [],
+        defaultRowsDeleted: 0,
+        eventIdsDeleted: 0,
+        hourRollupRowsDeleted: 0,
+      }
+    }
+    try {
+      return await retentionRun(sql, options)
+    } finally {
+      await lock`select pg_advisory_unlock(${RETENTION_LOCK})`
+    }
+  } finally {
+    lock.release()
+  }
+}
+
+async function retentionRun(
   sql: Sql,
-  { rawRetentionHours = 24, dedupWindowHours = 48, hourRollupDays = 90, aheadHours = 6, now = new Date() }: RetentionOptions = {},
+  { rawRetentionHours = 24, dedupWindowHours = 48, hourRollupDays = 90, aheadHours = 6, now = new Date() }: RetentionOptions,
 ): Promise<RetentionResult> {
   const cutoff = new Date(now.getTime() - rawRetentionHours * HOUR)
   const result: RetentionResult = {
+    ran: true,
     partitionsCreated: 0,
     partitionsDropped: [],
     partitionsKept: [],
