@@ -99,8 +99,14 @@ describe('a shared link in a fresh browser', () => {
     for (const [i, id] of ['visitors', 'pageviews', 'events'].entries()) {
       const change = totals!.comparison!.change[i]!
       expect(change).not.toBeNull()
-      expect(await page.textContent(`#${id}-change`)).toBe(`${change > 0 ? '↑ ' : change < 0 ? '↓ ' : ''}${Math.abs(change)} % vs the period before`)
+      expect(await page.textContent(`#${id}-change`)).toBe(
+        `${change > 0 ? '↑ ' : change < 0 ? '↓ ' : ''}${Math.abs(change).toLocaleString('en')} % vs the period before`,
+      )
     }
+    // The tooltip names the compared days in the site's calendar, its last day included.
+    const day = (ms: number) => new Intl.DateTimeFormat('en-CA', { timeZone: TZ }).format(new Date(ms))
+    const [was, until] = (expected.meta as unknown as { comparison: { date_range: [string, string] } }).comparison.date_range.map((x) => Date.parse(x))
+    expect(await page.getAttribute('#visitors-change', 'title')).toBe(`compared with ${day(was! + 3_599_999)} – ${day(until! - 1)}`)
     // The visit cards (their own query) get their change the same way.
     const visits = ['visits', 'views_per_visit', 'bounce_rate', 'visit_duration']
     const [visitTotals] = (await query({ metrics: visits, include: { comparisons: { mode: 'previous_period' } } })).results
@@ -112,7 +118,7 @@ describe('a shared link in a fresh browser', () => {
           ? ''
           : change === null
             ? 'new since the period before'
-            : `${change > 0 ? '↑ ' : change < 0 ? '↓ ' : ''}${Math.abs(change)}${id === 'bounce_rate' ? ' pts' : ' %'} vs the period before`
+            : `${change > 0 ? '↑ ' : change < 0 ? '↓ ' : ''}${Math.abs(change).toLocaleString('en')}${id === 'bounce_rate' ? ' pts' : ' %'} vs the period before`
       expect(await page.textContent(`#${id}-change`)).toBe(text)
       // A bounce rate that rises is shown as bad news.
       if (id === 'bounce_rate' && change !== null && change !== 0) {

@@ -213,7 +213,7 @@ function clear(note) {
 }
 
 // A card's value, and its change in percent against the period before (undefined: none asked or answered).
-function setCard(metric, value, change, compared) {
+function setCard(metric, value, change, compared, tz = 'UTC') {
   const el = $(metric)
   el.textContent = value === undefined ? '–' : show(metric, value)
   if (value === undefined) delete el.dataset.value
@@ -229,8 +229,10 @@ function setCard(metric, value, change, compared) {
       ? ''
       : change === null
         ? 'new since the period before'
-        : `${change > 0 ? '↑ ' : change < 0 ? '↓ ' : ''}${Math.abs(change)}${rate ? ' pts' : ' %'} vs the period before`
-  c.title = compared ? `compared with ${compared.date_range.join(' – ')}` : ''
+        : `${change > 0 ? '↑ ' : change < 0 ? '↓ ' : ''}${fmt(Math.abs(change))}${rate ? ' pts' : ' %'} vs the period before`
+  // The compared period as the dates it covers (its end instant is exclusive: the last day is the hour before's).
+  const [from, to] = compared?.date_range.map((x) => Date.parse(x)) ?? []
+  c.title = compared ? `compared with ${dayStarting(from, tz)} – ${dayStarting(to - 3_600_000, tz)}` : ''
 }
 // A card query compared with the period before (not for all time); where the kept data cannot answer the
 // comparison (422), the same query without it.
@@ -252,7 +254,7 @@ async function loadCards(r, my) {
     const body = a.status === 'fulfilled' ? a.value : undefined
     const first = body?.results[0]
     CARDS[i].forEach((metric, j) => {
-      setCard(metric, body ? (first?.metrics[j] ?? null) : undefined, first?.comparison?.change[j], body?.meta.comparison)
+      setCard(metric, body ? (first?.metrics[j] ?? null) : undefined, first?.comparison?.change[j], body?.meta.comparison, body?.meta.timezone)
     })
   })
   // 422s join in the note; anything else goes up to #error.
