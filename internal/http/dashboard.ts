@@ -47,7 +47,7 @@ form:not(.custom) .custom{display:none}
 #filters:empty{display:none}#realtime{margin:0 0 .4rem auto;font-size:14px;color:#556;white-space:nowrap}
 #realtime i{display:inline-block;width:.55rem;height:.55rem;border-radius:50%;background:#1aa179;margin-right:.4rem;animation:pulse 2s infinite}
 #realtime b{color:#1d2430}@keyframes pulse{50%{opacity:.35}}@media (prefers-reduced-motion:reduce){#realtime i{animation:none}}
-.chip{display:inline-flex;align-items:center;gap:.3rem;background:#e8f0fe;color:#1a3d8f;border-radius:14px;padding:.1rem .3rem .1rem .7rem;font-size:13px}
+.chip{display:inline-flex;align-items:center;gap:.3rem;background:#e8f0fe;color:#1a3d8f;border-radius:14px;padding:.1rem .3rem .1rem .7rem;font-size:13px;max-width:100%;overflow-wrap:anywhere}
 .chip button{border:0;background:none;color:inherit;cursor:pointer;padding:0 .3rem;font-size:15px;line-height:1}
 .cards{display:flex;flex-wrap:wrap;gap:.8rem;margin:.6rem 0 1rem}.card{flex:1 1 0;min-width:6.5rem;background:#fff;border-radius:6px;padding:.8rem .9rem;box-shadow:0 1px 2px #0001;font-size:13px;color:#556}
 .card b{display:block;font-size:24px;color:#1d2430;white-space:nowrap}.panel{background:#fff;border-radius:6px;padding:1rem;box-shadow:0 1px 2px #0001;margin-bottom:1rem;min-width:0}
