@@ -445,6 +445,12 @@ describe('in a real browser', () => {
     await dash.click('#p-pages .tabs button[data-dim="path"]')
     await loaded(dash)
 
+    // Export downloads this view's zip, and the button comes back once it is done.
+    const [download] = await Promise.all([dash.waitForEvent('download'), dash.click('#export')])
+    expect(download.suggestedFilename()).toEndWith('.zip')
+    expect(await dash.textContent('#export')).toBe('Export')
+    expect(await dash.isEnabled('#export')).toBe(true)
+
     // Realtime: nobody in the last 5 minutes, then one more page view counts within a refresh (10 s).
     const realtime = async () => (await query({ site_id: 'visits-site', date_range: 'realtime', metrics: ['visitors'] })).results[0]!.metrics[0]
     const shown = async () => Number(await dash.getAttribute('#realtime-count', 'data-value'))

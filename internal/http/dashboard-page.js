@@ -499,17 +499,29 @@ async function exportZip() {
   const p = new URLSearchParams({ site_id: form.site.value, date_range: Array.isArray(r) ? r.join(',') : r })
   for (const [dim, value] of filters) p.append('f', `${dim}:${value}`)
   if (r !== 'all') p.set('compare', 'previous_period')
-  const res = await fetch(`/v1/export?${p}`, { headers: form.token.value ? { Authorization: `Bearer ${form.token.value}` } : {} })
-  if (!res.ok) {
-    const e = (await res.json().catch(() => ({}))).error
-    $('error').textContent = (typeof e === 'string' ? e : e?.message) ?? res.statusText
-    return
+  // The button says it is working, and an earlier export's error goes once this one is asked.
+  const button = $('export')
+  button.disabled = true
+  button.textContent = 'Exporting…'
+  $('error').textContent = ''
+  try {
+    const res = await fetch(`/v1/export?${p}`, { headers: form.token.value ? { Authorization: `Bearer ${form.token.value}` } : {} })
+    if (!res.ok) {
+      const data = await res.json().catch(() => ({}))
+      const e = data.error
+      const details = Array.isArray(data.details) && data.details.length ? `: ${data.details.map((d) => d.message ?? JSON.stringify(d)).join('; ')}` : ''
+      $('error').textContent = ((typeof e === 'string' ? e : e?.message) ?? res.statusText) + details
+      return
+    }
+    const a = document.createElement('a')
+    a.href = URL.createObjectURL(await res.blob())
+    a.download = (/filename="([^"]+)"/.exec(res.headers.get('content-disposition') ?? '') ?? [])[1] ?? 'sluice.zip'
+    a.click()
+    URL.revokeObjectURL(a.href)
+  } finally {
+    button.disabled = false
+    button.textContent = 'Export'
   }
-  const a = document.createElement('a')
-  a.href = URL.createObjectURL(await res.blob())
-  a.download = (/filename="([^"]+)"/.exec(res.headers.get('content-disposition') ?? '') ?? [])[1] ?? 'sluice.zip'
-  a.click()
-  URL.revokeObjectURL(a.href)
 }
 
 // The token from the #token= fragment (or, for a shared link, its secret from #link=), kept in sessionStorage
