@@ -1,3 +1,4 @@
+import type postgres from 'postgres'
 import type { Sql } from '../clients/clients.ts'
 
 export type RetentionOptions = {
@@ -47,19 +48,40 @@ export function hourlyKeptSince(days: number, now = new Date()): Date | null {
 export async function ensurePartitions(sql: Sql, { aheadHours = 6, now = new Date() }: { aheadHours?: number; now?: Date } = {}): Promise<number> {
   let created = 0
   for (let h = -1; h <= aheadHours; h++) {
-    try {
-      const made = await sql.begin(async (tx) => {
-        await tx`set local lock_timeout = '2s'`
-        const [row] = await tx`select sluice_ensure_partition(${new Date(now.getTime() + h * HOUR)}) as made`
-        return row!.made as boolean
-      })
-      if (made) created++
-    } catch (err) {
-      if ((err as { code?: string }).code !== '55P03') throw err
-    }
+    const made = await withLockTimeout(sql, (tx) => tx`select sluice_ensure_partition(${new Date(now.getTime() + h * HOUR)}) as made`, false)
+    if (made) created++
   }
   return created
 }
+
+/**
+ * The one value a DDL statement on `events` selects, run in a transaction that waits at
+ * most 2 s for its exclusive lock; `onTimeout` when it could not get it (55P03), so inserts
+ * never queue behind a long reader.
+ */
+async function withLockTimeout<T>(sql: Sql, statement: (tx: Sql) => postgres.PendingQuery<postgres.Row[]>, onTimeout: T): Promise<T> {
+  try {
+    return (await sql.begin(async (tx) => {
+      await tx`set local lock_timeout = '2s'`
+      const [row] = await statement(tx as unknown as Sql)
+      return Object.values(row!)[0]
+    })) as T
+  } catch (err) {
+    if ((err as { code?: string }).code === '55P03') return onTimeout
+    throw err
+  }
+}
+
+/** A run's result before (or without) doing anything. */
+const nothingDone = (ran: boolean): RetentionResult => ({
+  ran,
+  partitionsCreated: 0,
+  partitionsDropped: [],
+  partitionsKept: [],
+  defaultRowsDeleted: 0,
+  eventIdsDeleted: 0,
+  hourRollupRowsDeleted: 0,
+})
 
 /** The advisory lock that lets one retention run at a time: two would deadlock on their partition drops. */
 const RETENTION_LOCK = 7_360_213_001
@@ -74,17 +96,7 @@ export async function retention(sql: Sql, options: RetentionOptions = {}): Promi
   const lock = await sql.reserve()
   try {
     const [row] = await lock`select pg_try_advisory_lock(${RETENTION_LOCK}) as got`
-    if (!row!.got) {
-      return {
-        ran: false,
-        partitionsCreated: 0,
-        partitionsDropped: [],
-        partitionsKept: [],
-        defaultRowsDeleted: 0,
-        eventIdsDeleted: 0,
-        hourRollupRowsDeleted: 0,
-      }
-    }
+    if (!row!.got) return nothingDone(false)
     try {
       return await retentionRun(sql, options)
     } finally {
@@ -100,15 +112,7 @@ async function retentionRun(
   { rawRetentionHours = 24, dedupWindowHours = 48, hourRollupDays = 90, aheadHours = 6, now = new Date() }: RetentionOptions,
 ): Promise<RetentionResult> {
   const cutoff = new Date(now.getTime() - rawRetentionHours * HOUR)
-  const result: RetentionResult = {
-    ran: true,
-    partitionsCreated: 0,
-    partitionsDropped: [],
-    partitionsKept: [],
-    defaultRowsDeleted: 0,
-    eventIdsDeleted: 0,
-    hourRollupRowsDeleted: 0,
-  }
+  const result = nothingDone(true)
   result.partitionsCreated = await ensurePartitions(sql, { aheadHours, now })
 
   const partitions = await sql`
@@ -116,13 +120,7 @@ async function retentionRun(
     where i.inhparent = 'events'::regclass and c.relname ~ '^events_p[0-9]{10}$' order by 1`
   for (const { name } of partitions) {
     // Dropping needs a brief exclusive lock on events; never queue inserts behind a long wait.
-    const outcome = await sql
-      .begin(async (tx) => {
-        await tx`set local lock_timeout = '2s'`
-        const [row] = await tx`select sluice_drop_partition_if_rolled(${name}, ${cutoff}) as outcome`
-        return row!.outcome as string
-      })
-      .catch((err: { code?: string }) => (err.code === '55P03' ? 'kept: lock timeout' : Promise.reject(err)))
+    const outcome = await withLockTimeout(sql, (tx) => tx`select sluice_drop_partition_if_rolled(${name}, ${cutoff}) as outcome`, 'kept: lock timeout')
     if (outcome === 'dropped') result.partitionsDropped.push(name)
     else if (outcome !== 'kept: not expired') result.partitionsKept.push(name)
   }
