@@ -225,25 +225,16 @@ async function visitRows(
     where v.site_id = ${q.siteId} and d.dim = ${dim} ${range ? tx`and v.started_at >= ${range.from} and v.started_at < ${range.to}` : tx``}
     ${q.filters.map((f) => tx`and ${match(tx, tx`d.value`, f)}`).reduce((a, b) => tx`${a} ${b}`, tx``)}
     group by 1, 2`
-  // Values past ROLLUP_DIM_CAP in the buckets read: their visits and events are in no row.
-  const other = levels.map(
-    (g) =>
-      tx`select visits, events from ${tx(`rollup_${g}_visit_other`)} where site_id = ${q.siteId} and dim = ${dim} ${segments ? tx`and bucket = any(${segments[g]}::timestamptz[])` : tx``}`,
-  )
-  const [rows, [trimmed]] = await Promise.all([
+  const [rows, trimmed] = await Promise.all([
     tx`
       select t, v, sum(visits)::float8 as visits, sum(bounces)::float8 as bounces, sum(duration_ms)::float8 as duration_ms,
              sum(pageviews)::float8 as pageviews, sum(events)::float8 as events, coalesce(hll_cardinality(hll_union_agg(users)), 0)::float8 as visitors
       from (${[...rolled, open].reduce((a, b) => tx`${a} union all ${b}`)}) as s(t, v, visits, bounces, duration_ms, pageviews, events, users)
       group by 1, 2`,
-    dim === '' || other.length === 0
-      ? [{ visits: 0, events: 0 }]
-      : tx`select coalesce(sum(visits), 0)::float8 as visits, coalesce(sum(events), 0)::float8 as events from (${other.reduce((a, b) => tx`${a} union all ${b}`)}) o`,
+    // Values past ROLLUP_DIM_CAP in the buckets read: their visits and events are in no row. The totals ('') have no cap.
+    dim === '' ? { visits: 0, events: 0 } : remainder(tx, q, 'visit_other', () => tx`dim = ${dim}`, segments),
   ])
-  return {
-    rows: (rows as unknown as (Row & { pageviews: number })[]).map((r) => ({ ...r, visit_pageviews: r.pageviews })),
-    trimmed: trimmed as { visits: number; events: number },
-  }
+  return { rows: (rows as unknown as (Row & { pageviews: number })[]).map((r) => ({ ...r, visit_pageviews: r.pageviews })), trimmed }
 }
 
 type Row = {
@@ -370,14 +361,33 @@ function pairDims(tx: Tx, q: Query, pair: readonly [string, string]): Fragment {
 
 /** Events of values trimmed from the dimension rollups in the segments read, of the dimensions `dims` selects. */
 async function trimmedEvents(tx: Tx, q: Query, dims: () => Fragment, segments: ReturnType<typeof plan> | null): Promise<number> {
+  return (await remainder(tx, q, 'dim_other', dims, segments)).events
+}
+
+/**
+ * The visits and events of values past ROLLUP_DIM_CAP, from a remainder table
+ * (rollup_<g>_dim_other or rollup_<g>_visit_other), in the day, month and year segments
+ * read (all years without segments), of the dimensions `dims` selects. Events only for
+ * dim_other, which counts no visits.
+ */
+async function remainder(
+  tx: Tx,
+  q: Query,
+  table: 'dim_other' | 'visit_other',
+  dims: () => Fragment,
+  segments: ReturnType<typeof plan> | null,
+): Promise<{ events: number; visits: number }> {
   const levels = segments ? (['day', 'month', 'year'] as const).filter((g) => segments[g].length > 0) : (['year'] as const)
-  if (levels.length === 0) return 0
+  if (levels.length === 0) return { events: 0, visits: 0 }
+  const visits = table === 'visit_other' ? tx`visits` : tx`0::bigint`
   const parts = levels.map(
     (g) =>
-      tx`select events from ${tx(`rollup_${g}_dim_other`)} where site_id = ${q.siteId} and ${dims()} ${segments ? tx`and bucket = any(${segments[g]}::timestamptz[])` : tx``}`,
+      tx`select events, ${visits} as visits from ${tx(`rollup_${g}_${table}`)} where site_id = ${q.siteId} and ${dims()} ${segments ? tx`and bucket = any(${segments[g]}::timestamptz[])` : tx``}`,
   )
-  const [row] = await tx`select coalesce(sum(events), 0)::float8 as n from (${parts.reduce((a, b) => tx`${a} union all ${b}`)}) as o`
-  return row!.n as number
+  const [row] = await tx`
+    select coalesce(sum(events), 0)::float8 as events, coalesce(sum(visits), 0)::float8 as visits
+    from (${parts.reduce((a, b) => tx`${a} union all ${b}`)}) as o`
+  return row as unknown as { events: number; visits: number }
 }
 
 /** Rows in the order asked, limited, each as {dimensions, metrics} in the order of the query. */
