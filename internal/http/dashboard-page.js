@@ -167,6 +167,10 @@ async function api(path, body) {
   )
   const data = await res.json().catch(() => ({}))
   if (res.ok) return data
+  throw failure(res, data)
+}
+// An error answer as an ApiError whose message names the problem and its details.
+function failure(res, data) {
   const e = data.error
   const details = data.details ?? e?.details
   const text =
@@ -180,7 +184,7 @@ async function api(path, body) {
   const err = new ApiError(text + (Array.isArray(details) && details.length ? `: ${details.map((d) => d.message ?? JSON.stringify(d)).join('; ')}` : ''))
   err.status = res.status
   err.code = data.code ?? e?.code
-  throw err
+  return err
 }
 function query(body, r) {
   return api('/v1/query', { site_id: form.site.value, date_range: r, filters: filters.map(([dim, value]) => ['is', dim, [value]]), ...body })
@@ -507,10 +511,7 @@ async function exportZip() {
   try {
     const res = await fetch(`/v1/export?${p}`, { headers: form.token.value ? { Authorization: `Bearer ${form.token.value}` } : {} })
     if (!res.ok) {
-      const data = await res.json().catch(() => ({}))
-      const e = data.error
-      const details = Array.isArray(data.details) && data.details.length ? `: ${data.details.map((d) => d.message ?? JSON.stringify(d)).join('; ')}` : ''
-      $('error').textContent = ((typeof e === 'string' ? e : e?.message) ?? res.statusText) + details
+      $('error').textContent = failure(res, await res.json().catch(() => ({}))).message
       return
     }
     const a = document.createElement('a')
