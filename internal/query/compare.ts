@@ -1,5 +1,5 @@
 import type { Granularity } from '../store/buckets.ts'
-import { comparisonDates, type Dates, datesToRange, plusDays, plusMonths } from './dates.ts'
+import { type Dates, datesToRange, plusDays, plusMonths } from './dates.ts'
 import type { ComparedResult, Query, QueryResult } from './query.ts'
 
 /** The most rows read of the comparison period, so that every value of the answer finds its own. */
@@ -12,9 +12,10 @@ const COMPARISON_LIMIT = 10_000
  * the other), and the change of each metric in percent.
  */
 export async function withComparison(q: Query, run: (q: Query) => Promise<QueryResult>): Promise<QueryResult> {
-  if (!q.comparison || !q.dates) return run(q)
+  // parseQuery sets comparedDates whenever a comparison has dates to compare.
+  if (!q.comparison || !q.dates || !q.comparedDates) return run(q)
   const mode = q.comparison
-  const dates = q.comparedDates ?? comparisonDates(q.dates, mode)
+  const dates = q.comparedDates
   const both = (asked: Query) => {
     const [from, to] = datesToRange(dates, asked.timezone)
     return Promise.all([run(asked), run({ ...asked, dates, from, to, comparison: null, comparedDates: null, limit: COMPARISON_LIMIT })])
