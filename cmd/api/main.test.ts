@@ -40,6 +40,21 @@ describe('sluice-api', () => {
     expect(await api.stop()).toBe(0)
   })
 
+  test('with public stats, still takes STATS_TOKEN as a token and refuses a wrong one', async () => {
+    const port = await freePort()
+    const api = spawnBinary('api', envFor(env.db, env.r, { PORT: String(port), STATS_TOKEN: 'stats-t', STATS_PUBLIC: 'true' }))
+    const base = `http://127.0.0.1:${port}`
+    await waitForReady(`${base}/readyz`, api)
+    const stats = (authorization?: string) =>
+      fetch(`${base}/v1/stats?site_id=s&from=2025-11-01&to=2025-11-02&granularity=day`, { headers: authorization ? { authorization } : {} })
+    expect((await stats()).status).toBe(200)
+    expect((await stats('Bearer stats-t')).status).toBe(200)
+    const wrong = await stats('Bearer not-it')
+    expect(wrong.status).toBe(401)
+    expect(((await wrong.json()) as { code: string }).code).toBe('unauthorized')
+    expect(await api.stop()).toBe(0)
+  })
+
   test('refuses to start without a stats token, in one line naming the setting', async () => {
     const { code, output } = await runBinary('api', envFor(env.db, env.r, { PORT: String(await freePort()), STATS_TOKEN: '', STATS_PUBLIC: 'false' }))
     expect(code).toBe(78)

@@ -39,7 +39,8 @@ await runMain('api', async () => {
     },
     {
       ingest: config.ingest,
-      statsToken: config.stats.public ? null : config.stats.token,
+      statsToken: config.stats.token,
+      statsPublic: config.stats.public,
       adminToken: config.admin.token,
       isStopping: () => stop.aborted,
       hourRollupDays: config.retention.hourRollupDays,

@@ -50,8 +50,10 @@ export type AppDeps = {
 
 export type AppOptions = {
   ingest: IngestOptions
-  /** Bearer token for stats; null serves stats without one (STATS_PUBLIC=true). */
+  /** STATS_TOKEN: a bearer token that reads every site's stats; null for none. */
   statsToken: string | null
+  /** STATS_PUBLIC: every site's stats are read without a token (STATS_TOKEN, if set, still works). Default: no STATS_TOKEN. */
+  statsPublic?: boolean
   /** ADMIN_TOKEN: an all-sites admin token besides the registry's. */
   adminToken?: string | null
   /** True once shutdown has begun: /readyz answers 503 so load balancers stop sending traffic. */
@@ -63,7 +65,7 @@ export type AppOptions = {
 
 export function createApp(
   { queue, backpressure = null, store, log, checks, ingest: handlers, metrics = null, identity = null, registry = null, sites = null, tokens = null }: AppDeps,
-  { ingest, statsToken, adminToken = null, isStopping = () => false, readyTimeoutMs = 1000, hourRollupDays = 0 }: AppOptions,
+  { ingest, statsToken, statsPublic = statsToken === null, adminToken = null, isStopping = () => false, readyTimeoutMs = 1000, hourRollupDays = 0 }: AppOptions,
 ) {
   const app = new Hono()
   // X-Request-Id: the client's, or a new one; echoed back and put in error logs.
@@ -117,7 +119,7 @@ export function createApp(
     app.options(path, (c) => ingestHandlers.preflight(c.req.raw))
   }
 
-  const auth = createAuth(registry, { statsToken, statsPublic: statsToken === null, adminToken })
+  const auth = createAuth(registry, { statsToken, statsPublic, adminToken })
   for (const path of ['/stats', '/v1/*']) app.use(path, auth.identify)
   app.route('/', statsRoutes(store, { maxFutureMs: ingest.maxFutureMs, hourRollupDays, auth }))
   const queryOptions = { maxFutureMs: ingest.maxFutureMs, hourRollupDays, auth, registry }
