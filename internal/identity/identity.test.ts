@@ -47,6 +47,34 @@ describe('identity', () => {
     expect(tomorrow.visitorId('site', '81.2.69.142', UA)).not.toBe(today)
   })
 
+  test('replicas agree again within recheckMs after Redis loses the salt, whether the old replica or a new one sets it first', async () => {
+    const keyPrefix = prefix()
+    let now = startOfToday + 1000
+    const idOf = async (i: ReturnType<typeof createIdentity>) => (await resolved(i.salt())).visitorId('site', '81.2.69.142', UA)
+    const settled = async (i: ReturnType<typeof createIdentity>, want: string) => {
+      for (let tries = 0; tries < 200 && (await idOf(i)) !== want; tries++) await Bun.sleep(5)
+      return idOf(i)
+    }
+    const a = createIdentity({ redis: r.redis }, { keyPrefix, now: () => now, recheckMs: 60_000 })
+    const before = await idOf(a)
+    // Redis loses the key; a new replica starts and makes a salt of its own.
+    await r.redis.del(a.keyOf(utcDay(now)))
+    const b = createIdentity({ redis: other }, { keyPrefix, now: () => now })
+    const fresh = await idOf(b)
+    expect(fresh).not.toBe(before)
+    // Within recheckMs the old replica still uses its own; past it, it takes up the new one.
+    now += 59_000
+    expect(await idOf(a)).toBe(before)
+    now += 1_000
+    expect(await settled(a, fresh)).toBe(fresh)
+    // Lost again, and the old replica re-checks first: it puts its salt back, and a replica started after uses it.
+    await r.redis.del(a.keyOf(utcDay(now)))
+    now += 60_000
+    await idOf(a)
+    for (let tries = 0; tries < 200 && !(await r.redis.exists(a.keyOf(utcDay(now)))); tries++) await Bun.sleep(5)
+    expect(await idOf(createIdentity({ redis: other }, { keyPrefix, now: () => now }))).toBe(fresh)
+  })
+
   test('another site, IP or user agent gives another id', async () => {
     const salt = await resolved(createIdentity({ redis: r.redis }, { keyPrefix: prefix() }).salt())
     const ids = [

@@ -16,6 +16,12 @@ export type IdentityOptions = {
   now?: () => number
   /** How long before a UTC midnight the next day's salt is fetched, so no request waits for it then. */
   aheadMs?: number
+  /**
+   * How often a process checks, in the background, that Redis still holds the salt it uses:
+   * a key Redis lost (a restart without persistence, a failover) is put back, and a salt
+   * another process made meanwhile is taken up, so replicas agree again within this long.
+   */
+  recheckMs?: number
 }
 
 /** One UTC day's salt: what turns a site, IP and user agent into a visitor id for that day. */
@@ -45,21 +51,22 @@ export const utcDay = (ms: number) => new Date(ms).toISOString().slice(0, 10)
  * (expiring 48 h after the day began), then every replica reads whichever value won. Only
  * the current day's salt, and near midnight the next day's, is held in memory.
  */
-export function createIdentity({ redis }: IdentityDeps, { keyPrefix, now = Date.now, aheadMs = 30_000 }: IdentityOptions): Identity {
+export function createIdentity({ redis }: IdentityDeps, { keyPrefix, now = Date.now, aheadMs = 30_000, recheckMs = 60_000 }: IdentityOptions): Identity {
   const keyOf = (day: string) => `${keyPrefix}:salt:${day}`
   /** Salts in memory by day number (days since the epoch): the current day's, and near midnight the next one's. */
-  const salts = new Map<number, Salt>()
+  const salts = new Map<number, Held>()
   const fetching = new Map<number, Promise<Salt>>()
   let today = Number.NaN
   /** The salt returned without further checks while now() is in [hotFrom, hotUntil). */
   let hot: Salt | null = null
   let hotFrom = 0
   let hotUntil = 0
+  let checkAt = 0
 
-  async function load(n: number): Promise<Salt> {
+  /** Offers a salt for day n (`SET NX`) and returns whichever Redis holds: the offer, or another process's. */
+  async function load(n: number, mine: Buffer = randomBytes(32)): Promise<Held> {
     const day = utcDay(n * DAY_MS)
     const key = keyOf(day)
-    const mine = randomBytes(32)
     const set = await redis.set(key, mine, 'PXAT', n * DAY_MS + SALT_LIFETIME_MS, 'NX')
     const salt = set === 'OK' ? mine : await redis.getBuffer(key)
     if (!salt || salt.length !== 32) throw new IdentityError(`the salt of ${day} is missing from Redis (${key})`)
@@ -67,13 +74,18 @@ export function createIdentity({ redis }: IdentityDeps, { keyPrefix, now = Date.
   }
 
   /** Fetches a day's salt once however many ask; a failure is forgotten, so the next request tries again. */
-  function fetch(n: number): Promise<Salt> {
+  function fetch(n: number, offer?: Buffer): Promise<Salt> {
     let p = fetching.get(n)
     if (p) return p
-    p = load(n).then(
+    p = load(n, offer).then(
       (salt) => {
         fetching.delete(n)
-        if (n >= today) salts.set(n, salt)
+        if (n >= today) {
+          // A salt that changed (re-checked against another process's) is used from the next request on.
+          if (!salts.get(n)?.bytes.equals(salt.bytes)) hot = null
+          salts.set(n, salt)
+          if (n === today) checkAt = now() + recheckMs
+        }
         return salt
       },
       (err) => {
@@ -99,9 +111,14 @@ export function createIdentity({ redis }: IdentityDeps, { keyPrefix, now = Date.
       }
       const salt = salts.get(n)
       if (!salt) return fetch(n)
+      if (t >= checkAt && !fetching.has(n)) {
+        // Redis may have lost the key since: put this salt back, or take up the one that is there now.
+        checkAt = t + recheckMs
+        fetch(n, salt.bytes).catch(() => {})
+      }
       hot = salt
       hotFrom = n * DAY_MS
-      hotUntil = (n + 1) * DAY_MS - aheadMs
+      hotUntil = Math.min((n + 1) * DAY_MS - aheadMs, checkAt)
       // Near midnight, the next day's salt is fetched in the background; a failure here is retried on the next request.
       if (aheadMs > 0 && t >= hotUntil && !salts.has(n + 1) && !fetching.has(n + 1)) fetch(n + 1).catch(() => {})
       return salt
@@ -109,9 +126,13 @@ export function createIdentity({ redis }: IdentityDeps, { keyPrefix, now = Date.
   }
 }
 
-function saltOf(day: string, key: Buffer): Salt {
+/** A salt with the bytes it was made from, which a re-check offers back to Redis. */
+type Held = Salt & { readonly bytes: Buffer }
+
+function saltOf(day: string, key: Buffer): Held {
   return {
     day,
+    bytes: key,
     visitorId(siteId, ip, userAgent) {
       // site_id and the IP never contain a newline, so the three parts cannot run into each other.
       const h = new Bun.CryptoHasher('sha256', key)
