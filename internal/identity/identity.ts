@@ -118,9 +118,10 @@ export function createIdentity({ redis }: IdentityDeps, { keyPrefix, now = Date.
       }
       hot = salt
       hotFrom = n * DAY_MS
-      hotUntil = Math.min((n + 1) * DAY_MS - aheadMs, checkAt)
+      const ahead = (n + 1) * DAY_MS - aheadMs
+      hotUntil = Math.min(ahead, checkAt)
       // Near midnight, the next day's salt is fetched in the background; a failure here is retried on the next request.
-      if (aheadMs > 0 && t >= hotUntil && !salts.has(n + 1) && !fetching.has(n + 1)) fetch(n + 1).catch(() => {})
+      if (aheadMs > 0 && t >= ahead && !salts.has(n + 1) && !fetching.has(n + 1)) fetch(n + 1).catch(() => {})
       return salt
     },
   }
