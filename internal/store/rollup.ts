@@ -162,12 +162,14 @@ async function rollupShard(sql: Sql, shard: Shard, options: RollupOptions, upTo?
   // the events merged so far: not from now while older events wait, stored but not yet
   // counted (the rollup catching up) or still in the queue (workers behind). Else a
   // backlog would cut every visit in two at each chunk's end. Stored rows wait from the
-  // receipt of the first one in transaction order.
+  // receipt of the first one in transaction order. The queue is read first: an event a
+  // worker stores and deletes from it meanwhile is then committed before the raw read,
+  // which sees it (each statement reads the latest commits), so neither read can miss it.
   const close = async (tx: TransactionSql, counted: bigint) => {
     if (!withVisits) return 0
+    const queued = unstoredSince ? await unstoredSince() : null
     const [next] = await tx`
       select received_at from events where xid >= ${String(counted)}::xid8 and ${inShard(tx as unknown as Sql, shard)} order by xid limit 1`
-    const queued = unstoredSince ? await unstoredSince() : null
     const heldTo = Math.min(now().getTime(), (next?.received_at as Date | undefined)?.getTime() ?? Infinity, queued?.getTime() ?? Infinity)
     return closeVisits(tx as unknown as Sql, { before: new Date(heldTo - visitCloseAfterMs), dimCap, sites: inShard(tx as unknown as Sql, shard) })
   }
