@@ -29,10 +29,17 @@ export function createStore(sql: Sql) {
     try {
       events = JSON.parse(json)
     } catch (err) {
-      throw Object.assign(new Error(`a batch of events is not JSON: ${(err as Error).message}`), { code: '22P02' })
+      throw notEvents(`not JSON: ${(err as Error).message}`)
     }
+    // The queue holds what the API wrote, but a hand-made or corrupted entry must fail as
+    // data (so the worker sets it aside), never as a TypeError retried forever.
+    if (!Array.isArray(events) || !events.every((e) => typeof e === 'object' && e !== null && !Array.isArray(e))) throw notEvents('an element is not an object')
     const column = (key: string) => events.map((e) => (e[key] ?? null) as string | number | null)
-    const text = (key: string) => sql`${column(key)}::text[]`
+    const text = (key: string) => {
+      const values = column(key)
+      if (!values.every((v) => v === null || typeof v === 'string')) throw notEvents(`"${key}" is not a string`)
+      return sql`${values}::text[]`
+    }
     // Property values are kept as JSON (postgres.js encodes each object); an empty object counts as none.
     const props = events.map((e) => (e.props && typeof e.props === 'object' && Object.keys(e.props).length ? e.props : null))
     const result = await sql`
@@ -86,3 +93,6 @@ export function createStore(sql: Sql) {
     ping,
   }
 }
+
+/** A batch that is not an array of events: a data error (SQLSTATE 22P02), as a value Postgres refuses is. */
+const notEvents = (why: string) => Object.assign(new Error(`a batch of events is not valid: ${why}`), { code: '22P02' })

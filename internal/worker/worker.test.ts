@@ -132,6 +132,31 @@ describe('worker', () => {
     ])
   })
 
+  test('sets aside hand-made entries whose array holds something other than events, without stalling the entries behind them', async () => {
+    await queue.ensureGroup()
+    await queue.enqueue([event(1)])
+    for (const b of [
+      '[null]',
+      '[1]',
+      '[[]]',
+      JSON.stringify([{ ...event(2), path: { nested: true } }]),
+      JSON.stringify([{ ...event(3), received_at: 'soon' }]),
+      JSON.stringify([{ ...event(5), timestamp: { at: 1 } }]),
+      JSON.stringify([{ ...event(6), event_id: [1] }]),
+    ]) {
+      await r.redis.xadd(r.queue.stream, '*', 'n', '1', 'b', b)
+    }
+    await queue.enqueue([event(4)])
+    const { stop } = startWorker({ retryBaseMs: 5, retryMaxMs: 20 })
+    const drained = await eventually(async () => (await queue.depth()).length === 0, { timeoutMs: 5000 })
+    await stop()
+    expect(drained).toBe(true)
+    expect(await storedCount()).toBe(2)
+    const letters = await queue.deadLetters()
+    expect(letters).toHaveLength(7)
+    for (const letter of letters) expect(letter.fields.reason).toContain('not a valid event')
+  })
+
   test('after a restart under the same name, first stores what it held before', async () => {
     await queue.ensureGroup()
     await queue.enqueue([event(1), event(2)])
