@@ -52,6 +52,9 @@ await runMain('api', async () => {
     hostname: config.host,
     // Several API processes on one host share the port; the kernel spreads connections over them.
     reusePort: true,
+    // Bun's default, stated because deploy/nginx/nginx.conf keeps its idle upstream
+    // connections for less (keepalive_timeout 5s), so that nginx closes them first.
+    idleTimeout: 10,
     routes: {
       '/event': { POST: ingest.event, OPTIONS: ingest.preflight },
       '/events': { POST: ingest.events, OPTIONS: ingest.preflight },
