@@ -1,8 +1,8 @@
 import { afterAll, describe, expect, test } from 'bun:test'
 import postgres from 'postgres'
 import { loadConfig } from '../../internal/config/config.ts'
-import { listMigrations } from '../../internal/store/migrate.ts'
-import { runBinary, uniqueName } from '../../internal/testkit/testkit.ts'
+import { listMigrations, MIGRATION_LOCK } from '../../internal/store/migrate.ts'
+import { eventually, runBinary, spawnBinary, uniqueName } from '../../internal/testkit/testkit.ts'
 
 const name = uniqueName('sluice_migrate')
 const raced = uniqueName('sluice_migrate_race')
@@ -51,4 +51,35 @@ describe('sluice-migrate', () => {
     await sql.end()
     expect(tables[0]!.n).toBe(0)
   })
+
+  test('a stop signal ends a migration that waits on the lock at once, with 143, and it applies nothing', async () => {
+    const locked = uniqueName('sluice_migrate_locked')
+    const admin = postgres(url('postgres'), { max: 1, onnotice: () => {} })
+    await admin`create database ${admin(locked)}`
+    const holder = postgres(url(locked), { max: 1, onnotice: () => {} })
+    try {
+      let stopped = false
+      // Another migration holds the lock (a transaction that never ends, here).
+      const release = holder.begin(async (tx) => {
+        await tx`select pg_advisory_xact_lock(${MIGRATION_LOCK})`
+        await eventually(async () => stopped, { timeoutMs: 30_000 })
+      })
+      const migrate = spawnBinary('migrate', { ...env, DATABASE_URL: url(locked) })
+      const waiting = await eventually(
+        async () => (await admin`select count(*)::int as n from pg_locks where locktype = 'advisory' and not granted`)[0]!.n === 1,
+      )
+      expect(waiting).toBe(true)
+      const code = await Promise.race([migrate.stop('SIGTERM'), Bun.sleep(5000).then(() => 'still running')])
+      stopped = true
+      await release
+      expect(code).toBe(143)
+      expect(migrate.output()).toContain('stopped by SIGTERM')
+      const applied = await holder`select count(*)::int as n from pg_tables where tablename = 'schema_migrations'`
+      expect(applied[0]!.n).toBe(0)
+    } finally {
+      await holder.end()
+      await admin`drop database if exists ${admin(locked)} with (force)`
+      await admin.end()
+    }
+  }, 30_000)
 })

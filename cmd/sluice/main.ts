@@ -27,49 +27,53 @@ Output is JSON.`
 /** What a command that failed with a SitesError (already printed) hands back. */
 const FAILED = Symbol('failed')
 
-await runMain('sluice', async () => {
-  const { positionals, values } = parseArgs({
-    allowPositionals: true,
-    options: { all: { type: 'boolean' }, count: { type: 'string', default: '100' }, ...SITES_OPTIONS },
-  })
-  const [command, ...rest] = positionals
-  const known = ['queue', 'dead-letters', 'replay', 'rollup', 'rollup-status', 'rollup-rejects', 'rollup-replay', 'retention', ...SITES_COMMANDS]
-  const needsIds = (command === 'replay' || command === 'rollup-replay') && !values.all && rest.length === 0
-  if (!command || !known.includes(command) || needsIds) {
-    console.error(USAGE)
-    return command === 'help' ? EXIT.ok : EXIT.usage
-  }
-  const config = loadConfig()
-  const log = createLogger({ level: 'warn', name: 'sluice' })
-  const { redis, sql } = await openClients(config, 'ops', log, { sqlMax: config.rollup.shards + 1 })
-  const queue = createShardedQueue(redis, config.queue)
-  const store = createStore(sql)
-  const close = async () => {
-    await sql.end({ timeout: 5 })
-    await redis.quit()
-  }
-  const out = await (
-    {
-      queue: () => queue.depth(),
-      'dead-letters': () => queue.deadLetters(Number(values.count)),
-      replay: () => queue.replay(values.all ? 'all' : rest),
-      rollup: () => store.rollup({ ...config.rollup }),
-      'rollup-status': async () => ({ ...(await store.rollupLag()), shards: await store.rollupShards() }),
-      'rollup-rejects': () => store.rollupRejects(Number(values.count)),
-      'rollup-replay': () => store.replayRejects(values.all ? 'all' : rest),
-      retention: async () => ({ ...(await store.retention({ ...config.retention })), removedSitesSwept: await createSites(sql).sweepRemoved() }),
-    }[command as 'queue'] ?? (() => runSitesCommand(sql, command, rest, values))
-  )().catch(async (err: unknown) => {
-    if (!(err instanceof SitesError)) throw err
-    console.error(JSON.stringify({ error: err.message, code: err.code, ...(err.details ? { details: err.details } : {}) }, null, 2))
-    return FAILED
-  })
-  await close()
-  if (out === FAILED) return EXIT.failed
-  if (out === null) {
-    console.error(USAGE)
-    return EXIT.usage
-  }
-  console.log(JSON.stringify(out, null, 2))
-  return EXIT.ok
-})
+await runMain(
+  'sluice',
+  async () => {
+    const { positionals, values } = parseArgs({
+      allowPositionals: true,
+      options: { all: { type: 'boolean' }, count: { type: 'string', default: '100' }, ...SITES_OPTIONS },
+    })
+    const [command, ...rest] = positionals
+    const known = ['queue', 'dead-letters', 'replay', 'rollup', 'rollup-status', 'rollup-rejects', 'rollup-replay', 'retention', ...SITES_COMMANDS]
+    const needsIds = (command === 'replay' || command === 'rollup-replay') && !values.all && rest.length === 0
+    if (!command || !known.includes(command) || needsIds) {
+      console.error(USAGE)
+      return command === 'help' ? EXIT.ok : EXIT.usage
+    }
+    const config = loadConfig()
+    const log = createLogger({ level: 'warn', name: 'sluice' })
+    const { redis, sql } = await openClients(config, 'ops', log, { sqlMax: config.rollup.shards + 1 })
+    const queue = createShardedQueue(redis, config.queue)
+    const store = createStore(sql)
+    const close = async () => {
+      await sql.end({ timeout: 5 })
+      await redis.quit()
+    }
+    const out = await (
+      {
+        queue: () => queue.depth(),
+        'dead-letters': () => queue.deadLetters(Number(values.count)),
+        replay: () => queue.replay(values.all ? 'all' : rest),
+        rollup: () => store.rollup({ ...config.rollup }),
+        'rollup-status': async () => ({ ...(await store.rollupLag()), shards: await store.rollupShards() }),
+        'rollup-rejects': () => store.rollupRejects(Number(values.count)),
+        'rollup-replay': () => store.replayRejects(values.all ? 'all' : rest),
+        retention: async () => ({ ...(await store.retention({ ...config.retention })), removedSitesSwept: await createSites(sql).sweepRemoved() }),
+      }[command as 'queue'] ?? (() => runSitesCommand(sql, command, rest, values))
+    )().catch(async (err: unknown) => {
+      if (!(err instanceof SitesError)) throw err
+      console.error(JSON.stringify({ error: err.message, code: err.code, ...(err.details ? { details: err.details } : {}) }, null, 2))
+      return FAILED
+    })
+    await close()
+    if (out === FAILED) return EXIT.failed
+    if (out === null) {
+      console.error(USAGE)
+      return EXIT.usage
+    }
+    console.log(JSON.stringify(out, null, 2))
+    return EXIT.ok
+  },
+  { oneShot: true },
+)

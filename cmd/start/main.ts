@@ -47,11 +47,16 @@ const spawn = (name: string) => Bun.spawn(scriptCommand(root, name), { cwd: root
 // first step): it never started, so it held nothing. That is a clean stop too.
 const stoppedCleanly = (proc: Bun.Subprocess) => proc.exitCode === 0 || proc.signalCode === 'SIGINT' || proc.signalCode === 'SIGTERM'
 
-// Awaited, not run synchronously, so the handlers above see a Ctrl-C during migrate. Killed by
-// a stop signal, migrate was stopped too (that Ctrl-C may reach this process a moment later).
+// Awaited, not run synchronously, so the handlers above see a Ctrl-C during migrate, and
+// pass a stop on to it: it exits at once (130 or 143), rolling back what it had not
+// committed. Stopped by a signal, migrate was stopped too (that Ctrl-C may reach this
+// process a moment later).
 const migrate = spawn('migrate')
+children = [{ name: 'migrate', proc: migrate }]
 await migrate.exited
-if ((stopping || migrate.signalCode) && stoppedCleanly(migrate)) process.exit(EXIT.ok)
+const migrateStopped =
+  migrate.signalCode === 'SIGINT' || migrate.signalCode === 'SIGTERM' || migrate.exitCode === EXIT.interrupted || migrate.exitCode === EXIT.terminated
+if ((stopping || migrateStopped) && (migrate.exitCode === 0 || migrateStopped)) process.exit(EXIT.ok)
 if (migrate.exitCode !== 0) process.exit(migrate.exitCode ?? EXIT.failed)
 
 children = ['api', 'worker', 'cron'].map((name) => ({ name, proc: spawn(name) }))

@@ -9,6 +9,8 @@ export const EXIT = {
   unavailable: 69,
   /** Bad configuration (EX_CONFIG). */
   config: 78,
-  /** Stopped at once by a second stop signal (128 + SIGINT). */
+  /** Stopped at once by a second stop signal, or a one-shot command by its first (128 + SIGINT). */
   interrupted: 130,
+  /** A one-shot command stopped by SIGTERM (128 + SIGTERM). */
+  terminated: 143,
 } as const

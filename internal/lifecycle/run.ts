@@ -6,9 +6,15 @@ import { UnreachableError } from '../clients/clients.ts'
 /**
  * Runs a binary's body and exits with its code. Bad config and unreachable dependencies
  * become one line on stderr and a dedicated exit code; anything else is a crash (1).
+ *
+ * A service (api, worker, cron) holds a stop signal until it can stop gracefully. A one-shot
+ * command (`oneShot`: migrate, the operator command) exits on it at once, with 128 + the
+ * signal's number: what it was doing runs in Postgres transactions, which roll back when the
+ * connection drops, so a migration waiting on a lock can be interrupted.
  */
-export async function runMain(name: string, body: () => Promise<number>): Promise<never> {
-  holdStopSignals()
+export async function runMain(name: string, body: () => Promise<number>, { oneShot = false }: { oneShot?: boolean } = {}): Promise<never> {
+  if (oneShot) exitOnStopSignals(name)
+  else holdStopSignals()
   let code: number
   try {
     code = await body()
@@ -25,6 +31,15 @@ export async function runMain(name: string, body: () => Promise<number>): Promis
     }
   }
   process.exit(code)
+}
+
+function exitOnStopSignals(name: string): void {
+  const exit = (signal: 'SIGINT' | 'SIGTERM') => {
+    console.error(`sluice-${name}: stopped by ${signal}; what it had not committed is rolled back`)
+    process.exit(signal === 'SIGINT' ? EXIT.interrupted : EXIT.terminated)
+  }
+  process.on('SIGINT', exit)
+  process.on('SIGTERM', exit)
 }
 
 /** Resolves when the signal aborts. */

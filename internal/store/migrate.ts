@@ -6,7 +6,7 @@ import { ensurePartitions } from './retention.ts'
 
 export const MIGRATIONS_DIR = join(import.meta.dir, 'migrations')
 // Any constant works; it only has to be the same in every process that migrates.
-const MIGRATION_LOCK = 7_283_410_001
+export const MIGRATION_LOCK = 7_283_410_001
 
 export type Migration = { version: number; name: string; path: string }
 
