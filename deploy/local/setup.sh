@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepares a Debian/Ubuntu machine to run and test Sluice: installs Bun (through npm),
+# Prepares a Debian 12 (bookworm) machine to run and test Sluice: installs Bun (through npm),
 # PostgreSQL 15 with the hll extension, Redis, nginx, wrk and Chromium where missing, starts them if they are
 # down, and installs the JavaScript dependencies from the lockfile. Safe to run again.
 set -euo pipefail
@@ -22,6 +22,12 @@ command -v wrk >/dev/null || missing+=(wrk)        # bun run bench
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   as_root apt-get update -q
+  for pkg in "postgresql-$PG_VERSION" "postgresql-$PG_VERSION-hll"; do
+    if [[ " ${missing[*]} " == *" $pkg "* ]] && ! apt-cache show "$pkg" >/dev/null 2>&1; then
+      say "$pkg is not in this system's package archive (this script targets Debian 12): install PostgreSQL $PG_VERSION with the hll extension yourself, then run it again"
+      exit 1
+    fi
+  done
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
 
