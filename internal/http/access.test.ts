@@ -332,6 +332,22 @@ describe('sites, tokens and shared links', () => {
     }
   })
 
+  test('the admin API answers a caller without an admin token 401 before it reads the body, and refuses a site named "." or ".."', async () => {
+    const { app } = await replica()
+    const broken = await app.request('/v1/admin/tokens', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"kind":' })
+    expect(broken.status).toBe(401)
+    expect((await call(app, 'POST', '/v1/admin/tokens', 'sl_wrong', { kind: 'read' })).status).toBe(401)
+    for (const site_id of ['.', '..']) {
+      const res = await call(app, 'POST', '/v1/admin/sites', ADMIN, { site_id })
+      expect({ site_id, status: res.status, body: await res.json() }).toEqual({
+        site_id,
+        status: 400,
+        body: expect.objectContaining({ code: 'invalid_site', details: [{ field: 'site_id', message: expect.stringContaining('cannot be') }] }),
+      })
+    }
+    expect((await call(app, 'POST', '/v1/admin/sites', ADMIN, { site_id: '...' })).status).toBe(201)
+  })
+
   test('a site token reads its site and gets 403 on another; STATS_TOKEN reads every site; a wrong token gets 401', async () => {
     const { app, registry } = await replica()
     for (const s of ['tok-a', 'tok-b']) expect((await call(app, 'POST', '/v1/admin/sites', ADMIN, { site_id: s })).status).toBe(201)

@@ -77,6 +77,8 @@ export function adminRoutes({ sites, tokens, auth }: AdminDeps) {
     ),
     limit,
     async (c) => {
+      // Any admin first: a caller without a token learns nothing from how its body is read.
+      auth.admin(c)
       const input = await body(c)
       const site = (input as { site_id?: unknown } | null)?.site_id
       auth.admin(c, typeof site === 'string' ? site : null)
@@ -106,8 +108,9 @@ async function registryCall<A extends unknown[], R>(op: (...args: A) => Promise<
   }
 }
 
-/** A registry error as an API answer: bad input 400, already there 409, not there 404. */
+/** A registry error as an API answer: bad input 400, already there (or a limit reached) 409, not there 404. */
 function apiError(err: SitesError): ApiError {
-  const status = err.code === 'site_exists' ? 409 : err.code === 'site_not_found' || err.code === 'token_not_found' ? 404 : 400
+  const status =
+    err.code === 'site_exists' || err.code === 'too_many_tokens' ? 409 : err.code === 'site_not_found' || err.code === 'token_not_found' ? 404 : 400
   return new ApiError(status, err.code, err.message, err.details ? { details: err.details } : {})
 }

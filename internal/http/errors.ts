@@ -43,6 +43,7 @@ export type ErrorCode =
   | 'site_not_found'
   | 'invalid_token_request'
   | 'token_not_found'
+  | 'too_many_tokens'
 
 export type ApiErrorOptions = {
   /** Problems with single fields, as `details` in the answer. */

@@ -1,5 +1,5 @@
 /** Every code a sites or tokens operation fails with; the API and the operator command branch on these. */
-export type SitesErrorCode = 'invalid_site' | 'site_exists' | 'site_not_found' | 'invalid_token_request' | 'token_not_found'
+export type SitesErrorCode = 'invalid_site' | 'site_exists' | 'site_not_found' | 'invalid_token_request' | 'token_not_found' | 'too_many_tokens'
 
 export type SitesProblem = { field: string; message: string }
 

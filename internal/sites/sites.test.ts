@@ -7,7 +7,7 @@ import { SitesError } from './errors.ts'
 import { createRegistry, originAllowed } from './registry.ts'
 import { createSites } from './sites.ts'
 import { dayOf, dayStart, localMidnight } from './timezone.ts'
-import { createTokens, hashToken } from './tokens.ts'
+import { createTokens, hashToken, MAX_ACTIVE_TOKENS } from './tokens.ts'
 
 const env = isolated()
 /** Rolls up until every stored event is counted: a long transaction elsewhere on the server holds the horizon back for a while. */
@@ -161,6 +161,25 @@ describe('tokens and links', () => {
     const link = await tokens.create({ kind: 'link', site_id: 'tok-site' })
     expect(link.path).toBe(`/share/tok-site#link=${link.token}`)
     expect((await tokens.list({ siteId: 'tok-site', kind: 'link' })).map((x) => x.id)).toEqual([link.id])
+  })
+
+  test('a site, and all sites together, hold at most MAX_ACTIVE_TOKENS that are not revoked, also when created at once', async () => {
+    const sites = createSites(env.db.sql)
+    const tokens = createTokens(env.db.sql)
+    await sites.add({ site_id: 'cap-site' })
+    const made = await Promise.allSettled(
+      Array.from({ length: MAX_ACTIVE_TOKENS + 5 }, (_, i) => tokens.create({ kind: i % 2 ? 'link' : 'read', site_id: 'cap-site' })),
+    )
+    const refused = made.filter((m) => m.status === 'rejected').map((m) => (m.reason as SitesError).code)
+    expect(refused).toEqual(Array(5).fill('too_many_tokens'))
+    expect(await tokens.list({ siteId: 'cap-site' })).toHaveLength(MAX_ACTIVE_TOKENS)
+    // Another site's, and all-sites tokens, are counted apart.
+    await sites.add({ site_id: 'cap-other' })
+    expect((await tokens.create({ kind: 'read', site_id: 'cap-other' })).id).toMatch(/^tok_/)
+    const first = made.find((m) => m.status === 'fulfilled')!.value
+    await tokens.revoke(first.id)
+    expect((await tokens.create({ kind: 'read', site_id: 'cap-site' })).id).toMatch(/^tok_/)
+    expect((await failure(tokens.create({ kind: 'read', site_id: 'cap-site' })))?.message).toContain('revoke some first')
   })
 
   test('refuse a link without a site, an unknown kind, and a site that is not registered', async () => {

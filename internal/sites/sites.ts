@@ -31,7 +31,16 @@ const TimeZoneSchema = v.pipe(
 const PublicSchema = v.boolean('public must be true or false')
 
 const NewSiteSchema = v.strictObject(
-  { site_id: SiteIdSchema, domains: v.optional(DomainsSchema, []), timezone: v.optional(TimeZoneSchema, 'UTC'), public: v.optional(PublicSchema, false) },
+  {
+    // "." and ".." are path segments a URL resolves away: the site's shared links and admin paths could not name it.
+    site_id: v.pipe(
+      SiteIdSchema,
+      v.check((id) => id !== '.' && id !== '..', 'site_id cannot be "." or "..": URLs resolve those away'),
+    ),
+    domains: v.optional(DomainsSchema, []),
+    timezone: v.optional(TimeZoneSchema, 'UTC'),
+    public: v.optional(PublicSchema, false),
+  },
   (i) => `unknown field ${i.received} (fields: site_id, domains, timezone, public)`,
 )
 const SitePatchSchema = v.strictObject(

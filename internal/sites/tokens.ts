@@ -15,6 +15,13 @@ export type CreatedToken = TokenInfo & { token: string; path?: string }
 
 /** A token's or link's id, as create makes them: anything else is no token's. */
 const TOKEN_ID = /^(tok|lnk)_[0-9a-f]{12}$/
+/**
+ * Most tokens and links not revoked, per site and for all sites: every API process holds
+ * them in memory (the registry), so their number is bounded.
+ */
+export const MAX_ACTIVE_TOKENS = 100
+/** Advisory lock space (a 32-bit key; the site is the second) for counting a site's tokens while one is created. */
+const TOKEN_COUNT_LOCK = 728_341_002
 const notFound = (id: string) => new SitesError('token_not_found', `no token or link has the id ${JSON.stringify(id)}`)
 
 /** The SHA-256 of a secret: what is stored and what the registry looks presented tokens up by. */
@@ -75,10 +82,24 @@ export function createTokens(sql: Sql) {
     }
     const secret = `sl_${randomBytes(24).toString('base64url')}`
     const id = `${t.kind === 'link' ? 'lnk' : 'tok'}_${randomBytes(6).toString('hex')}`
-    const [row] = await sql`
-      insert into access_tokens (id, hash, kind, site_id, name) values (${id}, ${hashToken(secret)}, ${t.kind}, ${t.site_id}, ${t.name})
-      returning *`
-    const created: CreatedToken = { ...info(row!), token: secret }
+    const row = await sql.begin(async (tx) => {
+      // Creations for one site take turns, so that two at once cannot both pass the count.
+      await tx`select pg_advisory_xact_lock(${TOKEN_COUNT_LOCK}, hashtext(coalesce(${t.site_id}::text, '')))`
+      const [{ n }] = (await tx`
+        select count(*)::int as n from access_tokens where site_id is not distinct from ${t.site_id} and revoked_at is null`) as unknown as [{ n: number }]
+      if (n >= MAX_ACTIVE_TOKENS) {
+        const scope = t.site_id === null ? 'all sites' : `site ${JSON.stringify(t.site_id)}`
+        throw new SitesError(
+          'too_many_tokens',
+          `${scope} already has ${n} tokens and links that are not revoked (at most ${MAX_ACTIVE_TOKENS}): revoke some first`,
+        )
+      }
+      const [inserted] = await tx`
+        insert into access_tokens (id, hash, kind, site_id, name) values (${id}, ${hashToken(secret)}, ${t.kind}, ${t.site_id}, ${t.name})
+        returning *`
+      return inserted!
+    })
+    const created: CreatedToken = { ...info(row), token: secret }
     if (t.kind === 'link') created.path = linkPath(t.site_id!, secret)
     return created
   }
