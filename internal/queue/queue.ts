@@ -91,6 +91,33 @@ export function createQueue(
     return { entries: entries.filter((e) => !tooOften(e.id)), bad }
   }
 
+  /**
+   * Gives back the delivery of entries `consumer` holds and stops without storing, for no
+   * fault of theirs (Postgres failed while the worker stopped): their delivery count goes
+   * down by one, and their idle time stays as it was, so the next claim of them does not
+   * count towards maxDeliveries, and another consumer still takes them over on time. A
+   * crash gives nothing back, so an entry that kills its worker is still counted.
+   */
+  async function release(consumer: string, ids: string[]): Promise<void> {
+    if (ids.length === 0) return
+    const pipeline = redis.pipeline()
+    for (const id of ids) pipeline.call('XPENDING', stream, group, id, id, 1, consumer)
+    const replies = (await pipeline.exec()) ?? []
+    const tx = redis.multi()
+    let given = 0
+    for (const [err, rows] of replies) {
+      const row = (rows as [string, string, number, number][] | null)?.[0]
+      if (err || !row) continue // acknowledged or taken over meanwhile: nothing to give back
+      const [id, , idle, delivered] = row
+      tx.call('XCLAIM', stream, group, consumer, 0, id, 'IDLE', idle, 'RETRYCOUNT', Math.max(0, delivered - 1), 'JUSTID')
+      given++
+    }
+    if (given === 0) return
+    const results = await tx.exec()
+    const failed = results?.find(([err]) => err)
+    if (failed) throw failed[0]
+  }
+
   /** Acknowledges entries and removes them from the stream, so it holds only un-acknowledged work. */
   async function ack(ids: string[]): Promise<void> {
     if (ids.length === 0) return
@@ -191,7 +218,23 @@ export function createQueue(
     return ((await redis.xrange(deadLetterStream, id, id)) as unknown[]).length > 0
   }
 
-  return { stream, group, deadLetterStream, enqueue, pruneConsumers, hasDeadLetter, ensureGroup, read, claim, ack, deadLetter, depth, deadLetters, replay }
+  return {
+    stream,
+    group,
+    deadLetterStream,
+    enqueue,
+    pruneConsumers,
+    hasDeadLetter,
+    ensureGroup,
+    read,
+    claim,
+    release,
+    ack,
+    deadLetter,
+    depth,
+    deadLetters,
+    replay,
+  }
 }
 
 function toRecord(flat: unknown[]): Record<string, unknown> {

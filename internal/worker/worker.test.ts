@@ -169,6 +169,28 @@ describe('worker', () => {
     expect((await queue.depth()).pending).toBe(0)
   })
 
+  test('restarts while Postgres fails do not count against the delivery limit: the entries are stored once it is back, none dead-lettered', async () => {
+    await queue.enqueue([event(1)])
+    await queue.enqueue([event(2)])
+    await db.sql`alter table events rename to events_away`
+    try {
+      for (let restart = 0; restart < 6; restart++) {
+        const { stop } = startWorker({ maxDeliveries: 3, stopGraceMs: 50, retryBaseMs: 10, retryMaxMs: 20 })
+        expect(await eventually(async () => (await queue.depth()).pending === 2)).toBe(true)
+        await Bun.sleep(50) // an insert or two fails
+        await stop()
+      }
+    } finally {
+      await db.sql`alter table events_away rename to events`
+    }
+    const { stop } = startWorker({ maxDeliveries: 3 })
+    const drained = await eventually(async () => (await queue.depth()).length === 0)
+    await stop()
+    expect(drained).toBe(true)
+    expect(await storedCount()).toBe(2)
+    expect(await queue.deadLetters()).toEqual([])
+  }, 30_000)
+
   test('takes over entries another consumer held longer than the idle limit', async () => {
     await queue.ensureGroup()
     await queue.enqueue([event(1)])

@@ -65,6 +65,11 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
   // Each read aims at enough events for every insert slot.
   const readTarget = batchSize * insertConcurrency
   const stats: WorkerStats = { batches: 0, stored: 0, duplicates: 0, deadLettered: 0 }
+  // Entries this run leaves pending because Postgres (or Redis) failed while it stopped.
+  const leftPending = new Set<string>()
+  const leave = (ids: string[]) => {
+    for (const id of ids) leftPending.add(id)
+  }
   // How many entries to ask for: enough for about batchSize events, adapted to the sizes seen.
   let count = Math.max(1, Math.floor(readTarget / maxEntryEvents))
 
@@ -95,10 +100,13 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
           // After a restart under the same name, what this consumer held before comes first.
           // Claims see entries still being stored as pending too: let those finish first.
           await Promise.all(lanes)
+          // Stopped meanwhile: claiming again would only count one more delivery of what it just left.
+          if (signal.aborted) continue
           delivery = await queue.claim(consumer, { owner: consumer, minIdleMs: 0, count, maxDeliveries })
           ownPendingDone = size(delivery) === 0
         } else if (Date.now() >= nextClaimAt) {
           await Promise.all(lanes)
+          if (signal.aborted) continue
           delivery = await queue.claim(consumer, { minIdleMs: claimIdleMs, count, maxDeliveries })
           const got = size(delivery)
           if (got > 0) log.warn({ entries: got }, 'took over entries from a stalled consumer')
@@ -135,6 +143,14 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
       }
     }
     await Promise.all(lanes)
+    // Not the entries' fault: give their delivery back, so restarts during an outage do not
+    // push good entries towards the dead-letter stream (a crash never gets here).
+    if (leftPending.size) {
+      await queue.release(consumer, [...leftPending]).then(
+        () => log.warn({ entries: leftPending.size }, 'left entries pending for the next worker'),
+        (err) => log.error({ err, entries: leftPending.size }, 'left entries pending, and could not give their delivery back'),
+      )
+    }
     log.info(stats, 'worker stopped')
     return stats
   }
@@ -183,7 +199,7 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
 
   /** Moves entries that did not decode to the dead-letter stream. */
   async function setAside(bad: BadEntry[], signal: AbortSignal): Promise<void> {
-    if (!(await deadLetter(bad, signal))) return
+    if (!(await deadLetter(bad, signal))) return leave(bad.map((b) => b.id))
     stats.deadLettered += bad.length
     metrics?.worker.deadLettered.inc(bad.length)
   }
@@ -191,12 +207,13 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
   /** Stores a chunk in one statement and acknowledges its entries. What can never be stored goes to the dead-letter stream. */
   async function storeChunk(chunk: Entry[], signal: AbortSignal): Promise<void> {
     const events = countEvents(chunk)
+    const ids = chunk.map((e) => e.id)
     const result = await retrying('insert batch', () => insert(chunk, events), signal, stopGraceMs)
-    if (result === undefined) return // stopping, and Postgres is still failing: leave it pending.
+    if (result === undefined) return leave(ids) // stopping, and Postgres is still failing: leave it pending.
     stats.batches++
     const { inserted, rejectedEvents, rejected } = result
     // Acking without the dead letters written would lose the rejected events: leave it all pending.
-    if (rejected.length && !(await deadLetter(rejected, signal))) return
+    if (rejected.length && !(await deadLetter(rejected, signal))) return leave(ids)
     const duplicates = events - inserted - rejectedEvents
     stats.stored += inserted
     stats.duplicates += duplicates
@@ -204,7 +221,9 @@ export function createWorker({ queue, store, reader, log, metrics = null }: Work
     metrics?.worker.stored.inc(inserted)
     if (duplicates > 0) metrics?.worker.duplicates.inc(duplicates)
     if (rejected.length) metrics?.worker.deadLettered.inc(rejected.length)
-    await retrying('acknowledge batch', () => queue.ack(chunk.map((e) => e.id)), signal, stopGraceMs)
+    // Stored: if the acknowledgement fails, the entries come back as duplicates, which cost
+    // nothing but a delivery, so they are not given back.
+    await retrying('acknowledge batch', () => queue.ack(ids), signal, stopGraceMs)
   }
 
   /**
