@@ -52,7 +52,11 @@ await runMain(
     }
     const out = await (
       {
-        queue: () => queue.depth(),
+        queue: async () => ({
+          ...(await queue.depth()),
+          // Shards of another QUEUE_SHARDS that still hold entries (workers drain them too).
+          stranded: (await queue.stranded()).map(({ queue, length }) => ({ stream: queue.stream, length })),
+        }),
         'dead-letters': () => queue.deadLetters(Number(values.count)),
         replay: () => queue.replay(values.all ? 'all' : rest),
         rollup: () => store.rollup({ ...config.rollup }),

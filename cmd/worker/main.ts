@@ -21,8 +21,14 @@ await runMain('worker', async () => {
   const metrics = createMetrics('worker')
   registerQueueGauges(metrics, queue)
   const metricsServer = serveMetrics(metrics, config.metricsPorts.worker, { avoid: Object.values(config.metricsPorts), log })
+  // Shards of an earlier QUEUE_SHARDS that still hold entries are drained too, for as long
+  // as this process runs, so changing the setting strands nothing.
+  const stranded = await queue.stranded()
+  for (const { queue: old, length } of stranded) {
+    log.warn({ stream: old.stream, entries: length, queue_shards: config.queue.shards }, 'draining a shard of another QUEUE_SHARDS that still holds entries')
+  }
   // One consumer loop per shard, each with a blocking reader of its own.
-  const readers = queue.shards.map((queue) => {
+  const readers = [...queue.shards, ...stranded.map((s) => s.queue)].map((queue) => {
     const reader = duplicateRedis(redis, 'sluice-worker-reader')
     reader.on('error', (err) => log.warn({ err: err.message }, 'redis reader connection error'))
     const deps = { queue, store, reader, metrics, log: log.child({ stream: queue.stream }) }

@@ -25,6 +25,26 @@ export function shardNames(stream: string, shards: number, cluster: boolean): { 
   })
 }
 
+/**
+ * Shards of another `QUEUE_SHARDS` (from 1 to `upTo`) that still hold entries: where events
+ * wait after the setting changed without the queue being drained first. Each comes with its
+ * length, the entries in it (delivered or not).
+ */
+export async function strandedShards(
+  redis: RedisClient,
+  { stream, shards, cluster }: { stream: string; shards: number; cluster: boolean },
+  upTo = 32,
+): Promise<{ stream: string; deadLetterStream: string; length: number }[]> {
+  const current = new Set(shardNames(stream, shards, cluster).map((s) => s.stream))
+  const others = new Map<string, { stream: string; deadLetterStream: string }>()
+  for (let k = 1; k <= Math.max(upTo, shards); k++) {
+    for (const names of shardNames(stream, k, cluster)) if (!current.has(names.stream)) others.set(names.stream, names)
+  }
+  // One command per key: on a cluster they live in different slots.
+  const lengths = await Promise.all([...others.values()].map(async (names) => ({ ...names, length: await redis.xlen(names.stream) })))
+  return lengths.filter((s) => s.length > 0)
+}
+
 export type ShardedQueueOptions = Omit<QueueOptions, 'stream' | 'deadLetterStream'> & { stream: string; shards: number; cluster: boolean }
 
 /**
@@ -38,6 +58,11 @@ export function createShardedQueue(redis: RedisClient, { stream, shards, cluster
   return {
     shards: queues,
     streams: queues.map((q) => q.stream),
+    /** Queues of the shards of another QUEUE_SHARDS that still hold entries (see strandedShards), for workers to drain. */
+    async stranded(): Promise<{ queue: Queue; length: number }[]> {
+      const found = await strandedShards(redis, { stream, shards, cluster })
+      return found.map(({ length, ...names }) => ({ length, queue: createQueue(redis, { ...options, ...names }) }))
+    },
     enqueue: (events: Event[], signal?: AbortSignal) => queues[next++ % queues.length]!.enqueue(events, signal),
     async depth(): Promise<Depth & { shards: number }> {
       const all = await Promise.all(queues.map((q) => q.depth()))
