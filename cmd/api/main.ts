@@ -21,7 +21,8 @@ await runMain('api', async () => {
   requireStatsAccess(config)
   const log = createLogger({ level: config.logLevel, name: 'api' })
   // No offline queue: while Redis is down, writes fail at once and clients get a 503.
-  const { redis, sql } = await openClients(config, 'api', log, { redisOfflineQueue: false, sqlMax: 4 })
+  // Postgres cancels a query past QUERY_TIMEOUT_MS, which frees its connection (of 4).
+  const { redis, sql } = await openClients(config, 'api', log, { redisOfflineQueue: false, sqlMax: 4, statementTimeoutMs: config.stats.queryTimeoutMs })
   const queue = createShardedQueue(redis, config.queue)
   const backpressure = createBackpressure(redis, queue.streams, { maxBacklog: config.queue.maxBacklog })
   const metrics = createMetrics('api')

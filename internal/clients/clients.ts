@@ -79,12 +79,13 @@ export async function connectRedis(redis: RedisClient, url: string, timeoutMs = 
   }
 }
 
-export function createSql(url: string, { max = 10 }: { max?: number } = {}): Sql {
+/** `statementTimeoutMs`: Postgres cancels any statement of these connections that runs longer (0: never). */
+export function createSql(url: string, { max = 10, statementTimeoutMs = 0 }: { max?: number; statementTimeoutMs?: number } = {}): Sql {
   return postgres(url, {
     max,
     connect_timeout: 5,
     onnotice: () => {},
-    connection: { application_name: 'sluice' },
+    connection: { application_name: 'sluice', ...(statementTimeoutMs > 0 ? { statement_timeout: statementTimeoutMs } : {}) },
   })
 }
 

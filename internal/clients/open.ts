@@ -10,7 +10,12 @@ export type Opened = { redis: RedisClient; sql: Sql }
  * has every migration, or fail with one clear line. It changes nothing: `bun run migrate`
  * prepares the database (store's prepareDatabase).
  */
-export async function openClients(config: Config, role: string, log: Logger, { redisOfflineQueue = true, sqlMax = 10 } = {}): Promise<Opened> {
+export async function openClients(
+  config: Config,
+  role: string,
+  log: Logger,
+  { redisOfflineQueue = true, sqlMax = 10, statementTimeoutMs = 0 } = {},
+): Promise<Opened> {
   const redis = createRedis(config.redisUrl, {
     name: `sluice-${role}`,
     commandTimeoutMs: config.redisTimeoutMs,
@@ -19,7 +24,7 @@ export async function openClients(config: Config, role: string, log: Logger, { r
   })
   await connectRedis(redis, config.redisClusterNodes?.join(',') ?? config.redisUrl)
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'))
-  const sql = createSql(config.databaseUrl, { max: sqlMax })
+  const sql = createSql(config.databaseUrl, { max: sqlMax, statementTimeoutMs })
   await connectPostgres(sql, config.databaseUrl)
   try {
     await requireSchema(sql, config.databaseUrl)

@@ -35,6 +35,7 @@ export const DEFAULTS = {
   IDENTITY_KEY_PREFIX: 'sluice:identity',
   SITES_REGISTRY: 'false',
   REGISTRY_REFRESH_MS: '1000',
+  QUERY_TIMEOUT_MS: '25000',
   ADMIN_TOKEN: '',
   ROLLUP_DIM_CAP: '1000',
   VISIT_CLOSE_AFTER_MS: String(30 * 60_000),
@@ -130,6 +131,7 @@ const EnvSchema = v.object({
   IDENTITY_KEY_PREFIX: nonEmpty,
   SITES_REGISTRY: bool,
   REGISTRY_REFRESH_MS: int(100, 60_000),
+  QUERY_TIMEOUT_MS: int(0, 3_600_000),
   ADMIN_TOKEN: v.string(),
   ROLLUP_DIM_CAP: int(10, 100_000),
   VISIT_CLOSE_AFTER_MS: int(0, 7 * 24 * 3_600_000),
@@ -210,7 +212,8 @@ export type Config = Readonly<{
   /** Where worker and cron serve /metrics; 0 turns it off. */
   metricsPorts: Readonly<{ worker: number; cron: number }>
   retention: Readonly<{ rawRetentionHours: number; dedupWindowHours: number; hourRollupDays: number }>
-  stats: Readonly<{ token: string | null; public: boolean }>
+  /** queryTimeoutMs: Postgres cancels an API query (stats, /v1/query, admin) that runs longer; 0: never. */
+  stats: Readonly<{ token: string | null; public: boolean; queryTimeoutMs: number }>
   /** An all-sites admin token from the environment (ADMIN_TOKEN), besides those in the registry. */
   admin: Readonly<{ token: string | null }>
 }>
@@ -316,7 +319,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
     },
     metricsPorts: { worker: e.WORKER_METRICS_PORT, cron: e.CRON_METRICS_PORT },
     retention: { rawRetentionHours: e.RAW_RETENTION_HOURS, dedupWindowHours: e.DEDUP_WINDOW_HOURS, hourRollupDays: e.ROLLUP_HOUR_RETENTION_DAYS },
-    stats: { token: e.STATS_TOKEN || null, public: e.STATS_PUBLIC },
+    stats: { token: e.STATS_TOKEN || null, public: e.STATS_PUBLIC, queryTimeoutMs: e.QUERY_TIMEOUT_MS },
     admin: { token: e.ADMIN_TOKEN || null },
   })
 }

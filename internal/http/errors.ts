@@ -38,6 +38,8 @@ export type ErrorCode =
   | 'visits_not_recorded'
   | 'dimensions_not_recorded'
   | 'forbidden'
+  | 'query_timeout'
+  | 'database_unavailable'
   | 'invalid_site'
   | 'site_exists'
   | 'site_not_found'
@@ -114,9 +116,44 @@ export function errorHandler(log: Logger) {
       delete headers['content-type']
       return c.json({ error: err.message || res.statusText || 'request failed', code: codeFor(err.status) }, err.status, headers)
     }
+    const pg = postgresTrouble(err)
+    if (pg) {
+      log.warn({ err: err.message, method: c.req.method, path: c.req.path }, pg.error)
+      return c.json(pg, 503, { 'Retry-After': pg.code === 'database_unavailable' ? '5' : '30' })
+    }
     log.error({ err, method: c.req.method, path: c.req.path, request_id: c.get('requestId' as never) }, 'unhandled error')
     return c.json({ error: 'internal error', code: 'internal' satisfies ErrorCode }, 500)
   }
+}
+
+/**
+ * A query Postgres cancelled for running past the statement timeout (SQLSTATE 57014), or a
+ * Postgres that cannot be reached or went away: the server's trouble, answered 503 with a
+ * code, never 500. Connection errors are postgres.js's own codes and the socket's.
+ */
+function postgresTrouble(err: Error): { error: string; code: ErrorCode } | null {
+  const code = (err as { code?: unknown }).code
+  if (code === '57014') {
+    return { error: 'the query ran longer than QUERY_TIMEOUT_MS and was cancelled: ask for a shorter range or fewer breakdowns', code: 'query_timeout' }
+  }
+  if (
+    typeof code === 'string' &&
+    (/^(08|57P0[1-3])/.test(code) ||
+      [
+        'CONNECTION_CLOSED',
+        'CONNECTION_ENDED',
+        'CONNECTION_DESTROYED',
+        'CONNECT_TIMEOUT',
+        'ECONNREFUSED',
+        'ECONNRESET',
+        'ETIMEDOUT',
+        'EHOSTUNREACH',
+        'ENOTFOUND',
+      ].includes(code))
+  ) {
+    return { error: 'Postgres cannot be reached: try again shortly', code: 'database_unavailable' }
+  }
+  return null
 }
 
 function codeFor(status: number): ErrorCode {

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import Redis from 'ioredis'
 import { silentLogger } from '../log/log.ts'
 import { createQueue } from '../queue/queue.ts'
+import { createSql } from '../clients/clients.ts'
 import { createStore } from '../store/store.ts'
 import { createTestDatabase, createTestRedis, freePort, type TestDatabase, type TestRedis } from '../testkit/testkit.ts'
 import { createApp } from './http.ts'
@@ -509,5 +510,49 @@ describe('POST /v1/query', () => {
       413,
       'body_too_large',
     )
+  })
+})
+
+describe('when Postgres is slow or gone', () => {
+  const auth = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }
+  const appOn = (sql: ReturnType<typeof createSql>) =>
+    createApp({ queue: createQueue(r.redis, r.queue), store: createStore(sql), log: silentLogger(), checks: {} }, { ingest, statsToken: TOKEN })
+  const asks = (a: ReturnType<typeof createApp>) => [
+    a.request('/v1/stats?site_id=slow-site&from=2025-11-13&to=2025-11-16', { headers: auth }),
+    a.request('/v1/query', { method: 'POST', headers: auth, body: JSON.stringify({ site_id: 'slow-site', date_range: 'all', metrics: ['visitors'] }) }),
+    a.request('/stats?site_id=slow-site', { headers: auth }),
+  ]
+
+  test('a query that runs past the statement timeout is cancelled and answered 503 query_timeout, not 500', async () => {
+    const slow = createSql(db.url, { max: 2, statementTimeoutMs: 300 })
+    const holder = createSql(db.url, { max: 1 })
+    let release = () => {}
+    const held = holder.begin(async (tx) => {
+      // Every stats read looks up the rollup watermark: hold that table, and they wait.
+      await tx`lock table rollup_shards in access exclusive mode`
+      await new Promise<void>((resolve) => (release = resolve))
+    })
+    try {
+      await Bun.sleep(100)
+      for (const res of await Promise.all(asks(appOn(slow)))) {
+        expect(res.status).toBe(503)
+        expect(res.headers.get('retry-after')).toBe('30')
+        expect(await res.json()).toEqual({ error: expect.stringContaining('QUERY_TIMEOUT_MS'), code: 'query_timeout' })
+      }
+    } finally {
+      release()
+      await held
+      await Promise.all([slow.end(), holder.end()])
+    }
+  })
+
+  test('stats asked while Postgres cannot be reached are answered 503 database_unavailable with Retry-After, not 500', async () => {
+    const gone = createSql(`postgres://postgres@127.0.0.1:${await freePort()}/sluice`, { max: 1 })
+    for (const res of await Promise.all(asks(appOn(gone)))) {
+      expect(res.status).toBe(503)
+      expect(res.headers.get('retry-after')).toBe('5')
+      expect(await res.json()).toEqual({ error: expect.stringContaining('cannot be reached'), code: 'database_unavailable' })
+    }
+    await gone.end()
   })
 })
