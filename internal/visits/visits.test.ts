@@ -127,6 +127,29 @@ describe('visits', () => {
     expect(await totals(q)).toEqual({ visits: 1, bounces: 0, duration_ms: 15 * MIN, pageviews: 2, events: 2 })
   })
 
+  test('a chunk closes no visit that a stored event received earlier, but committed later than others, could extend', async () => {
+    const R0 = Date.now() - 3 * 3_600_000
+    const later = { chunkXids: 1, visitCloseAfterMs: 30 * MIN, now: () => new Date(R0 + 60 * MIN) }
+    const s = newSite()
+    const store = createStore(ctx.db.sql)
+    await store.insertEvents([ev(s, 'a', 0, { path: '/a', received_at: R0 })])
+    await store.insertEvents([ev(s, 'b', 40, { received_at: R0 + 40 * MIN })])
+    // Received a minute after a's first event, but stored last: its batch was retried after
+    // another worker took it over. It extends a's visit, which must still be open for it.
+    await store.insertEvents([ev(s, 'a', 5, { path: '/b', received_at: R0 + MIN })])
+    expect(
+      await eventually(
+        async () => {
+          await rollup(ctx.db.sql, later)
+          return (await rollupLag(ctx.db.sql)).unrolled === 0 || null
+        },
+        { timeoutMs: 80_000 },
+      ),
+    ).toBe(true)
+    await rollup(ctx.db.sql, { ...later, now: () => new Date(R0 + 180 * MIN) })
+    expect(await totals(s)).toEqual({ visits: 2, bounces: 1, duration_ms: 5 * MIN, pageviews: 3, events: 3 })
+  })
+
   test('a late event between two open visits joins them into one, taking the earlier entry page', async () => {
     const s = newSite()
     const store = createStore(ctx.db.sql)
