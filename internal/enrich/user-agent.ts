@@ -24,6 +24,28 @@ export const MAX_USER_AGENT_LENGTH = 512
 const NOTHING: Agent = Object.freeze({ bot: null, browser: null, os: null, device: null })
 
 /**
+ * Two of ua-parser-js 1.0.41's 307 expressions backtrack far more than linearly on a crafted
+ * agent (a fuzz of each against keyword + separator + a repeated filler, 500 characters;
+ * every other stayed near or under a millisecond, docs/benchmarks.md):
+ * - Archos devices, `archos ?(…[\w ]*[t1789]…\d+[\w ]*)( b|\))`: `archos ` and 500 digits
+ *   took 190-290 ms. The run of word characters and spaces after `archos` is cut to
+ *   ARCHOS_RUN characters (real ones are shorter, or end in " Build" the cut keeps a " B" of).
+ * - Naver's app, `(naver)\(.*?(\d+\.[\w\.]+).*\)`: `naver(` and `1.1` repeated took 20-40 ms,
+ *   but only when no `)` follows, when the expression cannot match at all: then `naver(`
+ *   loses its parenthesis, which changes no answer.
+ * Everything else is passed on unchanged, so real agents parse as before.
+ */
+export function defuse(ua: string): string {
+  let out = ua
+  if (/archos/i.test(out)) out = out.replace(ARCHOS_LONG_RUN, '$1')
+  const naver = out.search(/naver\(/i)
+  if (naver >= 0 && out.indexOf(')', naver) < 0) out = out.replace(/(naver)\(/gi, '$1 ')
+  return out
+}
+const ARCHOS_RUN = 24
+const ARCHOS_LONG_RUN = new RegExp(`(archos[\\w ]{${ARCHOS_RUN}})[\\w ]+`, 'gi')
+
+/**
  * A user-agent reader: bot or not (isbot) and browser, OS and device (ua-parser-js 1.x, MIT),
  * each distinct user agent parsed once. The cache is a Map in insertion order; when it holds
  * `cacheSize` entries the oldest goes, so a flood of unique agents costs parsing, not memory.
@@ -48,7 +70,7 @@ export function createAgentReader(cacheSize: number): (userAgent: string | null)
 
 function read(ua: string, headless: Set<string>): Agent {
   const bot = CLIENT_LIBRARY.test(ua) || !isbot(ua) ? null : isbotPatterns(ua).some((p) => headless.has(p)) ? 'headless' : 'crawler'
-  const parser = new UAParser(ua)
+  const parser = new UAParser(defuse(ua))
   const browser = parser.getBrowser().name || null
   const os = parser.getOS().name || null
   const type = parser.getDevice().type
