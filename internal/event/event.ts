@@ -172,6 +172,8 @@ export const EventSchema = v.object(
     props: v.optional(
       v.nullable(
         v.pipe(
+          // valibot's record takes an array as an object of its indexes.
+          v.custom<Record<string, unknown>>((x) => typeof x === 'object' && x !== null && !Array.isArray(x), 'props must be a flat JSON object'),
           v.record(
             v.pipe(
               v.string(),

@@ -67,6 +67,8 @@ const rows: Row[] = [
   ['an array as user_id', 'POST', '/event', json({ ...ok, user_id: ['a'] }), 'application/json', 400, 'invalid_event', 'user_id'],
   ['a numeric timestamp', 'POST', '/event', json({ ...ok, timestamp: 1731578400000 }), 'application/json', 400, 'invalid_event', 'timestamp'],
   ['a numeric event_id', 'POST', '/event', json({ ...ok, event_id: 7 }), 'application/json', 400, 'invalid_event', 'event_id'],
+  ['an array as props', 'POST', '/event', json({ ...ok, props: ['a', 'b'] }), 'application/json', 400, 'invalid_event', 'props'],
+  ['a string as props', 'POST', '/event', json({ ...ok, props: 'plan=pro' }), 'application/json', 400, 'invalid_event', 'props'],
   // Oversized strings.
   ['a 129-character site_id', 'POST', '/event', json({ ...ok, site_id: 'a'.repeat(129) }), 'application/json', 400, 'invalid_event', 'site_id'],
   ['a 65-character event_type', 'POST', '/event', json({ ...ok, event_type: 'e'.repeat(65) }), 'application/json', 400, 'invalid_event', 'event_type'],
