@@ -26,7 +26,7 @@ export const TRACKER_JS =
   '(function(w,d,n,l){var s=d.currentScript;if(!s)return;var e=new URL("/event",s.src).href,t=s.dataset.site,q=w.sluice&&w.sluice.q||[],u;' +
   'w.sluice=function(){};if(s.dataset.dnt=="true"&&(n.doNotTrack=="1"||w.doNotTrack=="1"))return;' +
   'try{s.dataset.persist=="true"?u=localStorage.sluice_uid||(localStorage.sluice_uid=Math.random().toString(36).slice(2)+Date.now().toString(36)):localStorage.removeItem("sluice_uid")}catch(x){}' +
-  'function c(x,m){return x.slice(0,m).replace(/[\\ud800-\\udbff]$/,"")}' +
+  'function c(x,m){return x.replace(/\\0/g,"").slice(0,m).replace(/[\\ud800-\\udbff]$/,"")}' +
   'function p(v,o){var b={site_id:t,event_type:v||"pageview",path:c(l.pathname,2048),user_id:u,screen_width:screen.width},' +
   'r=d.referrer,a=new URLSearchParams(l.search);try{if(r&&new URL(r).host!=l.host)b.referrer=c(r,2048)}catch(x){}' +
   '"source medium campaign content term".split(" ").forEach(function(k){if(v=a.get("utm_"+k))b["utm_"+k]=c(v,256)});' +
