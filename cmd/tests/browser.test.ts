@@ -216,7 +216,9 @@ describe('in a real browser', () => {
     const campaign = `${'a'.repeat(255)}😀`
     const before = Date.now()
     await tab.goto(`http://127.0.0.1:${site.port}/fast/${'p'.repeat(2100)}?utm_campaign=${encodeURIComponent(campaign)}&utm_source=x&utm_medium=e%00mail`)
-    const row = await eventually(async () => (await stack.db.sql`select path, utm_campaign, utm_medium, ts from events where site_id = 'clock-site'`)[0] ?? null)
+    const row = await eventually(
+      async () => (await stack.db.sql`select path, utm_campaign, utm_medium, ts from events where site_id = 'clock-site'`)[0] ?? null,
+    )
     await context.close()
     expect(row).not.toBeNull()
     expect(row!.path).toBe(`/fast/${'p'.repeat(2042)}`)
