@@ -53,7 +53,7 @@ export async function runQuery(sql: Sql, q: Query, options: RunOptions = {}): Pr
     const zone = inZone(q, zoneSource(q), { hourlyFrom: options.hourlyFrom ?? null, rawSince })
     q = zone.query
     const answer = await rowsOf(tx, q, state, options, zone.local)
-    if (q.metrics.includes('conversion_rate')) await convert(tx, q, state, options, answer.rows, zone.local)
+    if (q.metrics.includes('conversion_rate')) answer.trimmed = Math.max(answer.trimmed, await convert(tx, q, state, options, answer, zone.local))
     return {
       results: shape(answer.rows, q),
       meta: {
@@ -73,19 +73,24 @@ export async function runQuery(sql: Sql, q: Query, options: RunOptions = {}): Pr
  * the goal. The goal is the first filter on event_type (else on path), or else the breakdown
  * by event_type, whose rows each divide by all visitors. A breakdown by the goal's own
  * dimension (goals filtered to one) divides by all visitors too, not by its own rows.
+ * Conversions counted from raw events divide by visitors counted from raw events too: a
+ * value folded into a capped rollup's remainder would otherwise divide by 0, or by part of
+ * its visitors. Returns the events the visitor counts left out (meta.trimmed_events).
  */
-async function convert(tx: Tx, q: Query, state: State, options: RunOptions, rows: Row[], local: boolean): Promise<void> {
+async function convert(tx: Tx, q: Query, state: State, options: RunOptions, { rows, source }: Answer, local: boolean): Promise<number> {
   const goal = q.filters.find((f) => f.dim === 'event_type') ?? q.filters.find((f) => f.dim === 'path')
   const byValue = goal !== undefined && q.dimension !== goal.dim
   const withoutGoal = goal ? q.filters.filter((f) => f !== goal) : q.filters
   const base: Query = byValue
     ? { ...q, filters: withoutGoal, metrics: ['visitors'] }
     : { ...q, filters: withoutGoal, dimension: null, order: q.order.filter((o) => o === 'time'), metrics: ['visitors'] }
-  const all = new Map((await rowsOf(tx, base, state, options, local)).rows.map((r) => [key(r.t, byValue ? r.v : null), r.visitors]))
+  const denominator = await rowsOf(tx, base, state, options, local, source === 'raw')
+  const all = new Map(denominator.rows.map((r) => [key(r.t, byValue ? r.v : null), r.visitors]))
   for (const r of rows) {
     const total = all.get(key(r.t, byValue ? r.v : null)) ?? 0
     r.conversion_rate = total > 0 ? Math.round((10_000 * Math.round(r.visitors)) / Math.round(total)) / 100 : 0
   }
+  return denominator.trimmed
 }
 const key = (t: Date | null, v: string | null) => `${t?.getTime() ?? ''}|${v ?? ''}`
 
@@ -103,6 +108,8 @@ async function rowsOf(
   state: State,
   { hourlyFrom = null, maxFutureMs = 5 * 60_000, now = new Date() }: RunOptions,
   local = false,
+  /** Count from raw events whatever the rollups could answer (conversion rates' denominators). */
+  rawOnly = false,
 ): Promise<Answer> {
   const involved = new Set<Dimension>(q.filters.map((f) => f.dim))
   if (q.dimension) involved.add(q.dimension)
@@ -118,7 +125,7 @@ async function rowsOf(
   // A kept pair answers from its rollups the ranges it was counted for; raw events the rest.
   const pair = q.time === 'hour' ? undefined : pairOf([...involved])
   const pairCounted = pair && (!state.pairsSince || (range && range.from.getTime() >= state.pairsSince.getTime() + maxFutureMs))
-  const source: Source = q.realtime || (local && !totals) ? 'raw' : totals ? 'totals' : oneDimension ? 'dims' : pairCounted ? 'pair' : 'raw'
+  const source: Source = rawOnly || q.realtime || (local && !totals) ? 'raw' : totals ? 'totals' : oneDimension ? 'dims' : pairCounted ? 'pair' : 'raw'
   if (source === 'dims' && state.dimsSince && (!range || range.from.getTime() < state.dimsSince.getTime() + maxFutureMs)) {
     throw new QueryRefusedError(
       'dimensions_not_recorded',

@@ -291,6 +291,29 @@ describe('visit metrics in /v1/query', () => {
     ])
   })
 
+  test('conversion rate by a capped dimension takes its visitors from the same exact source as its conversions, never 0 or over 100 % for a folded value', async () => {
+    const s = newSite()
+    // Paths /p1 (3 visitors), /p2 (2), /p3, /p4 and /p5 (1 each); the /p5 visitor signs up there. Rolled up with 2 paths kept.
+    const paths = ['/p1', '/p1', '/p1', '/p2', '/p2', '/p3', '/p4', '/p5']
+    await createStore(ctx.db.sql).insertEvents([
+      ...paths.map((path, i) => ev(s, `u${i}`, i, { path })),
+      ev(s, 'u7', 9, { path: '/p5', event_type: 'signup' }),
+      ev(s, 'u0', 10, { path: '/p1', event_type: 'signup' }),
+    ])
+    await roll(Date.now() + 1000, 2)
+    const r = await ask({
+      site_id: s,
+      date_range: ['2025-11-14', '2025-11-14'],
+      metrics: ['visitors', 'conversion_rate'],
+      dimensions: ['path'],
+      filters: [['is', 'event_type', ['signup']]],
+    })
+    expect(r.results).toEqual([
+      { dimensions: ['/p1'], metrics: [1, 33.33] },
+      { dimensions: ['/p5'], metrics: [1, 100] },
+    ])
+  })
+
   test('visit metrics by a visit attribute come from the visits that started with it', async () => {
     const s = await seed()
     const r = await ask({ site_id: s, date_range: ['2025-11-14', '2025-11-14'], metrics: ['visits', 'bounce_rate'], dimensions: ['source'] })
