@@ -1,9 +1,13 @@
 import type { Granularity } from '../store/buckets.ts'
+import { NONE } from '../store/dimensions.ts'
 import { type Dates, datesToRange, plusDays, plusMonths } from './dates.ts'
 import type { ComparedResult, Query, QueryResult } from './query.ts'
 
-/** The most rows read of the comparison period, so that every value of the answer finds its own. */
-const COMPARISON_LIMIT = 10_000
+/**
+ * The most rows read of the comparison period at first. Values of the answer beyond them
+ * (a period with more distinct values) are then read by name, so every value finds its own.
+ */
+export const COMPARISON_LIMIT = 10_000
 
 /**
  * Answers a query and, when it asks for a comparison, the same query over the comparison
@@ -16,10 +20,11 @@ export async function withComparison(q: Query, run: (q: Query) => Promise<QueryR
   if (!q.comparison || !q.dates || !q.comparedDates) return run(q)
   const mode = q.comparison
   const dates = q.comparedDates
-  const both = (asked: Query) => {
+  const before = (asked: Query): Query => {
     const [from, to] = datesToRange(dates, asked.timezone)
-    return Promise.all([run(asked), run({ ...asked, dates, from, to, comparison: null, comparedDates: null, limit: COMPARISON_LIMIT })])
+    return { ...asked, dates, from, to, comparison: null, comparedDates: null, limit: COMPARISON_LIMIT }
   }
+  const both = (asked: Query) => Promise.all([run(asked), run(before(asked))])
   let [current, previous] = await both(q)
   // A period past the hourly detail kept is answered in UTC days (meta.timezone): then both
   // are, so that like days are compared with like.
@@ -35,6 +40,17 @@ export async function withComparison(q: Query, run: (q: Query) => Promise<QueryR
   const currentStart = current.meta.date_range?.[0] ?? ''
   const previousStart = previous.meta.date_range?.[0] ?? ''
   const byPlace = new Map(previous.results.map((r) => [place(r.dimensions, dates, previousStart), r]))
+  // The first read may have stopped short of values the answer has: read those by name. Not
+  // for a conversion rate by event type or path, where an added filter would become the goal.
+  const goalDimension = q.metrics.includes('conversion_rate') && (q.dimension === 'event_type' || q.dimension === 'path')
+  if (q.dimension && valueAt >= 0 && previous.results.length >= COMPARISON_LIMIT && !goalDimension) {
+    const missing = [...new Set(current.results.filter((r) => !byPlace.has(place(r.dimensions, q.dates!, currentStart))).map((r) => r.dimensions[valueAt]!))]
+    if (missing.length) {
+      const named = { op: 'is' as const, dim: q.dimension, values: missing.map((v) => (v === NONE ? '' : v)) }
+      const more = await run({ ...before(q), filters: [...q.filters, named] })
+      for (const r of more.results) byPlace.set(place(r.dimensions, dates, previousStart), r)
+    }
+  }
   const results = current.results.map((r) => {
     const match = byPlace.get(place(r.dimensions, q.dates!, currentStart))
     const dimensions =
