@@ -132,6 +132,17 @@ describe('CSV export', () => {
     expect((await a.request('/v1/export?site_id=export-site&date_range=30d')).status).toBe(401)
     expect((await a.request('/v1/export?site_id=export-site&date_range=8d', { headers: auth })).status).toBe(400)
   })
+
+  test('of the realtime view has one row of totals in visitors.csv, and the breakdowns', async () => {
+    const res = await (await app()).request('/v1/export?site_id=export-site&date_range=realtime', { headers: auth })
+    expect(res.status).toBe(200)
+    const files = unzipSync(new Uint8Array(await res.arrayBuffer()))
+    const read = (name: string) => parseCsv(new TextDecoder().decode(files[name]))
+    const series = { date_range: 'realtime', metrics: ['visitors', 'pageviews', 'events'], filters: [] }
+    expect(read('visitors.csv')).toEqual(asRows(series, await json(series)))
+    expect(read('visitors.csv')).toHaveLength(2)
+    expect(Object.keys(files)).toEqual(expect.arrayContaining(['sources.csv', 'pages.csv']))
+  })
 })
 
 describe('period comparison', () => {

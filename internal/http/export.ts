@@ -65,7 +65,9 @@ export function exportRoutes(answer: Answer) {
     const files: Record<string, Uint8Array> = {}
     const csv = (text: string) => new TextEncoder().encode(text)
     // The first answers 400, 401 or 403 for the whole export; later ones can only be refused for their range.
-    const series = await answer(c, { ...base, metrics: METRICS, dimensions: [`time:${granularity(dateRange)}`] })
+    // Realtime (the last five minutes) has no time buckets: its visitors.csv is one row of totals.
+    const overTime = dateRange === 'realtime' ? [] : [`time:${granularity(dateRange)}`]
+    const series = await answer(c, { ...base, metrics: METRICS, dimensions: overTime })
     files['visitors.csv'] = csv(toCsv(series.query, series.result))
     const errors: string[] = []
     for (const [file, dimension] of BREAKDOWNS) {
