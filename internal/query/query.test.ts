@@ -197,6 +197,21 @@ describe('POST /v1/query answers', () => {
     expect((err as QueryRefusedError).code).toBe('dimensions_not_recorded')
     expect((await store.query(q({}), { now: NOW })).results[0]!.metrics).toEqual([5, 4, 6])
   })
+
+  test('visit metrics from the instant visits were first counted are a 422 visits_not_recorded, as events up to INGEST_MAX_FUTURE_MS ahead may have been counted before', async () => {
+    const store = await seed()
+    await env.db.sql`update rollup_state set visits_since = '2025-03-01T00:00:00Z'`
+    try {
+      const err = await store.query(q({ metrics: ['visits'] }), { now: NOW, maxFutureMs: 300_000 }).catch((e: unknown) => e)
+      expect((err as QueryRefusedError).code).toBe('visits_not_recorded')
+      expect((err as QueryRefusedError).message).toContain('2025-03-01T00:05:00.000Z')
+      expect(
+        (await store.query(q({ metrics: ['visits'], date_range: ['2025-03-02', '2025-03-31'] }), { now: NOW, maxFutureMs: 300_000 })).results,
+      ).toHaveLength(1)
+    } finally {
+      await env.db.sql`update rollup_state set visits_since = null`
+    }
+  })
 })
 
 describe('a query body', () => {

@@ -116,7 +116,7 @@ async function rowsOf(
   const range = q.from && q.to ? { from: q.from, to: q.to } : q.time ? await allTime(tx, q.siteId, now, maxFutureMs) : null
   const visitOnly = [...involved].some((d) => (VISIT_ONLY_DIMENSIONS as readonly string[]).includes(d))
   const wantsVisits = visitOnly || q.metrics.some((m) => VISIT_METRICS.includes(m))
-  const visits = wantsVisits ? await visitRows(tx, q, involved, range, state, hourlyFrom) : null
+  const visits = wantsVisits ? await visitRows(tx, q, involved, range, state, hourlyFrom, maxFutureMs) : null
   // Visitors, page views and events of entry and exit pages are those of the visits entering or leaving there.
   // Entry and exit pages come from the visit rollups alone: their remainder is the events trimmed too.
   if (visitOnly) return { rows: visits!.rows, source: 'visits', trimmed: visits!.trimmed.events, trimmedVisits: visits!.trimmed.visits }
@@ -186,6 +186,7 @@ async function visitRows(
   range: Range | null,
   state: State,
   hourlyFrom: Date | null,
+  maxFutureMs: number,
 ): Promise<{ rows: Row[]; trimmed: { visits: number; events: number } }> {
   const dims = [...involved]
   if (dims.length > 1 || (dims[0] && !isVisitDimension(dims[0]))) {
@@ -203,10 +204,12 @@ async function visitRows(
       `visit metrics filtered by ${dim} take one value with "is": a visit that viewed several of the values would be counted once for each`,
     )
   }
-  if (state.visitsSince && (!range || range.from < state.visitsSince)) {
+  // As for dimensions: an event up to INGEST_MAX_FUTURE_MS ahead may have been counted before the upgrade.
+  const visitsFrom = state.visitsSince && new Date(state.visitsSince.getTime() + maxFutureMs)
+  if (visitsFrom && (!range || range.from < visitsFrom)) {
     throw new QueryRefusedError(
       'visits_not_recorded',
-      `visits are counted for events from ${state.visitsSince.toISOString()} on (this install counted none before its upgrade); start the range later`,
+      `visits are counted for events from ${visitsFrom.toISOString()} on (this install counted none before its upgrade); start the range later`,
     )
   }
   const segments = range ? plan(range.from, range.to, q.time) : null
