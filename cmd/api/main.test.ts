@@ -55,6 +55,31 @@ describe('sluice-api', () => {
     expect(await api.stop()).toBe(0)
   })
 
+  test("answers a query Postgres cancels after QUERY_TIMEOUT_MS with 503 query_timeout, though that is longer than Bun's default idle timeout", async () => {
+    const port = await freePort()
+    const api = spawnBinary('api', envFor(env.db, env.r, { PORT: String(port), STATS_TOKEN: 't', QUERY_TIMEOUT_MS: '21000' }))
+    const base = `http://127.0.0.1:${port}`
+    await waitForReady(`${base}/readyz`, api)
+    let release = () => {}
+    // Every stats read looks up the rollup watermark: hold that table, and the query waits past the timeout.
+    const held = env.db.sql.begin(async (tx) => {
+      await tx`lock table rollup_shards in access exclusive mode`
+      await new Promise<void>((resolve) => (release = resolve))
+    })
+    try {
+      await Bun.sleep(100)
+      const started = Date.now()
+      const res = await fetch(`${base}/v1/stats?site_id=s&from=2025-11-01&to=2025-11-02`, { headers: { authorization: 'Bearer t' } })
+      expect(Date.now() - started).toBeGreaterThanOrEqual(20_500)
+      expect(res.status).toBe(503)
+      expect(((await res.json()) as { code: string }).code).toBe('query_timeout')
+    } finally {
+      release()
+      await held
+    }
+    expect(await api.stop()).toBe(0)
+  }, 45_000)
+
   test('refuses to start without a stats token, in one line naming the setting', async () => {
     const { code, output } = await runBinary('api', envFor(env.db, env.r, { PORT: String(await freePort()), STATS_TOKEN: '', STATS_PUBLIC: 'false' }))
     expect(code).toBe(78)

@@ -53,9 +53,11 @@ await runMain('api', async () => {
     hostname: config.host,
     // Several API processes on one host share the port; the kernel spreads connections over them.
     reusePort: true,
-    // Bun's default, stated because deploy/nginx/nginx.conf keeps its idle upstream
-    // connections for less (keepalive_timeout 5s), so that nginx closes them first.
-    idleTimeout: 10,
+    // Bun closes a connection idle one to two times this long (measured: 2 s gave 4), also one
+    // whose request is still being answered (its response is then lost): so it outlasts QUERY_TIMEOUT_MS, after which Postgres
+    // cancels the query and the request is answered 503. deploy/nginx/nginx.conf keeps its
+    // idle upstream connections for less (keepalive_timeout 5s), so that nginx closes them first.
+    idleTimeout: config.stats.queryTimeoutMs > 0 ? Math.min(255, Math.ceil(config.stats.queryTimeoutMs / 1000) + 5) : 255,
     routes: {
       '/event': { POST: ingest.event, OPTIONS: ingest.preflight },
       '/events': { POST: ingest.events, OPTIONS: ingest.preflight },
