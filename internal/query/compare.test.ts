@@ -51,6 +51,14 @@ describe('comparisons', () => {
     expect(asked.at(-1)!.filters).toEqual([{ op: 'is', dim: 'path', values: ['/new', '', '/old'] }])
   })
 
+  test('does not read by name for visit metrics by path, which take one path at a time: those values show 0', async () => {
+    const crowd: [string, number][] = Array.from({ length: COMPARISON_LIMIT + 5 }, (_, i) => [`/crowd/${i}`, 1000 + i])
+    const { run, asked } = periods({ '2025-03-01': [['/new', 50]], '2025-02-22': [...crowd, ['/new', 5]] })
+    const answer = await withComparison(query({ date_range: ['2025-03-01', '2025-03-07'], metrics: ['visits'] }), run)
+    expect(answer.results[0]!.comparison!.metrics).toEqual([0])
+    expect(asked).toHaveLength(2)
+  })
+
   test('reads the period before once when it holds fewer values than the limit', async () => {
     const { run, asked } = periods({ '2025-03-01': [['/a', 2]], '2025-02-22': [['/b', 1]] })
     const answer = await withComparison(query({ date_range: ['2025-03-01', '2025-03-07'] }), run)

@@ -1,7 +1,8 @@
 import type { Granularity } from '../store/buckets.ts'
 import { NONE } from '../store/dimensions.ts'
 import { type Dates, datesToRange, plusDays, plusMonths } from './dates.ts'
-import type { ComparedResult, Query, QueryResult } from './query.ts'
+import { QueryRefusedError } from './errors.ts'
+import { type ComparedResult, type Query, type QueryResult, VISIT_METRICS } from './query.ts'
 
 /**
  * The most rows read of the comparison period at first. Values of the answer beyond them
@@ -41,14 +42,19 @@ export async function withComparison(q: Query, run: (q: Query) => Promise<QueryR
   const previousStart = previous.meta.date_range?.[0] ?? ''
   const byPlace = new Map(previous.results.map((r) => [place(r.dimensions, dates, previousStart), r]))
   // The first read may have stopped short of values the answer has: read those by name. Not
-  // for a conversion rate by event type or path, where an added filter would become the goal.
-  const goalDimension = q.metrics.includes('conversion_rate') && (q.dimension === 'event_type' || q.dimension === 'path')
-  if (q.dimension && valueAt >= 0 && previous.results.length >= COMPARISON_LIMIT && !goalDimension) {
+  // by event type or path for a conversion rate (an added filter would become the goal) or
+  // visit metrics (which take one value of those), whose missing values show 0.
+  const oneValueOnly = (q.dimension === 'event_type' || q.dimension === 'path') && q.metrics.some((m) => m === 'conversion_rate' || VISIT_METRICS.includes(m))
+  if (q.dimension && valueAt >= 0 && previous.results.length >= COMPARISON_LIMIT && !oneValueOnly) {
     const missing = [...new Set(current.results.filter((r) => !byPlace.has(place(r.dimensions, q.dates!, currentStart))).map((r) => r.dimensions[valueAt]!))]
     if (missing.length) {
       const named = { op: 'is' as const, dim: q.dimension, values: missing.map((v) => (v === NONE ? '' : v)) }
-      const more = await run({ ...before(q), filters: [...q.filters, named] })
-      for (const r of more.results) byPlace.set(place(r.dimensions, dates, previousStart), r)
+      const more = await run({ ...before(q), filters: [...q.filters, named] }).catch((err: unknown) => {
+        // A combination the first read answered cannot be refused for one more filter on its own dimension; should one be, the values show 0.
+        if (err instanceof QueryRefusedError) return null
+        throw err
+      })
+      for (const r of more?.results ?? []) byPlace.set(place(r.dimensions, dates, previousStart), r)
     }
   }
   const results = current.results.map((r) => {
