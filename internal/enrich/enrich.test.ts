@@ -106,6 +106,7 @@ describe('agent', () => {
     const archos = defuse(`archos ${'1'.repeat(505)}`)
     expect(archos).toBe(`archos ${'1'.repeat(23)}`)
     expect(defuse(`x naver(${'1.1'.repeat(168)}`)).not.toContain('naver(')
+    expect(defuse(`x naver()${'1.1'.repeat(168)}`)).toBe('x naver()')
     const real = [
       'Mozilla/5.0 (Linux; Android 4.2.2; Archos 101 Internet Tablet Build/JDQ39) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/30.0.0.0 Safari/537.36',
       'Mozilla/5.0 (Linux; Android 6.0; Archos 55 Diamond Selfie Build/MRA58K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/55.0.2883.91 Mobile Safari/537.36',

@@ -31,15 +31,20 @@ const NOTHING: Agent = Object.freeze({ bot: null, browser: null, os: null, devic
  *   took 190-290 ms. The run of word characters and spaces after `archos` is cut to
  *   ARCHOS_RUN characters (real ones are shorter, or end in " Build" the cut keeps a " B" of).
  * - Naver's app, `(naver)\(.*?(\d+\.[\w\.]+).*\)`: `naver(` and `1.1` repeated took 20-40 ms,
- *   but only when no `)` follows, when the expression cannot match at all: then `naver(`
- *   loses its parenthesis, which changes no answer.
+ *   when no `)` follows the digits: every start of a version is then tried against every
+ *   way to end it. What follows the last `)` can never be part of a match, so it is cut (no
+ *   `)` after `naver(` at all: `naver(` loses its parenthesis), which changes no answer of
+ *   this expression; real Naver agents end with their `NAVER(…)` token.
  * Everything else is passed on unchanged, so real agents parse as before.
  */
 export function defuse(ua: string): string {
   let out = ua
   if (/archos/i.test(out)) out = out.replace(ARCHOS_LONG_RUN, '$1')
   const naver = out.search(/naver\(/i)
-  if (naver >= 0 && out.indexOf(')', naver) < 0) out = out.replace(/(naver)\(/gi, '$1 ')
+  if (naver >= 0) {
+    const close = out.lastIndexOf(')')
+    out = close < naver ? out.replace(/(naver)\(/gi, '$1 ') : out.slice(0, close + 1)
+  }
   return out
 }
 const ARCHOS_RUN = 24
