@@ -11,7 +11,8 @@ import type { Store } from '../store/store.ts'
 export type Job = { name: string; run: (signal: AbortSignal) => Promise<unknown> }
 
 export type JobsDeps = {
-  queue: { depth(): Promise<Depth> }
+  /** `stranded`: shards of another QUEUE_SHARDS still holding entries (ShardedQueue's). */
+  queue: { depth(): Promise<Depth>; stranded?: () => Promise<{ queue: { depth(): Promise<Depth> } }[]> }
   store: Store
   log: Logger
   metrics?: Metrics | null
@@ -25,12 +26,15 @@ export type JobsOptions = {
 
 /** Every job cron knows, by name. */
 export function createJobs({ queue, store, log, metrics = null, sites = null }: JobsDeps, options: JobsOptions = {}): Record<string, Job> {
-  // Events still in the queue hold back the closing of visits they may extend. Unable to
-  // read the queue, the rollup closes none this run rather than close one too early.
+  // Events still in the queue hold back the closing of visits they may extend, also those in
+  // shards of an earlier QUEUE_SHARDS that workers are draining. Unable to read the queue,
+  // the rollup closes none this run rather than close one too early.
   const unstoredSince = async (): Promise<Date | null> => {
     try {
-      const d = await queue.depth()
-      return d.length > 0 ? new Date(Date.now() - d.oldestEntryAgeMs) : null
+      const old = (await queue.stranded?.()) ?? []
+      const depths = await Promise.all([queue.depth(), ...old.map((s) => s.queue.depth())])
+      const waiting = depths.filter((d) => d.length > 0)
+      return waiting.length ? new Date(Date.now() - Math.max(...waiting.map((d) => d.oldestEntryAgeMs))) : null
     } catch {
       return new Date(0)
     }

@@ -16,8 +16,8 @@ export type CreatedToken = TokenInfo & { token: string; path?: string }
 /** A token's or link's id, as create makes them: anything else is no token's. */
 const TOKEN_ID = /^(tok|lnk)_[0-9a-f]{12}$/
 /**
- * Most tokens and links not revoked, per site and for all sites: every API process holds
- * them in memory (the registry), so their number is bounded.
+ * Most tokens and links not revoked of one site, and most all-sites tokens (of no site):
+ * every API process holds them in memory (the registry), so each site adds at most this many.
  */
 export const MAX_ACTIVE_TOKENS = 100
 /** Advisory lock space (a 32-bit key; the site is the second) for counting a site's tokens while one is created. */
