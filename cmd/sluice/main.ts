@@ -56,6 +56,8 @@ await runMain(
           ...(await queue.depth()),
           // Shards of another QUEUE_SHARDS that still hold entries (workers drain them too).
           stranded: (await queue.stranded()).map(({ queue, length }) => ({ stream: queue.stream, length })),
+          // Their dead letters, which dead-letters lists and replay puts on the current shards.
+          stranded_dead_letters: await queue.strandedDeadLetters(),
         }),
         'dead-letters': () => queue.deadLetters(Number(values.count)),
         replay: () => queue.replay(values.all ? 'all' : rest),

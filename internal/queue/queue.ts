@@ -174,8 +174,11 @@ export function createQueue(
   /**
    * Puts dead letters back on the stream (all of them, or those with the given ids) and
    * removes them from the dead-letter stream. Entries with no event to replay stay put.
+   * `into`: another stream to put them on (a shard of the current QUEUE_SHARDS, for the dead
+   * letters of an old one). Two keys of different slots on a cluster, so two steps: a failure
+   * between them leaves the letter, and a second replay stores its events once (event_id).
    */
-  async function replay(ids: string[] | 'all'): Promise<{ replayed: string[]; skipped: { id: string; reason: string }[] }> {
+  async function replay(ids: string[] | 'all', into?: string): Promise<{ replayed: string[]; skipped: { id: string; reason: string }[] }> {
     const letters =
       ids === 'all'
         ? await deadLetters(Number.MAX_SAFE_INTEGER)
@@ -191,7 +194,11 @@ export function createQueue(
       const payload = fields && replayFields(fields)
       if (!fields) skipped.push({ id, reason: 'no such dead letter' })
       else if (!payload) skipped.push({ id, reason: 'it holds no event (it was not a valid entry)' })
-      else {
+      else if (into !== undefined && into !== stream) {
+        await redis.xadd(into, '*', ...payload)
+        await redis.xdel(deadLetterStream, id)
+        replayed.push(id)
+      } else {
         const replies = await redis
           .multi()
           .xadd(stream, '*', ...payload)

@@ -42,4 +42,28 @@ describe('the sharded queue', () => {
     expect(await r.redis.xlen(b!.stream)).toBe(1)
     await r.cleanup()
   })
+
+  test('lists the dead letters of a shard of an earlier QUEUE_SHARDS, and replays them onto the current shards', async () => {
+    const { createTestRedis } = await import('../testkit/testkit.ts')
+    const { createShardedQueue } = await import('./shards.ts')
+    const r = await createTestRedis()
+    const q = createShardedQueue(r.redis, { stream: r.queue.stream, group: 'g', shards: 1, cluster: false })
+    const old = shardNames(r.queue.stream, 3, false)[2]!
+    const event = JSON.stringify([
+      { event_id: crypto.randomUUID(), site_id: 's', event_type: 'x', path: null, user_id: null, timestamp: '2025-11-14T10:00:00.000Z', received_at: 1 },
+    ])
+    await r.redis.xadd(old.deadLetterStream, '7-1', 'n', '1', 'b', event, 'reason', 'test')
+    await r.redis.xadd(old.deadLetterStream, '8-1', 'n', '1', 'b', event, 'reason', 'test')
+    expect((await q.deadLetters()).map((l) => [l.id, l.stream])).toEqual([
+      ['7-1', old.deadLetterStream],
+      ['8-1', old.deadLetterStream],
+    ])
+    expect(await q.strandedDeadLetters()).toEqual([{ stream: old.deadLetterStream, length: 2 }])
+    expect(await q.replay(['8-1'])).toEqual({ replayed: ['8-1'], skipped: [] })
+    expect(await q.replay('all')).toEqual({ replayed: ['7-1'], skipped: [] })
+    expect(await r.redis.xlen(old.deadLetterStream)).toBe(0)
+    expect(await r.redis.xlen(old.stream)).toBe(0)
+    expect(await r.redis.xlen(q.streams[0]!)).toBe(2)
+    await r.cleanup()
+  })
 })

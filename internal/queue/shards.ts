@@ -28,12 +28,14 @@ export function shardNames(stream: string, shards: number, cluster: boolean): { 
 /**
  * Shards of another `QUEUE_SHARDS` (from 1 to `upTo`) that still hold entries: where events
  * wait after the setting changed without the queue being drained first. Each comes with its
- * length, the entries in it (delivered or not).
+ * length, the entries in it (delivered or not). With `deadLetters`, the shards whose
+ * dead-letter stream holds letters instead, with their count as `length`.
  */
 export async function strandedShards(
   redis: RedisClient,
   { stream, shards, cluster }: { stream: string; shards: number; cluster: boolean },
   upTo = 32,
+  deadLetters = false,
 ): Promise<{ stream: string; deadLetterStream: string; length: number }[]> {
   const current = new Set(shardNames(stream, shards, cluster).map((s) => s.stream))
   const others = new Map<string, { stream: string; deadLetterStream: string }>()
@@ -41,7 +43,9 @@ export async function strandedShards(
     for (const names of shardNames(stream, k, cluster)) if (!current.has(names.stream)) others.set(names.stream, names)
   }
   // One command per key: on a cluster they live in different slots.
-  const lengths = await Promise.all([...others.values()].map(async (names) => ({ ...names, length: await redis.xlen(names.stream) })))
+  const lengths = await Promise.all(
+    [...others.values()].map(async (names) => ({ ...names, length: await redis.xlen(deadLetters ? names.deadLetterStream : names.stream) })),
+  )
   return lengths.filter((s) => s.length > 0)
 }
 
@@ -54,10 +58,18 @@ export type ShardedQueueOptions = Omit<QueueOptions, 'stream' | 'deadLetterStrea
 export function createShardedQueue(redis: RedisClient, { stream, shards, cluster, ...options }: ShardedQueueOptions) {
   const queues: Queue[] = shardNames(stream, shards, cluster).map((names) => createQueue(redis, { ...options, ...names }))
   let next = 0
+  /** Queues of the shards of another QUEUE_SHARDS whose dead-letter stream holds letters. */
+  const oldLetters = async () =>
+    (await strandedShards(redis, { stream, shards, cluster }, 32, true)).map(({ length: _, ...names }) => createQueue(redis, { ...options, ...names }))
+  /** A current shard's stream, in turn: where an old shard's dead letters are replayed, since no worker reads its stream for long. */
+  const target = () => queues[next++ % queues.length]!.stream
 
   return {
     shards: queues,
     streams: queues.map((q) => q.stream),
+    /** Dead-letter streams of the shards of another QUEUE_SHARDS that hold letters, with their counts. */
+    strandedDeadLetters: async () =>
+      (await strandedShards(redis, { stream, shards, cluster }, 32, true)).map(({ deadLetterStream, length }) => ({ stream: deadLetterStream, length })),
     /** Queues of the shards of another QUEUE_SHARDS that still hold entries (see strandedShards), for workers to drain. */
     async stranded(): Promise<{ queue: Queue; length: number }[]> {
       const found = await strandedShards(redis, { stream, shards, cluster })
@@ -76,8 +88,13 @@ export function createShardedQueue(redis: RedisClient, { stream, shards, cluster
         deadLetters: all.reduce((s, d) => s + d.deadLetters, 0),
       }
     },
+    /** Dead letters, oldest first, of every shard, and of the shards of another QUEUE_SHARDS that hold some. */
     async deadLetters(count = 100) {
-      const all = (await Promise.all(queues.map(async (q) => (await q.deadLetters(count)).map((l) => ({ ...l, stream: q.deadLetterStream })))))
+      const all = (
+        await Promise.all(
+          [...queues, ...(await oldLetters())].map(async (q) => (await q.deadLetters(count)).map((l) => ({ ...l, stream: q.deadLetterStream }))),
+        )
+      )
         .flat()
         .sort((a, b) => compareIds(a.id, b.id))
       return all.slice(0, count)
@@ -87,14 +104,15 @@ export function createShardedQueue(redis: RedisClient, { stream, shards, cluster
      * shard's dead-letter stream, so an id found in several shards is skipped, not guessed.
      */
     async replay(ids: string[] | 'all') {
+      const old = await oldLetters()
       if (ids === 'all') {
-        const results = await Promise.all(queues.map((q) => q.replay('all')))
+        const results = await Promise.all([...queues.map((q) => q.replay('all')), ...old.map((q) => q.replay('all', target()))])
         return { replayed: results.flatMap((r) => r.replayed), skipped: results.flatMap((r) => r.skipped) }
       }
       const replayed: string[] = []
       const skipped: { id: string; reason: string }[] = []
       for (const id of ids) {
-        const owners = (await Promise.all(queues.map(async (q) => ((await q.hasDeadLetter(id)) ? q : null)))).filter((q) => q !== null)
+        const owners = (await Promise.all([...queues, ...old].map(async (q) => ((await q.hasDeadLetter(id)) ? q : null)))).filter((q) => q !== null)
         if (owners.length !== 1) {
           skipped.push({
             id,
@@ -102,7 +120,7 @@ export function createShardedQueue(redis: RedisClient, { stream, shards, cluster
           })
           continue
         }
-        const r = await owners[0]!.replay([id])
+        const r = await owners[0]!.replay([id], queues.includes(owners[0]!) ? undefined : target())
         replayed.push(...r.replayed)
         skipped.push(...r.skipped)
       }
