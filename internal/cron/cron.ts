@@ -17,7 +17,7 @@ export type JobsDeps = {
   log: Logger
   metrics?: Metrics | null
   /** When given, retention also deletes again what arrived for recently removed sites. */
-  sites?: Pick<Sites, 'sweepRemoved'> | null
+  sites?: Pick<Sites, 'sweepRemoved' | 'purgeRevokedTokens'> | null
 }
 export type JobsOptions = {
   rollup?: { pathCap?: number; dimCap?: number; chunkXids?: number; shards?: number; visitCloseAfterMs?: number }
@@ -71,6 +71,8 @@ export function createJobs({ queue, store, log, metrics = null, sites = null }: 
         }
         const swept = (await sites?.sweepRemoved()) ?? []
         if (swept.length) log.info({ job: 'retention', swept }, 'deleted what arrived for removed sites (events queued when they were removed)')
+        const purged = (await sites?.purgeRevokedTokens()) ?? 0
+        if (purged) log.info({ job: 'retention', tokens: purged }, 'deleted tokens and links revoked long ago')
         metrics?.cron.partitionsDropped.inc(result.partitionsDropped.length)
         metrics?.cron.rowsDeleted.inc({ table: 'events_default' }, result.defaultRowsDeleted)
         metrics?.cron.rowsDeleted.inc({ table: 'event_ids' }, result.eventIdsDeleted)

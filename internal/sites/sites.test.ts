@@ -5,7 +5,7 @@ import { createStore } from '../store/store.ts'
 import { eventually, isolated } from '../testkit/testkit.ts'
 import { SitesError } from './errors.ts'
 import { createRegistry, originAllowed } from './registry.ts'
-import { createSites } from './sites.ts'
+import { createSites, REVOKED_TOKEN_DAYS } from './sites.ts'
 import { dayOf, dayStart, localMidnight } from './timezone.ts'
 import { createTokens, hashToken, MAX_ACTIVE_TOKENS } from './tokens.ts'
 
@@ -180,6 +180,22 @@ describe('tokens and links', () => {
     await tokens.revoke(first.id)
     expect((await tokens.create({ kind: 'read', site_id: 'cap-site' })).id).toMatch(/^tok_/)
     expect((await failure(tokens.create({ kind: 'read', site_id: 'cap-site' })))?.message).toContain('revoke some first')
+  })
+
+  test('revoked ones stay listed for REVOKED_TOKEN_DAYS, then the retention sweep deletes them', async () => {
+    const sites = createSites(env.db.sql)
+    const tokens = createTokens(env.db.sql)
+    await sites.add({ site_id: 'purge-site' })
+    const [old, recent, live] = [
+      await tokens.create({ kind: 'read', site_id: 'purge-site' }),
+      await tokens.create({ kind: 'link', site_id: 'purge-site' }),
+      await tokens.create({ kind: 'read', site_id: 'purge-site' }),
+    ]
+    await tokens.revoke(old.id)
+    await tokens.revoke(recent.id)
+    await env.db.sql`update access_tokens set revoked_at = now() - ${`${REVOKED_TOKEN_DAYS + 1} days`}::interval where id = ${old.id}`
+    expect(await sites.purgeRevokedTokens()).toBe(1)
+    expect((await tokens.list({ siteId: 'purge-site' })).map((t) => t.id).sort()).toEqual([recent.id, live.id].sort())
   })
 
   test('refuse a link without a site, an unknown kind, and a site that is not registered', async () => {

@@ -63,6 +63,8 @@ export function parseInput<T extends v.GenericSchema>(schema: T, input: unknown)
 
 /** Tables that hold site data but are not data of a site's own: never purged as such. */
 const REGISTRY_TABLES = new Set(['sites', 'access_tokens', 'site_removals'])
+/** How long a revoked token or link stays listed before the retention job deletes it. */
+export const REVOKED_TOKEN_DAYS = 90
 /** How long after a removal the retention job deletes again what arrives under the removed id. */
 export const REMOVAL_SWEEP_HOURS = 24
 
@@ -160,7 +162,16 @@ export function createSites(sql: Sql) {
     return out
   }
 
-  return { add, list, show, update, remove, sweepRemoved }
+  /**
+   * Deletes tokens and links revoked more than REVOKED_TOKEN_DAYS ago (listed until then, with
+   * revoked_at), so revocations do not pile up in the registry's table. Returns how many.
+   */
+  async function purgeRevokedTokens(now = new Date()): Promise<number> {
+    const before = new Date(now.getTime() - REVOKED_TOKEN_DAYS * 86_400_000)
+    return (await sql`delete from access_tokens where revoked_at < ${before}`).count
+  }
+
+  return { add, list, show, update, remove, sweepRemoved, purgeRevokedTokens }
 }
 
 /**
