@@ -45,6 +45,7 @@ await runMain('api', async () => {
       adminToken: config.admin.token,
       isStopping: () => stop.aborted,
       hourRollupDays: config.retention.hourRollupDays,
+      queryTimeoutMs: config.stats.queryTimeoutMs,
     },
   )
   // Ingest takes Bun's native router (the hot path); everything else, and other methods, go to Hono.

@@ -515,8 +515,8 @@ describe('POST /v1/query', () => {
 
 describe('when Postgres is slow or gone', () => {
   const auth = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }
-  const appOn = (sql: ReturnType<typeof createSql>) =>
-    createApp({ queue: createQueue(r.redis, r.queue), store: createStore(sql), log: silentLogger(), checks: {} }, { ingest, statsToken: TOKEN })
+  const appOn = (sql: ReturnType<typeof createSql>, queryTimeoutMs = 0) =>
+    createApp({ queue: createQueue(r.redis, r.queue), store: createStore(sql), log: silentLogger(), checks: {} }, { ingest, statsToken: TOKEN, queryTimeoutMs })
   const asks = (a: ReturnType<typeof createApp>) => [
     a.request('/v1/stats?site_id=slow-site&from=2025-11-13&to=2025-11-16', { headers: auth }),
     a.request('/v1/query', { method: 'POST', headers: auth, body: JSON.stringify({ site_id: 'slow-site', date_range: 'all', metrics: ['visitors'] }) }),
@@ -543,6 +543,38 @@ describe('when Postgres is slow or gone', () => {
       release()
       await held
       await Promise.all([slow.end(), holder.end()])
+    }
+  })
+
+  test("a /v1/query with a comparison and an export, each several statements, are cut together at QUERY_TIMEOUT_MS from the request's start", async () => {
+    const plain = createSql(db.url, { max: 4 }) // no statement_timeout of its own: only the request's deadline
+    const holder = createSql(db.url, { max: 1 })
+    let release = () => {}
+    const held = holder.begin(async (tx) => {
+      await tx`lock table rollup_shards in access exclusive mode`
+      await new Promise<void>((resolve) => (release = resolve))
+    })
+    try {
+      await Bun.sleep(100)
+      const app = appOn(plain, 400)
+      const started = Date.now()
+      const [compared, exported] = await Promise.all([
+        app.request('/v1/query', {
+          method: 'POST',
+          headers: auth,
+          body: JSON.stringify({ site_id: 'slow-site', date_range: '7d', metrics: ['visitors'], include: { comparisons: { mode: 'previous_period' } } }),
+        }),
+        app.request('/v1/export?site_id=slow-site&date_range=7d', { headers: auth }),
+      ])
+      expect(Date.now() - started).toBeLessThan(5000)
+      for (const res of [compared, exported]) {
+        expect(res.status).toBe(503)
+        expect(((await res.json()) as { code: string }).code).toBe('query_timeout')
+      }
+    } finally {
+      release()
+      await held
+      await Promise.all([plain.end(), holder.end()])
     }
   })
 

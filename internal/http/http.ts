@@ -61,11 +61,25 @@ export type AppOptions = {
   readyTimeoutMs?: number
   /** ROLLUP_HOUR_RETENTION_DAYS: stats refuse ranges that need hourly buckets older than this; 0 keeps them forever. */
   hourRollupDays?: number
+  /**
+   * QUERY_TIMEOUT_MS: what all the statements of one /v1/query or export request may take
+   * together (each is also cut there by the connections' statement_timeout); 0: no limit.
+   */
+  queryTimeoutMs?: number
 }
 
 export function createApp(
   { queue, backpressure = null, store, log, checks, ingest: handlers, metrics = null, identity = null, registry = null, sites = null, tokens = null }: AppDeps,
-  { ingest, statsToken, statsPublic = statsToken === null, adminToken = null, isStopping = () => false, readyTimeoutMs = 1000, hourRollupDays = 0 }: AppOptions,
+  {
+    ingest,
+    statsToken,
+    statsPublic = statsToken === null,
+    adminToken = null,
+    isStopping = () => false,
+    readyTimeoutMs = 1000,
+    hourRollupDays = 0,
+    queryTimeoutMs = 0,
+  }: AppOptions,
 ) {
   const app = new Hono()
   // X-Request-Id: the client's, or a new one; echoed back and put in error logs.
@@ -122,7 +136,7 @@ export function createApp(
   const auth = createAuth(registry, { statsToken, statsPublic, adminToken })
   for (const path of ['/stats', '/v1/*']) app.use(path, auth.identify)
   app.route('/', statsRoutes(store, { maxFutureMs: ingest.maxFutureMs, hourRollupDays, auth }))
-  const queryOptions = { maxFutureMs: ingest.maxFutureMs, hourRollupDays, auth, registry }
+  const queryOptions = { maxFutureMs: ingest.maxFutureMs, hourRollupDays, auth, registry, timeoutMs: queryTimeoutMs }
   app.route('/', queryRoutes(store, queryOptions))
   app.route('/', exportRoutes(createAnswer(store, queryOptions)))
   if (sites && tokens) app.route('/', adminRoutes({ sites, tokens, auth }))

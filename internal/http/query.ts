@@ -20,12 +20,25 @@ export type QueryRouteOptions = {
   auth?: Auth | null
   /** The sites registry's cache: each site's timezone. */
   registry?: Pick<Registry, 'site'> | null
+  /** What one request's statements may take together (a comparison, an export's files); 0: no limit. */
+  timeoutMs?: number
 }
 
 /** Answers parsed queries: in the site's time zone, with a comparison when asked; a 422 where the kept data cannot answer. */
 export type Answer = (c: Context, body: unknown) => Promise<{ query: Query; result: QueryResult }>
 
-export function createAnswer(store: Store, { maxFutureMs = 5 * 60_000, hourRollupDays = 0, auth = null, registry = null }: QueryRouteOptions): Answer {
+export function createAnswer(
+  store: Store,
+  { maxFutureMs = 5 * 60_000, hourRollupDays = 0, auth = null, registry = null, timeoutMs = 0 }: QueryRouteOptions,
+): Answer {
+  // One deadline per request, however many answers it takes (an export asks for sixteen).
+  const deadlines = new WeakMap<Request, number>()
+  const deadlineOf = (c: Context) => {
+    if (timeoutMs <= 0) return undefined
+    const at = deadlines.get(c.req.raw) ?? Date.now() + timeoutMs
+    deadlines.set(c.req.raw, at)
+    return at
+  }
   return async function answer(c, body) {
     const siteId = (body as { site_id?: unknown } | null)?.site_id
     const timezone = (typeof siteId === 'string' && registry?.site(siteId)?.timezone) || 'UTC'
@@ -33,7 +46,7 @@ export function createAnswer(store: Store, { maxFutureMs = 5 * 60_000, hourRollu
     if (!parsed.ok) throw new ApiError(400, 'invalid_query', 'query is invalid', { details: parsed.problems })
     auth?.read(c, parsed.query.siteId)
     try {
-      const options = { maxFutureMs, hourlyFrom: hourlyKeptSince(hourRollupDays) }
+      const options = { maxFutureMs, hourlyFrom: hourlyKeptSince(hourRollupDays), deadline: deadlineOf(c) }
       return { query: parsed.query, result: await withComparison(parsed.query, (q) => store.query(q, options)) }
     } catch (err) {
       if (err instanceof QueryRefusedError) throw new ApiError(422, err.code, err.message)

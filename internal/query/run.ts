@@ -19,6 +19,11 @@ export type RunOptions = {
   /** INGEST_MAX_FUTURE_MS: how far an event's timestamp may be ahead of when it was stored. */
   maxFutureMs?: number
   now?: Date
+  /**
+   * When the request's time is up (epoch ms): the snapshot's statements are cut there
+   * (statement_timeout), so that those of one request, together, stay within it.
+   */
+  deadline?: number
 }
 
 type State = { watermark: string; dimsSince: Date | null; rawDroppedBefore: Date | null; visitsSince: Date | null; pairsSince: Date | null }
@@ -39,6 +44,10 @@ export async function runQuery(sql: Sql, q: Query, options: RunOptions = {}): Pr
   const { maxFutureMs = 5 * 60_000, now = new Date() } = options
   if (q.realtime) q = { ...q, from: new Date(now.getTime() - REALTIME_MS), to: new Date(now.getTime() + maxFutureMs) }
   return sql.begin('isolation level repeatable read read only', async (tx) => {
+    if (options.deadline !== undefined) {
+      // What is left of the request's time (at least 1 ms: none left cancels the next statement, answered query_timeout).
+      await tx`select set_config('statement_timeout', ${String(Math.max(1, Math.floor(options.deadline - Date.now())))}, true)`
+    }
     const [s] =
       await tx`select ${siteWatermark(tx as unknown as Sql, q.siteId)}::text as watermark, dims_since, raw_dropped_before, visits_since, pairs_since from rollup_state`
     const state: State = {
