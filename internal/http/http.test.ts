@@ -523,39 +523,38 @@ describe('when Postgres is slow or gone', () => {
     a.request('/stats?site_id=slow-site', { headers: auth }),
   ]
 
-  test('a query that runs past the statement timeout is cancelled and answered 503 query_timeout, not 500', async () => {
-    const slow = createSql(db.url, { max: 2, statementTimeoutMs: 300 })
+  /** Runs `body` while another transaction holds the rollup watermark's table, which every stats read looks up: they wait. */
+  async function whileStatsWait(body: () => Promise<void>): Promise<void> {
     const holder = createSql(db.url, { max: 1 })
     let release = () => {}
     const held = holder.begin(async (tx) => {
-      // Every stats read looks up the rollup watermark: hold that table, and they wait.
       await tx`lock table rollup_shards in access exclusive mode`
       await new Promise<void>((resolve) => (release = resolve))
     })
     try {
       await Bun.sleep(100)
+      await body()
+    } finally {
+      release()
+      await held
+      await holder.end()
+    }
+  }
+
+  test('a query that runs past the statement timeout is cancelled and answered 503 query_timeout, not 500', async () => {
+    const slow = createSql(db.url, { max: 2, statementTimeoutMs: 300 })
+    await whileStatsWait(async () => {
       for (const res of await Promise.all(asks(appOn(slow)))) {
         expect(res.status).toBe(503)
         expect(res.headers.get('retry-after')).toBe('30')
         expect(await res.json()).toEqual({ error: expect.stringContaining('QUERY_TIMEOUT_MS'), code: 'query_timeout' })
       }
-    } finally {
-      release()
-      await held
-      await Promise.all([slow.end(), holder.end()])
-    }
+    }).finally(() => slow.end())
   })
 
   test("a /v1/query with a comparison and an export, each several statements, are cut together at QUERY_TIMEOUT_MS from the request's start", async () => {
     const plain = createSql(db.url, { max: 4 }) // no statement_timeout of its own: only the request's deadline
-    const holder = createSql(db.url, { max: 1 })
-    let release = () => {}
-    const held = holder.begin(async (tx) => {
-      await tx`lock table rollup_shards in access exclusive mode`
-      await new Promise<void>((resolve) => (release = resolve))
-    })
-    try {
-      await Bun.sleep(100)
+    await whileStatsWait(async () => {
       const app = appOn(plain, 400)
       const started = Date.now()
       const [compared, exported] = await Promise.all([
@@ -571,11 +570,7 @@ describe('when Postgres is slow or gone', () => {
         expect(res.status).toBe(503)
         expect(((await res.json()) as { code: string }).code).toBe('query_timeout')
       }
-    } finally {
-      release()
-      await held
-      await Promise.all([plain.end(), holder.end()])
-    }
+    }).finally(() => plain.end())
   })
 
   test('stats asked while Postgres cannot be reached are answered 503 database_unavailable with Retry-After, not 500', async () => {
