@@ -112,22 +112,18 @@ export function createQueue(
       tx.call('XCLAIM', stream, group, consumer, 0, id, 'IDLE', idle, 'RETRYCOUNT', Math.max(0, delivered - 1), 'JUSTID')
       given++
     }
-    if (given === 0) return
-    const results = await tx.exec()
-    const failed = results?.find(([err]) => err)
-    if (failed) throw failed[0]
+    if (given > 0) await execAll(tx)
   }
 
   /** Acknowledges entries and removes them from the stream, so it holds only un-acknowledged work. */
   async function ack(ids: string[]): Promise<void> {
     if (ids.length === 0) return
-    const replies = await redis
-      .multi()
-      .xack(stream, group, ...ids)
-      .xdel(stream, ...ids)
-      .exec()
-    const failed = replies?.find(([err]) => err)
-    if (failed) throw failed[0]
+    await execAll(
+      redis
+        .multi()
+        .xack(stream, group, ...ids)
+        .xdel(stream, ...ids),
+    )
   }
 
   /** Moves entries to the dead-letter stream with the reason, then acknowledges them. */
@@ -138,9 +134,7 @@ export function createQueue(
       tx.xadd(deadLetterStream, '*', 'source_id', id, 'reason', reason, 'failed_at', new Date().toISOString(), ...fields)
     }
     tx.xack(stream, group, ...items.map((i) => i.id)).xdel(stream, ...items.map((i) => i.id))
-    const replies = await tx.exec()
-    const failed = replies?.find(([err]) => err)
-    if (failed) throw failed[0]
+    await execAll(tx)
   }
 
   async function depth(now = Date.now()): Promise<Depth> {
@@ -199,13 +193,12 @@ export function createQueue(
         await redis.xdel(deadLetterStream, id)
         replayed.push(id)
       } else {
-        const replies = await redis
-          .multi()
-          .xadd(stream, '*', ...payload)
-          .xdel(deadLetterStream, id)
-          .exec()
-        const failed = replies?.find(([err]) => err)
-        if (failed) throw failed[0]
+        await execAll(
+          redis
+            .multi()
+            .xadd(stream, '*', ...payload)
+            .xdel(deadLetterStream, id),
+        )
         replayed.push(id)
       }
     }
@@ -242,6 +235,12 @@ export function createQueue(
     deadLetters,
     replay,
   }
+}
+
+/** Runs a MULTI, throwing the first command's error: exec() itself resolves with them. */
+async function execAll(tx: ReturnType<RedisClient['multi']>): Promise<void> {
+  const failed = (await tx.exec())?.find(([err]) => err)
+  if (failed) throw failed[0]
 }
 
 function toRecord(flat: unknown[]): Record<string, unknown> {
