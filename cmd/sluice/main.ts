@@ -65,11 +65,14 @@ await runMain(
         'rollup-status': async () => ({ ...(await store.rollupLag()), shards: await store.rollupShards() }),
         'rollup-rejects': () => store.rollupRejects(Number(values.count)),
         'rollup-replay': () => store.replayRejects(values.all ? 'all' : rest),
-        retention: async () => ({
-          ...(await store.retention({ ...config.retention })),
-          removedSitesSwept: await createSites(sql).sweepRemoved(),
-          revokedTokensDeleted: await createSites(sql).purgeRevokedTokens(),
-        }),
+        retention: async () => {
+          const sites = createSites(sql)
+          return {
+            ...(await store.retention({ ...config.retention })),
+            removedSitesSwept: await sites.sweepRemoved(),
+            revokedTokensDeleted: await sites.purgeRevokedTokens(),
+          }
+        },
       }[command as 'queue'] ?? (() => runSitesCommand(sql, command, rest, values))
     )().catch(async (err: unknown) => {
       if (!(err instanceof SitesError)) throw err

@@ -28,14 +28,13 @@ export function shardNames(stream: string, shards: number, cluster: boolean): { 
 /**
  * Shards of another `QUEUE_SHARDS` (from 1 to `upTo`) that still hold entries: where events
  * wait after the setting changed without the queue being drained first. Each comes with its
- * length, the entries in it (delivered or not). With `deadLetters`, the shards whose
+ * length, the entries in it (delivered or not). Of `what: 'deadLetters'`, the shards whose
  * dead-letter stream holds letters instead, with their count as `length`.
  */
 export async function strandedShards(
   redis: RedisClient,
   { stream, shards, cluster }: { stream: string; shards: number; cluster: boolean },
-  upTo = 32,
-  deadLetters = false,
+  { what = 'entries', upTo = 32 }: { what?: 'entries' | 'deadLetters'; upTo?: number } = {},
 ): Promise<{ stream: string; deadLetterStream: string; length: number }[]> {
   const current = new Set(shardNames(stream, shards, cluster).map((s) => s.stream))
   const others = new Map<string, { stream: string; deadLetterStream: string }>()
@@ -44,7 +43,7 @@ export async function strandedShards(
   }
   // One command per key: on a cluster they live in different slots.
   const lengths = await Promise.all(
-    [...others.values()].map(async (names) => ({ ...names, length: await redis.xlen(deadLetters ? names.deadLetterStream : names.stream) })),
+    [...others.values()].map(async (names) => ({ ...names, length: await redis.xlen(what === 'deadLetters' ? names.deadLetterStream : names.stream) })),
   )
   return lengths.filter((s) => s.length > 0)
 }
@@ -56,11 +55,12 @@ export type ShardedQueueOptions = Omit<QueueOptions, 'stream' | 'deadLetterStrea
  * shards in turn; workers consume each shard through its own Queue (`shards`).
  */
 export function createShardedQueue(redis: RedisClient, { stream, shards, cluster, ...options }: ShardedQueueOptions) {
-  const queues: Queue[] = shardNames(stream, shards, cluster).map((names) => createQueue(redis, { ...options, ...names }))
+  const queueOf = ({ stream, deadLetterStream }: { stream: string; deadLetterStream: string }) => createQueue(redis, { ...options, stream, deadLetterStream })
+  const queues: Queue[] = shardNames(stream, shards, cluster).map(queueOf)
   let next = 0
+  const others = (what: 'entries' | 'deadLetters') => strandedShards(redis, { stream, shards, cluster }, { what })
   /** Queues of the shards of another QUEUE_SHARDS whose dead-letter stream holds letters. */
-  const oldLetters = async () =>
-    (await strandedShards(redis, { stream, shards, cluster }, 32, true)).map(({ length: _, ...names }) => createQueue(redis, { ...options, ...names }))
+  const oldLetters = async () => (await others('deadLetters')).map(queueOf)
   /** A current shard's stream, in turn: where an old shard's dead letters are replayed, since no worker reads its stream for long. */
   const target = () => queues[next++ % queues.length]!.stream
 
@@ -68,12 +68,10 @@ export function createShardedQueue(redis: RedisClient, { stream, shards, cluster
     shards: queues,
     streams: queues.map((q) => q.stream),
     /** Dead-letter streams of the shards of another QUEUE_SHARDS that hold letters, with their counts. */
-    strandedDeadLetters: async () =>
-      (await strandedShards(redis, { stream, shards, cluster }, 32, true)).map(({ deadLetterStream, length }) => ({ stream: deadLetterStream, length })),
+    strandedDeadLetters: async () => (await others('deadLetters')).map(({ deadLetterStream, length }) => ({ stream: deadLetterStream, length })),
     /** Queues of the shards of another QUEUE_SHARDS that still hold entries (see strandedShards), for workers to drain. */
     async stranded(): Promise<{ queue: Queue; length: number }[]> {
-      const found = await strandedShards(redis, { stream, shards, cluster })
-      return found.map(({ length, ...names }) => ({ length, queue: createQueue(redis, { ...options, ...names }) }))
+      return (await others('entries')).map((found) => ({ length: found.length, queue: queueOf(found) }))
     },
     enqueue: (events: Event[], signal?: AbortSignal) => queues[next++ % queues.length]!.enqueue(events, signal),
     async depth(): Promise<Depth & { shards: number }> {
