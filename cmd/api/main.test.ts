@@ -3,19 +3,23 @@ import { envFor, freePort, runBinary, spawnBinary, waitForReady, isolated } from
 
 const env = isolated()
 
+/** The real sluice-api on a free port with these settings, once it answers /readyz; `base` is its address. */
+async function startApi(settings: Record<string, string>) {
+  const port = await freePort()
+  const api = spawnBinary('api', envFor(env.db, env.r, { PORT: String(port), ...settings }))
+  const base = `http://127.0.0.1:${port}`
+  await waitForReady(`${base}/readyz`, api)
+  return { api, base }
+}
+
 describe('sluice-api', () => {
   test('serves until SIGTERM, then exits 0', async () => {
-    const port = await freePort()
-    const api = spawnBinary('api', envFor(env.db, env.r, { PORT: String(port), STATS_TOKEN: 't' }))
-    await waitForReady(`http://127.0.0.1:${port}/readyz`, api)
+    const { api } = await startApi({ STATS_TOKEN: 't' })
     expect(await api.stop()).toBe(0)
   })
 
   test('serves ingest from its native routes with the same JSON answers as the app', async () => {
-    const port = await freePort()
-    const api = spawnBinary('api', envFor(env.db, env.r, { PORT: String(port), STATS_TOKEN: 't', INGEST_BODY_LIMIT_BYTES: '2048' }))
-    const base = `http://127.0.0.1:${port}`
-    await waitForReady(`${base}/readyz`, api)
+    const { api, base } = await startApi({ STATS_TOKEN: 't', INGEST_BODY_LIMIT_BYTES: '2048' })
     const post = (path: string, body: string | ReadableStream, headers: Record<string, string> = { 'content-type': 'application/json' }) =>
       fetch(`${base}${path}`, { method: 'POST', body, headers })
     const event = JSON.stringify({ site_id: 's', event_type: 'pageview', timestamp: new Date().toISOString() })
@@ -41,10 +45,7 @@ describe('sluice-api', () => {
   })
 
   test('with public stats, still takes STATS_TOKEN as a token and refuses a wrong one', async () => {
-    const port = await freePort()
-    const api = spawnBinary('api', envFor(env.db, env.r, { PORT: String(port), STATS_TOKEN: 'stats-t', STATS_PUBLIC: 'true' }))
-    const base = `http://127.0.0.1:${port}`
-    await waitForReady(`${base}/readyz`, api)
+    const { api, base } = await startApi({ STATS_TOKEN: 'stats-t', STATS_PUBLIC: 'true' })
     const stats = (authorization?: string) =>
       fetch(`${base}/v1/stats?site_id=s&from=2025-11-01&to=2025-11-02&granularity=day`, { headers: authorization ? { authorization } : {} })
     expect((await stats()).status).toBe(200)
@@ -56,10 +57,7 @@ describe('sluice-api', () => {
   })
 
   test("answers a query Postgres cancels after QUERY_TIMEOUT_MS with 503 query_timeout, though that is longer than Bun's default idle timeout", async () => {
-    const port = await freePort()
-    const api = spawnBinary('api', envFor(env.db, env.r, { PORT: String(port), STATS_TOKEN: 't', QUERY_TIMEOUT_MS: '21000' }))
-    const base = `http://127.0.0.1:${port}`
-    await waitForReady(`${base}/readyz`, api)
+    const { api, base } = await startApi({ STATS_TOKEN: 't', QUERY_TIMEOUT_MS: '21000' })
     let release = () => {}
     // Every stats read looks up the rollup watermark: hold that table, and the query waits past the timeout.
     const held = env.db.sql.begin(async (tx) => {

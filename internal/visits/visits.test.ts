@@ -42,6 +42,18 @@ async function roll(closeBefore = Date.now() + 1000, dimCap?: number) {
   await rollup(ctx.db.sql, { visitCloseAfterMs: 0, dimCap, now: () => new Date(closeBefore) })
 }
 
+/** Runs the rollup with `options` until every stored event is counted (another test's transaction may hold its horizon back a while). */
+const catchUp = async (options: Parameters<typeof rollup>[1]) =>
+  expect(
+    await eventually(
+      async () => {
+        await rollup(ctx.db.sql, options)
+        return (await rollupLag(ctx.db.sql)).unrolled === 0 || null
+      },
+      { timeoutMs: 80_000 },
+    ),
+  ).toBe(true)
+
 type Totals = { visits: number; bounces: number; duration_ms: number; pageviews: number; events: number }
 async function totals(siteId: string, g = 'day', dim = '', value = ''): Promise<Totals> {
   const [row] = await ctx.db.sql`
@@ -98,16 +110,6 @@ describe('visits', () => {
   test('a backlog does not cut visits in two: a chunk closes no visit that an event still waiting could extend', async () => {
     const R0 = Date.now() - 3 * 3_600_000
     const later = { chunkXids: 1, visitCloseAfterMs: 30 * MIN, now: () => new Date(R0 + 60 * MIN) }
-    const catchUp = async (options: Parameters<typeof rollup>[1]) =>
-      expect(
-        await eventually(
-          async () => {
-            await rollup(ctx.db.sql, options)
-            return (await rollupLag(ctx.db.sql)).unrolled === 0 || null
-          },
-          { timeoutMs: 80_000 },
-        ),
-      ).toBe(true)
     // Two events of one visit, received 10 minutes apart and stored in two transactions; the
     // rollup runs an hour later, a transaction per chunk. The first chunk must not close the
     // visit the second extends.
@@ -137,15 +139,7 @@ describe('visits', () => {
     // Received a minute after a's first event, but stored last: its batch was retried after
     // another worker took it over. It extends a's visit, which must still be open for it.
     await store.insertEvents([ev(s, 'a', 5, { path: '/b', received_at: R0 + MIN })])
-    expect(
-      await eventually(
-        async () => {
-          await rollup(ctx.db.sql, later)
-          return (await rollupLag(ctx.db.sql)).unrolled === 0 || null
-        },
-        { timeoutMs: 80_000 },
-      ),
-    ).toBe(true)
+    await catchUp(later)
     await rollup(ctx.db.sql, { ...later, now: () => new Date(R0 + 180 * MIN) })
     expect(await totals(s)).toEqual({ visits: 2, bounces: 1, duration_ms: 5 * MIN, pageviews: 3, events: 3 })
   })
