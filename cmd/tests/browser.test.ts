@@ -45,7 +45,7 @@ beforeAll(async () => {
     hostname: '127.0.0.1',
     fetch: (req) => {
       const { pathname } = new URL(req.url)
-      const siteId = pathname.startsWith('/fast') ? 'clock-site' : undefined
+      const siteId = pathname.startsWith('/fast') ? 'clock-site' : pathname.startsWith('/ads') ? 'ads-site' : undefined
       return new Response(page(stack.base, pathname === '/about' ? 'About' : 'Home', pathname.startsWith('/persist'), siteId), {
         headers: { 'Content-Type': 'text/html' },
       })
@@ -228,6 +228,24 @@ describe('in a real browser', () => {
     const ts = (row!.ts as Date).getTime()
     expect(ts).toBeGreaterThanOrEqual(before - 1000)
     expect(ts).toBeLessThan(Date.now() + 1000)
+  }, 60_000)
+
+  test('a landing from an auto-tagged Google Ads click counts as Paid Search from Google, and the click ID itself never leaves the page', async () => {
+    const context = await browser.newContext({ userAgent: CHROME })
+    const tab = await context.newPage()
+    const sent: string[] = []
+    tab.on('request', (r) => {
+      if (r.url().endsWith('/event')) sent.push(r.postData() ?? '')
+    })
+    await tab.goto(`http://127.0.0.1:${site.port}/ads/landing?gclid=Cj0KCQiAsecret&x=1`, { referer: 'https://www.google.com/' })
+    const row = await eventually(
+      async () => (await stack.db.sql`select path, referrer, source, channel, utm_medium from events where site_id = 'ads-site'`)[0] ?? null,
+    )
+    await context.close()
+    expect(row).toEqual({ path: '/ads/landing', referrer: 'google.com', source: 'Google', channel: 'Paid Search', utm_medium: null })
+    expect(sent).toHaveLength(1)
+    expect(JSON.parse(sent[0]!)).toMatchObject({ click_id_param: 'gclid' })
+    expect(sent[0]).not.toContain('Cj0KCQiAsecret')
   }, 60_000)
 
   test('with data-persist="true" the tracker keeps a random id in localStorage and sends it as user_id on every page view', async () => {

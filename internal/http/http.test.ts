@@ -435,8 +435,21 @@ describe('API documentation', () => {
     expect(event.properties!.site_id).toEqual({ type: 'string', pattern: '^[A-Za-z0-9._:-]{1,128}$' })
     expect(doc.paths['/event']!.post!.requestBody!.content['text/plain']).toBeDefined()
     expect(Object.keys(event.properties!)).toEqual(
-      expect.arrayContaining(['referrer', 'utm_source', 'utm_medium', 'utm_campaign', 'utm_content', 'utm_term', 'screen_width', 'props', 'ip', 'user_agent']),
+      expect.arrayContaining([
+        'referrer',
+        'utm_source',
+        'utm_medium',
+        'utm_campaign',
+        'utm_content',
+        'utm_term',
+        'screen_width',
+        'click_id_param',
+        'props',
+        'ip',
+        'user_agent',
+      ]),
     )
+    expect(JSON.stringify(event.properties!.click_id_param)).toContain('"gclid"')
     expect(doc.paths['/v1/stats']!.get!.parameters!.map((p) => [p.name, p.required])).toEqual([
       ['site_id', true],
       ['from', true],

@@ -150,6 +150,7 @@ export function createIngest(
       utm_medium: event.utm_medium ?? null,
       utm_campaign: event.utm_campaign ?? null,
       path: event.path,
+      click_id_param: context.click_id_param,
     })
     event.source = src.source
     event.channel = src.channel

@@ -1,14 +1,16 @@
 import type { Hono } from 'hono'
 
 /**
- * The tracker snippet, served at /t.js: 1,217 bytes, 741 gzipped (`gzip -c | wc -c`; keep it
+ * The tracker snippet, served at /t.js: 1,329 bytes, 784 gzipped (`gzip -9 | wc -c`; keep it
  * under 1 KB). A site adds
  *   <script defer src="https://sluice.example.com/t.js" data-site="my-site"></script>
  * and each page view (including SPA route changes through history.pushState and popstate)
  * is sent with navigator.sendBeacon as text/plain, which needs no CORS preflight, or with
  * fetch(keepalive) where sendBeacon is missing or refuses. Every event carries the path,
  * screen_width (screen.width), the utm_source/medium/campaign/content/term found in
- * location.search, and referrer (document.referrer) unless it is this page's own host; the
+ * location.search, click_id_param (the name, never the value, of a gclid, gbraid, wbraid or
+ * msclkid in location.search, so an auto-tagged ad click counts as paid), and referrer
+ * (document.referrer) unless it is this page's own host; the
  * path, referrer and tags cut to the API's limits (c() drops a high surrogate the cut
  * would leave alone). No timestamp: the API stamps the time it receives the event, so a
  * visitor whose clock runs fast is not refused as "in the future".
@@ -30,6 +32,7 @@ export const TRACKER_JS =
   'function p(v,o){var b={site_id:t,event_type:v||"pageview",path:c(l.pathname,2048),user_id:u,screen_width:screen.width},' +
   'r=d.referrer,a=new URLSearchParams(l.search);try{if(r&&new URL(r).host!=l.host)b.referrer=c(r,2048)}catch(x){}' +
   '"source medium campaign content term".split(" ").forEach(function(k){if(v=a.get("utm_"+k))b["utm_"+k]=c(v,256)});' +
+  '"gclid gbraid wbraid msclkid".split(" ").forEach(function(k){a.has(k)&&(b.click_id_param=k)});' +
   'if(o&&o.props)b.props=o.props;b=JSON.stringify(b);' +
   'n.sendBeacon&&n.sendBeacon(e,b)||fetch(e,{method:"POST",body:b,keepalive:true,headers:{"Content-Type":"text/plain"}})}' +
   'function g(){p()}var h=history.pushState;history.pushState=function(){h.apply(this,arguments);g()};w.addEventListener("popstate",g);' +
