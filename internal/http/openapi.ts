@@ -3,8 +3,9 @@ import type { Hono } from 'hono'
 import { describeRoute, openAPIRouteHandler, resolver } from 'hono-openapi'
 import * as v from 'valibot'
 import { EventSchema, type Problem } from '../event/event.ts'
-import { QuerySchema } from '../query/query.ts'
+import { METRICS, OPERATORS, QuerySchema, REFUSAL_CODES } from '../query/query.ts'
 import { GRANULARITIES } from '../store/buckets.ts'
+import { DIMENSIONS, PROPS_PREFIX, VISIT_ONLY_DIMENSIONS } from '../store/dimensions.ts'
 
 // Response shapes, as valibot schemas so the OpenAPI document is generated, not written.
 const ProblemSchema = v.object({ field: v.string(), message: v.string() }) satisfies v.GenericSchema<Problem>
@@ -66,12 +67,22 @@ const ingestBody = (schema: v.GenericSchema, summary: string) => ({
 })
 const ingestErrors = {
   400: error('Invalid JSON, invalid UTF-8, an empty body, or an invalid event: `details` names every problem'),
-  403: error('Site or origin not allowed'),
+  403: error('origin_not_allowed (the whole request), or site_not_allowed (one event; in a batch such an event is a `rejected` result)'),
+  408: error('body_timeout: the body did not arrive within INGEST_BODY_TIMEOUT_MS'),
   413: error('Body or batch too large'),
   415: error('Content-Type is not application/json or text/plain'),
-  429: error('Rate limited; see Retry-After'),
-  503: error('Redis cannot take the write or give the day’s visitor-id salt, or the backlog is full; see Retry-After'),
+  429: error('Rate limited; see Retry-After (a batch counts as its number of events)'),
+  503: error(
+    'Redis cannot take the write or give the day’s visitor-id salt, the backlog is full (queue_full), or bodies in progress fill INGEST_IN_FLIGHT_BYTES (server_busy); see Retry-After',
+  ),
 }
+/** What every stats route may also answer besides 200 and 400. */
+const readErrors = {
+  401: error('No or wrong token'),
+  403: error('A token of another site'),
+  503: error('query_timeout (Retry-After: 30): cancelled at QUERY_TIMEOUT_MS; or database_unavailable (Retry-After: 5)'),
+}
+const REFUSALS = `The kept data cannot answer this for the range: ${REFUSAL_CODES.join(', ')} (docs/query.md says when each applies)`
 
 export const routeDocs = {
   event: describeRoute({
@@ -95,7 +106,7 @@ export const routeDocs = {
       summary: 'Views, unique users and top paths for one UTC day, or all time',
       security: [{ bearer: [] }],
       parameters: queryParameters(query),
-      responses: { 200: json(StatsSchema, 'Stats'), 400: error('Invalid query; `details` names the parameter'), 401: error('No or wrong token') },
+      responses: { 200: json(StatsSchema, 'Stats'), 400: error('Invalid query; `details` names the parameter'), ...readErrors },
     }),
   rangeStats: (query: v.GenericSchema) =>
     describeRoute({
@@ -104,21 +115,25 @@ export const routeDocs = {
       description: 'Combines rollups and raw events not yet rolled up, in one snapshot. `from` and `to` must fall on whole UTC hours.',
       security: [{ bearer: [] }],
       parameters: queryParameters(query),
-      responses: { 200: json(RangeStatsSchema, 'Stats'), 400: error('Invalid query; `details` names the parameter'), 401: error('No or wrong token') },
+      responses: {
+        200: json(RangeStatsSchema, 'Stats'),
+        400: error('Invalid query; `details` names the parameter'),
+        ...readErrors,
+        422: error('hourly_detail_expired: the range needs hourly rollups older than ROLLUP_HOUR_RETENTION_DAYS'),
+      },
     }),
   query: describeRoute({
     tags: ['stats'],
     summary: 'Metrics by dimension and time, under filters (shaped like Plausible Stats API v2)',
-    description:
-      'Metrics visitors, pageviews and events over a date range, broken down by at most one dimension (source, referrer, channel, utm_*, country, browser, os, device, path, event_type, props:<key>) and time:hour|day|month|year, under is/is_not/contains filters. Answers from rollups, plus raw events not yet rolled up; two dimensions at once need raw events (kept RAW_RETENTION_HOURS). See docs/query.md.',
+    description: `Metrics (${METRICS.join(', ')}) over a date range, broken down by at most one dimension (${[...DIMENSIONS, ...VISIT_ONLY_DIMENSIONS].join(', ')}, ${PROPS_PREFIX}<key>) and time:${GRANULARITIES.join('|')}, under ${OPERATORS.join('/')} filters. Answers from rollups, plus raw events not yet rolled up; two dimensions at once need raw events (kept RAW_RETENTION_HOURS). See docs/query.md.`,
     security: [{ bearer: [] }],
     requestBody: { content: { 'application/json': { schema: resolver(QuerySchema as never, ignore) } }, required: true, description: 'The query' },
     responses: {
       200: { description: '`{"results": [{"dimensions": [...], "metrics": [...]}], "meta": {...}}`' },
       400: error('Not a valid query; `details` names every problem'),
-      401: error('No or wrong token'),
+      ...readErrors,
       413: error('Body over 64 KiB'),
-      422: error('The kept data cannot answer this for the range: needs_raw_events, dimensions_not_recorded or hourly_detail_expired'),
+      422: error(REFUSALS),
     },
   }),
   queryGet: describeRoute({
@@ -133,9 +148,8 @@ export const routeDocs = {
     responses: {
       200: { description: 'The answer, JSON or CSV' },
       400: error('Not a valid query'),
-      401: error('No or wrong token'),
-      403: error('A token of another site'),
-      422: error('The kept data cannot answer this'),
+      ...readErrors,
+      422: error(REFUSALS),
     },
   }),
   export: describeRoute({
@@ -153,8 +167,7 @@ export const routeDocs = {
     responses: {
       200: { description: 'application/zip' },
       400: error('Invalid parameters'),
-      401: error('No or wrong token'),
-      403: error('A token of another site'),
+      ...readErrors,
     },
   }),
   admin: (summary: string, description = '') =>
@@ -170,7 +183,7 @@ export const routeDocs = {
         401: error('No or wrong token'),
         403: error('Not an admin token, or one of another site'),
         404: error('No such site or token'),
-        409: error('The site is registered already'),
+        409: error('site_exists: the site is registered already; or too_many_tokens: 100 not revoked'),
       },
     }),
   healthz: describeRoute({ tags: ['health'], summary: 'Answers while the process lives', responses: { 200: { description: 'Alive' } } }),

@@ -13,16 +13,20 @@
  * - visits_whole_days: visit metrics by a dimension are counted per day.
  * - visits_not_recorded: the range reaches before this install counted visits.
  */
+export const REFUSAL_CODES = [
+  'needs_raw_events',
+  'dimensions_not_recorded',
+  'hourly_detail_expired',
+  'visits_one_dimension',
+  'visits_one_value',
+  'visits_whole_days',
+  'visits_not_recorded',
+] as const
+export type RefusalCode = (typeof REFUSAL_CODES)[number]
+
 export class QueryRefusedError extends Error {
   constructor(
-    readonly code:
-      | 'needs_raw_events'
-      | 'dimensions_not_recorded'
-      | 'hourly_detail_expired'
-      | 'visits_one_dimension'
-      | 'visits_one_value'
-      | 'visits_whole_days'
-      | 'visits_not_recorded',
+    readonly code: RefusalCode,
     message: string,
   ) {
     super(message)

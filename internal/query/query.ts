@@ -10,7 +10,7 @@ import { localDate } from '../sites/timezone.ts'
 import { COMPARISONS, type Comparison, comparisonDates, type Dates, datesToRange, presetDates } from './dates.ts'
 
 export { runQuery } from './run.ts'
-export { QueryRefusedError } from './errors.ts'
+export { QueryRefusedError, REFUSAL_CODES } from './errors.ts'
 
 export const METRICS = ['visitors', 'pageviews', 'events', 'visits', 'bounce_rate', 'visit_duration', 'views_per_visit', 'conversion_rate'] as const
 export type Metric = (typeof METRICS)[number]
