@@ -1,4 +1,4 @@
-import { type Context, Hono } from 'hono'
+import { type Context, Hono, type MiddlewareHandler } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import { SITE_ID_PATTERN } from '../event/event.ts'
 import { isDataError } from '../store/errors.ts'
@@ -26,7 +26,18 @@ export function adminRoutes({ sites, tokens, auth }: AdminDeps) {
     throw new ApiError(413, 'body_too_large', `an admin body is at most ${ADMIN_BODY_LIMIT} bytes`)
   }
   const body = async (c: Context) => parseJson(new Uint8Array(await c.req.arrayBuffer()))
-  const limit = bodyLimit({ maxSize: ADMIN_BODY_LIMIT, onError: tooLarge })
+  const sizeLimit = bodyLimit({ maxSize: ADMIN_BODY_LIMIT, onError: tooLarge })
+  /**
+   * For a route with a body: the caller must be an admin of `site` (null: of every site;
+   * undefined: of any) before the body's size is even looked at, so a caller without a token
+   * always gets 401, never 413.
+   */
+  const adminBody =
+    (site: (c: Context) => string | null | undefined): MiddlewareHandler =>
+    async (c, next) => {
+      auth.admin(c, site(c))
+      return sizeLimit(c, next)
+    }
   const app = new Hono()
 
   app.get('/v1/admin/sites', routeDocs.admin('List sites'), async (c) => {
@@ -34,18 +45,26 @@ export function adminRoutes({ sites, tokens, auth }: AdminDeps) {
     const all = await registryCall(sites.list)
     return c.json(caller.siteId === null ? all : all.filter((s) => s.site_id === caller.siteId))
   })
-  app.post('/v1/admin/sites', routeDocs.admin('Register a site', 'Body: {site_id, domains?, timezone?, public?}.'), limit, async (c) => {
-    auth.admin(c, null)
-    return c.json(await registryCall(sites.add, await body(c)), 201)
-  })
+  app.post(
+    '/v1/admin/sites',
+    routeDocs.admin('Register a site', 'Body: {site_id, domains?, timezone?, public?}.'),
+    adminBody(() => null),
+    async (c) => {
+      return c.json(await registryCall(sites.add, await body(c)), 201)
+    },
+  )
   app.get('/v1/admin/sites/:site', routeDocs.admin('Show a site'), async (c) => {
     auth.admin(c, c.req.param('site'))
     return c.json(await registryCall(sites.show, c.req.param('site')))
   })
-  app.patch('/v1/admin/sites/:site', routeDocs.admin('Change a site', 'Body: {domains?, timezone?, public?}.'), limit, async (c) => {
-    auth.admin(c, c.req.param('site'))
-    return c.json(await registryCall(sites.update, c.req.param('site'), await body(c)))
-  })
+  app.patch(
+    '/v1/admin/sites/:site',
+    routeDocs.admin('Change a site', 'Body: {domains?, timezone?, public?}.'),
+    adminBody((c) => c.req.param('site')),
+    async (c) => {
+      return c.json(await registryCall(sites.update, c.req.param('site'), await body(c)))
+    },
+  )
   app.delete(
     '/v1/admin/sites/:site',
     routeDocs.admin('Remove a site and delete all its data', 'Raw events, event ids, every rollup, set-aside rows, tokens and links. No undo.'),
@@ -75,10 +94,9 @@ export function adminRoutes({ sites, tokens, auth }: AdminDeps) {
       'Create a token or shared link',
       'Body: {kind: read|admin|link, site_id?, name?}. The answer holds the secret, shown only here; a link also its path.',
     ),
-    limit,
+    // Any admin first: a caller without a token learns nothing from how its body is read.
+    adminBody(() => undefined),
     async (c) => {
-      // Any admin first: a caller without a token learns nothing from how its body is read.
-      auth.admin(c)
       const input = await body(c)
       const site = (input as { site_id?: unknown } | null)?.site_id
       auth.admin(c, typeof site === 'string' ? site : null)

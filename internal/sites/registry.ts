@@ -64,9 +64,27 @@ export function createRegistry({ sql, log }: { sql: Sql; log: Logger }, { refres
     })
   }
 
-  // One load at a time: a slow one is not overtaken by the next tick.
+  // One load at a time: a slow one is not overtaken by the next tick. A refresh asked for while
+  // one runs waits for one more, which starts after it: the load in flight may have read the
+  // registry before the caller's change (a revocation), so it cannot stand for the refresh.
+  // Callers meanwhile share that one follow-up.
   let loading: Promise<void> | null = null
-  const refresh = () => (loading ??= load().finally(() => (loading = null)))
+  let following: Promise<void> | null = null
+  const refresh = (): Promise<void> => {
+    if (!loading) {
+      loading = load().finally(() => {
+        loading = null
+      })
+      return loading
+    }
+    following ??= loading
+      .catch(() => {})
+      .then(() => {
+        following = null
+        return refresh()
+      })
+    return following
+  }
 
   async function start(signal: AbortSignal) {
     await refresh()

@@ -7,7 +7,7 @@ import { SitesError } from './errors.ts'
 import { createRegistry, originAllowed } from './registry.ts'
 import { createSites, REVOKED_TOKEN_DAYS } from './sites.ts'
 import { dayOf, dayStart, localMidnight } from './timezone.ts'
-import { createTokens, hashToken, MAX_ACTIVE_TOKENS } from './tokens.ts'
+import { createTokens, hashToken, MAX_ACTIVE_TOKENS, MAX_KEPT_TOKENS } from './tokens.ts'
 
 const env = isolated()
 /** Rolls up until every stored event is counted: a long transaction elsewhere on the server holds the horizon back for a while. */
@@ -182,6 +182,35 @@ describe('tokens and links', () => {
     expect((await failure(tokens.create({ kind: 'read', site_id: 'cap-site' })))?.message).toContain('revoke some first')
   })
 
+  test('a site keeps at most MAX_KEPT_TOKENS, revoked ones included, so creating and revoking in a loop cannot grow the table without bound', async () => {
+    const sites = createSites(env.db.sql)
+    const tokens = createTokens(env.db.sql)
+    await sites.add({ site_id: 'churn-site' })
+    // As if a site's admin had created and revoked tokens in a loop (faster than through create()).
+    await env.db.sql`
+      insert into access_tokens (id, hash, kind, site_id, name, revoked_at)
+      select 'tok_' || lpad(to_hex(i), 12, '0'), sha256(i::text::bytea), 'read', 'churn-site', '', now()
+      from generate_series(1, ${MAX_KEPT_TOKENS - 1}) i`
+    const last = await tokens.create({ kind: 'read', site_id: 'churn-site' })
+    const refused = await failure(tokens.create({ kind: 'read', site_id: 'churn-site' }))
+    expect(refused?.code).toBe('too_many_tokens')
+    expect(refused?.message).toContain(`revoked ones included (at most ${MAX_KEPT_TOKENS}`)
+    await tokens.revoke(last.id)
+    expect((await failure(tokens.create({ kind: 'read', site_id: 'churn-site' })))?.code).toBe('too_many_tokens')
+    // Once the retention sweep has deleted revoked ones, creating works again.
+    await env.db.sql`update access_tokens set revoked_at = now() - ${`${REVOKED_TOKEN_DAYS + 1} days`}::interval where site_id = 'churn-site'`
+    expect(await sites.purgeRevokedTokens()).toBe(MAX_KEPT_TOKENS)
+    expect((await tokens.create({ kind: 'read', site_id: 'churn-site' })).id).toMatch(/^tok_/)
+  })
+
+  test('a retention sweep with no revoked token to delete leaves the registry version alone, so no API process reloads', async () => {
+    const sites = createSites(env.db.sql)
+    const version = async () => (await env.db.sql`select version::text as v from registry_state`)[0]!.v as string
+    const before = await version()
+    expect(await sites.purgeRevokedTokens()).toBe(0)
+    expect(await version()).toBe(before)
+  })
+
   test('revoked ones stay listed for REVOKED_TOKEN_DAYS, then the retention sweep deletes them', async () => {
     const sites = createSites(env.db.sql)
     const tokens = createTokens(env.db.sql)
@@ -208,6 +237,63 @@ describe('tokens and links', () => {
 })
 
 describe('the registry cache', () => {
+  test('a refresh asked for while a load runs waits for a load that starts after it, so a revocation just made is seen', async () => {
+    const sites = createSites(env.db.sql)
+    const tokens = createTokens(env.db.sql)
+    await sites.add({ site_id: 'race-site' })
+    const t = await tokens.create({ kind: 'read', site_id: 'race-site' })
+    // A load whose snapshot is taken, then held: as a poll tick that read the registry just before a revocation.
+    let release = () => {}
+    const held = new Promise<void>((r) => (release = r))
+    let hold = false
+    const sql = new Proxy(env.db.sql, {
+      get(target, key, receiver) {
+        if (key !== 'begin') return Reflect.get(target, key, receiver)
+        return (mode: string, fn: (tx: unknown) => Promise<unknown>) =>
+          target.begin(mode, async (tx) => {
+            const out = await fn(tx)
+            if (hold) await held
+            return out
+          })
+      },
+    })
+    const registry = createRegistry({ sql, log: silentLogger() }, { refreshMs: 60_000 })
+    await registry.refresh()
+    expect(registry.grant(t.token)).not.toBeNull()
+    hold = true
+    const tick = registry.refresh()
+    await tokens.revoke(t.id)
+    hold = false
+    const asked = registry.refresh()
+    release()
+    await Promise.all([tick, asked])
+    expect(registry.grant(t.token)).toBeNull()
+  })
+
+  test('removing a large site holds up no other registry change: a token of another site is revoked meanwhile', async () => {
+    const sites = createSites(env.db.sql)
+    const tokens = createTokens(env.db.sql)
+    await sites.add({ site_id: 'big-site' })
+    await sites.add({ site_id: 'other-site' })
+    const t = await tokens.create({ kind: 'read', site_id: 'other-site' })
+    // A slow purge, as a large site's: another session keeps the day rollups from being deleted for now.
+    const blocker = await env.db.sql.reserve()
+    try {
+      await blocker`begin`
+      await blocker`lock table rollup_day in share mode`
+      const removal = sites.remove('big-site')
+      await Bun.sleep(300)
+      const revoked = await Promise.race([tokens.revoke(t.id).then(() => 'revoked'), Bun.sleep(3000).then(() => 'waiting')])
+      expect(revoked).toBe('revoked')
+      await blocker`commit`
+      expect((await removal).site_id).toBe('big-site')
+    } finally {
+      await blocker`rollback`.catch(() => {})
+      blocker.release()
+    }
+    expect(await sites.show('big-site').catch((err: SitesError) => err.code)).toBe('site_not_found')
+  })
+
   test('sees a new site, a revoked token and a removed site at its next refresh, with one query per refresh', async () => {
     const sites = createSites(env.db.sql)
     const tokens = createTokens(env.db.sql)

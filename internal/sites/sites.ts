@@ -141,10 +141,14 @@ export function createSites(sql: Sql) {
     return sql.begin(async (tx) => {
       // A large site takes longer than the API's QUERY_TIMEOUT_MS: the removal is finished, not cancelled.
       await tx`set local statement_timeout = 0`
-      const [gone] = await tx`delete from sites where site_id = ${id} returning site_id`
-      if (!gone) throw notFound(id)
+      // The site's row is locked, not yet deleted: deleting it (and its tokens) bumps the
+      // registry's version, whose one row would then stay locked through the purge, and every
+      // other registry change (a revocation of another site's token) would wait for it.
+      const [found] = await tx`select 1 from sites where site_id = ${id} for update`
+      if (!found) throw notFound(id)
       const deleted = await purge(tx as unknown as Sql, id, true)
       await tx`insert into site_removals (site_id) values (${id}) on conflict (site_id) do update set removed_at = now()`
+      await tx`delete from sites where site_id = ${id}`
       return { site_id: id, deleted }
     })
   }
@@ -168,6 +172,10 @@ export function createSites(sql: Sql) {
    */
   async function purgeRevokedTokens(now = new Date()): Promise<number> {
     const before = new Date(now.getTime() - REVOKED_TOKEN_DAYS * 86_400_000)
+    // A delete bumps the registry's version, and so reloads every API process, even when it
+    // deletes nothing (the trigger is per statement): look first.
+    const [due] = await sql`select 1 from access_tokens where revoked_at < ${before} limit 1`
+    if (!due) return 0
     return (await sql`delete from access_tokens where revoked_at < ${before}`).count
   }
 

@@ -3,7 +3,7 @@ import * as v from 'valibot'
 import type { Sql } from '../clients/clients.ts'
 import { textProblem } from '../event/event.ts'
 import { SitesError } from './errors.ts'
-import { SiteIdSchema } from './sites.ts'
+import { REVOKED_TOKEN_DAYS, SiteIdSchema } from './sites.ts'
 
 /** read: stats; admin: stats and managing sites and tokens; link: a shared dashboard link (read, one site). */
 export const TOKEN_KINDS = ['read', 'admin', 'link'] as const
@@ -20,6 +20,12 @@ const TOKEN_ID = /^(tok|lnk)_[0-9a-f]{12}$/
  * every API process holds them in memory (the registry), so each site adds at most this many.
  */
 export const MAX_ACTIVE_TOKENS = 100
+/**
+ * Most tokens and links of one site (or all-sites tokens) kept at once, revoked ones included
+ * (they are listed for REVOKED_TOKEN_DAYS, then deleted): without it, creating and revoking in
+ * a loop would grow the registry's table, and every listing, without bound.
+ */
+export const MAX_KEPT_TOKENS = 1000
 /** Advisory lock space (a 32-bit key; the site is the second) for counting a site's tokens while one is created. */
 const TOKEN_COUNT_LOCK = 728_341_002
 const notFound = (id: string) => new SitesError('token_not_found', `no token or link has the id ${JSON.stringify(id)}`)
@@ -85,13 +91,20 @@ export function createTokens(sql: Sql) {
     const row = await sql.begin(async (tx) => {
       // Creations for one site take turns, so that two at once cannot both pass the count.
       await tx`select pg_advisory_xact_lock(${TOKEN_COUNT_LOCK}, hashtext(coalesce(${t.site_id}::text, '')))`
-      const [{ n }] = (await tx`
-        select count(*)::int as n from access_tokens where site_id is not distinct from ${t.site_id} and revoked_at is null`) as unknown as [{ n: number }]
-      if (n >= MAX_ACTIVE_TOKENS) {
-        const scope = t.site_id === null ? 'all sites' : `site ${JSON.stringify(t.site_id)}`
+      const [{ active, kept }] = (await tx`
+        select count(*) filter (where revoked_at is null)::int as active, count(*)::int as kept
+        from access_tokens where site_id is not distinct from ${t.site_id}`) as unknown as [{ active: number; kept: number }]
+      const scope = t.site_id === null ? 'all sites' : `site ${JSON.stringify(t.site_id)}`
+      if (active >= MAX_ACTIVE_TOKENS) {
         throw new SitesError(
           'too_many_tokens',
-          `${scope} already has ${n} tokens and links that are not revoked (at most ${MAX_ACTIVE_TOKENS}): revoke some first`,
+          `${scope} already has ${active} tokens and links that are not revoked (at most ${MAX_ACTIVE_TOKENS}): revoke some first`,
+        )
+      }
+      if (kept >= MAX_KEPT_TOKENS) {
+        throw new SitesError(
+          'too_many_tokens',
+          `${scope} already has ${kept} tokens and links, revoked ones included (at most ${MAX_KEPT_TOKENS}; a revoked one is deleted ${REVOKED_TOKEN_DAYS} days after its revocation)`,
         )
       }
       const [inserted] = await tx`
