@@ -85,7 +85,9 @@ export function createSql(url: string, { max = 10, statementTimeoutMs = 0 }: { m
     max,
     connect_timeout: 5,
     onnotice: () => {},
-    connection: { application_name: 'sluice', ...(statementTimeoutMs > 0 ? { statement_timeout: statementTimeoutMs } : {}) },
+    // UTC whatever the server's TimeZone (Debian's initdb copies the system's): every time the
+    // SQL reads or writes without a zone means UTC.
+    connection: { application_name: 'sluice', TimeZone: 'UTC', ...(statementTimeoutMs > 0 ? { statement_timeout: statementTimeoutMs } : {}) },
   })
 }
 

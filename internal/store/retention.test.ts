@@ -73,6 +73,28 @@ describe('retention', () => {
     expect(new Set(dropped).size).toBe(20)
   })
 
+  test('reads a partition name as its UTC hour whatever the session TimeZone: east of UTC nothing is dropped early, nor recorded as gone', async () => {
+    await ingestedHoursAgo(10)
+    await rollup(db.sql)
+    const name = `events_p${hoursAgo(10).toISOString().slice(0, 13).replace(/[-T]/g, '')}`
+    expect(await partitions()).toContain(name)
+    const dropIn = (zone: string, cutoff: Date) =>
+      db.sql.begin(async (tx) => {
+        await tx`select set_config('TimeZone', ${zone}, true)`
+        return (await tx`select sluice_drop_partition_if_rolled(${name}, ${cutoff}) as outcome`)[0]!.outcome as string
+      })
+    // The partition's hour ended 9 hours ago: with a cutoff 12 hours ago it stays, in any zone
+    // (read in Tokyo's, its end fell 9 hours earlier, before the cutoff).
+    for (const zone of ['Asia/Tokyo', 'Pacific/Kiritimati', 'UTC', 'America/Los_Angeles']) {
+      expect({ zone, outcome: await dropIn(zone, hoursAgo(12)) }).toEqual({ zone, outcome: 'kept: not expired' })
+    }
+    expect((await db.sql`select raw_dropped_before from rollup_state`)[0]!.raw_dropped_before).toBeNull()
+    // Past the cutoff it is dropped, and what is recorded gone ends with its hour.
+    expect(await dropIn('Asia/Tokyo', hoursAgo(6))).toBe('dropped')
+    const end = Date.UTC(+name.slice(8, 12), +name.slice(12, 14) - 1, +name.slice(14, 16), +name.slice(16, 18) + 1)
+    expect(((await db.sql`select raw_dropped_before from rollup_state`)[0]!.raw_dropped_before as Date).getTime()).toBe(end)
+  })
+
   test('drops expired partitions once rolled up, and the stats stay the same', async () => {
     await ingestedHoursAgo(30, { user: 'a', path: '/old' })
     await ingestedHoursAgo(26, { user: 'b' })
