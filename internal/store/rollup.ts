@@ -404,19 +404,22 @@ async function rollupRange(tx: Sql, shard: Shard, scope: Scope, { pathCap, dimCa
  * a hash is added. One pass over those rows with a grouping set per attribute (faster than
  * one statement per dimension, and far faster than a lateral unpivot), then path and
  * event_type, then custom properties, from the raw rows. Text columns are copied with the
- * "C" collation: the grouping sets sort, and byte order is the cheapest.
+ * "C" collation: the grouping sets sort, and byte order is the cheapest. A missing value is
+ * folded as '' (what its rollup row stores), before any grouping: '' and null (a hand-written
+ * row may hold either) must group as one value, or the upsert would meet its key twice.
  */
 async function countDimensions(tx: Sql, rows: postgres.PendingQuery<postgres.Row[]>): Promise<void> {
   const { log2m, regwidth, expthresh, sparseon } = HLL
   const pv = PAGEVIEW_TYPES as unknown as string[]
   const list = (parts: postgres.PendingQuery<postgres.Row[]>[]) => parts.reduce((acc, p) => tx`${acc}, ${p}`)
+  const folded = (d: string) => tx`coalesce(${tx(d)}, '') collate "C"`
   await tx`
     create temp table rollup_chunk_rows on commit drop as
     select site_id collate "C" as site_id, date_trunc('day', ts, 'UTC') as bucket, hll_hash_text(user_id) as h,
-           ${list(ATTRIBUTES.map((d) => tx`${tx(d)} collate "C" as ${tx(d)}`))},
+           ${list(ATTRIBUTES.map((d) => tx`${folded(d)} as ${tx(d)}`))},
            count(*) as events, count(*) filter (where event_type = any(${pv})) as pageviews
     from events where ${rows}
-    group by site_id, 2, user_id, ${tx(ATTRIBUTES as unknown as string[])}`
+    group by site_id, 2, user_id, ${list(ATTRIBUTES.map(folded))}`
   // Column names are identifiers from DIMENSIONS; the dimension names themselves go in as text literals (grouping() needs the columns).
   const grouped = (columns: readonly string[]) => ({
     dim: tx`case ${columns.map((d) => tx`when grouping(${tx(d)}) = 0 then ${d}::text`).reduce((acc, p) => tx`${acc} ${p}`)} end`,
@@ -442,7 +445,7 @@ async function countDimensions(tx: Sql, rows: postgres.PendingQuery<postgres.Row
   await tx`
     insert into rollup_chunk_dims
     select site_id, bucket, ${raw.dim}, ${raw.value}, ${rawMeasures}
-    from (select site_id collate "C" as site_id, date_trunc('day', ts, 'UTC') as bucket, path collate "C" as path, event_type collate "C" as event_type, user_id
+    from (select site_id collate "C" as site_id, date_trunc('day', ts, 'UTC') as bucket, coalesce(path, '') collate "C" as path, event_type collate "C" as event_type, user_id
           from events where ${rows}) e
     group by grouping sets (${raw.sets})`
   await tx`

@@ -182,6 +182,27 @@ describe('visits', () => {
     expect(months.map((m) => [m.bucket.toISOString(), m.visits])).toEqual([['2025-11-01T00:00:00.000Z', 1]])
   })
 
+  test("an attribute stored as '' by one event and as null by another (a hand-written entry) is one value, and the rollup goes on", async () => {
+    const s = newSite()
+    // insertEvents takes what the API never sends: an empty string where a value is missing.
+    await createStore(ctx.db.sql).insertEvents([
+      ev(s, 'a', 0, { source: '', country: '', path: '' }),
+      ev(s, 'b', 0, { source: null, country: null, path: null }),
+      ev(s, 'c', 0, { source: 'Google', country: 'DE' }),
+    ])
+    await roll()
+    expect(await values(s, 'source')).toEqual({ '': 2, Google: 1 })
+    expect(await values(s, 'country')).toEqual({ '': 2, DE: 1 })
+    const dims = await ctx.db.sql`
+      select dim, value, events::int from rollup_day_dims where site_id = ${s} and dim in ('source', 'path') order by dim, value`
+    expect(dims.map((r) => [r.dim, r.value, r.events])).toEqual([
+      ['path', '', 2],
+      ['path', '/', 1],
+      ['source', '', 2],
+      ['source', 'Google', 1],
+    ])
+  })
+
   test('events without a visitor belong to no visit', async () => {
     const s = newSite()
     await createStore(ctx.db.sql).insertEvents([ev(s, 'a', 0, { user_id: null })])

@@ -107,11 +107,14 @@ export type CloseOptions = {
  * how many it closed.
  */
 export async function closeVisits(tx: Sql, { before, dimCap, sites = tx`true` }: CloseOptions): Promise<number> {
+  // A missing value is counted as '' (what a rollup row stores for it): taken as '' here, before
+  // any grouping, so that '' and null (a hand-written row may hold either) group as one value.
   await tx`
     create temp table visit_closed on commit drop as
     with gone as (delete from visits_open where last_received_at < ${before} and ${sites} returning *)
-    select site_id collate "C" as site_id, visitor, started_at, ended_at, events, pageviews, entry_page collate "C" as entry_page, exit_page collate "C" as exit_page,
-           ${ATTRIBUTES.map((a) => tx`${tx(a)} collate "C" as ${tx(a)}`).reduce((a, b) => tx`${a}, ${b}`)},
+    select site_id collate "C" as site_id, visitor, started_at, ended_at, events, pageviews,
+           coalesce(entry_page, '') collate "C" as entry_page, coalesce(exit_page, '') collate "C" as exit_page,
+           ${ATTRIBUTES.map((a) => tx`coalesce(${tx(a)}, '') collate "C" as ${tx(a)}`).reduce((a, b) => tx`${a}, ${b}`)},
            paths::text[] collate "C" as paths, event_types::text[] collate "C" as event_types, date_trunc('day', started_at, 'UTC') as day
     from gone`
   const [{ n }] = (await tx`select count(*)::int as n from visit_closed`) as unknown as [{ n: number }]
