@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { createQueue, fieldsOf } from '../../internal/queue/queue.ts'
+import { createStore } from '../../internal/store/store.ts'
 import { envFor, runBinary, isolated } from '../../internal/testkit/testkit.ts'
 
 const env = isolated()
@@ -40,6 +41,31 @@ describe('sluice (operator command)', () => {
 
     const depth = JSON.parse((await runBinary('sluice', envFor(env.db, env.r), ['queue'])).output)
     expect(depth).toMatchObject({ length: 1, deadLetters: 1 })
+  })
+
+  test('rollup closes no visit that an event still waiting in the queue could extend, as the cron job does', async () => {
+    const MIN = 60_000
+    const now = Date.now()
+    const visit = (min: number) => ({
+      event_id: crypto.randomUUID(),
+      site_id: 'cli-visits',
+      event_type: 'pageview',
+      path: '/',
+      user_id: 'a',
+      timestamp: new Date(now - min * MIN).toISOString(),
+      received_at: now - min * MIN,
+    })
+    // A visitor's first page view is stored (received 40 minutes ago); the next (35 minutes
+    // ago) still waits in the queue, as when the workers are behind.
+    await createStore(env.db.sql).insertEvents([visit(40)])
+    const stream = `${env.r.queue.stream}:behind`
+    await env.r.redis.xadd(stream, `${now - 35 * MIN}-0`, 'e', JSON.stringify(visit(35)))
+    const run = await runBinary('sluice', envFor(env.db, env.r, { QUEUE_STREAM: stream }), ['rollup'])
+    expect(run.code).toBe(0)
+    expect(JSON.parse(run.output)).toMatchObject({ ran: true, events: 1 })
+    // Closed now, it would count as a visit, and the waiting event as a second one.
+    expect((await env.db.sql`select count(*)::int as n from visits_open where site_id = 'cli-visits'`)[0]!.n).toBe(1)
+    expect((await env.db.sql`select count(*)::int as n from rollup_day_visits where site_id = 'cli-visits'`)[0]!.n).toBe(0)
   })
 
   test('manages sites, tokens and links, printing JSON, and a bad request as a JSON error with its code', async () => {

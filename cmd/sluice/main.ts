@@ -4,6 +4,7 @@ import { openClients } from '../../internal/clients/open.ts'
 import { loadConfig } from '../../internal/config/config.ts'
 import { EXIT } from '../../internal/lifecycle/exit-codes.ts'
 import { runMain } from '../../internal/lifecycle/run.ts'
+import { createJobs } from '../../internal/cron/cron.ts'
 import { createLogger } from '../../internal/log/log.ts'
 import { createShardedQueue } from '../../internal/queue/shards.ts'
 import { runSitesCommand, SITES_COMMANDS, SITES_OPTIONS, SITES_USAGE } from '../../internal/sites/commands.ts'
@@ -61,7 +62,8 @@ await runMain(
         }),
         'dead-letters': () => queue.deadLetters(Number(values.count)),
         replay: () => queue.replay(values.all ? 'all' : rest),
-        rollup: () => store.rollup({ ...config.rollup }),
+        // The cron job itself: visits close only once nothing still queued could extend them.
+        rollup: () => createJobs({ queue, store, log }, { rollup: config.rollup }).rollup!.run(new AbortController().signal),
         'rollup-status': async () => ({ ...(await store.rollupLag()), shards: await store.rollupShards() }),
         'rollup-rejects': () => store.rollupRejects(Number(values.count)),
         'rollup-replay': () => store.replayRejects(values.all ? 'all' : rest),
