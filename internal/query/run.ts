@@ -3,6 +3,7 @@ import type { Sql } from '../clients/clients.ts'
 import { add, GRANULARITIES, type Granularity, truncate } from '../store/buckets.ts'
 import { type Dimension, dimensionValue, NONE, PAGEVIEW_TYPES, PAIRS, pairOf, pairPrefix, VISIT_ONLY_DIMENSIONS } from '../store/dimensions.ts'
 import { isVisitDimension, VISIT_DIMENSIONS, visitMeasures, visitPairs } from '../visits/visits.ts'
+import { hourlyDetailFrom } from '../store/retention.ts'
 import { HLL, siteWatermark } from '../store/rollup.ts'
 import { plan } from '../store/stats.ts'
 import { localDate } from '../sites/timezone.ts'
@@ -49,7 +50,7 @@ export async function runQuery(sql: Sql, q: Query, options: RunOptions = {}): Pr
       await tx`select set_config('statement_timeout', ${String(Math.max(1, Math.floor(options.deadline - Date.now())))}, true)`
     }
     const [s] =
-      await tx`select ${siteWatermark(tx as unknown as Sql, q.siteId)}::text as watermark, dims_since, raw_dropped_before, visits_since, pairs_since from rollup_state`
+      await tx`select ${siteWatermark(tx as unknown as Sql, q.siteId)}::text as watermark, dims_since, raw_dropped_before, visits_since, pairs_since, hour_dropped_before from rollup_state`
     const state: State = {
       watermark: s!.watermark,
       dimsSince: s!.dims_since,
@@ -59,6 +60,8 @@ export async function runQuery(sql: Sql, q: Query, options: RunOptions = {}): Pr
     }
     // Local days need hourly detail: the query in the site's zone, or in UTC days where that is gone.
     const rawSince = state.rawDroppedBefore ? new Date(state.rawDroppedBefore.getTime() + maxFutureMs) : null
+    // Hourly detail: what ROLLUP_HOUR_RETENTION_DAYS keeps now, and what retention deleted under an earlier setting.
+    options = { ...options, hourlyFrom: hourlyDetailFrom(options.hourlyFrom ?? null, s!.hour_dropped_before ?? null) }
     const zone = inZone(q, zoneSource(q), { hourlyFrom: options.hourlyFrom ?? null, rawSince })
     q = zone.query
     const answer = await rowsOf(tx, q, state, options, zone.local)

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, test } from 'bun:test'
 import { createTestDatabase, eventually, type TestDatabase } from '../testkit/testkit.ts'
+import { parseQuery, runQuery } from '../query/query.ts'
 import { ensurePartitions, hourlyKeptSince, retention } from './retention.ts'
 import { rollup } from './rollup.ts'
 import { createStore, HourlyDetailExpiredError, type Store } from './store.ts'
@@ -200,6 +201,29 @@ describe('retention', () => {
     expect(
       (await store.stats({ siteId: 'ret', from: new Date(daysAgo(40, 0)), to: new Date(daysAgo(39, 0)), granularity: 'day', hourlyFrom })).total_views,
     ).toBe(2)
+  })
+
+  test('hours it deleted stay refused after ROLLUP_HOUR_RETENTION_DAYS is raised or set to 0, by /v1/stats and /v1/query alike, never read as zero', async () => {
+    const today = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate()))
+    const noonDaysAgo = (d: number) => new Date(today.getTime() - d * 24 * HOUR + 12 * HOUR).toISOString()
+    await ingestedHoursAgo(1, { ts: noonDaysAgo(200) })
+    await rollup(db.sql)
+    const state = async () => (await db.sql`select hour_dropped_before from rollup_state`)[0]!.hour_dropped_before as Date | null
+    expect((await retention(db.sql, { hourRollupDays: 90, now })).hourRollupRowsDeleted).toBeGreaterThan(0)
+    expect(await state()).toEqual(hourlyKeptSince(90, now))
+    // A second run, with nothing older left, records nothing new.
+    await retention(db.sql, { hourRollupDays: 30, now })
+    expect(await state()).toEqual(hourlyKeptSince(90, now))
+    // The setting raised to a year, then to forever: the deleted hours are still refused by name.
+    const day = { from: new Date(noonDaysAgo(200).slice(0, 10)), to: new Date(new Date(noonDaysAgo(200).slice(0, 10)).getTime() + 24 * HOUR) }
+    for (const hourlyFrom of [hourlyKeptSince(365, now), null]) {
+      await expect(store.stats({ siteId: 'ret', ...day, granularity: 'hour', hourlyFrom })).rejects.toBeInstanceOf(HourlyDetailExpiredError)
+      expect((await store.stats({ siteId: 'ret', ...day, granularity: 'day', hourlyFrom })).total_views).toBe(1)
+      const date = day.from.toISOString().slice(0, 10)
+      const byHour = parseQuery({ site_id: 'ret', date_range: [date, date], metrics: ['pageviews'], dimensions: ['time:hour'] })
+      if (!byHour.ok) throw new Error(JSON.stringify(byHour.problems))
+      await expect(runQuery(db.sql, byHour.query, { hourlyFrom })).rejects.toMatchObject({ code: 'hourly_detail_expired' })
+    }
   })
 
   test('keeps hourly rollups forever when their retention is 0', async () => {

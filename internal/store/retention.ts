@@ -40,6 +40,16 @@ export function hourlyKeptSince(days: number, now = new Date()): Date | null {
 }
 
 /**
+ * The first hour whose hourly detail a query may read: the later of what
+ * ROLLUP_HOUR_RETENTION_DAYS keeps now (`configured`, hourlyKeptSince) and what retention
+ * deleted under an earlier setting (rollup_state.hour_dropped_before); null for no bound.
+ */
+export function hourlyDetailFrom(configured: Date | null, dropped: Date | null): Date | null {
+  if (configured && dropped) return configured > dropped ? configured : dropped
+  return configured ?? dropped
+}
+
+/**
  * Makes the hourly partitions of events from the previous hour to `aheadHours` ahead.
  * Creating a partition locks `events` exclusively, so it waits at most 2 s for a reader
  * (a rollup chunk, a long query) and is otherwise left to the next run, hours before its
@@ -146,6 +156,12 @@ async function retentionRun(
   // Day, month and year rollups hold the same counts; only hourly detail goes.
   const hourly = hourlyKeptSince(hourRollupDays, now)
   if (hourly) {
+    // Recorded before the deletes, and only when there is something to delete: the API then
+    // refuses hourly detail before it even if ROLLUP_HOUR_RETENTION_DAYS is raised later.
+    await sql`
+      update rollup_state set hour_dropped_before = greatest(hour_dropped_before, ${hourly}::timestamptz)
+      where exists (select 1 from rollup_hour where bucket < ${hourly}) or exists (select 1 from rollup_hour_paths where bucket < ${hourly})
+         or exists (select 1 from rollup_hour_visits where bucket < ${hourly}) or exists (select 1 from rollup_hour_visit_other where bucket < ${hourly})`
     for (const table of ['rollup_hour', 'rollup_hour_paths', 'rollup_hour_visits', 'rollup_hour_visit_other']) {
       result.hourRollupRowsDeleted += await deleteInBatches(sql, table, sql`bucket < ${hourly}`)
     }

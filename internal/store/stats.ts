@@ -2,6 +2,7 @@ import type postgres from 'postgres'
 import type { Sql } from '../clients/clients.ts'
 import { HourlyDetailExpiredError } from './errors.ts'
 import { add, GRANULARITIES, truncate, type Granularity } from './buckets.ts'
+import { hourlyDetailFrom } from './retention.ts'
 import { HLL, siteWatermark } from './rollup.ts'
 
 export type RangeQuery = {
@@ -43,13 +44,16 @@ export async function rangeStats(
   const bounded = from !== null && to !== null
   const coarse = bounded ? plan(from, to, null) : null
   const fine = bounded && granularity ? plan(from, to, granularity) : null
-  if (hourlyFrom) {
-    const needed = [...(coarse?.hour ?? []), ...(fine?.hour ?? [])]
-    if (needed.some((b) => new Date(b) < hourlyFrom)) throw new HourlyDetailExpiredError(hourlyFrom)
-  }
+  const needed = [...(coarse?.hour ?? []), ...(fine?.hour ?? [])]
   const { log2m, regwidth, expthresh, sparseon } = HLL
 
   return sql.begin('isolation level repeatable read read only', async (tx) => {
+    if (needed.length > 0) {
+      // Hourly detail: what ROLLUP_HOUR_RETENTION_DAYS keeps now, and what retention deleted under an earlier setting.
+      const [state] = await tx`select hour_dropped_before from rollup_state`
+      const kept = hourlyDetailFrom(hourlyFrom, (state?.hour_dropped_before as Date | null) ?? null)
+      if (kept && needed.some((b) => new Date(b) < kept)) throw new HourlyDetailExpiredError(kept)
+    }
     const type = eventType ? tx`and event_type = ${eventType}` : tx``
     const raw = tx`from events where site_id = ${siteId} and xid >= ${siteWatermark(tx as unknown as Sql, siteId)} ${bounded ? tx`and ts >= ${from} and ts < ${to}` : tx``} ${type}`
     const unionAll = (parts: Fragment[]) => parts.reduce((acc, p) => tx`${acc} union all ${p}`)
