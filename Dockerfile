@@ -1,4 +1,4 @@
-# One image for all three binaries; the command picks which: bun run api | worker | cron | migrate.
+# One image for every binary; the command picks which: bun run api | worker | cron | migrate.
 ARG BUN_VERSION=1.4.5
 
 FROM oven/bun:${BUN_VERSION}-slim AS deps
