@@ -114,7 +114,7 @@ describe('a shared link in a fresh browser', () => {
       expect(JSON.parse((await page.getAttribute(`#${id}`, 'data-value')) ?? 'undefined')).toEqual(visitTotals!.metrics[i])
       const change = visitTotals!.comparison!.change[i]!
       const text =
-        visitTotals!.metrics[i] === null
+        visitTotals!.metrics[i] === null || (visitTotals!.metrics[i] === 0 && change === 0 && id !== 'bounce_rate')
           ? ''
           : change === null
             ? 'new since the period before'
@@ -154,4 +154,30 @@ describe('a shared link in a fresh browser', () => {
     expect(await after.textContent('#visitors')).toBe('–')
     await context.close()
   }, 240_000)
+
+  test("a public site's dashboard loads without a token, and a private site's says in plain words that it needs one", async () => {
+    await admin('POST', '/v1/admin/sites', { site_id: 'public-site', public: true })
+    await admin('POST', '/v1/admin/sites', { site_id: 'private-site' })
+    const sent = await fetch(`${stack.base}/event`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ site_id: 'public-site', event_type: 'pageview', path: '/', user_id: 'p1' }),
+    })
+    expect(sent.status).toBe(202)
+    expect(await eventually(async () => Number((await stack.db.sql`select count(*)::int as n from events where site_id = 'public-site'`)[0]!.n) === 1)).toBe(
+      true,
+    )
+    await Bun.sleep(800) // every API process loads the new sites within REGISTRY_REFRESH_MS
+    const context = await browser.newContext({ viewport: { width: 1100, height: 800 } })
+    const page = await context.newPage()
+    await page.goto(`${stack.base}/dashboard?site=public-site&period=day`)
+    await page.waitForSelector('body[data-loaded="true"]', { timeout: 15_000 })
+    expect(await page.textContent('#error')).toBe('')
+    expect(await page.getAttribute('#pageviews', 'data-value')).toBe('1')
+    expect(await page.getAttribute('#realtime-count', 'data-value')).toBe('1')
+    await page.goto(`${stack.base}/dashboard?site=private-site&period=day`)
+    await page.waitForSelector('#error:not(:empty)', { timeout: 15_000 })
+    expect(await page.textContent('#error')).toBe("This site's stats need a token: enter its stats token.")
+    await context.close()
+  }, 60_000)
 })

@@ -100,6 +100,8 @@ let gen = 0
 const shared = /^\/share\/([^/]+)$/.test(location.pathname) ? decodeURIComponent(location.pathname.slice(7)) : null
 let plot
 let realtimeGen = 0
+// The zone of the chart's last answer: the site's, where the kept data allows.
+let chartZone = 'UTC'
 let realtimeTimer
 
 const label = (dim) => LABELS[dim] ?? dim
@@ -125,6 +127,12 @@ function readUrl() {
     const m = /^(props:[^:]+|[a-z_]+):([\s\S]*)$/.exec(f)
     return m && (m[1] in LABELS || m[1].startsWith('props:')) ? [[m[1], m[2]]] : []
   })
+  // A panel's tab other than its first: ?sources=channel&pages=entry_page.
+  for (const panel of PANELS) {
+    const tab = p.get(panel.id)
+    panel.dim = panel.tabs.some((t) => t[0] === tab) ? tab : panel.tabs[0][0]
+    renderTabs(panel)
+  }
 }
 function custom() {
   const on = form.period.value === 'custom'
@@ -138,6 +146,7 @@ function writeUrl(push) {
     p.set('to', form.to.value)
   }
   for (const [dim, value] of filters) p.append('f', `${dim}:${value}`)
+  for (const panel of PANELS) if (panel.dim !== panel.tabs[0][0]) p.set(panel.id, panel.dim)
   const url = `${location.pathname}?${p.toString().replace(/%3A/g, ':').replace(/%2F/g, '/')}`
   if (url !== location.pathname + location.search) history[push ? 'pushState' : 'replaceState'](null, '', url)
 }
@@ -159,12 +168,15 @@ function dayStarting(ms, tz) {
 class ApiError extends Error {}
 const NO_SECRET = 'This shared dashboard opens only from the full link you were given (it ends in #link=…): this address lacks it.'
 
+const UNREACHABLE = 'Cannot reach Sluice: check the connection, then press Show.'
 async function api(path, body) {
   const headers = form.token.value ? { Authorization: `Bearer ${form.token.value}` } : {}
-  const res = await fetch(
-    path,
-    body ? { method: 'POST', headers: { ...headers, 'Content-Type': 'application/json' }, body: JSON.stringify(body) } : { headers },
-  )
+  let res
+  try {
+    res = await fetch(path, body ? { method: 'POST', headers: { ...headers, 'Content-Type': 'application/json' }, body: JSON.stringify(body) } : { headers })
+  } catch {
+    throw new ApiError(UNREACHABLE)
+  }
   const data = await res.json().catch(() => ({}))
   if (res.ok) return data
   throw failure(res, data)
@@ -174,13 +186,19 @@ function failure(res, data) {
   const e = data.error
   const details = data.details ?? e?.details
   const text =
-    shared && res.status === 401
-      ? form.token.value
-        ? 'This shared link is not valid (any more): it may have been revoked.'
-        : NO_SECRET
-      : typeof e === 'string'
-        ? e
-        : (e?.message ?? `${res.status} ${res.statusText}`)
+    res.status === 401
+      ? shared
+        ? form.token.value
+          ? 'This shared link is not valid (any more): it may have been revoked.'
+          : NO_SECRET
+        : form.token.value
+          ? 'The stats token was not accepted (wrong, or revoked): enter another.'
+          : "This site's stats need a token: enter its stats token."
+      : res.status === 503
+        ? `Sluice cannot answer right now (${data.code ?? res.status}); try again in a moment.`
+        : typeof e === 'string'
+          ? e
+          : (e?.message ?? `${res.status} ${res.statusText}`)
   const err = new ApiError(text + (Array.isArray(details) && details.length ? `: ${details.map((d) => d.message ?? JSON.stringify(d)).join('; ')}` : ''))
   err.status = res.status
   err.code = data.code ?? e?.code
@@ -200,7 +218,15 @@ const REFUSALS = {
   visits_one_value: 'Visit figures take one path or event type at a time: keep a single such filter.',
   visits_whole_days: 'Visit figures are counted by whole days: choose whole days.',
 }
-const refusal = (err) => REFUSALS[err.code] ?? err.message
+const VISIT_ONLY = ['entry_page', 'exit_page']
+function refusal(err) {
+  const named = filters.map(([dim, value]) => `${label(dim)} is ${shown(dim, value)}`).join(', ')
+  if (err.code === 'needs_raw_events' && filters.length)
+    return `Not kept for this range under the filter ${named}: a breakdown under a filter on another dimension needs raw events, which are kept for a day (Countries under a Source filter excepted). Choose Today, or remove the filter.`
+  if (err.code === 'visits_one_dimension' && filters.some(([dim]) => VISIT_ONLY.includes(dim)))
+    return `Under an entry or exit page filter only visit figures by that page are counted: remove the filter ${named} to see this.`
+  return REFUSALS[err.code] ?? err.message
+}
 // A 422 (the kept data cannot answer this) is shown in its own block; anything else goes up to #error.
 function answerable(err, note) {
   if (!(err instanceof ApiError) || err.status !== 422) throw err
@@ -229,7 +255,8 @@ function setCard(metric, value, change, compared, tz = 'UTC') {
   const worse = rate ? change > 0 : change < 0
   c.className = `change${better ? ' up' : worse ? ' down' : ''}`
   c.textContent =
-    change === undefined || value == null
+    // No line for a count that was and is 0 (a site with nothing yet): "0 %" says nothing.
+    change === undefined || value == null || (value === 0 && change === 0 && !rate)
       ? ''
       : change === null
         ? 'new since the period before'
@@ -257,8 +284,15 @@ async function loadCards(r, my) {
   answers.forEach((a, i) => {
     const body = a.status === 'fulfilled' ? a.value : undefined
     const first = body?.results[0]
+    // Without visits there is no rate, views per visit or duration: their 0 is not 0 %. A period
+    // before with none has nothing to compare with.
+    const visitCards = CARDS[i][0] === 'visits'
+    const noVisits = visitCards && first?.metrics[0] === 0
+    const noVisitsBefore = visitCards && first?.comparison?.metrics[0] === 0
     CARDS[i].forEach((metric, j) => {
-      setCard(metric, body ? (first?.metrics[j] ?? null) : undefined, first?.comparison?.change[j], body?.meta.comparison, body?.meta.timezone)
+      const rate = j > 0 && noVisits
+      const change = noVisitsBefore && !noVisits ? null : first?.comparison?.change[j]
+      setCard(metric, body ? (rate ? null : (first?.metrics[j] ?? null)) : undefined, change, body?.meta.comparison, body?.meta.timezone)
     })
   })
   // 422s join in the note; anything else goes up to #error.
@@ -284,6 +318,12 @@ async function loadCards(r, my) {
 async function loadRealtime() {
   const my = ++realtimeGen
   const count = $('realtime-count')
+  if (filters.some(([dim]) => VISIT_ONLY.includes(dim))) {
+    count.textContent = '–'
+    delete count.dataset.value
+    $('realtime').title = 'Current visitors are not counted under an entry or exit page filter'
+    return
+  }
   try {
     const body = await query({ metrics: ['visitors'], dimensions: [] }, 'realtime')
     if (my !== realtimeGen) return
@@ -297,12 +337,14 @@ async function loadRealtime() {
     count.textContent = '–'
     delete count.dataset.value
     $('realtime').title = err.message
+    // A token refused now is refused every 10 s too.
+    if (err.status === 401) clearInterval(realtimeTimer)
   }
 }
 function scheduleRealtime() {
   clearInterval(realtimeTimer)
   realtimeTimer = undefined
-  if (!document.hidden && form.site.value && form.token.value) realtimeTimer = setInterval(loadRealtime, REALTIME_MS)
+  if (!document.hidden && form.site.value && (form.token.value || !shared)) realtimeTimer = setInterval(loadRealtime, REALTIME_MS)
 }
 
 function bucketMs(s) {
@@ -335,9 +377,11 @@ async function loadChart(r, my) {
   const g = granularity(r)
   let data
   let zone
+  let tz = 'UTC'
   try {
     const body = await query({ metrics: ['visitors', 'events'], dimensions: [`time:${g}`] }, r)
-    zone = g === 'hour' ? 'Hours in UTC.' : `Days in ${body.meta.timezone}.`
+    tz = body.meta.timezone
+    zone = g === 'hour' ? `Hours in ${tz}.` : `Days in ${tz}.`
     data = series(
       body.results.map((x) => [bucketMs(x.dimensions[0]), x.metrics[0], x.metrics[1]]),
       body.meta,
@@ -353,6 +397,7 @@ async function loadChart(r, my) {
   }
   if (my !== gen) return
   clear(note)
+  chartZone = tz
   $('zone').textContent = zone
   // Buckets that start after now have no data yet: a gap, not a zero.
   const now = Date.now() / 1000
@@ -365,9 +410,10 @@ async function loadChart(r, my) {
       height: 260,
       series: [{}, { label: 'Visitors', stroke: '#1aa179', width: 2 }, { label: 'Events', stroke: '#2f6fec', width: 2 }],
       scales: { x: { time: true } },
-      // Points sit at UTC hours, or at the UTC midnight of their (local) date: shown in UTC,
-      // the axis and the tooltip read the bucket's own date, whatever the browser's zone.
-      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'),
+      // Hours are instants, shown in the site's zone. Days, months and years sit at the UTC
+      // midnight of their (local) date: shown in UTC, the axis and the tooltip read the
+      // bucket's own date, whatever the browser's zone.
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), g === 'hour' ? tz : 'Etc/UTC'),
       // Ticks at least 80 px apart: days, not hours, on a week. Counts are whole numbers,
       // so the y axis steps by 1, 2, 5, 10, 20, 50… and never shows 2.5.
       axes: [{ space: 80 }, { incrs: WHOLE_STEPS }],
@@ -392,6 +438,9 @@ function renderTabs(p) {
       b.onclick = () => {
         p.dim = dim
         renderTabs(p)
+        writeUrl(false)
+        // The buttons were rebuilt: keep the keyboard on the one just chosen.
+        document.querySelector(`#p-${p.id} .tabs button[data-dim="${dim}"]`)?.focus()
         run([loadPanel(p, gen)])
       }
       return b
@@ -434,6 +483,7 @@ async function loadPanel(p, my, r = range()) {
     ]
     const body = await query({ metrics, dimensions: [dim], order_by, limit: 10 + skip.length }, r)
     if (my !== gen || dim !== p.dim) return
+    el.dataset.tz = body.meta.timezone
     const results = body.results.filter((x) => !skip.includes(x.dimensions[0])).slice(0, 10)
     table.replaceChildren()
     const head = table.createTHead().insertRow()
@@ -445,8 +495,21 @@ async function loadPanel(p, my, r = range()) {
     if (!results.length) note.textContent = p.empty ?? 'Nothing in this range.'
   } catch (err) {
     if (my !== gen || dim !== p.dim) return
+    delete el.dataset.tz
     table.replaceChildren()
     answerable(err, note)
+  }
+}
+// A panel the kept data answers in UTC days while the chart follows the site's zone says so,
+// or its rows would not add up to the cards'.
+function notePanelZones(my) {
+  if (my !== gen || chartZone === 'UTC') return
+  for (const p of PANELS) {
+    const el = $(`p-${p.id}`)
+    const note = el.querySelector('.note')
+    if (el.dataset.tz === 'UTC' && !note.classList.contains('warn')) {
+      note.textContent = [note.textContent, `Counted in UTC days; the chart and the cards in ${chartZone} days.`].filter(Boolean).join(' ')
+    }
   }
 }
 
@@ -460,7 +523,7 @@ function renderFilters() {
       x.type = 'button'
       x.textContent = '×'
       x.title = 'Remove filter'
-      x.setAttribute('aria-label', `Remove filter ${label(dim)}`)
+      x.setAttribute('aria-label', `Remove filter ${label(dim)} is ${shown(dim, value)}`)
       x.onclick = () => {
         filters.splice(i, 1)
         writeUrl(true)
@@ -494,7 +557,7 @@ function load() {
   renderFilters()
   const r = range()
   scheduleRealtime()
-  return run([loadCards(r, my), loadChart(r, my), loadRealtime(), ...PANELS.map((p) => loadPanel(p, my, r))])
+  return run([loadCards(r, my), loadChart(r, my), loadRealtime(), ...PANELS.map((p) => loadPanel(p, my, r))]).then(() => notePanelZones(my))
 }
 
 // The whole view (every panel, under the filters) as a zip of CSVs, read with the same token.
@@ -538,10 +601,6 @@ form.token.value = sessionStorage.getItem(tokenKey) ?? ''
 // A shared page opened without its secret (an address copied after the page took the
 // secret out of it) says what it needs instead of showing dashes.
 if (shared && !form.token.value) $('error').textContent = NO_SECRET
-for (const p of PANELS) {
-  p.dim = p.tabs[0][0]
-  renderTabs(p)
-}
 readUrl()
 if (shared) {
   document.body.classList.add('shared')
@@ -551,7 +610,8 @@ if (shared) {
 $('export').onclick = () => exportZip()
 form.addEventListener('submit', (e) => {
   e.preventDefault()
-  writeUrl(false)
+  // A new view is a step of history: Back returns to the one before.
+  writeUrl(true)
   load()
 })
 form.period.addEventListener('change', () => {
@@ -559,7 +619,7 @@ form.period.addEventListener('change', () => {
   if (form.period.value !== 'custom' && form.site.value) form.requestSubmit()
 })
 document.addEventListener('visibilitychange', () => {
-  if (!document.hidden && form.site.value && form.token.value) loadRealtime()
+  if (!document.hidden && form.site.value && (form.token.value || !shared)) loadRealtime()
   scheduleRealtime()
 })
 // The chart follows the page's width (a resized window, a turned phone).
@@ -568,4 +628,5 @@ addEventListener('popstate', () => {
   readUrl()
   load()
 })
-if (form.site.value && form.token.value) load()
+// A public site's stats need no token: load whenever a site is set (a shared link needs its secret).
+if (form.site.value && (form.token.value || !shared)) load()

@@ -11,7 +11,8 @@ import type { Hono } from 'hono'
  * before, panels, and the chart in the site's time zone); Export downloads /v1/export. GET
  * /share/<site> is the same page for one site, read with a shared link's #link= secret.
  * Clicking a panel row filters the whole page; the filters live in the URL
- * (?site=s&period=7d&f=source:Google&f=country:DE). A panel the kept data cannot answer
+ * (?site=s&period=7d&f=source:Google&f=country:DE, with a panel's toggle as &sources=channel).
+ * A public site's page loads without a token. A panel the kept data cannot answer
  * (422) shows the API's message instead of numbers. Charts use uPlot,
  * served from the package; the page's script is dashboard-page.js, served as it is (its URL
  * carries a hash of its content, so a new version is never read from a stale cache).
@@ -48,18 +49,19 @@ form:not(.custom) .custom{display:none}
 #realtime i{display:inline-block;width:.55rem;height:.55rem;border-radius:50%;background:#1aa179;margin-right:.4rem;animation:pulse 2s infinite}
 #realtime b{color:#1d2430}@keyframes pulse{50%{opacity:.35}}@media (prefers-reduced-motion:reduce){#realtime i{animation:none}}
 .chip{display:inline-flex;align-items:center;gap:.3rem;background:#e8f0fe;color:#1a3d8f;border-radius:14px;padding:.1rem .3rem .1rem .7rem;font-size:13px;max-width:100%;overflow-wrap:anywhere}
-.chip button{border:0;background:none;color:inherit;cursor:pointer;padding:0 .3rem;font-size:15px;line-height:1}
+.chip button{border:0;background:none;color:inherit;cursor:pointer;padding:0 .3rem;font-size:15px;line-height:1;min-width:24px;min-height:24px}
 .cards{display:flex;flex-wrap:wrap;gap:.8rem;margin:.6rem 0 1rem}.card{flex:1 1 0;min-width:6.5rem;background:#fff;border-radius:6px;padding:.8rem .9rem;box-shadow:0 1px 2px #0001;font-size:13px;color:#556}
 .card b{display:block;font-size:24px;color:#1d2430;white-space:nowrap}.panel{background:#fff;border-radius:6px;padding:1rem;box-shadow:0 1px 2px #0001;margin-bottom:1rem;min-width:0}
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:0 1rem}@media(max-width:760px){.grid{grid-template-columns:1fr}}
 .ph{display:flex;justify-content:space-between;align-items:baseline;flex-wrap:wrap;gap:.4rem;margin-bottom:.4rem}.ph h2{font-size:15px;margin:0}
-.tabs button{border:0;background:none;color:#667;padding:0 .25rem;font-size:12px;cursor:pointer}.tabs button.on{color:#2f6fec;font-weight:600}
-table{width:100%;border-collapse:collapse;table-layout:fixed}th{font-size:12px;font-weight:500;color:#778;text-align:right;padding:.2rem .3rem;width:5.5rem}
+.tabs button{border:0;background:none;color:#5c6370;padding:.2rem .35rem;min-height:24px;font-size:12px;cursor:pointer}.tabs button.on{color:#2f6fec;font-weight:600}
+table{width:100%;border-collapse:collapse;table-layout:fixed}th{font-size:12px;font-weight:500;color:#5c6370;text-align:right;padding:.2rem .3rem;width:5.5rem}
 th:first-child{text-align:left;width:auto}td{padding:.1rem .3rem;border-bottom:1px solid #f0f1f3;text-align:right;white-space:nowrap}
 td.name{position:relative;text-align:left;overflow:hidden;text-overflow:ellipsis}
 td.name i{position:absolute;left:0;top:3px;bottom:3px;background:#e8f0fe;border-radius:3px}tr.row:hover td.name i{background:#d3e2fd}
 td.name button{position:relative;border:0;background:none;font:inherit;color:inherit;padding:.1rem .3rem;cursor:pointer;max-width:100%;overflow:hidden;text-overflow:ellipsis;text-align:left}
-td.name button.none{color:#889;font-style:italic}.note{font-size:13px;color:#667;margin:.4rem 0 0}.note:empty{display:none}
+td.name button.none{color:#5c6370;font-style:italic}
+@media(max-width:480px){th{width:3.9rem}td.name{white-space:normal}td.name button{white-space:normal;overflow-wrap:anywhere}}.note{font-size:13px;color:#667;margin:.4rem 0 0}.note:empty{display:none}
 .warn{color:#7a4a00;background:#fff4de;border-radius:4px;padding:.5rem .7rem}.cards+.warn{margin:-.4rem 0 1rem}
 .attr{font-size:12px;margin:.5rem 0 0}.attr a{color:#667}
 #error{color:#b00020;margin:.3rem 0}#error:empty{display:none}
