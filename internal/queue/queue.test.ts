@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, test } from 'bun:test'
-import type Redis from 'ioredis'
+import Redis from 'ioredis'
 import type { Event } from '../event/event.ts'
+import { startRedis } from '../testkit/servers.ts'
 import { createTestRedis, type TestRedis } from '../testkit/testkit.ts'
 import { eventsOf } from './entry.ts'
 import { createQueue, type Queue } from './queue.ts'
@@ -162,4 +163,59 @@ describe('consumers', () => {
     expect(await queue.pruneConsumers(10)).toEqual(['empty-handed'])
     expect(await queue.pruneConsumers(60_000)).toEqual([])
   })
+
+  test('an idle consumer that reads while others prune keeps what it read: the prune never deletes a consumer holding entries', async () => {
+    for (let n = 1; n <= 20; n++) await queue.enqueue([event(n)])
+    const names = Array.from({ length: 30 }, (_, i) => `idle-${i}`)
+    for (const name of names) await r.redis.xgroup('CREATECONSUMER', r.queue.stream, r.queue.group, name)
+    await Bun.sleep(20)
+    // Every idle consumer comes back to read one entry while the prune runs: whichever it
+    // reached first, a consumer holding an entry must be there, holding it, afterwards.
+    const [pruned] = await Promise.all([
+      queue.pruneConsumers(10),
+      (async () => {
+        for (const name of names.slice(0, 20)) await queue.read(reader, name, { count: 1, blockMs: 10 })
+      })(),
+    ])
+    const pending = (await r.redis.xpending(r.queue.stream, r.queue.group)) as [number, string, string, [string, string][] | null]
+    expect(pending[0]).toBe(20)
+    const owners = new Map((pending[3] ?? []).map(([name, n]) => [name, Number(n)]))
+    const consumers = ((await r.redis.xinfo('CONSUMERS', r.queue.stream, r.queue.group)) as unknown[][]).map((c) => String(c[1]))
+    for (const [name, n] of owners) {
+      expect(consumers).toContain(name)
+      expect(n).toBe(1)
+    }
+    // A consumer pruned before its read comes back with it (XREADGROUP makes it again).
+    expect(pruned.length).toBeGreaterThan(0)
+  })
+})
+
+describe('a Redis over its maxmemory (noeviction)', () => {
+  test('still takes acknowledgements, which free it, and a worker starting gets past its consumer group', async () => {
+    const server = await startRedis({ aof: false })
+    const redis = new Redis(server.url)
+    try {
+      const full = createQueue(redis, { stream: 'oom', group: 'g', deadLetterStream: 'oom:dead' })
+      await full.ensureGroup()
+      for (let n = 0; n < 2000; n++) await full.enqueue([{ ...event(n), path: `/${'p'.repeat(200)}` }])
+      const own = redis.duplicate()
+      const { entries } = await full.read(own, 'w', { count: 5000, blockMs: 10 })
+      own.disconnect()
+      expect(entries).toHaveLength(2000)
+      // Full: memory over the limit, and nothing may be evicted.
+      const used = Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1])
+      await redis.config('SET', 'maxmemory-policy', 'noeviction')
+      await redis.config('SET', 'maxmemory', String(used - 200_000))
+      expect(await redis.xadd('oom', '*', 'e', '{}').catch((err: Error) => err.message)).toContain('OOM')
+      await full.ensureGroup() // the group is there: nothing to create
+      await full.ack(entries.map((e) => e.id))
+      expect(await redis.xlen('oom')).toBe(0)
+      expect(((await redis.xpending('oom', 'g')) as unknown[])[0]).toBe(0)
+      // Freed: writes go through again.
+      expect(await redis.xadd('oom', '*', 'e', '{}')).toMatch(/^\d+-\d+$/)
+    } finally {
+      redis.disconnect()
+      await server.destroy()
+    }
+  }, 30_000)
 })

@@ -44,6 +44,22 @@ export type Depth = {
 
 export type Queue = ReturnType<typeof createQueue>
 
+/** KEYS[1] the stream, ARGV[1] the group, the rest entry ids: acknowledged and deleted at once. */
+const ACK_SCRIPT = "redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2)); return redis.call('XDEL', KEYS[1], unpack(ARGV, 2))"
+/** Ids per ack script: Lua's unpack takes some thousands of values at most. */
+const ACK_CHUNK = 1000
+/** KEYS[1] the stream, ARGV[1] the group, ARGV[2] the idle time: deletes idle consumers that hold nothing. */
+const PRUNE_SCRIPT = `local gone = {}
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['pending'] == 0 and f['idle'] >= tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    gone[#gone + 1] = f['name']
+  end
+end
+return gone`
+
 export function createQueue(
   redis: RedisClient,
   { stream, group, deadLetterStream, maxEntryEvents = 100, waitReplicas = 0, waitTimeoutMs = 100 }: QueueOptions,
@@ -51,8 +67,14 @@ export function createQueue(
   /** Appends events; reports per event whether Redis took it. See createWriter. */
   const { enqueue } = createWriter(redis, { stream, maxEntryEvents, waitReplicas, waitTimeoutMs })
 
-  /** Creates the consumer group (and the stream) if missing. Safe to call from every worker. */
+  /**
+   * Creates the consumer group (and the stream) if missing. Safe to call from every worker.
+   * Looks first: a Redis over its maxmemory refuses XGROUP CREATE even for a group that
+   * exists, and a worker starting then must still get to its acknowledgements, which free it.
+   */
   async function ensureGroup(): Promise<void> {
+    const groups = await (redis.xinfo('GROUPS', stream) as Promise<unknown[][]>).catch(() => [])
+    if (groups.map(toRecord).some((g) => g.name === group)) return
     try {
       await redis.xgroup('CREATE', stream, group, '0', 'MKSTREAM')
     } catch (err) {
@@ -115,15 +137,15 @@ export function createQueue(
     if (given > 0) await execAll(tx)
   }
 
-  /** Acknowledges entries and removes them from the stream, so it holds only un-acknowledged work. */
+  /**
+   * Acknowledges entries and removes them from the stream, so it holds only un-acknowledged
+   * work. One script, not a MULTI: a Redis over its maxmemory (noeviction) refuses every
+   * command of a MULTI, also XACK and XDEL, which would free it; a script runs them.
+   */
   async function ack(ids: string[]): Promise<void> {
-    if (ids.length === 0) return
-    await execAll(
-      redis
-        .multi()
-        .xack(stream, group, ...ids)
-        .xdel(stream, ...ids),
-    )
+    for (let i = 0; i < ids.length; i += ACK_CHUNK) {
+      await redis.eval(ACK_SCRIPT, 1, stream, group, ...ids.slice(i, i + ACK_CHUNK))
+    }
   }
 
   /** Moves entries to the dead-letter stream with the reason, then acknowledges them. */
@@ -205,12 +227,14 @@ export function createQueue(
     return { replayed, skipped }
   }
 
-  /** Deletes consumers that hold no pending entries and have been idle at least `minIdleMs`. Returns their names. */
+  /**
+   * Deletes consumers that hold no pending entries and have been idle at least `minIdleMs`.
+   * Returns their names. Looked at and deleted in one script: a consumer that reads between
+   * the look and the delete would lose its pending entries with it, and no claim or read
+   * would ever deliver them again.
+   */
   async function pruneConsumers(minIdleMs: number): Promise<string[]> {
-    const consumers = ((await redis.xinfo('CONSUMERS', stream, group)) as unknown[][]).map(toRecord)
-    const idle = consumers.filter((c) => c.pending === 0 && typeof c.idle === 'number' && c.idle >= minIdleMs).map((c) => String(c.name))
-    for (const name of idle) await redis.xgroup('DELCONSUMER', stream, group, name)
-    return idle
+    return (await redis.eval(PRUNE_SCRIPT, 1, stream, group, minIdleMs)) as string[]
   }
 
   /** Whether a dead letter with this id exists (ids are unique within one dead-letter stream only). */
