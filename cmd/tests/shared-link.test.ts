@@ -156,7 +156,7 @@ describe('a shared link in a fresh browser', () => {
   }, 240_000)
 
   test("a public site's dashboard loads without a token, and a private site's says in plain words that it needs one", async () => {
-    await admin('POST', '/v1/admin/sites', { site_id: 'public-site', public: true })
+    await admin('POST', '/v1/admin/sites', { site_id: 'public-site', public: true, timezone: 'Asia/Tokyo' })
     await admin('POST', '/v1/admin/sites', { site_id: 'private-site' })
     const sent = await fetch(`${stack.base}/event`, {
       method: 'POST',
@@ -167,7 +167,16 @@ describe('a shared link in a fresh browser', () => {
     expect(await eventually(async () => Number((await stack.db.sql`select count(*)::int as n from events where site_id = 'public-site'`)[0]!.n) === 1)).toBe(
       true,
     )
-    await Bun.sleep(800) // every API process loads the new sites within REGISTRY_REFRESH_MS
+    // The API loads the new sites within REGISTRY_REFRESH_MS: until then the public one needs a token.
+    const open = async () =>
+      (
+        await fetch(`${stack.base}/v1/query`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ site_id: 'public-site', date_range: 'day', metrics: ['visitors'] }),
+        })
+      ).status === 200
+    expect(await eventually(open)).toBe(true)
     const context = await browser.newContext({ viewport: { width: 1100, height: 800 } })
     const page = await context.newPage()
     await page.goto(`${stack.base}/dashboard?site=public-site&period=day`)
@@ -175,6 +184,18 @@ describe('a shared link in a fresh browser', () => {
     expect(await page.textContent('#error')).toBe('')
     expect(await page.getAttribute('#pageviews', 'data-value')).toBe('1')
     expect(await page.getAttribute('#realtime-count', 'data-value')).toBe('1')
+    // Once raw events of the range are gone, a panel by a dimension is counted in UTC days
+    // while the chart keeps the site's: the panel says so.
+    await rollUpAll(stack)
+    await stack.db.sql`update rollup_state set raw_dropped_before = now()`
+    try {
+      await page.goto(`${stack.base}/dashboard?site=public-site&period=7d`)
+      await page.waitForSelector('body[data-loaded="true"]', { timeout: 15_000 })
+      expect(await page.textContent('#zone')).toBe('Days in Asia/Tokyo.')
+      expect(await page.textContent('#p-countries .note')).toBe('Counted in UTC days; the chart and the cards in Asia/Tokyo days.')
+    } finally {
+      await stack.db.sql`update rollup_state set raw_dropped_before = null`
+    }
     await page.goto(`${stack.base}/dashboard?site=private-site&period=day`)
     await page.waitForSelector('#error:not(:empty)', { timeout: 15_000 })
     expect(await page.textContent('#error')).toBe("This site's stats need a token: enter its stats token.")

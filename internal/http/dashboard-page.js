@@ -438,7 +438,11 @@ function renderTabs(p) {
       b.onclick = () => {
         p.dim = dim
         renderTabs(p)
-        writeUrl(false)
+        // Only the tab changes in the address: the form may hold a site or range not yet shown.
+        const q = new URLSearchParams(location.search)
+        if (dim === p.tabs[0][0]) q.delete(p.id)
+        else q.set(p.id, dim)
+        history.replaceState(null, '', `${location.pathname}?${q.toString().replace(/%3A/g, ':').replace(/%2F/g, '/')}`)
         // The buttons were rebuilt: keep the keyboard on the one just chosen.
         document.querySelector(`#p-${p.id} .tabs button[data-dim="${dim}"]`)?.focus()
         run([loadPanel(p, gen)])
@@ -507,8 +511,9 @@ function notePanelZones(my) {
   for (const p of PANELS) {
     const el = $(`p-${p.id}`)
     const note = el.querySelector('.note')
-    if (el.dataset.tz === 'UTC' && !note.classList.contains('warn')) {
-      note.textContent = [note.textContent, `Counted in UTC days; the chart and the cards in ${chartZone} days.`].filter(Boolean).join(' ')
+    const said = `Counted in UTC days; the chart and the cards in ${chartZone} days.`
+    if (el.dataset.tz === 'UTC' && !note.classList.contains('warn') && !note.textContent.includes(said)) {
+      note.textContent = [note.textContent, said].filter(Boolean).join(' ')
     }
   }
 }
@@ -540,7 +545,8 @@ function addFilter(dim, value) {
   load()
 }
 
-// Runs loaders; body[data-loaded] is "true" once all have settled. Errors other than 422s go to #error, once each.
+// Runs loaders; body[data-loaded] is "true" once all have settled (and the panels' zone notes
+// are written). Errors other than 422s go to #error, once each.
 async function run(jobs) {
   document.body.dataset.loaded = 'false'
   const my = gen
@@ -548,6 +554,7 @@ async function run(jobs) {
   if (my !== gen) return
   const messages = new Set(results.filter((x) => x.status === 'rejected').map((x) => x.reason.message))
   if (messages.size) $('error').textContent = [...messages].join(' · ')
+  notePanelZones(my)
   document.body.dataset.loaded = 'true'
 }
 function load() {
@@ -557,7 +564,7 @@ function load() {
   renderFilters()
   const r = range()
   scheduleRealtime()
-  return run([loadCards(r, my), loadChart(r, my), loadRealtime(), ...PANELS.map((p) => loadPanel(p, my, r))]).then(() => notePanelZones(my))
+  return run([loadCards(r, my), loadChart(r, my), loadRealtime(), ...PANELS.map((p) => loadPanel(p, my, r))])
 }
 
 // The whole view (every panel, under the filters) as a zip of CSVs, read with the same token.

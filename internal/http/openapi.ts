@@ -183,7 +183,7 @@ export const routeDocs = {
         401: error('No or wrong token'),
         403: error('Not an admin token, or one of another site'),
         404: error('No such site or token'),
-        409: error('site_exists: the site is registered already; or too_many_tokens: 100 not revoked'),
+        409: error('site_exists: the site is registered already; or too_many_tokens: 100 not revoked for the site (or all-sites tokens)'),
       },
     }),
   healthz: describeRoute({ tags: ['health'], summary: 'Answers while the process lives', responses: { 200: { description: 'Alive' } } }),

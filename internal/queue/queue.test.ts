@@ -191,7 +191,7 @@ describe('consumers', () => {
 })
 
 describe('a Redis over its maxmemory (noeviction)', () => {
-  test('still takes acknowledgements, which free it, and a worker starting gets past its consumer group', async () => {
+  test('still takes acknowledgements and dead letters, which free it, and a worker starting gets past its consumer group', async () => {
     const server = await startRedis({ aof: false })
     const redis = new Redis(server.url)
     try {
@@ -208,7 +208,12 @@ describe('a Redis over its maxmemory (noeviction)', () => {
       await redis.config('SET', 'maxmemory', String(used - 200_000))
       expect(await redis.xadd('oom', '*', 'e', '{}').catch((err: Error) => err.message)).toContain('OOM')
       await full.ensureGroup() // the group is there: nothing to create
-      await full.ack(entries.map((e) => e.id))
+      // An entry set aside, its fields as they were (text in any script), goes to the dead letters too.
+      const [first, ...rest] = entries
+      await full.deadLetter([{ id: first!.id, fields: ['x', 'é \u{1F600} "q"'], reason: 'not an event: ünïcode' }])
+      const [letter] = await full.deadLetters()
+      expect(letter!.fields).toMatchObject({ source_id: first!.id, reason: 'not an event: ünïcode', x: 'é \u{1F600} "q"' })
+      await full.ack(rest.map((e) => e.id))
       expect(await redis.xlen('oom')).toBe(0)
       expect(((await redis.xpending('oom', 'g')) as unknown[])[0]).toBe(0)
       // Freed: writes go through again.

@@ -48,6 +48,27 @@ export type Queue = ReturnType<typeof createQueue>
 const ACK_SCRIPT = "redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2)); return redis.call('XDEL', KEYS[1], unpack(ARGV, 2))"
 /** Ids per ack script: Lua's unpack takes some thousands of values at most. */
 const ACK_CHUNK = 1000
+/**
+ * KEYS[1] the stream, KEYS[2] its dead-letter stream (the same hash slot), ARGV[1] the group,
+ * ARGV[2] when, ARGV[3] the entries as JSON [{id, reason, fields}]. The acknowledgement comes
+ * first: Redis refuses a script over its maxmemory only if its first write would add memory.
+ * A script's writes are not rolled back if a later one fails, so everything that could fail
+ * is checked before the first: the JSON, the dead-letter key's type, the fields' pairs.
+ */
+const DEAD_LETTER_SCRIPT = `local letters = cjson.decode(ARGV[3])
+local kind = redis.call('TYPE', KEYS[2])['ok']
+if kind ~= 'none' and kind ~= 'stream' then return redis.error_reply('the dead-letter key ' .. KEYS[2] .. ' is a ' .. kind) end
+local ids = {}
+for i, l in ipairs(letters) do
+  if type(l.id) ~= 'string' or type(l.reason) ~= 'string' or #l.fields % 2 ~= 0 then return redis.error_reply('a malformed dead letter') end
+  ids[i] = l.id
+end
+redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+redis.call('XDEL', KEYS[1], unpack(ids))
+for _, l in ipairs(letters) do
+  redis.call('XADD', KEYS[2], '*', 'source_id', l.id, 'reason', l.reason, 'failed_at', ARGV[2], unpack(l.fields))
+end
+return #ids`
 /** KEYS[1] the stream, ARGV[1] the group, ARGV[2] the idle time: deletes idle consumers that hold nothing. */
 const PRUNE_SCRIPT = `local gone = {}
 for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
@@ -148,15 +169,18 @@ export function createQueue(
     }
   }
 
-  /** Moves entries to the dead-letter stream with the reason, then acknowledges them. */
+  /**
+   * Moves entries to the dead-letter stream with the reason, and acknowledges and deletes
+   * them, at once. A script, as ack's: a Redis over its maxmemory refuses a MULTI, and would
+   * hold the chunk these entries came in (its lane waits for them) for good.
+   */
   async function deadLetter(items: BadEntry[]): Promise<void> {
     if (items.length === 0) return
-    const tx = redis.multi()
-    for (const { id, fields, reason } of items) {
-      tx.xadd(deadLetterStream, '*', 'source_id', id, 'reason', reason, 'failed_at', new Date().toISOString(), ...fields)
+    const failedAt = new Date().toISOString()
+    const letters = items.map(({ id, fields, reason }) => ({ id, reason, fields }))
+    for (let i = 0; i < letters.length; i += ACK_CHUNK) {
+      await redis.eval(DEAD_LETTER_SCRIPT, 2, stream, deadLetterStream, group, failedAt, JSON.stringify(letters.slice(i, i + ACK_CHUNK)))
     }
-    tx.xack(stream, group, ...items.map((i) => i.id)).xdel(stream, ...items.map((i) => i.id))
-    await execAll(tx)
   }
 
   async function depth(now = Date.now()): Promise<Depth> {

@@ -3,7 +3,7 @@ import * as v from 'valibot'
 import type { Sql } from '../clients/clients.ts'
 import { textProblem } from '../event/event.ts'
 import { SitesError } from './errors.ts'
-import { REVOKED_TOKEN_DAYS, SiteIdSchema } from './sites.ts'
+import { SiteIdSchema } from './sites.ts'
 
 /** read: stats; admin: stats and managing sites and tokens; link: a shared dashboard link (read, one site). */
 export const TOKEN_KINDS = ['read', 'admin', 'link'] as const
@@ -22,8 +22,9 @@ const TOKEN_ID = /^(tok|lnk)_[0-9a-f]{12}$/
 export const MAX_ACTIVE_TOKENS = 100
 /**
  * Most tokens and links of one site (or all-sites tokens) kept at once, revoked ones included
- * (they are listed for REVOKED_TOKEN_DAYS, then deleted): without it, creating and revoking in
- * a loop would grow the registry's table, and every listing, without bound.
+ * (they are listed for REVOKED_TOKEN_DAYS, then deleted): past it, a creation deletes the
+ * oldest revoked ones first. Without it, creating and revoking in a loop would grow the
+ * registry's table, and every listing, without bound.
  */
 export const MAX_KEPT_TOKENS = 1000
 /** Advisory lock space (a 32-bit key; the site is the second) for counting a site's tokens while one is created. */
@@ -91,21 +92,23 @@ export function createTokens(sql: Sql) {
     const row = await sql.begin(async (tx) => {
       // Creations for one site take turns, so that two at once cannot both pass the count.
       await tx`select pg_advisory_xact_lock(${TOKEN_COUNT_LOCK}, hashtext(coalesce(${t.site_id}::text, '')))`
+      // `= site` or `is null`, not `is not distinct from`, which no index serves.
+      const scope = t.site_id === null ? tx`site_id is null` : tx`site_id = ${t.site_id}`
       const [{ active, kept }] = (await tx`
         select count(*) filter (where revoked_at is null)::int as active, count(*)::int as kept
-        from access_tokens where site_id is not distinct from ${t.site_id}`) as unknown as [{ active: number; kept: number }]
-      const scope = t.site_id === null ? 'all sites' : `site ${JSON.stringify(t.site_id)}`
+        from access_tokens where ${scope}`) as unknown as [{ active: number; kept: number }]
       if (active >= MAX_ACTIVE_TOKENS) {
+        const whose = t.site_id === null ? 'all sites' : `site ${JSON.stringify(t.site_id)}`
         throw new SitesError(
           'too_many_tokens',
-          `${scope} already has ${active} tokens and links that are not revoked (at most ${MAX_ACTIVE_TOKENS}): revoke some first`,
+          `${whose} already has ${active} tokens and links that are not revoked (at most ${MAX_ACTIVE_TOKENS}): revoke some first`,
         )
       }
+      // Past MAX_KEPT_TOKENS the oldest revoked ones make room (at most MAX_ACTIVE_TOKENS are not revoked, so there are some).
       if (kept >= MAX_KEPT_TOKENS) {
-        throw new SitesError(
-          'too_many_tokens',
-          `${scope} already has ${kept} tokens and links, revoked ones included (at most ${MAX_KEPT_TOKENS}; a revoked one is deleted ${REVOKED_TOKEN_DAYS} days after its revocation)`,
-        )
+        await tx`
+          delete from access_tokens where id in (
+            select id from access_tokens where ${scope} and revoked_at is not null order by revoked_at, id limit ${kept - MAX_KEPT_TOKENS + 1})`
       }
       const [inserted] = await tx`
         insert into access_tokens (id, hash, kind, site_id, name) values (${id}, ${hashToken(secret)}, ${t.kind}, ${t.site_id}, ${t.name})
