@@ -196,9 +196,14 @@ describe('a shared link in a fresh browser', () => {
     } finally {
       await stack.db.sql`update rollup_state set raw_dropped_before = null`
     }
+    const asked: string[] = []
+    page.on('request', (req) => {
+      if (req.url().includes('/v1/')) asked.push(req.url())
+    })
     await page.goto(`${stack.base}/dashboard?site=private-site&period=day`)
-    await page.waitForSelector('#error:not(:empty)', { timeout: 15_000 })
+    await page.waitForSelector('body[data-loaded="true"]', { timeout: 15_000 })
     expect(await page.textContent('#error')).toBe("This site's stats need a token: enter its stats token.")
+    expect(asked).toHaveLength(1) // one question, not one per panel and card
     await context.close()
   }, 60_000)
 })

@@ -557,12 +557,28 @@ async function run(jobs) {
   notePanelZones(my)
   document.body.dataset.loaded = 'true'
 }
-function load() {
+async function load() {
   const my = ++gen
   $('error').textContent = ''
   sessionStorage.setItem(tokenKey, form.token.value)
   renderFilters()
   const r = range()
+  if (!form.token.value && !shared) {
+    // No token: one question first, so a private site answers one 401, not one per panel.
+    document.body.dataset.loaded = 'false'
+    try {
+      await query({ metrics: ['visitors'], dimensions: [] }, 'realtime')
+    } catch (err) {
+      if (my !== gen) return
+      if (err.status === 401) {
+        clearInterval(realtimeTimer)
+        $('error').textContent = err.message
+        document.body.dataset.loaded = 'true'
+        return
+      }
+    }
+    if (my !== gen) return
+  }
   scheduleRealtime()
   return run([loadCards(r, my), loadChart(r, my), loadRealtime(), ...PANELS.map((p) => loadPanel(p, my, r))])
 }
