@@ -260,7 +260,10 @@ function setCard(metric, value, change, compared, tz = 'UTC') {
       ? ''
       : change === null
         ? 'new since the period before'
-        : `${change > 0 ? '↑ ' : change < 0 ? '↓ ' : ''}${fmt(Math.abs(change))}${rate ? ' pts' : ' %'} vs the period before`
+        : `${change > 0 ? '↑ ' : change < 0 ? '↓ ' : ''}${fmt(Math.abs(change))}${rate ? ' pts' : ' %'} vs ${
+            // Today so far is compared with the whole of yesterday: say so, or every morning reads as a fall.
+            form.period.value === 'day' ? 'all of yesterday' : 'the period before'
+          }`
   // The compared period as the dates it covers (its end instant is exclusive: the last day is the hour before's).
   const [from, to] = compared?.date_range.map((x) => Date.parse(x)) ?? []
   c.title = compared ? `compared with ${dayStarting(from, tz)} – ${dayStarting(to - 3_600_000, tz)}` : ''
