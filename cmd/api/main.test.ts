@@ -78,6 +78,21 @@ describe('sluice-api', () => {
     expect(await api.stop()).toBe(0)
   }, 45_000)
 
+  test('a port another process holds, or a HOST not of this machine, is one line naming the setting, not a crash', async () => {
+    const taken = await freePort()
+    const holder = Bun.listen({ hostname: '0.0.0.0', port: taken, socket: { data() {} } })
+    try {
+      const busy = await runBinary('api', envFor(env.db, env.r, { PORT: String(taken), STATS_TOKEN: 't' }))
+      expect(busy.code).toBe(69)
+      expect(busy.output.trim().split('\n')).toEqual([`sluice-api: cannot listen on 0.0.0.0:${taken}: another process holds the port; stop it, or set PORT`])
+    } finally {
+      holder.stop(true)
+    }
+    const far = await runBinary('api', envFor(env.db, env.r, { HOST: '10.255.255.1', PORT: String(await freePort()), STATS_TOKEN: 't' }))
+    expect(far.code).toBe(78)
+    expect(far.output.trim().split('\n')).toEqual([expect.stringMatching(/^sluice-api: config: HOST: cannot listen on 10\.255\.255\.1:\d+ \(EADDRNOTAVAIL\)/)])
+  })
+
   test('refuses to start without a stats token, in one line naming the setting', async () => {
     const { code, output } = await runBinary('api', envFor(env.db, env.r, { PORT: String(await freePort()), STATS_TOKEN: '', STATS_PUBLIC: 'false' }))
     expect(code).toBe(78)

@@ -1,6 +1,7 @@
 // sluice-api: the ingestion and reporting HTTP API.
 import { openClients } from '../../internal/clients/open.ts'
-import { loadConfig, requireStatsAccess } from '../../internal/config/config.ts'
+import { ConfigError, loadConfig, requireStatsAccess } from '../../internal/config/config.ts'
+import { UnreachableError } from '../../internal/clients/clients.ts'
 import { createApp } from '../../internal/http/http.ts'
 import { createIngest } from '../../internal/http/ingest.ts'
 import { createIdentity } from '../../internal/identity/identity.ts'
@@ -49,28 +50,30 @@ await runMain('api', async () => {
     },
   )
   // Ingest takes Bun's native router (the hot path); everything else, and other methods, go to Hono.
-  const server = Bun.serve({
-    port: config.port,
-    hostname: config.host,
-    // Several API processes on one host share the port; the kernel spreads connections over them.
-    reusePort: true,
-    // Bun closes a connection idle one to two times this long (measured: 2 s gave 4), also one
-    // whose request is still being answered (its response is then lost): so it outlasts QUERY_TIMEOUT_MS, after which Postgres
-    // cancels the query and the request is answered 503. deploy/nginx/nginx.conf keeps its
-    // idle upstream connections for less (keepalive_timeout 5s), so that nginx closes them first.
-    idleTimeout: config.stats.queryTimeoutMs > 0 ? Math.min(255, Math.ceil(config.stats.queryTimeoutMs / 1000) + 5) : 255,
-    routes: {
-      '/event': { POST: ingest.event, OPTIONS: ingest.preflight },
-      '/events': { POST: ingest.events, OPTIONS: ingest.preflight },
-    },
-    fetch: app.fetch,
-    error(err) {
-      log.error({ err }, 'unhandled error')
-      return Response.json({ error: 'internal error', code: 'internal' }, { status: 500 })
-    },
-    // The handlers enforce INGEST_BODY_LIMIT_BYTES with a JSON 413; this is only a backstop.
-    maxRequestBodySize: Math.max(64 * 1024 * 1024, 4 * config.ingest.bodyLimitBytes),
-  })
+  const server = listen(config.host, config.port, () =>
+    Bun.serve({
+      port: config.port,
+      hostname: config.host,
+      // Several API processes on one host share the port; the kernel spreads connections over them.
+      reusePort: true,
+      // Bun closes a connection idle one to two times this long (measured: 2 s gave 4), also one
+      // whose request is still being answered (its response is then lost): so it outlasts QUERY_TIMEOUT_MS, after which Postgres
+      // cancels the query and the request is answered 503. deploy/nginx/nginx.conf keeps its
+      // idle upstream connections for less (keepalive_timeout 5s), so that nginx closes them first.
+      idleTimeout: config.stats.queryTimeoutMs > 0 ? Math.min(255, Math.ceil(config.stats.queryTimeoutMs / 1000) + 5) : 255,
+      routes: {
+        '/event': { POST: ingest.event, OPTIONS: ingest.preflight },
+        '/events': { POST: ingest.events, OPTIONS: ingest.preflight },
+      },
+      fetch: app.fetch,
+      error(err) {
+        log.error({ err }, 'unhandled error')
+        return Response.json({ error: 'internal error', code: 'internal' }, { status: 500 })
+      },
+      // The handlers enforce INGEST_BODY_LIMIT_BYTES with a JSON 413; this is only a backstop.
+      maxRequestBodySize: Math.max(64 * 1024 * 1024, 4 * config.ingest.bodyLimitBytes),
+    }),
+  )
   log.info({ port: server.port, host: config.host }, 'api listening')
 
   await aborted(stop)
@@ -79,10 +82,24 @@ await runMain('api', async () => {
     [
       ['finish in-flight requests', () => server.stop()],
       ['close postgres', () => sql.end({ timeout: 5 })],
-      ['close redis', () => redis.quit()],
+      // quit() throws while Redis is down (no offline queue): then there is nothing to close.
+      ['close redis', () => (redis.status === 'ready' ? redis.quit() : redis.disconnect())],
     ],
     config.shutdownTimeoutMs,
   )
   log.info('api stopped')
   return ok ? EXIT.ok : EXIT.failed
 })
+
+/** Bun.serve, with a port in use or an address not of this machine said in one line that names the setting. */
+function listen<T>(host: string, port: number, serve: () => T): T {
+  try {
+    return serve()
+  } catch (err) {
+    const code = (err as { code?: string }).code
+    if (code === 'EADDRINUSE') throw new UnreachableError(`cannot listen on ${host}:${port}: another process holds the port; stop it, or set PORT`)
+    if (code === 'EADDRNOTAVAIL' || code === 'EINVAL' || code === 'ENOTFOUND' || code === 'EAI_NONAME')
+      throw new ConfigError(`HOST: cannot listen on ${host}:${port} (${code}): set HOST to an address of this machine, or 0.0.0.0`)
+    throw err
+  }
+}

@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util'
 import { openClients } from '../../internal/clients/open.ts'
 import { loadConfig } from '../../internal/config/config.ts'
 import { createJobs, registerCronGauges, schedule } from '../../internal/cron/cron.ts'
-import { onStopSignals, shutdown } from '../../internal/lifecycle/lifecycle.ts'
+import { exitIfStopTakesLonger, onStopSignals, shutdown } from '../../internal/lifecycle/lifecycle.ts'
 import { EXIT } from '../../internal/lifecycle/exit-codes.ts'
 import { aborted, runMain } from '../../internal/lifecycle/run.ts'
 import { createLogger } from '../../internal/log/log.ts'
@@ -24,6 +24,7 @@ await runMain('cron', async () => {
   registerCronGauges(metrics, queue, store)
   const jobs = createJobs({ queue, store, log, metrics, sites: createSites(sql) }, config)
   const stop = onStopSignals(log)
+  exitIfStopTakesLonger(stop, config.shutdownTimeoutMs, log)
   let code: number = EXIT.ok
 
   if (values.once !== undefined) {

@@ -68,6 +68,22 @@ describe('sluice (operator command)', () => {
     expect((await env.db.sql`select count(*)::int as n from rollup_day_visits where site_id = 'cli-visits'`)[0]!.n).toBe(0)
   })
 
+  test('an argument Redis or Postgres would refuse, or an unknown option, is a usage error (64) naming it, never a stack trace', async () => {
+    const env64 = envFor(env.db, env.r)
+    for (const [args, says] of [
+      [['dead-letters', '--count', 'abc'], '--count must be a whole number'],
+      [['replay', 'not-an-id'], "a dead letter's id looks like"],
+      [['rollup-replay', 'nope'], "a set-aside event's id is its event_id, a UUID"],
+    ] as const) {
+      const { code, output } = await runBinary('sluice', env64, [...args])
+      expect({ args, code }).toEqual({ args, code: 64 })
+      expect(JSON.parse(output)).toEqual({ error: expect.stringContaining(says), code: 'invalid_argument' })
+    }
+    const unknown = await runBinary('sluice', env64, ['queue', '--bogus'])
+    expect(unknown.code).toBe(64)
+    expect(unknown.output.trim().split('\n')).toEqual([expect.stringMatching(/^sluice-sluice: Unknown option '--bogus'/)])
+  })
+
   test('manages sites, tokens and links, printing JSON, and a bad request as a JSON error with its code', async () => {
     const run = async (...args: string[]) => {
       const { code, output } = await runBinary('sluice', envFor(env.db, env.r), args)

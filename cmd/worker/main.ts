@@ -2,7 +2,7 @@
 import { duplicateRedis } from '../../internal/clients/clients.ts'
 import { openClients } from '../../internal/clients/open.ts'
 import { loadConfig } from '../../internal/config/config.ts'
-import { onStopSignals, shutdown } from '../../internal/lifecycle/lifecycle.ts'
+import { exitIfStopTakesLonger, onStopSignals, shutdown } from '../../internal/lifecycle/lifecycle.ts'
 import { EXIT } from '../../internal/lifecycle/exit-codes.ts'
 import { runMain } from '../../internal/lifecycle/run.ts'
 import { createLogger } from '../../internal/log/log.ts'
@@ -35,6 +35,7 @@ await runMain('worker', async () => {
     return { reader, worker: createWorker(deps, { consumer: name, maxEntryEvents: config.queue.maxEntryEvents, ...options }) }
   })
   const stop = onStopSignals(log)
+  exitIfStopTakesLonger(stop, config.shutdownTimeoutMs, log)
   log.info({ consumer: name, streams: readers.length, group: config.queue.group }, 'worker started')
 
   await Promise.all(readers.map(({ worker }) => worker.run(stop)))

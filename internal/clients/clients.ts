@@ -91,13 +91,24 @@ export function createSql(url: string, { max = 10, statementTimeoutMs = 0 }: { m
   })
 }
 
-/** Runs `select 1`, or throws UnreachableError. */
-export async function connectPostgres(sql: Sql, url: string): Promise<void> {
+/**
+ * Runs `select 1`, or throws UnreachableError. Bounded in time: postgres.js's connect_timeout
+ * covers the TCP connect only, and a server that answers in another protocol and closes (an
+ * HTTP port) makes it reconnect at once, forever.
+ */
+export async function connectPostgres(sql: Sql, url: string, timeoutMs = 10_000): Promise<void> {
   try {
-    await sql`select 1`
+    await withTimeout(sql`select 1`.execute(), timeoutMs, `no Postgres answer within ${timeoutMs / 1000} s: is it a Postgres server?`)
   } catch (err) {
     await sql.end({ timeout: 0 }).catch(() => {})
-    throw new UnreachableError(`cannot reach Postgres at ${redact(url)} (${reason(err)}): start PostgreSQL, or set DATABASE_URL to a reachable database`)
+    // A server that answered with an error (a role or database that does not exist) is reachable: say what it said.
+    const code = (err as { code?: string }).code
+    const answered = typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && !code.startsWith('08')
+    throw new UnreachableError(
+      answered
+        ? `Postgres at ${redact(url)} refused the connection: ${(err as Error).message} (${code}); set DATABASE_URL to a role and database that exist`
+        : `cannot reach Postgres at ${redact(url)} (${reason(err)}): start PostgreSQL, or set DATABASE_URL to a reachable database`,
+    )
   }
 }
 

@@ -96,7 +96,14 @@ const list = v.pipe(
 const EnvSchema = v.object({
   PORT: int(0, 65535),
   HOST: nonEmpty,
-  REDIS_URL: url('redis', 'rediss'),
+  REDIS_URL: v.pipe(
+    url('redis', 'rediss'),
+    // ioredis would take any other path as database 0: an API and a worker with different typos would use different queues.
+    v.check((s) => {
+      const path = URL.parse(s)?.pathname ?? '' // an unparseable URL is url()'s to report
+      return /^\/?(\d{1,2})?\/?$/.test(path) && Number(path.replaceAll('/', '') || 0) <= 15
+    }, 'the database (the path) must be 0-15, or none'),
+  ),
   REDIS_CLUSTER_NODES: v.pipe(
     list,
     v.check((xs) => xs.every((n) => /^[^\s:]+:\d{1,5}$/.test(n)), 'must be a comma-separated list of host:port'),
@@ -255,7 +262,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Record<key
       `INGEST_RATE_BURST: must be at least INGEST_BATCH_MAX (${e.INGEST_BATCH_MAX}), or a full batch would be refused with 429 however long its sender waits`,
     )
   }
-  for (const key of ['STATS_TOKEN', 'ADMIN_TOKEN'] as const) {
+  for (const key of ['STATS_TOKEN', 'ADMIN_TOKEN', 'INGEST_FORWARD_TOKEN'] as const) {
     if (e[key] !== '' && !BEARER_TOKEN.test(e[key])) {
       throw new ConfigError(`${key}: must be made of A-Z a-z 0-9 . _ ~ + / = - (what "Authorization: Bearer" carries), or no request could present it`)
     }

@@ -73,6 +73,22 @@ export type ShutdownStep = readonly [name: string, run: () => unknown]
  * Runs each step in order, each in its own try/catch, under an overall deadline.
  * Resolves true when every step succeeded in time.
  */
+/**
+ * Exits EXIT.failed if the process is still running `timeoutMs` after `stop` aborts: a stop
+ * that waits for work in flight (an insert, a rollup chunk, Redis gone) is bounded from the
+ * signal, not only from when shutdown() starts closing connections.
+ */
+export function exitIfStopTakesLonger(stop: AbortSignal, timeoutMs: number, log: Logger): void {
+  const arm = () => {
+    setTimeout(() => {
+      log.error({ timeout_ms: timeoutMs }, 'stopping took longer than SHUTDOWN_TIMEOUT_MS: exiting')
+      process.exit(EXIT.failed)
+    }, timeoutMs).unref()
+  }
+  if (stop.aborted) arm()
+  else stop.addEventListener('abort', arm, { once: true })
+}
+
 export async function shutdown(log: Logger, steps: ShutdownStep[], timeoutMs: number): Promise<boolean> {
   const force = setTimeout(() => {
     log.error({ timeout_ms: timeoutMs }, 'shutdown took too long: exiting')

@@ -25,6 +25,10 @@ export async function runMain(name: string, body: () => Promise<number>, { oneSh
     } else if (err instanceof UnreachableError) {
       console.error(`sluice-${name}: ${err.message}`)
       code = EXIT.unavailable
+    } else if (typeof (err as { code?: unknown })?.code === 'string' && (err as { code: string }).code.startsWith('ERR_PARSE_ARGS_')) {
+      // node:util parseArgs: an unknown option, a missing value, a stray argument.
+      console.error(`sluice-${name}: ${(err as Error).message}`)
+      code = EXIT.usage
     } else {
       console.error(`sluice-${name}: fatal:`, err)
       code = EXIT.failed

@@ -1,7 +1,7 @@
 import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import postgres from 'postgres'
-import { connectPostgres, createSql, redact, UnreachableError, type Sql } from '../clients/clients.ts'
+import { connectPostgres, createSql, redact, UnreachableError, type Sql, withTimeout } from '../clients/clients.ts'
 import { ensurePartitions } from './retention.ts'
 
 export const MIGRATIONS_DIR = join(import.meta.dir, 'migrations')
@@ -53,7 +53,8 @@ export async function ensureDatabase(url: string): Promise<boolean> {
   admin.pathname = '/postgres'
   const sql = postgres(admin.toString(), { max: 1, onnotice: () => {}, connect_timeout: 5 })
   try {
-    const [exists] = await sql`select 1 from pg_database where datname = ${name}`
+    // Bounded, as connectPostgres is: a server that is not Postgres would keep it reconnecting.
+    const [exists] = await withTimeout(sql`select 1 from pg_database where datname = ${name}`.execute(), 10_000)
     if (exists) return false
     await sql`create database ${sql(name)}`
     return true
