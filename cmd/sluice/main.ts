@@ -25,7 +25,14 @@ const USAGE = `usage: bun run sluice -- <command>
 ${SITES_USAGE}
 Output is JSON.`
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+/** The ids the replay commands take, and what a wrong one is told. */
+const IDS = {
+  replay: { pattern: /^\d+-\d+$/, what: "a dead letter's id looks like 1733222400000-0 (from `dead-letters`)" },
+  'rollup-replay': {
+    pattern: /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i,
+    what: "a set-aside event's id is its event_id, a UUID (from `rollup-rejects`)",
+  },
+}
 
 /** What a command that failed with a SitesError (already printed) hands back. */
 const FAILED = Symbol('failed')
@@ -45,13 +52,13 @@ await runMain(
       return command === 'help' ? EXIT.ok : EXIT.usage
     }
     // Arguments Redis or Postgres would refuse with an error of their own: refused here, by name.
+    const ids = IDS[command as keyof typeof IDS]
+    const badId = ids && rest.find((id) => !ids.pattern.test(id))
     const wrong = !/^[1-9]\d{0,5}$/.test(String(values.count))
       ? `--count must be a whole number from 1 to 999999, not ${JSON.stringify(values.count)}`
-      : command === 'replay' && rest.find((id) => !/^\d+-\d+$/.test(id))
-        ? `a dead letter's id looks like 1733222400000-0 (from \`dead-letters\`), not ${JSON.stringify(rest.find((id) => !/^\d+-\d+$/.test(id)))}`
-        : command === 'rollup-replay' && rest.find((id) => !UUID.test(id))
-          ? `a set-aside event's id is its event_id, a UUID (from \`rollup-rejects\`), not ${JSON.stringify(rest.find((id) => !UUID.test(id)))}`
-          : null
+      : badId !== undefined && badId !== ''
+        ? `${ids!.what}, not ${JSON.stringify(badId)}`
+        : null
     if (wrong) {
       console.error(JSON.stringify({ error: wrong, code: 'invalid_argument' }, null, 2))
       return EXIT.usage

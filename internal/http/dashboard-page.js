@@ -114,6 +114,11 @@ function shown(dim, value) {
   }
 }
 
+// This page's address with these parameters, readable (':' and '/' left as they are).
+const address = (params) => `${location.pathname}?${params.toString().replace(/%3A/g, ':').replace(/%2F/g, '/')}`
+// A shared page needs its secret; /dashboard reads a public site without a token.
+const mayAsk = () => Boolean(form.token.value || !shared)
+
 // The URL: ?site=s&period=7d[&from=&to=]&f=dim:value..., readable (':' and '/' left as they are).
 function readUrl() {
   const p = new URLSearchParams(location.search)
@@ -147,7 +152,7 @@ function writeUrl(push) {
   }
   for (const [dim, value] of filters) p.append('f', `${dim}:${value}`)
   for (const panel of PANELS) if (panel.dim !== panel.tabs[0][0]) p.set(panel.id, panel.dim)
-  const url = `${location.pathname}?${p.toString().replace(/%3A/g, ':').replace(/%2F/g, '/')}`
+  const url = address(p)
   if (url !== location.pathname + location.search) history[push ? 'pushState' : 'replaceState'](null, '', url)
 }
 
@@ -347,7 +352,7 @@ async function loadRealtime() {
 function scheduleRealtime() {
   clearInterval(realtimeTimer)
   realtimeTimer = undefined
-  if (!document.hidden && form.site.value && (form.token.value || !shared)) realtimeTimer = setInterval(loadRealtime, REALTIME_MS)
+  if (!document.hidden && form.site.value && mayAsk()) realtimeTimer = setInterval(loadRealtime, REALTIME_MS)
 }
 
 function bucketMs(s) {
@@ -445,7 +450,7 @@ function renderTabs(p) {
         const q = new URLSearchParams(location.search)
         if (dim === p.tabs[0][0]) q.delete(p.id)
         else q.set(p.id, dim)
-        history.replaceState(null, '', `${location.pathname}?${q.toString().replace(/%3A/g, ':').replace(/%2F/g, '/')}`)
+        history.replaceState(null, '', address(q))
         // The buttons were rebuilt: keep the keyboard on the one just chosen.
         document.querySelector(`#p-${p.id} .tabs button[data-dim="${dim}"]`)?.focus()
         run([loadPanel(p, gen)])
@@ -645,7 +650,7 @@ form.period.addEventListener('change', () => {
   if (form.period.value !== 'custom' && form.site.value) form.requestSubmit()
 })
 document.addEventListener('visibilitychange', () => {
-  if (!document.hidden && form.site.value && (form.token.value || !shared)) loadRealtime()
+  if (!document.hidden && form.site.value && mayAsk()) loadRealtime()
   scheduleRealtime()
 })
 // The chart follows the page's width (a resized window, a turned phone).
@@ -654,5 +659,4 @@ addEventListener('popstate', () => {
   readUrl()
   load()
 })
-// A public site's stats need no token: load whenever a site is set (a shared link needs its secret).
-if (form.site.value && (form.token.value || !shared)) load()
+if (form.site.value && mayAsk()) load()

@@ -69,32 +69,33 @@ function takeEarlySignal() {
 
 export type ShutdownStep = readonly [name: string, run: () => unknown]
 
-/**
- * Runs each step in order, each in its own try/catch, under an overall deadline.
- * Resolves true when every step succeeded in time.
- */
+/** Exits EXIT.failed, saying `what`, unless the timer it returns is cleared within `timeoutMs`. */
+function exitAfter(timeoutMs: number, log: Logger, what: string): ReturnType<typeof setTimeout> {
+  const force = setTimeout(() => {
+    log.error({ timeout_ms: timeoutMs }, what)
+    process.exit(EXIT.failed)
+  }, timeoutMs)
+  force.unref()
+  return force
+}
+
 /**
  * Exits EXIT.failed if the process is still running `timeoutMs` after `stop` aborts: a stop
  * that waits for work in flight (an insert, a rollup chunk, Redis gone) is bounded from the
  * signal, not only from when shutdown() starts closing connections.
  */
 export function exitIfStopTakesLonger(stop: AbortSignal, timeoutMs: number, log: Logger): void {
-  const arm = () => {
-    setTimeout(() => {
-      log.error({ timeout_ms: timeoutMs }, 'stopping took longer than SHUTDOWN_TIMEOUT_MS: exiting')
-      process.exit(EXIT.failed)
-    }, timeoutMs).unref()
-  }
+  const arm = () => void exitAfter(timeoutMs, log, 'stopping took longer than SHUTDOWN_TIMEOUT_MS: exiting')
   if (stop.aborted) arm()
   else stop.addEventListener('abort', arm, { once: true })
 }
 
+/**
+ * Runs each step in order, each in its own try/catch, under an overall deadline.
+ * Resolves true when every step succeeded in time.
+ */
 export async function shutdown(log: Logger, steps: ShutdownStep[], timeoutMs: number): Promise<boolean> {
-  const force = setTimeout(() => {
-    log.error({ timeout_ms: timeoutMs }, 'shutdown took too long: exiting')
-    process.exit(EXIT.failed)
-  }, timeoutMs)
-  force.unref()
+  const force = exitAfter(timeoutMs, log, 'shutdown took too long: exiting')
   let ok = true
   for (const [name, run] of steps) {
     try {
