@@ -111,6 +111,14 @@ describe('sluice (operator command)', () => {
     expect((await runBinary('sluice', envFor(env.db, env.r), ['sites', 'frobnicate'])).code).toBe(64)
   }, 60_000)
 
+  test('prints usage on standard output and exits 0 when asked with help, --help or -h', async () => {
+    for (const args of [['help'], ['--help'], ['-h'], ['queue', '--help']]) {
+      const { code, output } = await runBinary('sluice', envFor(env.db, env.r), args)
+      expect({ args, code }).toEqual({ args, code: 0 })
+      expect(output).toContain('usage: bun run sluice -- <command>')
+    }
+  })
+
   test('prints usage and exits 64 for an unknown command', async () => {
     const { code, output } = await runBinary('sluice', envFor(env.db, env.r), ['frobnicate'])
     expect(code).toBe(64)

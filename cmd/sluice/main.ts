@@ -42,14 +42,19 @@ await runMain(
   async () => {
     const { positionals, values } = parseArgs({
       allowPositionals: true,
-      options: { all: { type: 'boolean' }, count: { type: 'string', default: '100' }, ...SITES_OPTIONS },
+      options: { all: { type: 'boolean' }, count: { type: 'string', default: '100' }, help: { type: 'boolean', short: 'h' }, ...SITES_OPTIONS },
     })
     const [command, ...rest] = positionals
+    // Asked for: the usage on standard output, and success.
+    if (values.help || command === 'help') {
+      console.log(USAGE)
+      return EXIT.ok
+    }
     const known = ['queue', 'dead-letters', 'replay', 'rollup', 'rollup-status', 'rollup-rejects', 'rollup-replay', 'retention', ...SITES_COMMANDS]
     const needsIds = (command === 'replay' || command === 'rollup-replay') && !values.all && rest.length === 0
     if (!command || !known.includes(command) || needsIds) {
       console.error(USAGE)
-      return command === 'help' ? EXIT.ok : EXIT.usage
+      return EXIT.usage
     }
     // Arguments Redis or Postgres would refuse with an error of their own: refused here, by name.
     const ids = IDS[command as keyof typeof IDS]
