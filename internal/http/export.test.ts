@@ -133,6 +133,28 @@ describe('CSV export', () => {
     expect((await a.request('/v1/export?site_id=export-site&date_range=8d', { headers: auth })).status).toBe(400)
   })
 
+  test('of one day older than the hourly detail kept has that day as one row, not a refusal of the whole export', async () => {
+    await app()
+    // Hours kept for 90 days, and 2025-03-01 long before.
+    const a = createApp(
+      { queue: createQueue(env.r.redis, env.r.queue), store: createStore(env.db.sql), log: silentLogger(), checks: {} },
+      { ingest: { bodyLimitBytes: 65536, batchMax: 100, maxFutureMs: 300_000 }, statsToken: TOKEN, hourRollupDays: 90 },
+    )
+    const post = (body: Record<string, unknown>) =>
+      a.request('/v1/query', { method: 'POST', body: JSON.stringify({ site_id: SITE, ...body }), headers: { ...auth, 'content-type': 'application/json' } })
+    const json = async (body: Record<string, unknown>) => (await (await post(body)).json()) as Answer
+    const res = await a.request('/v1/export?site_id=export-site&date_range=2025-03-01,2025-03-01', { headers: auth })
+    expect(res.status).toBe(200)
+    const files = unzipSync(new Uint8Array(await res.arrayBuffer()))
+    const read = (name: string) => parseCsv(new TextDecoder().decode(files[name]))
+    const hourly = await post({ date_range: ['2025-03-01', '2025-03-01'], metrics: ['visitors'], dimensions: ['time:hour'] })
+    expect(hourly.status).toBe(422)
+    const series = { date_range: ['2025-03-01', '2025-03-01'], filters: [], metrics: ['visitors', 'pageviews', 'events'], dimensions: ['time:day'] }
+    expect(read('visitors.csv')).toEqual(asRows(series, await json(series)))
+    expect(read('visitors.csv')).toHaveLength(2)
+    expect(files['errors.csv']).toBeUndefined()
+  })
+
   test('of the realtime view has one row of totals in visitors.csv, and the breakdowns', async () => {
     const res = await (await app()).request('/v1/export?site_id=export-site&date_range=realtime', { headers: auth })
     expect(res.status).toBe(200)

@@ -38,8 +38,8 @@ function granularity(range: string | [string, string]): string {
  * GET /v1/export?site_id=&date_range=30d (or YYYY-MM-DD,YYYY-MM-DD)&f=dimension:value...
  * [&compare=previous_period|year_over_year]: the whole dashboard as a zip of CSV files,
  * each the CSV of one /v1/query (visitors.csv over time, then sources.csv, pages.csv,
- * countries.csv, ...). A breakdown the kept data cannot answer for the range is left out
- * and listed in errors.csv with its code. Reads as /v1/query does: the same token rules.
+ * countries.csv, ...). A file the kept data cannot answer for the range is left out and
+ * listed in errors.csv with its code. Reads as /v1/query does: the same token rules.
  */
 export function exportRoutes(answer: Answer) {
   return new Hono().get('/v1/export', routeDocs.export, async (c) => {
@@ -64,20 +64,24 @@ export function exportRoutes(answer: Answer) {
     }
     const files: Record<string, Uint8Array> = {}
     const csv = (text: string) => new TextEncoder().encode(text)
-    // The first answers 400, 401 or 403 for the whole export; later ones can only be refused for their range.
-    // Realtime (the last five minutes) has no time buckets: its visitors.csv is one row of totals.
-    const overTime = dateRange === 'realtime' ? [] : [`time:${granularity(dateRange)}`]
-    const series = await answer(c, { ...base, metrics: METRICS, dimensions: overTime })
-    files['visitors.csv'] = csv(toCsv(series.query, series.result))
+    // Any answer can be 400, 401 or 403 for the whole export (the first one is); a 422 leaves its file out, listed in errors.csv.
     const errors: string[] = []
-    for (const [file, dimension] of BREAKDOWNS) {
+    const attempt = async (file: string, body: Record<string, unknown>, retry?: Record<string, unknown>): Promise<void> => {
       try {
-        const { query, result } = await answer(c, { ...base, metrics: METRICS, dimensions: [dimension], order_by: [['visitors', 'desc']], limit: 10_000 })
-        files[`${file}.csv`] = csv(toCsv(query, result))
+        const { query, result } = await answer(c, { ...base, metrics: METRICS, ...body })
+        files[file] = csv(toCsv(query, result))
       } catch (err) {
         if (!(err instanceof ApiError) || err.status !== 422) throw err
-        errors.push([`${file}.csv`, err.code, err.message].map(cell).join(','))
+        if (retry && err.code === 'hourly_detail_expired') return attempt(file, retry)
+        errors.push([file, err.code, err.message].map(cell).join(','))
       }
+    }
+    // Realtime (the last five minutes) has no time buckets: its visitors.csv is one row of totals.
+    // A day past the hourly detail kept is one row of its day instead of 24 hours.
+    const time = dateRange === 'realtime' ? null : granularity(dateRange)
+    await attempt('visitors.csv', { dimensions: time ? [`time:${time}`] : [] }, time === 'hour' ? { dimensions: ['time:day'] } : undefined)
+    for (const [file, dimension] of BREAKDOWNS) {
+      await attempt(`${file}.csv`, { dimensions: [dimension], order_by: [['visitors', 'desc']], limit: 10_000 })
     }
     if (errors.length) files['errors.csv'] = csv(`file,code,message\r\n${errors.join('\r\n')}\r\n`)
     const name = `${String(q.site_id).replace(/[^A-Za-z0-9._-]/g, '_')}-${Array.isArray(dateRange) ? dateRange.join('_') : dateRange}`
