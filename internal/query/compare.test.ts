@@ -65,4 +65,45 @@ describe('comparisons', () => {
     expect(answer.results[0]!.comparison).toEqual({ dimensions: ['/a'], metrics: [0], change: [null] })
     expect(asked).toHaveLength(2)
   })
+
+  /** Every day of a period as a row, its figure the day of the month. */
+  const daily = async (q: Query): Promise<QueryResult> => {
+    const days: string[] = []
+    for (let d = q.dates![0]; d <= q.dates![1]; d = new Date(Date.parse(`${d}T00:00:00Z`) + 86_400_000).toISOString().slice(0, 10)) days.push(d)
+    return {
+      results: days.map((d) => ({ dimensions: [d], metrics: [Number(d.slice(8))] })),
+      meta: { site_id: q.siteId, date_range: [q.from!.toISOString(), q.to!.toISOString()], source: 'rollups', trimmed_events: 0, timezone: q.timezone },
+    }
+  }
+  const pairs = (answer: QueryResult) =>
+    answer.results.map((r) => [r.dimensions[0], r.comparison ? [r.comparison.dimensions[0], r.comparison.metrics[0]] : null])
+
+  test('compares days a year apart by calendar date, and 29 February with nothing', async () => {
+    const q = query({ date_range: ['2024-02-27', '2024-03-02'], dimensions: ['time:day'], include: { comparisons: { mode: 'year_over_year' } } })
+    expect(pairs(await withComparison(q, daily))).toEqual([
+      ['2024-02-27', ['2023-02-27', 27]],
+      ['2024-02-28', ['2023-02-28', 28]],
+      ['2024-02-29', null],
+      ['2024-03-01', ['2023-03-01', 1]],
+      ['2024-03-02', ['2023-03-02', 2]],
+    ])
+  })
+
+  test('compares the nth day with the nth, and a day past the shorter period before with nothing', async () => {
+    // March 2024 against February, which had 29 days.
+    const q = query({ date_range: ['2024-03-01', '2024-03-31'], dimensions: ['time:day'] })
+    const answer = pairs(await withComparison(q, daily))
+    expect(answer.slice(27)).toEqual([
+      ['2024-03-28', ['2024-02-28', 28]],
+      ['2024-03-29', ['2024-02-29', 29]],
+      ['2024-03-30', null],
+      ['2024-03-31', null],
+    ])
+  })
+
+  test('a rate with no row in the period before has an unknown change, not the whole rate', async () => {
+    const { run } = periods({ '2025-03-01': [['Google', 40]], '2025-02-22': [] })
+    const answer = await withComparison(query({ date_range: ['2025-03-01', '2025-03-07'], dimensions: ['source'], metrics: ['bounce_rate'] }), run)
+    expect(answer.results[0]!.comparison).toEqual({ dimensions: ['Google'], metrics: [0], change: [null] })
+  })
 })

@@ -14,7 +14,8 @@ export const COMPARISON_LIMIT = 10_000
  * Answers a query and, when it asks for a comparison, the same query over the comparison
  * period, as two ordinary queries. Each result gets the comparison's figures for the same
  * dimension value and the same place in time (the nth day of one period against the nth of
- * the other), and the change of each metric in percent.
+ * the other; days a year apart by calendar date), and the change of each metric in percent;
+ * a bucket with no place in the other period gets a null comparison.
  */
 export async function withComparison(q: Query, run: (q: Query) => Promise<QueryResult>): Promise<QueryResult> {
   // parseQuery sets comparedDates whenever a comparison has dates to compare.
@@ -36,17 +37,48 @@ export async function withComparison(q: Query, run: (q: Query) => Promise<QueryR
   }
   const timeAt = q.order.indexOf('time')
   const valueAt = q.order.indexOf('dimension')
-  const place = (dims: (string | null)[], start: Dates, startInstant: string) =>
-    `${valueAt < 0 ? '' : dims[valueAt]}|${timeAt < 0 ? '' : bucketIndex(dims[timeAt]!, q.time!, start, startInstant)}`
   const currentStart = current.meta.date_range?.[0] ?? ''
   const previousStart = previous.meta.date_range?.[0] ?? ''
-  const byPlace = new Map(previous.results.map((r) => [place(r.dimensions, dates, previousStart), r]))
+  // A bucket's place: its dimension value, and its time. Days a year apart are matched by
+  // calendar date (29 February has no partner); other buckets by position, the nth of one
+  // period against the nth of the other, and a bucket past the other period's last has none.
+  const byDate = mode === 'year_over_year' && q.time === 'day'
+  const previousBuckets = timeAt < 0 ? 0 : bucketCount(q.time!, dates, previous.meta.date_range)
+  const partnerTime = (label: string): string | null => {
+    if (byDate) return label.endsWith('-02-29') ? null : `${String(Number(label.slice(0, 4)) - 1).padStart(4, '0')}${label.slice(4)}`
+    const n = bucketIndex(label, q.time!, q.dates!, currentStart)
+    return n < previousBuckets ? labelAt(n, q.time!, dates, previousStart) : null
+  }
+  const key = (dims: (string | null)[], time: string | null) => `${valueAt < 0 ? '' : dims[valueAt]}|${time ?? ''}`
+  const ownTime = (dims: (string | null)[]) => (timeAt < 0 ? null : (dims[timeAt] as string))
+  /** The place in the period before that a current result is compared with: null when there is none. */
+  const partnerOf = (dims: (string | null)[]) => {
+    if (timeAt < 0) return key(dims, null)
+    const time = partnerTime(dims[timeAt]!)
+    return time === null ? null : key(dims, time)
+  }
+  /** A row of the period before, keyed by its label as partnerTime writes it (an hour can be written more than one way). */
+  const previousKey = (dims: (string | null)[]) => {
+    const time = ownTime(dims)
+    if (time === null || byDate) return key(dims, time)
+    return key(dims, labelAt(bucketIndex(time, q.time!, dates, previousStart), q.time!, dates, previousStart))
+  }
+  const byPlace = new Map(previous.results.map((r) => [previousKey(r.dimensions), r]))
   // The first read may have stopped short of values the answer has: read those by name. Not
   // by event type or path for a conversion rate (an added filter would become the goal) or
   // visit metrics (which take one value of those), whose missing values show 0.
   const oneValueOnly = (q.dimension === 'event_type' || q.dimension === 'path') && q.metrics.some((m) => m === 'conversion_rate' || VISIT_METRICS.includes(m))
   if (q.dimension && valueAt >= 0 && previous.results.length >= COMPARISON_LIMIT && !oneValueOnly) {
-    const missing = [...new Set(current.results.filter((r) => !byPlace.has(place(r.dimensions, q.dates!, currentStart))).map((r) => r.dimensions[valueAt]!))]
+    const missing = [
+      ...new Set(
+        current.results
+          .filter((r) => {
+            const partner = partnerOf(r.dimensions)
+            return partner !== null && !byPlace.has(partner)
+          })
+          .map((r) => r.dimensions[valueAt]!),
+      ),
+    ]
     if (missing.length) {
       const named = { op: 'is' as const, dim: q.dimension, values: missing.map((v) => (v === NONE ? '' : v)) }
       const more = await run({ ...before(q), filters: [...q.filters, named] }).catch((err: unknown) => {
@@ -54,16 +86,19 @@ export async function withComparison(q: Query, run: (q: Query) => Promise<QueryR
         if (err instanceof QueryRefusedError) return null
         throw err
       })
-      for (const r of more?.results ?? []) byPlace.set(place(r.dimensions, dates, previousStart), r)
+      for (const r of more?.results ?? []) byPlace.set(previousKey(r.dimensions), r)
     }
   }
   const results = current.results.map((r) => {
-    const match = byPlace.get(place(r.dimensions, q.dates!, currentStart))
-    const dimensions =
-      match?.dimensions ??
-      r.dimensions.map((d, i) => (i === timeAt ? labelAt(bucketIndex(d!, q.time!, q.dates!, currentStart), q.time!, dates, previousStart) : d))
+    const partner = partnerOf(r.dimensions)
+    // No bucket to compare with (29 February a year on, the 31st of a month against a shorter one).
+    if (partner === null) return { ...r, comparison: null }
+    const match = byPlace.get(partner)
+    const dimensions = match?.dimensions ?? r.dimensions.map((d, i) => (i === timeAt ? partnerTime(d!) : d))
     const metrics = match?.metrics ?? r.metrics.map(() => 0)
-    const comparison: ComparedResult = { dimensions, metrics, change: r.metrics.map((x, i) => change(x, metrics[i]!, q.metrics[i]!)) }
+    // A rate of a place with no row is no rate at all (no visits, no visitors): its change is unknown, not the whole rate.
+    const changes = r.metrics.map((x, i) => (!match && RATES.includes(q.metrics[i]!) ? null : change(x, metrics[i]!, q.metrics[i]!)))
+    const comparison: ComparedResult = { dimensions, metrics, change: changes }
     return { ...r, comparison }
   })
   return { results, meta: { ...current.meta, comparison: { mode, date_range: previous.meta.date_range! } } }
@@ -91,6 +126,12 @@ function bucketIndex(label: string, g: Granularity, [first]: Dates, startInstant
   if (g === 'year') return y - fy
   if (g === 'month') return (y - fy) * 12 + m - fm
   return Math.round((Date.UTC(y, m - 1, d) - Date.parse(`${first}T00:00:00Z`)) / 86_400_000)
+}
+
+/** How many buckets of granularity `g` a period has: its dates, or for hours its instants [from, to). */
+function bucketCount(g: Granularity, [first, last]: Dates, range: [string, string] | null | undefined): number {
+  if (g === 'hour') return range ? Math.round((Date.parse(range[1]) - Date.parse(range[0])) / 3_600_000) : 0
+  return bucketIndex(last, g, [first, last], '') + 1
 }
 
 /** The label of the nth bucket of a period (for a comparison bucket with no row). */

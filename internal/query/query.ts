@@ -55,7 +55,7 @@ export type Query = {
 export type ComparedResult = { dimensions: (string | null)[]; metrics: number[]; change: (number | null)[] }
 
 export type QueryResult = {
-  results: { dimensions: (string | null)[]; metrics: number[]; comparison?: ComparedResult }[]
+  results: { dimensions: (string | null)[]; metrics: number[]; comparison?: ComparedResult | null }[]
   meta: {
     site_id: string
     date_range: [string, string] | null
