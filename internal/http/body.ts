@@ -7,8 +7,8 @@ const decoder = new TextDecoder()
 /**
  * Checks what can be checked before a byte of the body is read: the type (application/json
  * or text/plain, which navigator.sendBeacon sends for a string; others are 415s) and the
- * declared length (over `limit` is a 413). Returns the declared length, or null when the
- * body is sent without one (chunked).
+ * declared length (over `limit` is a 413; one that is not a single whole number, a 400).
+ * Returns the declared length, or null when the body is sent without one (chunked).
  */
 export function checkBody(req: Request, limit: number): number | null {
   const type = (req.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase()
@@ -17,6 +17,10 @@ export function checkBody(req: Request, limit: number): number | null {
   }
   const header = req.headers.get('content-length')
   if (header === null) return null
+  // Bun lets through a header sent twice with one value, which reads "33, 33": not a length.
+  if (!/^\d{1,15}$/.test(header)) {
+    throw new ApiError(400, 'invalid_content_length', `Content-Length must be one whole number of bytes, not ${JSON.stringify(header.slice(0, 40))}`)
+  }
   const declared = Number(header)
   if (declared > limit) throw tooLarge(limit)
   return declared

@@ -89,6 +89,8 @@ export function createGate(maxBytes: number, { smallBytes = SMALL_BODY_BYTES, sm
       }
       return {
         grow(total: number): boolean {
+          // A size that is not a number would stay in the running total for good.
+          if (!Number.isFinite(total)) return false
           if (done || total <= held) return !done
           if (total <= smallBytes && !isLarge) {
             if (!fits(total - held, true)) return false

@@ -66,7 +66,9 @@ const ingestBody = (schema: v.GenericSchema, summary: string) => ({
   description: summary,
 })
 const ingestErrors = {
-  400: error('Invalid JSON, invalid UTF-8, an empty body, or an invalid event: `details` names every problem'),
+  400: error(
+    'Invalid JSON, invalid UTF-8, an empty body, or an invalid event: `details` names every problem; invalid_content_length: a Content-Length that is not one whole number',
+  ),
   403: error('origin_not_allowed (the whole request), or site_not_allowed (one event; in a batch such an event is a `rejected` result)'),
   408: error('body_timeout: the body did not arrive within INGEST_BODY_TIMEOUT_MS'),
   413: error('Body or batch too large'),
