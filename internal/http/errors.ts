@@ -15,6 +15,7 @@ export type ErrorCode =
   | 'unsupported_media_type'
   | 'body_too_large'
   | 'body_timeout'
+  | 'invalid_content_length'
   | 'invalid_utf8'
   | 'empty_body'
   | 'invalid_json'
