@@ -135,6 +135,24 @@ describe('queue', () => {
     expect(await queue.depth()).toMatchObject({ length: 2, pending: 2, deadLetters: 2 })
     const letters = await queue.deadLetters()
     expect(letters[0]!.fields).toMatchObject({ reason: expect.stringContaining('no "b" or "e" field'), x: 'y' })
+    // Run again (a lost reply, a retry): no letter twice.
+    await queue.deadLetter(bad)
+    expect(await queue.depth()).toMatchObject({ deadLetters: 2 })
+  })
+
+  test('gives back a delivery it releases: the count one lower, the idle time kept, and nothing of an entry acknowledged meanwhile', async () => {
+    for (let n = 0; n < 3; n++) await queue.enqueue([event(n)])
+    const { entries } = await queue.read(reader, 'c1', { count: 10, blockMs: 10 })
+    const ids = entries.map((e) => e.id)
+    await Bun.sleep(30)
+    await queue.ack([ids[2]!])
+    await queue.release('c1', ids)
+    const pending = (await r.redis.xpending(r.queue.stream, r.queue.group, '-', '+', 10, 'c1')) as [string, string, number, number][]
+    expect(pending.map(([id, , , n]) => [id, n])).toEqual([
+      [ids[0], 0],
+      [ids[1], 0],
+    ])
+    for (const [, , idle] of pending) expect(idle).toBeGreaterThanOrEqual(30)
   })
 
   test('does not write the events of a request abandoned before the flush, and writes the others of that turn', async () => {
@@ -191,7 +209,7 @@ describe('consumers', () => {
 })
 
 describe('a Redis over its maxmemory (noeviction)', () => {
-  test('still takes acknowledgements and dead letters, which free it, and a worker starting gets past its consumer group', async () => {
+  test('still takes acknowledgements, dead letters and released deliveries, and a worker starting gets past its consumer group', async () => {
     const server = await startRedis({ aof: false })
     const redis = new Redis(server.url)
     try {
@@ -208,6 +226,9 @@ describe('a Redis over its maxmemory (noeviction)', () => {
       await redis.config('SET', 'maxmemory', String(used - 200_000))
       expect(await redis.xadd('oom', '*', 'e', '{}').catch((err: Error) => err.message)).toContain('OOM')
       await full.ensureGroup() // the group is there: nothing to create
+      // A worker stopping gives its deliveries back.
+      await full.release('w', [entries[1]!.id])
+      expect(((await redis.xpending('oom', 'g', '-', '+', 5, 'w')) as [string, string, number, number][]).find(([id]) => id === entries[1]!.id)![3]).toBe(0)
       // An entry set aside, its fields as they were (text in any script), goes to the dead letters too.
       const [first, ...rest] = entries
       await full.deadLetter([{ id: first!.id, fields: ['x', 'é \u{1F600} "q"'], reason: 'not an event: ünïcode' }])

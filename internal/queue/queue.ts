@@ -53,7 +53,10 @@ const ACK_CHUNK = 1000
  * ARGV[2] when, ARGV[3] the entries as JSON [{id, reason, fields}]. The acknowledgement comes
  * first: Redis refuses a script over its maxmemory only if its first write would add memory.
  * A script's writes are not rolled back if a later one fails, so everything that could fail
- * is checked before the first: the JSON, the dead-letter key's type, the fields' pairs.
+ * is checked before the first: the JSON, the dead-letter key's type, the fields' pairs. A
+ * letter is written only for an entry this acknowledgement took out of the group's pending
+ * list: the same call run twice (a reply lost, a retry) writes each letter once, and an entry
+ * another consumer took over and stored meanwhile gets none.
  */
 const DEAD_LETTER_SCRIPT = `local letters = cjson.decode(ARGV[3])
 local kind = redis.call('TYPE', KEYS[2])['ok']
@@ -63,12 +66,29 @@ for i, l in ipairs(letters) do
   if type(l.id) ~= 'string' or type(l.reason) ~= 'string' or #l.fields % 2 ~= 0 then return redis.error_reply('a malformed dead letter') end
   ids[i] = l.id
 end
-redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
-redis.call('XDEL', KEYS[1], unpack(ids))
+local acked = {}
 for _, l in ipairs(letters) do
+  if redis.call('XACK', KEYS[1], ARGV[1], l.id) == 1 then acked[#acked + 1] = l end
+end
+redis.call('XDEL', KEYS[1], unpack(ids))
+for _, l in ipairs(acked) do
   redis.call('XADD', KEYS[2], '*', 'source_id', l.id, 'reason', l.reason, 'failed_at', ARGV[2], unpack(l.fields))
 end
-return #ids`
+return #acked`
+/**
+ * KEYS[1] the stream, ARGV[1] the group, ARGV[2] the consumer, the rest entry ids: each entry
+ * the consumer still holds is claimed back by it with its delivery count one lower and its
+ * idle time as it was. XCLAIM, unlike a MULTI, runs in a Redis over its maxmemory.
+ */
+const RELEASE_SCRIPT = `local given = 0
+for i = 3, #ARGV do
+  local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])[1]
+  if row then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', row[3], 'RETRYCOUNT', math.max(0, row[4] - 1), 'JUSTID')
+    given = given + 1
+  end
+end
+return given`
 /** KEYS[1] the stream, ARGV[1] the group, ARGV[2] the idle time: deletes idle consumers that hold nothing. */
 const PRUNE_SCRIPT = `local gone = {}
 for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
@@ -139,23 +159,15 @@ export function createQueue(
    * fault of theirs (Postgres failed while the worker stopped): their delivery count goes
    * down by one, and their idle time stays as it was, so the next claim of them does not
    * count towards maxDeliveries, and another consumer still takes them over on time. A
-   * crash gives nothing back, so an entry that kills its worker is still counted.
+   * crash gives nothing back, so an entry that kills its worker is still counted. One script
+   * per thousand ids (an entry acknowledged or taken over meanwhile is left alone), which a
+   * Redis over its maxmemory still runs: a stop during a Postgres outage, which fills Redis,
+   * must still give deliveries back, or restarts would dead-letter good entries.
    */
   async function release(consumer: string, ids: string[]): Promise<void> {
-    if (ids.length === 0) return
-    const pipeline = redis.pipeline()
-    for (const id of ids) pipeline.call('XPENDING', stream, group, id, id, 1, consumer)
-    const replies = (await pipeline.exec()) ?? []
-    const tx = redis.multi()
-    let given = 0
-    for (const [err, rows] of replies) {
-      const row = (rows as [string, string, number, number][] | null)?.[0]
-      if (err || !row) continue // acknowledged or taken over meanwhile: nothing to give back
-      const [id, , idle, delivered] = row
-      tx.call('XCLAIM', stream, group, consumer, 0, id, 'IDLE', idle, 'RETRYCOUNT', Math.max(0, delivered - 1), 'JUSTID')
-      given++
+    for (let i = 0; i < ids.length; i += ACK_CHUNK) {
+      await redis.eval(RELEASE_SCRIPT, 1, stream, group, consumer, ...ids.slice(i, i + ACK_CHUNK))
     }
-    if (given > 0) await execAll(tx)
   }
 
   /**
