@@ -149,8 +149,8 @@ describe('queue', () => {
     await queue.release('c1', ids)
     const pending = (await r.redis.xpending(r.queue.stream, r.queue.group, '-', '+', 10, 'c1')) as [string, string, number, number][]
     expect(pending.map(([id, , , n]) => [id, n])).toEqual([
-      [ids[0], 0],
-      [ids[1], 0],
+      [ids[0]!, 0],
+      [ids[1]!, 0],
     ])
     for (const [, , idle] of pending) expect(idle).toBeGreaterThanOrEqual(30)
   })
