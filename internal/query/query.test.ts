@@ -189,6 +189,15 @@ describe('POST /v1/query answers', () => {
     })
   })
 
+  test('rows tied under the order asked come by value, so a limit cuts the same rows on every call', async () => {
+    site = `q-site-${n++}`
+    const store = createStore(env.db.sql)
+    const names = Array.from({ length: 40 }, (_, i) => `src-${String(i).padStart(2, '0')}`)
+    await store.insertEvents([...names].reverse().map((source) => ev({ source })))
+    const asked = q({ dimensions: ['source'], metrics: ['events'], order_by: [['events', 'desc']], limit: 5 })
+    expect((await store.query(asked, { now: NOW })).results.map((r) => r.dimensions[0])).toEqual(names.slice(0, 5))
+  })
+
   test('a range before dimensions were recorded is a 422 dimensions_not_recorded, while totals still answer', async () => {
     const store = await seed()
     await env.db.sql`update rollup_state set dims_since = '2025-03-02T00:00:00Z'`

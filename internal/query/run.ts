@@ -417,8 +417,10 @@ function shape(rows: Row[], q: Query): QueryResult['results'] {
   // A query without dimensions has one row of totals, even when nothing matched.
   if (!q.dimension && !q.time && rows.length === 0) rows = [{ t: null, v: null, events: 0, pageviews: 0, visitors: 0 }]
   const key = (r: Row, k: Query['orderBy'][number]['key']) => (k === 'time' ? (r.t?.getTime() ?? 0) : k === 'dimension' ? (r.v ?? '') : metric(r, k))
+  // Ties under the order asked go by value, then time: the same rows make the limit on every call.
+  const order = [...q.orderBy, { key: 'dimension', desc: false } as const, { key: 'time', desc: false } as const]
   rows.sort((a, b) => {
-    for (const { key: k, desc } of q.orderBy) {
+    for (const { key: k, desc } of order) {
       const x = key(a, k)
       const y = key(b, k)
       if (x < y) return desc ? 1 : -1

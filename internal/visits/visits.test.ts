@@ -156,6 +156,21 @@ describe('visits', () => {
     expect(await values(s, 'path')).toEqual({ '/first': 1, '/middle': 1, '/last': 1 })
   })
 
+  test('page views at the same instant enter and leave by the smallest and largest path in byte order, whatever the database collation', async () => {
+    const s = newSite()
+    const store = createStore(ctx.db.sql)
+    // A collation where '/a' sorts before '/B', as a database created under en_US would have.
+    await ctx.db.sql`alter table events alter column path type text collate "en-US-x-icu"`
+    try {
+      await store.insertEvents([ev(s, 'a', 0, { path: '/a' }), ev(s, 'a', 0, { path: '/B' })])
+      await roll()
+    } finally {
+      await ctx.db.sql`alter table events alter column path type text collate "default"`
+    }
+    expect(await values(s, 'entry_page')).toEqual({ '/B': 1 })
+    expect(await values(s, 'exit_page')).toEqual({ '/a': 1 })
+  })
+
   test('an event that arrives after its visit was closed counts as a visit of its own', async () => {
     const s = newSite()
     const store = createStore(ctx.db.sql)

@@ -37,9 +37,9 @@ export async function mergeVisits(tx: Sql, rows: Rows): Promise<void> {
     select site_id collate "C" as site_id, user_id collate "C" as visitor, ts as started_at, ts as ended_at, received_at as last_received_at, 1::bigint as events,
            (event_type = any(${pv}))::int::bigint as pageviews,
            case when event_type = any(${pv}) and path is not null then ts end as entry_at,
-           case when event_type = any(${pv}) then path end as entry_page,
+           case when event_type = any(${pv}) then path end collate "C" as entry_page,
            case when event_type = any(${pv}) and path is not null then ts end as exit_at,
-           case when event_type = any(${pv}) then path end as exit_page,
+           case when event_type = any(${pv}) then path end collate "C" as exit_page,
            event_id as first_event_id, ${attrs},
            case when event_type = any(${pv}) and path is not null then array[path] else '{}'::text[] end as paths,
            array[event_type] as event_types
@@ -64,8 +64,8 @@ export async function mergeVisits(tx: Sql, rows: Rows): Promise<void> {
   // starts VISIT_GAP_MS or more after every earlier one ended opens the next, and is that
   // visit's first, whose attributes the visit takes. Then each visit is gathered by hashing,
   // so the items are sorted once. The entry and exit pages are the least and greatest of an
-  // array led by a fixed-width time key (earliest page view, then smallest path; latest, then
-  // largest).
+  // array led by a fixed-width time key (earliest page view, then smallest path in byte order,
+  // whatever the database's collation; latest, then largest).
   const key = (t: string) => tx`lpad((extract(epoch from ${tx(t)}) * 1000000)::bigint::text, 18, '0')`
   const firsts = ATTRIBUTES.map((a) => tx`max(${tx(a)}) filter (where opens = 1) as ${tx(a)}`).reduce((a, b) => tx`${a}, ${b}`)
   await tx`
