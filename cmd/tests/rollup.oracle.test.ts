@@ -14,7 +14,8 @@ type Ev = {
   event_id: string
   site_id: string
   event_type: string
-  path: string
+  /** Absent on some page views of visits: such a page view names no entry, exit or path. */
+  path?: string
   user_id: string
   timestamp: string
   referrer?: string
@@ -100,8 +101,9 @@ function workload(): Ev[] {
 }
 
 /**
- * Visitors with several visits each: page views 1 to 20 minutes apart, visits hours or days
- * apart, some running over midnight at the end of a month or a year.
+ * Visitors with several visits each: page views 1 to 20 minutes apart (some at the same
+ * instant as the one before, some without a path), visits hours or days apart, some running
+ * over midnight at the end of a month or a year.
  */
 function visitWorkload(): Ev[] {
   const out: Ev[] = []
@@ -116,14 +118,14 @@ function visitWorkload(): Ev[] {
             event_id: uuid(),
             site_id: site,
             event_type: i > 0 && rand() < 0.15 ? 'signup' : 'pageview',
-            path: pick(PATHS),
+            ...(rand() < 0.1 ? {} : { path: pick(PATHS) }),
             user_id: `visitor-${v}`,
             timestamp: new Date(t).toISOString(),
             referrer: pick(REFERRERS),
             ip: pick(IPS),
             user_agent: pick(AGENTS),
           })
-          t += (1 + Math.floor(rand() * 20)) * 60_000
+          if (rand() < 0.85) t += (1 + Math.floor(rand() * 20)) * 60_000
         }
         t += (31 + Math.floor(rand() * 3000)) * 60_000
       }
@@ -132,7 +134,7 @@ function visitWorkload(): Ev[] {
   return out
 }
 
-type Visit = { site: string; user: string; start: number; end: number; events: number; pageviews: number; entry: string; exit: string }
+type Visit = { site: string; user: string; start: number; end: number; events: number; pageviews: number; entry: string; exit: string; first: Ev }
 /** Every visit of the stored events: one visitor's events on one site with each gap under 30 minutes. */
 function expectedVisits(events: Ev[]): Visit[] {
   const byVisitor = new Map<string, Ev[]>()
@@ -144,8 +146,14 @@ function expectedVisits(events: Ev[]): Visit[] {
     const close = () => {
       if (!current.length) return
       const views = current.filter((e) => (PAGEVIEW_TYPES as readonly string[]).includes(e.event_type))
+      // Entry and exit: the earliest and latest page view with a path, ties by path in byte order.
       const key = (e: Ev) => `${new Date(e.timestamp).toISOString()}|${e.path}`
-      const sorted = views.map(key).sort()
+      const sorted = views
+        .filter((e) => e.path !== undefined)
+        .map(key)
+        .sort()
+      // The visit's attributes: its first event's, by time, then event_id.
+      const first = [...current].sort((a, b) => Date.parse(a.timestamp) - Date.parse(b.timestamp) || (a.event_id < b.event_id ? -1 : 1))[0]!
       visits.push({
         site: current[0]!.site_id,
         user: current[0]!.user_id,
@@ -155,6 +163,7 @@ function expectedVisits(events: Ev[]): Visit[] {
         pageviews: views.length,
         entry: sorted.length ? sorted[0]!.split('|')[1]! : '',
         exit: sorted.length ? sorted.at(-1)!.split('|')[1]! : '',
+        first,
       })
       current = []
     }
@@ -182,7 +191,7 @@ function expected(events: Ev[]) {
       b.byType.set(e.event_type, (b.byType.get(e.event_type) ?? 0) + 1)
       b.users.add(e.user_id)
       const pk = `${e.event_type}|${e.path}`
-      b.paths.set(pk, (b.paths.get(pk) ?? 0) + 1)
+      if (e.path !== undefined) b.paths.set(pk, (b.paths.get(pk) ?? 0) + 1)
     }
   }
   return buckets
@@ -213,7 +222,7 @@ function dimensionsOf(e: Ev): Record<string, string> | null {
     browser: agent.browser ?? '',
     os: agent.os ?? '',
     device: (e.screen_width !== undefined ? deviceFromScreen(e.screen_width) : agent.device) ?? '',
-    path: e.path,
+    path: e.path ?? '',
     event_type: e.event_type,
   }
   for (const [k, v] of Object.entries(e.props ?? {})) dims[`props:${k}`] = String(v)
@@ -360,7 +369,7 @@ describe('rollups against an exact oracle', () => {
     expect(body.totals.views).toBe([...sent.values()].filter((e) => e.site_id === site).length)
     for (const s of body.series) expect(s.views).toBe(oracle.get(`month|${site}|${s.bucket}`)?.views ?? 0)
     const byPath = new Map<string, number>()
-    for (const e of sent.values()) if (e.site_id === site) byPath.set(e.path, (byPath.get(e.path) ?? 0) + 1)
+    for (const e of sent.values()) if (e.site_id === site && e.path !== undefined) byPath.set(e.path, (byPath.get(e.path) ?? 0) + 1)
     expect(Object.fromEntries(body.top_paths.map((p) => [p.path, p.views]))).toEqual(Object.fromEntries(byPath))
 
     // Every (dimension, value, bucket) of /v1/query, per site and granularity, against the oracle.
@@ -450,11 +459,11 @@ describe('rollups against an exact oracle', () => {
     const [{ open }] = (await db.sql`select count(*)::int as open from visits_open`) as unknown as [{ open: number }]
     expect(open).toBe(0)
     await compareVisits(visits, 'closed')
-    log.push(`${visits.length} visits, with bounces, durations, entry and exit pages and conversion rates, equal open and closed`)
+    log.push(`${visits.length} visits, with bounces, durations, entry and exit pages, sources, countries and conversion rates, equal open and closed`)
     console.log(`oracle: ${log.join('; ')}`)
   }, 300_000)
 
-  /** Visit figures of /v1/query per day, month and year, entry and exit pages per month, and conversion rates, against the oracle's visits. */
+  /** Visit figures of /v1/query per day, month and year, entry and exit pages, sources and countries per month, and conversion rates, against the oracle's visits. */
   async function compareVisits(visits: Visit[], when: string) {
     const ask = async (body: Record<string, unknown>) => {
       const res = await fetch(`${stack.base}/v1/query`, {
@@ -488,10 +497,17 @@ describe('rollups against an exact oracle', () => {
           rows: Object.fromEntries([...want].map(([b, vs]) => [b, figures(vs)])),
         })
       }
-      for (const dim of ['entry_page', 'exit_page'] as const) {
+      // By entry and exit page, and by the attributes a visit takes from its first event.
+      const of: Record<string, (v: Visit) => string> = {
+        entry_page: (v) => v.entry,
+        exit_page: (v) => v.exit,
+        source: (v) => dimensionsOf(v.first)!.source!,
+        country: (v) => dimensionsOf(v.first)!.country!,
+      }
+      for (const dim of ['entry_page', 'exit_page', 'source', 'country'] as const) {
         const want = new Map<string, number>()
         for (const v of mine) {
-          const key = `${v[dim === 'entry_page' ? 'entry' : 'exit'] || NONE}|${truncate(new Date(v.start), 'month').toISOString().slice(0, 10)}`
+          const key = `${of[dim]!(v) || NONE}|${truncate(new Date(v.start), 'month').toISOString().slice(0, 10)}`
           want.set(key, (want.get(key) ?? 0) + 1)
         }
         const got = await ask({ site_id: site.id, metrics: ['visits'], dimensions: [dim, 'time:month'] })
