@@ -106,4 +106,27 @@ describe('comparisons', () => {
     const answer = await withComparison(query({ date_range: ['2025-03-01', '2025-03-07'], dimensions: ['source'], metrics: ['bounce_rate'] }), run)
     expect(answer.results[0]!.comparison).toEqual({ dimensions: ['Google'], metrics: [0], change: [null] })
   })
+
+  test('a breakdown over time reads every bucket of the values the first read missed, however many', async () => {
+    const values = Array.from({ length: 1000 }, (_, i) => `/v${i}`)
+    // The values most seen in January are the least seen in February: most of February's are past January's first 10,000 rows.
+    const figure = (v: string, from: string) => (from === '2025-01-01' ? 1 + Number(v.slice(2)) : 2000 - Number(v.slice(2)))
+    const run = async (q: Query): Promise<QueryResult> => {
+      const named = q.filters.find((f) => f.op === 'is' && f.dim === 'path')
+      const days = (await daily(q)).results.map((r) => r.dimensions[0]!)
+      const rows = values
+        .filter((v) => !named || named.values.includes(v))
+        .flatMap((v) => days.map((d) => ({ dimensions: [v, d], metrics: [figure(v, q.dates![0])] })))
+        .sort((a, b) => b.metrics[0]! - a.metrics[0]!)
+        .slice(0, q.limit)
+      return {
+        results: rows,
+        meta: { site_id: q.siteId, date_range: [q.from!.toISOString(), q.to!.toISOString()], source: 'rollups', trimmed_events: 0, timezone: q.timezone },
+      }
+    }
+    // February against January: 1,000 values a day, past the first read's 10,000 rows in each.
+    const answer = await withComparison(query({ date_range: ['2025-02-01', '2025-02-28'], dimensions: ['path', 'time:day'], limit: 10_000 }), run)
+    expect(answer.results).toHaveLength(10_000)
+    expect(answer.results.filter((r) => r.comparison?.metrics[0] !== figure(r.dimensions[0]!, '2025-01-01'))).toEqual([])
+  })
 })

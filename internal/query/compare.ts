@@ -81,7 +81,8 @@ export async function withComparison(q: Query, run: (q: Query) => Promise<QueryR
     ]
     if (missing.length) {
       const named = { op: 'is' as const, dim: q.dimension, values: missing.map((v) => (v === NONE ? '' : v)) }
-      const more = await run({ ...before(q), filters: [...q.filters, named] }).catch((err: unknown) => {
+      // Every bucket of those values: the read is not cut at the first read's limit (its rows are all read anyway, then sliced).
+      const more = await run({ ...before(q), filters: [...q.filters, named], limit: Number.MAX_SAFE_INTEGER }).catch((err: unknown) => {
         // A combination the first read answered cannot be refused for one more filter on its own dimension; should one be, the values show 0.
         if (err instanceof QueryRefusedError) return null
         throw err
