@@ -1,7 +1,7 @@
 // sluice-api: the ingestion and reporting HTTP API.
 import { openClients } from '../../internal/clients/open.ts'
 import { ConfigError, loadConfig, requireStatsAccess } from '../../internal/config/config.ts'
-import { UnreachableError } from '../../internal/clients/clients.ts'
+import { createSql, UnreachableError } from '../../internal/clients/clients.ts'
 import { createApp } from '../../internal/http/http.ts'
 import { createIngest } from '../../internal/http/ingest.ts'
 import { createIdentity } from '../../internal/identity/identity.ts'
@@ -31,7 +31,10 @@ await runMain('api', async () => {
   const store = createStore(sql)
   const stop = onStopSignals(log)
   const identity = createIdentity({ redis }, config.identity)
-  const registry = createRegistry({ sql, log }, config.registry)
+  // The registry polls on a connection of its own: behind the 4 that stats and admin requests
+  // share (each may run QUERY_TIMEOUT_MS), a revocation would wait in line for them.
+  const registrySql = createSql(config.databaseUrl, { max: 1, statementTimeoutMs: config.stats.queryTimeoutMs })
+  const registry = createRegistry({ sql: registrySql, log }, config.registry)
   await registry.start(stop)
   const ingest = createIngest({ queue, backpressure, metrics, identity, sites: registry }, config.ingest)
   const app = createApp(
@@ -81,7 +84,7 @@ await runMain('api', async () => {
     log,
     [
       ['finish in-flight requests', () => server.stop()],
-      ['close postgres', () => sql.end({ timeout: 5 })],
+      ['close postgres', () => Promise.all([sql.end({ timeout: 5 }), registrySql.end({ timeout: 5 })])],
       // quit() throws while Redis is down (no offline queue): then there is nothing to close.
       ['close redis', () => (redis.status === 'ready' ? redis.quit() : redis.disconnect())],
     ],

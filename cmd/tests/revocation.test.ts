@@ -30,14 +30,12 @@ const admin = async (method: string, path: string, body?: unknown) =>
       ...(body ? { body: JSON.stringify(body) } : {}),
     })
   ).json()) as Record<string, string>
-const status = async (base: string, token: string) =>
-  (
-    await fetch(`${base}/v1/query`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ site_id: 'replica-site', date_range: 'day', metrics: ['events'] }),
-    })
-  ).status
+const queryInit = (token: string): RequestInit => ({
+  method: 'POST',
+  headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+  body: JSON.stringify({ site_id: 'replica-site', date_range: 'day', metrics: ['events'] }),
+})
+const status = async (base: string, token: string) => (await fetch(`${base}/v1/query`, queryInit(token))).status
 
 describe('API replicas', () => {
   test('all refuse a revoked token within REGISTRY_REFRESH_MS of its revocation', async () => {
@@ -56,5 +54,33 @@ describe('API replicas', () => {
     )
     for (const ms of after) expect(ms).toBeLessThan(REFRESH_MS + 500)
     expect(await Promise.all(bases.map((b) => status(b, token.token!)))).toEqual([401, 401, 401])
+  }, 60_000)
+
+  test('refuses a revoked token on time even while every Postgres connection of its requests is busy', async () => {
+    const [busy] = others
+    await admin('POST', '/v1/admin/sites', { site_id: 'replica-site' }).catch(() => null)
+    const token = await admin('POST', '/v1/admin/tokens', { kind: 'read', site_id: 'replica-site' })
+    await Bun.sleep(REFRESH_MS + 300)
+    expect(await status(busy!.base, token.token!)).toBe(200)
+    // Queries of that process wait on a lock the test holds: all 4 of its connections, and more in line.
+    const held = stack.db.sql.reserve()
+    const lock = await held
+    await lock`begin`
+    await lock`lock table events in access exclusive mode`
+    const stuck = Array.from({ length: 6 }, () => status(busy!.base, token.token!).catch(() => 0))
+    try {
+      await Bun.sleep(300)
+      await admin('DELETE', `/v1/admin/tokens/${token.id}`)
+      const revoked = performance.now()
+      // A request the stale registry lets through waits on the lock too: it counts as not refused.
+      const refused = async () =>
+        (await fetch(`${busy!.base}/v1/query`, { ...queryInit(token.token!), signal: AbortSignal.timeout(200) }).catch(() => null))?.status === 401
+      while (!(await refused()) && performance.now() - revoked < 10_000) await Bun.sleep(25)
+      expect(performance.now() - revoked).toBeLessThan(REFRESH_MS + 500)
+    } finally {
+      await lock`rollback`
+      lock.release()
+      await Promise.all(stuck)
+    }
   }, 60_000)
 })

@@ -160,8 +160,14 @@ export function createSites(sql: Sql) {
     const removed = await sql`select site_id from site_removals order by site_id`
     const out: Removal[] = []
     for (const { site_id } of removed) {
-      const deleted = await sql.begin((tx) => purge(tx as unknown as Sql, site_id as string, false))
-      if (Object.values(deleted).some((n) => n > 0)) out.push({ site_id: site_id as string, deleted })
+      const deleted = await sql.begin(async (tx) => {
+        // Still removed? A site added again since the list was read (add deletes its removal
+        // record) is live now: its new data is not swept. Locked, so an add waits for the sweep.
+        const [still] =
+          await tx`select 1 from site_removals r where site_id = ${site_id as string} and not exists (select 1 from sites s where s.site_id = r.site_id) for update`
+        return still ? purge(tx as unknown as Sql, site_id as string, false) : null
+      })
+      if (deleted && Object.values(deleted).some((n) => n > 0)) out.push({ site_id: site_id as string, deleted })
     }
     return out
   }
