@@ -432,7 +432,17 @@ describe('sites, tokens and shared links', () => {
     expect((await call(app, 'PATCH', '/v1/admin/sites/own-site', siteAdmin.token, { timezone: 'Asia/Tokyo' })).status).toBe(200)
     expect((await call(app, 'PATCH', '/v1/admin/sites/other-site', siteAdmin.token, { public: true })).status).toBe(403)
     expect((await call(app, 'POST', '/v1/admin/sites', siteAdmin.token, { site_id: 'more' })).status).toBe(403)
-    expect((await call(app, 'DELETE', '/v1/admin/sites/own-site', siteAdmin.token)).status).toBe(403)
+    const removing = await call(app, 'DELETE', '/v1/admin/sites/own-site', siteAdmin.token)
+    expect(removing.status).toBe(403)
+    expect(((await removing.json()) as { error: string }).error).toBe('only an admin token of every site may do this; this token manages only site "own-site"')
+    const byLink = await call(app, 'GET', '/v1/admin/sites', link.token)
+    expect(((await byLink.json()) as { error: string }).error).toBe('the admin API needs an admin token; this one is a shared link')
+    // ?site_id= narrows the list for an admin of every site too.
+    const one = (await (await call(app, 'GET', '/v1/admin/sites?site_id=other-site', ADMIN)).json()) as { site_id: string }[]
+    expect(one.map((s) => s.site_id)).toEqual(['other-site'])
+    // The scheme in any case, and a tab after it.
+    const lower = await app.request('/v1/admin/sites', { headers: { authorization: `bearer\t${ADMIN}` } })
+    expect(lower.status).toBe(200)
     expect((await call(app, 'POST', '/v1/admin/tokens', siteAdmin.token, { kind: 'read' })).status).toBe(403)
     expect((await call(app, 'POST', '/v1/admin/tokens', siteAdmin.token, { kind: 'read', site_id: 'own-site' })).status).toBe(201)
     const listed = (await (await call(app, 'GET', '/v1/admin/tokens', siteAdmin.token)).json()) as { site_id: string }[]

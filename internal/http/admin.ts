@@ -41,9 +41,11 @@ export function adminRoutes({ sites, tokens, auth }: AdminDeps) {
   const app = new Hono()
 
   app.get('/v1/admin/sites', routeDocs.admin('List sites'), async (c) => {
-    const caller = auth.admin(c, c.req.query('site_id'))
+    const asked = c.req.query('site_id')
+    const caller = auth.admin(c, asked)
+    const mine = caller.siteId ?? asked
     const all = await registryCall(sites.list)
-    return c.json(caller.siteId === null ? all : all.filter((s) => s.site_id === caller.siteId))
+    return c.json(mine === undefined ? all : all.filter((s) => s.site_id === mine))
   })
   app.post(
     '/v1/admin/sites',

@@ -48,7 +48,8 @@ export function createAuth(registry: Pick<Registry, 'grant' | 'site'> | null, { 
   const identify: MiddlewareHandler = async function identifyCaller(c, next) {
     const header = c.req.header('authorization')
     if (header !== undefined) {
-      const m = /^Bearer +([A-Za-z0-9._~+/=-]+) *$/.exec(header)
+      // The scheme is case-insensitive (RFC 9110), and spaces or tabs may follow it.
+      const m = /^Bearer[ \t]+([A-Za-z0-9._~+/=-]+)[ \t]*$/i.exec(header)
       if (!m) throw new ApiError(400, 'bad_authorization', 'Authorization must be "Bearer <token>"')
       const grant = grantOf(m[1]!)
       if (!grant) throw new ApiError(401, 'unauthorized', 'the token is wrong, or it was revoked', { headers: WWW })
@@ -74,9 +75,14 @@ export function createAuth(registry: Pick<Registry, 'grant' | 'site'> | null, { 
     const caller = callerOf(c)
     if (!caller) throw new ApiError(401, 'unauthorized', 'the admin API needs an admin token: send Authorization: Bearer <token>', { headers: WWW })
     if (caller.kind !== 'admin')
-      throw new ApiError(403, 'forbidden', `the admin API needs an admin token; this one is a ${caller.kind} ${caller.kind === 'link' ? 'link' : 'token'}`)
+      throw new ApiError(
+        403,
+        'forbidden',
+        `the admin API needs an admin token; this one is ${caller.kind === 'link' ? 'a shared link' : `a ${caller.kind} token`}`,
+      )
     if (siteId !== undefined && caller.siteId !== null && caller.siteId !== siteId) {
-      throw new ApiError(403, 'forbidden', `this token manages only site ${JSON.stringify(caller.siteId)}`)
+      const only = `this token manages only site ${JSON.stringify(caller.siteId)}`
+      throw new ApiError(403, 'forbidden', siteId === null ? `only an admin token of every site may do this; ${only}` : only)
     }
     return caller
   }
