@@ -3,7 +3,7 @@ import type { Sql } from '../clients/clients.ts'
 import { add, GRANULARITIES, type Granularity, truncate } from '../store/buckets.ts'
 import { type Dimension, dimensionValue, NONE, PAGEVIEW_TYPES, PAIRS, pairOf, pairPrefix, VISIT_ONLY_DIMENSIONS } from '../store/dimensions.ts'
 import { isVisitDimension, VISIT_DIMENSIONS, visitMeasures, visitPairs } from '../visits/visits.ts'
-import { hourlyDetailFrom } from '../store/retention.ts'
+import { hourlyDetailFrom, keepRawEvents } from '../store/retention.ts'
 import { HLL, siteWatermark } from '../store/rollup.ts'
 import { plan } from '../store/stats.ts'
 import { localDate } from '../sites/timezone.ts'
@@ -45,6 +45,7 @@ export async function runQuery(sql: Sql, q: Query, options: RunOptions = {}): Pr
   const { maxFutureMs = 5 * 60_000, now = new Date() } = options
   if (q.realtime) q = { ...q, from: new Date(now.getTime() - REALTIME_MS), to: new Date(now.getTime() + maxFutureMs) }
   return sql.begin('isolation level repeatable read read only', async (tx) => {
+    await keepRawEvents(tx as unknown as Sql)
     if (options.deadline !== undefined) {
       // What is left of the request's time (at least 1 ms: none left cancels the next statement, answered query_timeout).
       await tx`select set_config('statement_timeout', ${String(Math.max(1, Math.floor(options.deadline - Date.now())))}, true)`

@@ -138,10 +138,13 @@ describe('the sites registry', () => {
     expect((await sites.sweepRemoved()).find((s) => s.site_id === 'reg-late')).toBeUndefined()
     const [n] = await env.db.sql`select count(*)::int as n from events where site_id = 'reg-late'`
     expect(n!.n).toBe(1)
-    // A removal older than a day is forgotten.
+    // A removal older than a day is swept once more, then forgotten: a sweep late by more than a day still deletes what arrived.
     await sites.remove('reg-late')
-    expect((await sites.sweepRemoved(new Date(Date.now() + 25 * 3_600_000))).find((s) => s.site_id === 'reg-late')).toBeUndefined()
+    await store.insertEvents([{ ...late, event_id: crypto.randomUUID() }])
+    const lateSweep = await sites.sweepRemoved(new Date(Date.now() + 25 * 3_600_000))
+    expect(lateSweep.find((s) => s.site_id === 'reg-late')?.deleted).toMatchObject({ events: 1 })
     expect(await env.db.sql`select 1 from site_removals where site_id = 'reg-late'`).toHaveLength(0)
+    expect((await sites.sweepRemoved(new Date(Date.now() + 25 * 3_600_000))).find((s) => s.site_id === 'reg-late')).toBeUndefined()
   }, 150_000)
 })
 

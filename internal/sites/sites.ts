@@ -156,7 +156,7 @@ export function createSites(sql: Sql) {
   /** Deletes again what was stored under recently removed ids; the retention job calls it. */
   async function sweepRemoved(now = new Date()): Promise<Removal[]> {
     const since = new Date(now.getTime() - REMOVAL_SWEEP_HOURS * 3_600_000)
-    await sql`delete from site_removals where removed_at < ${since}`
+    // Swept once more before a removal is forgotten: a sweep late by more than a day (cron down) still comes after the last arrivals.
     const removed = await sql`select site_id from site_removals order by site_id`
     const out: Removal[] = []
     for (const { site_id } of removed) {
@@ -169,6 +169,7 @@ export function createSites(sql: Sql) {
       })
       if (deleted && Object.values(deleted).some((n) => n > 0)) out.push({ site_id: site_id as string, deleted })
     }
+    await sql`delete from site_removals where removed_at < ${since}`
     return out
   }
 

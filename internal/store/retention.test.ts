@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, test } from 'bun:test'
 import { createTestDatabase, eventually, type TestDatabase } from '../testkit/testkit.ts'
 import { parseQuery, runQuery } from '../query/query.ts'
-import { ensurePartitions, hourlyKeptSince, retention } from './retention.ts'
+import { ensurePartitions, hourlyKeptSince, keepRawEvents, retention } from './retention.ts'
 import { rollup } from './rollup.ts'
 import { createStore, HourlyDetailExpiredError, type Store } from './store.ts'
 
@@ -119,6 +119,31 @@ describe('retention', () => {
         { path: '/old', views: 1 },
       ],
     })
+  })
+
+  test('keeps a partition while a reader of raw events holds its snapshot, so the reader still finds its rows', async () => {
+    await ingestedHoursAgo(30)
+    await ensurePartitions(db.sql, { now }) // made before: making one waits for readers too
+    const seen = await db.sql.begin('isolation level repeatable read read only', async (tx) => {
+      await keepRawEvents(tx as unknown as typeof db.sql)
+      const [{ watermark }] = (await tx`select xid_watermark::text as watermark from rollup_shards limit 1`) as unknown as [{ watermark: string }]
+      // Meanwhile the rollup counts the row and retention would drop its partition.
+      await rollup(db.sql)
+      const result = await retention(db.sql, { rawRetentionHours: 24, now })
+      expect(result.partitionsDropped).toEqual([])
+      expect(result.partitionsKept).toHaveLength(1)
+      return (await tx`select count(*)::int as n from events where xid >= ${watermark}::xid8`)[0]!.n as number
+    })
+    expect(seen).toBe(1)
+    expect((await retention(db.sql, { rawRetentionHours: 24, now })).partitionsDropped).toHaveLength(1)
+  }, 20_000)
+
+  test('the rollup and retention stop, and delete nothing, while a watermark is ahead of the cluster (a restore into another cluster)', async () => {
+    await ingestedHoursAgo(30)
+    await db.sql`update rollup_shards set xid_watermark = (pg_snapshot_xmax(pg_current_snapshot())::text::bigint + 1000000)::text::xid8`
+    await expect(rollup(db.sql)).rejects.toThrow('restored into another cluster')
+    await expect(retention(db.sql, { rawRetentionHours: 24, now })).rejects.toThrow('restored into another cluster')
+    expect(await rawCount()).toBe(1)
   })
 
   test('never drops a partition holding events the rollups have not counted', async () => {

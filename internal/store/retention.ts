@@ -1,5 +1,6 @@
 import type postgres from 'postgres'
 import type { Sql } from '../clients/clients.ts'
+import { requireWatermarksOfThisCluster } from './rollup.ts'
 
 export type RetentionOptions = {
   /** Raw events older than this (by ingestion time) are dropped, once counted in the rollups. */
@@ -48,6 +49,17 @@ export function hourlyDetailFrom(configured: Date | null, dropped: Date | null):
   if (configured && dropped) return configured > dropped ? configured : dropped
   return configured ?? dropped
 }
+
+/**
+ * The first statement of a transaction that reads raw events above a rollup watermark (stats,
+ * /v1/query): it holds `events` (every partition) until the transaction ends. Dropping a
+ * partition takes effect even for snapshots taken before the drop, unlike a delete: without
+ * this, a query that read its watermark before a rollup chunk committed and retention dropped
+ * the chunk's partition would find those rows neither in the rollups nor in the raw table.
+ * Taken before the snapshot (a LOCK is not a query), so the drop waits for the reader, up to
+ * its 2 s lock timeout, and is otherwise left to the next run.
+ */
+export const keepRawEvents = (tx: Sql) => tx`lock table events in access share mode`
 
 /**
  * Makes the hourly partitions of events from the previous hour to `aheadHours` ahead.
@@ -124,6 +136,8 @@ async function retentionRun(
   const cutoff = new Date(now.getTime() - rawRetentionHours * HOUR)
   const result = nothingDone(true)
   result.partitionsCreated = await ensurePartitions(sql, { aheadHours, now })
+  // Nothing raw is deleted by a watermark of another cluster: every row would pass as counted.
+  await requireWatermarksOfThisCluster(sql)
 
   const partitions = await sql`
     select c.relname as name from pg_inherits i join pg_class c on c.oid = i.inhrelid

@@ -92,9 +92,27 @@ const add = (a: Run, b: Run): Run => ({
  * every event is counted exactly once. Every rollup row is keyed by site, so shards never
  * write the same rows.
  */
+/**
+ * Throws when a shard's watermark is ahead of every transaction id this cluster has given
+ * out: the database was restored into another cluster (pg_dump, logical replication), whose
+ * ids start lower. Every new row would then sit below the watermark, never counted, and
+ * retention would drop it as counted. docs/rollups.md says how to reset the watermarks.
+ */
+export async function requireWatermarksOfThisCluster(sql: Sql): Promise<void> {
+  const [row] = await sql`
+    select max(xid_watermark)::text as watermark, pg_snapshot_xmax(pg_current_snapshot())::text as next
+    from rollup_shards having max(xid_watermark) > pg_snapshot_xmax(pg_current_snapshot())`
+  if (row) {
+    throw new Error(
+      `a rollup watermark (${row.watermark}) is ahead of this cluster's transaction ids (next ${row.next}): the database was restored into another cluster; the rollup and retention stop until the watermarks are reset (docs/rollups.md, "Restoring into another cluster")`,
+    )
+  }
+}
+
 export async function rollup(sql: Sql, options: RollupOptions = {}): Promise<RollupResult> {
   const shards = options.shards ?? 2
   if (!Number.isInteger(shards) || shards < 1 || shards > MAX_SHARDS) throw new RangeError(`shards must be an integer from 1 to ${MAX_SHARDS}, not ${shards}`)
+  await requireWatermarksOfThisCluster(sql)
   const resharded = await reshard(sql, shards, options)
   // Until the change can be made, the shards as they are keep being counted.
   const of = resharded.ready ? shards : resharded.of

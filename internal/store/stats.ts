@@ -2,7 +2,7 @@ import type postgres from 'postgres'
 import type { Sql } from '../clients/clients.ts'
 import { HourlyDetailExpiredError } from './errors.ts'
 import { add, GRANULARITIES, truncate, type Granularity } from './buckets.ts'
-import { hourlyDetailFrom } from './retention.ts'
+import { hourlyDetailFrom, keepRawEvents } from './retention.ts'
 import { HLL, siteWatermark } from './rollup.ts'
 
 export type RangeQuery = {
@@ -48,6 +48,7 @@ export async function rangeStats(
   const { log2m, regwidth, expthresh, sparseon } = HLL
 
   return sql.begin('isolation level repeatable read read only', async (tx) => {
+    await keepRawEvents(tx as unknown as Sql)
     if (needed.length > 0) {
       // Hourly detail: what ROLLUP_HOUR_RETENTION_DAYS keeps now, and what retention deleted under an earlier setting.
       const [state] = await tx`select hour_dropped_before from rollup_state`
