@@ -96,6 +96,9 @@ const REALTIME_MS = 10_000
 const regions = new Intl.DisplayNames(['en'], { type: 'region' })
 let filters = []
 let gen = 0
+// Whether the site has answered with this token (or without one) on this page: until then a
+// load asks one question first, so a wrong token or a private site answers one 401, not ten.
+let accepted = false
 // A shared link (/share/<site>#link=<secret>): the site it shows; null on /dashboard.
 const shared = /^\/share\/([^/]+)$/.test(location.pathname) ? decodeURIComponent(location.pathname.slice(7)) : null
 let plot
@@ -143,6 +146,14 @@ function custom() {
   const on = form.period.value === 'custom'
   form.classList.toggle('custom', on)
   form.from.required = form.to.required = on
+  // Chosen without dates: the last 30 days to start from.
+  if (on && !form.from.value && !form.to.value) {
+    const today = new Date()
+    const iso = (d) => `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`
+    form.to.value = iso(today)
+    form.from.value = iso(new Date(today.getFullYear(), today.getMonth(), today.getDate() - 29))
+  }
+  form.to.min = form.from.value
 }
 function writeUrl(push) {
   const p = new URLSearchParams(shared ? { period: form.period.value } : { site: form.site.value, period: form.period.value })
@@ -174,13 +185,19 @@ class ApiError extends Error {}
 const NO_SECRET = 'This shared dashboard opens only from the full link you were given (it ends in #link=…): this address lacks it.'
 
 const UNREACHABLE = 'Cannot reach Sluice: check the connection, then press Show.'
+// Past Sluice's own query timeout (25 s) and nginx's (30 s): a request still unanswered then never will be.
+const ANSWER_MS = 35_000
 async function api(path, body) {
   const headers = form.token.value ? { Authorization: `Bearer ${form.token.value}` } : {}
+  const signal = AbortSignal.timeout(ANSWER_MS)
   let res
   try {
-    res = await fetch(path, body ? { method: 'POST', headers: { ...headers, 'Content-Type': 'application/json' }, body: JSON.stringify(body) } : { headers })
+    res = await fetch(
+      path,
+      body ? { method: 'POST', headers: { ...headers, 'Content-Type': 'application/json' }, body: JSON.stringify(body), signal } : { headers, signal },
+    )
   } catch {
-    throw new ApiError(UNREACHABLE)
+    throw new ApiError(signal.aborted ? `Sluice did not answer within ${ANSWER_MS / 1000} s; press Show to try again.` : UNREACHABLE)
   }
   const data = await res.json().catch(() => ({}))
   if (res.ok) return data
@@ -201,9 +218,11 @@ function failure(res, data) {
           : "This site's stats need a token: enter its stats token."
       : res.status === 503
         ? `Sluice cannot answer right now (${data.code ?? res.status}); try again in a moment.`
-        : typeof e === 'string'
-          ? e
-          : (e?.message ?? `${res.status} ${res.statusText}`)
+        : res.status >= 500 && e === undefined
+          ? `Sluice answered ${res.status} (${res.statusText || 'a server error'}); try again in a moment.`
+          : typeof e === 'string'
+            ? e
+            : (e?.message ?? `${res.status} ${res.statusText}`)
   const err = new ApiError(text + (Array.isArray(details) && details.length ? `: ${details.map((d) => d.message ?? JSON.stringify(d)).join('; ')}` : ''))
   err.status = res.status
   err.code = data.code ?? e?.code
@@ -232,9 +251,15 @@ function refusal(err) {
     return `Under an entry or exit page filter only visit figures by that page are counted: remove the filter ${named} to see this.`
   return REFUSALS[err.code] ?? err.message
 }
-// A 422 (the kept data cannot answer this) is shown in its own block; anything else goes up to #error.
+// A 422 (the kept data cannot answer this) is shown in its own block; anything else goes up to
+// #error, and the block says it did not load rather than staying blank.
 function answerable(err, note) {
-  if (!(err instanceof ApiError) || err.status !== 422) throw err
+  if (!(err instanceof ApiError) || err.status !== 422) {
+    note.textContent = 'Not loaded: see the message above.'
+    note.title = err.message
+    note.classList.add('warn')
+    throw err
+  }
   note.textContent = refusal(err)
   note.title = err.message
   note.dataset.codes = err.code ?? ''
@@ -389,7 +414,7 @@ async function loadChart(r, my) {
   try {
     const body = await query({ metrics: ['visitors', 'events'], dimensions: [`time:${g}`] }, r)
     tz = body.meta.timezone
-    zone = g === 'hour' ? `Hours in ${tz}.` : `Days in ${tz}.`
+    zone = `${g === 'hour' ? 'Hours' : g === 'month' ? 'Months' : 'Days'} in ${tz}.`
     data = series(
       body.results.map((x) => [bucketMs(x.dimensions[0]), x.metrics[0], x.metrics[1]]),
       body.meta,
@@ -416,7 +441,12 @@ async function loadChart(r, my) {
     {
       width: el.clientWidth,
       height: 260,
-      series: [{}, { label: 'Visitors', stroke: '#1aa179', width: 2 }, { label: 'Events', stroke: '#2f6fec', width: 2 }],
+      // The legend names the bucket as the axis does: an hour, a day or a month.
+      series: [
+        { label: g === 'hour' ? 'Hour' : g === 'month' ? 'Month' : 'Day', value: X_LABELS[g] },
+        { label: 'Visitors', stroke: '#1aa179', width: 2 },
+        { label: 'Events', stroke: '#2f6fec', width: 2 },
+      ],
       scales: { x: { time: true } },
       // Hours are instants, shown in the site's zone. Days, months and years sit at the UTC
       // midnight of their (local) date: shown in UTC, the axis and the tooltip read the
@@ -431,6 +461,7 @@ async function loadChart(r, my) {
   )
 }
 
+const X_LABELS = { hour: '{YYYY}-{MM}-{DD} {HH}:{mm}', day: '{YYYY}-{MM}-{DD}', month: '{YYYY}-{MM}' }
 const WHOLE_STEPS = Array.from({ length: 36 }, (_, i) => [1, 2, 5][i % 3] * 10 ** Math.floor(i / 3))
 
 function renderTabs(p) {
@@ -571,14 +602,14 @@ async function load() {
   sessionStorage.setItem(tokenKey, form.token.value)
   renderFilters()
   const r = range()
-  if (!form.token.value && !shared) {
-    // No token: one question first, so a private site answers one 401, not one per panel.
+  if (!accepted) {
     document.body.dataset.loaded = 'false'
     try {
       await query({ metrics: ['visitors'], dimensions: [] }, 'realtime')
+      if (my === gen) accepted = true
     } catch (err) {
       if (my !== gen) return
-      if (err.status === 401) {
+      if (err.status === 401 || err.status === 403) {
         clearInterval(realtimeTimer)
         $('error').textContent = err.message
         document.body.dataset.loaded = 'true'
@@ -644,6 +675,13 @@ form.addEventListener('submit', (e) => {
   // A new view is a step of history: Back returns to the one before.
   writeUrl(true)
   load()
+})
+form.from.addEventListener('change', () => {
+  form.to.min = form.from.value
+})
+// A new token is asked about once before the panels are (see load).
+form.token.addEventListener('change', () => {
+  accepted = false
 })
 form.period.addEventListener('change', () => {
   custom()

@@ -68,6 +68,7 @@ td.name button.none{color:#5c6370;font-style:italic}
 .change{display:block;font-size:13px;color:#667;min-height:1.2em}.change.up{color:#1a7f4b}.change.down{color:#b3261e}
 body.shared form label.own{display:none}#shared{display:none;margin:0 0 .6rem;color:#445}body.shared #shared{display:block}
 #export{background:#fff;color:#2f6fec;cursor:pointer}
+body[data-loaded=false] .card b,body[data-loaded=false] .panel table,body[data-loaded=false] #chart{opacity:.45;transition:opacity .2s .15s}
 </style>`
 
 const panel = (id: string, title: string, footer = '') =>
@@ -108,6 +109,7 @@ ${panel('goals', 'Goals')}</div>
 
 const PAGE = `<!doctype html><html lang="en"><meta charset="utf-8"><title>Sluice dashboard</title>
 <meta name="viewport" content="width=device-width,initial-scale=1">
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/assets/uplot.css">
 ${CSS}
 ${HTML}
