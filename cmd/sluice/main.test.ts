@@ -105,6 +105,17 @@ describe('sluice (operator command)', () => {
     const link = await run('links', 'create', '--site', 'cli-site')
     expect(link.json.path).toBe(`/share/cli-site#link=${link.json.token}`)
     expect((await run('tokens', 'list')).json.map((t: { id: string }) => t.id)).toEqual([token.json.id])
+    // Contradictory options, and an id of the other kind, are refused by name.
+    expect(await run('sites', 'update', 'cli-site', '--public', '--private')).toMatchObject({
+      code: 1,
+      json: { code: 'invalid_site', details: [{ field: 'public' }] },
+    })
+    expect(await run('sites', 'update', 'cli-site', '--domain', 'a.example', '--no-domains')).toMatchObject({ code: 1, json: { code: 'invalid_site' } })
+    expect(await run('tokens', 'revoke', link.json.id)).toMatchObject({
+      code: 1,
+      json: { code: 'token_not_found', error: expect.stringContaining('links revoke') },
+    })
+    expect(await run('links', 'revoke', token.json.id)).toMatchObject({ code: 1, json: { code: 'token_not_found' } })
     expect((await run('links', 'revoke', link.json.id)).json.revoked_at).toBeString()
     expect(await run('sites', 'remove', 'cli-site')).toMatchObject({ code: 0, json: { site_id: 'cli-site', deleted: { events: 0, event_ids: 0 } } })
     expect(await run('sites', 'show', 'cli-site')).toMatchObject({ code: 1, json: { code: 'site_not_found' } })

@@ -1,5 +1,6 @@
 import type { Sql } from '../clients/clients.ts'
 import { createSites } from './sites.ts'
+import { SitesError } from './errors.ts'
 import { createTokens } from './tokens.ts'
 
 export const SITES_USAGE = `  sites add <site_id> [--domain D]... [--timezone TZ] [--public]
@@ -49,6 +50,11 @@ export async function runSitesCommand(sql: Sql, command: string, [action, id, ..
   const sites = createSites(sql)
   const tokens = createTokens(sql)
   if (extra.length) return null
+  // Options that contradict each other are refused, not settled by which one wins.
+  const conflict = (a: string, b: string) =>
+    new SitesError('invalid_site', `--${a} and --${b} contradict each other: give one`, [{ field: a, message: `not with --${b}` }])
+  if (args.public && args.private) throw conflict('public', 'private')
+  if (args.domain?.length && args['no-domains']) throw conflict('domain', 'no-domains')
   const siteFields = () => ({
     ...(args.domain || args['no-domains'] ? { domains: args['no-domains'] ? [] : args.domain } : {}),
     ...(args.timezone !== undefined ? { timezone: args.timezone } : {}),
@@ -74,8 +80,12 @@ export async function runSitesCommand(sql: Sql, command: string, [action, id, ..
       return tokens.create({ kind: 'link', site_id: site, ...(args.name !== undefined ? { name: args.name } : {}) })
     case 'links list':
       return tokens.list({ siteId: site, kind: 'link' })
+    // Each revokes its own kind: a link's id (lnk_) given to `tokens revoke` is not found there, and the other way round.
     case 'tokens revoke <id>':
+      if (id!.startsWith('lnk_')) throw new SitesError('token_not_found', `${id} is a shared link: revoke it with \`links revoke\``)
+      return tokens.revoke(id!)
     case 'links revoke <id>':
+      if (id!.startsWith('tok_')) throw new SitesError('token_not_found', `${id} is a token: revoke it with \`tokens revoke\``)
       return tokens.revoke(id!)
     default:
       return null

@@ -149,6 +149,27 @@ describe('the sites registry', () => {
 })
 
 describe('tokens and links', () => {
+  test('created while their site is being removed, are refused as site_not_found, not as a foreign key error', async () => {
+    const sites = createSites(env.db.sql)
+    const tokens = createTokens(env.db.sql)
+    await sites.add({ site_id: 'tok-going' })
+    // A removal under way: the site's row is locked, then deleted.
+    const removal = await env.db.sql.reserve()
+    try {
+      await removal`begin`
+      await removal`select 1 from sites where site_id = 'tok-going' for update`
+      const creating = tokens.create({ kind: 'read', site_id: 'tok-going' }).catch((err: unknown) => err)
+      await Bun.sleep(200)
+      await removal`delete from sites where site_id = 'tok-going'`
+      await removal`commit`
+      const err = await creating
+      expect(err).toBeInstanceOf(SitesError)
+      expect((err as SitesError).code).toBe('site_not_found')
+    } finally {
+      removal.release()
+    }
+  })
+
   test('are stored only as the SHA-256 of their secret, which is shown once', async () => {
     const sites = createSites(env.db.sql)
     const tokens = createTokens(env.db.sql)

@@ -83,13 +83,16 @@ export function createTokens(sql: Sql) {
       )
     }
     const t = r.output
-    if (t.site_id !== null) {
-      const [site] = await sql`select 1 from sites where site_id = ${t.site_id}`
-      if (!site) throw new SitesError('site_not_found', `site ${JSON.stringify(t.site_id)} is not registered`)
-    }
+    const notFound = () => new SitesError('site_not_found', `site ${JSON.stringify(t.site_id)} is not registered`)
     const secret = `sl_${randomBytes(24).toString('base64url')}`
     const id = `${t.kind === 'link' ? 'lnk' : 'tok'}_${randomBytes(6).toString('hex')}`
     const row = await sql.begin(async (tx) => {
+      // The site, locked against its removal until the token is in (a removal under way waits
+      // to take it, then finds it gone): never the foreign key's own error.
+      if (t.site_id !== null) {
+        const [site] = await tx`select 1 from sites where site_id = ${t.site_id} for key share`
+        if (!site) throw notFound()
+      }
       // Creations for one site take turns, so that two at once cannot both pass the count.
       await tx`select pg_advisory_xact_lock(${TOKEN_COUNT_LOCK}, hashtext(coalesce(${t.site_id}::text, '')))`
       // `= site` or `is null`, not `is not distinct from`, which no index serves.
