@@ -11,6 +11,7 @@ export type RetentionOptions = {
   hourRollupDays?: number
   /** How many hourly partitions to make ahead of now. */
   aheadHours?: number
+  /** The time the cutoffs are taken from; Postgres's now() when not given (tests give one). */
   now?: Date
 }
 
@@ -131,8 +132,11 @@ export async function retention(sql: Sql, options: RetentionOptions = {}): Promi
 
 async function retentionRun(
   sql: Sql,
-  { rawRetentionHours = 24, dedupWindowHours = 48, hourRollupDays = 90, aheadHours = 6, now = new Date() }: RetentionOptions,
+  { rawRetentionHours = 24, dedupWindowHours = 48, hourRollupDays = 90, aheadHours = 6, now: asked }: RetentionOptions,
 ): Promise<RetentionResult> {
+  // Postgres's clock, not this host's: inserted_at and seen_at, which the cutoffs are compared
+  // with, are Postgres's. A cron host running hours fast would forget event ids early.
+  const now = asked ?? ((await sql`select now() as now`)[0]!.now as Date)
   const cutoff = new Date(now.getTime() - rawRetentionHours * HOUR)
   const result = nothingDone(true)
   result.partitionsCreated = await ensurePartitions(sql, { aheadHours, now })
