@@ -1,6 +1,6 @@
 // sluice-api: the ingestion and reporting HTTP API.
 import { openClients } from '../../internal/clients/open.ts'
-import { ConfigError, loadConfig, requireStatsAccess } from '../../internal/config/config.ts'
+import { ConfigError, loadConfig, requireStatsAccess, STRONG_TOKEN_CHARS, weakTokens } from '../../internal/config/config.ts'
 import { createSql, UnreachableError } from '../../internal/clients/clients.ts'
 import { createApp } from '../../internal/http/http.ts'
 import { createIngest } from '../../internal/http/ingest.ts'
@@ -78,6 +78,11 @@ await runMain('api', async () => {
     }),
   )
   log.info({ port: server.port, host: config.host }, 'api listening')
+  for (const name of weakTokens(config)) {
+    log.warn(
+      `${name} is shorter than ${STRONG_TOKEN_CHARS} characters: anyone who can reach the API may guess it; use a long random one (openssl rand -base64 24)`,
+    )
+  }
 
   await aborted(stop)
   const ok = await shutdown(

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { ConfigError, DEFAULTS, loadConfig, requireStatsAccess } from './config.ts'
+import { ConfigError, DEFAULTS, loadConfig, requireStatsAccess, weakTokens } from './config.ts'
 
 describe('config', () => {
   test('uses the defaults for an empty environment, pointing at the local services', () => {
@@ -63,5 +63,11 @@ describe('config', () => {
 
   test('has a default for every setting', () => {
     for (const key of Object.keys(DEFAULTS)) expect(typeof DEFAULTS[key as keyof typeof DEFAULTS]).toBe('string')
+  })
+
+  test('names the bearer tokens short enough to guess, for the API to warn about', () => {
+    const config = loadConfig({ STATS_TOKEN: 'short', ADMIN_TOKEN: 'a-long-enough-admin-token', INGEST_FORWARD_TOKEN: 'fwd' })
+    expect(weakTokens(config)).toEqual(['STATS_TOKEN', 'INGEST_FORWARD_TOKEN'])
+    expect(weakTokens(loadConfig({}))).toEqual([])
   })
 })

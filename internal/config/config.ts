@@ -349,6 +349,17 @@ export function requireStatsAccess(config: Config): void {
   }
 }
 
+/** Tokens shorter than this can be guessed by anyone who can reach the API: it warns at start. */
+export const STRONG_TOKEN_CHARS = 16
+
+/** The bearer tokens set from the environment that are shorter than STRONG_TOKEN_CHARS, by name. */
+export function weakTokens(config: Config): string[] {
+  const set = { STATS_TOKEN: config.stats.token, ADMIN_TOKEN: config.admin.token, INGEST_FORWARD_TOKEN: config.ingest.forwardToken }
+  return Object.entries(set)
+    .filter(([, token]) => token !== null && token.length < STRONG_TOKEN_CHARS)
+    .map(([name]) => name)
+}
+
 function cronPattern({ dataset, addIssue }: { dataset: { value: unknown }; addIssue: (i: { message: string }) => void }) {
   try {
     new Cron(String(dataset.value), { paused: true }).stop()
