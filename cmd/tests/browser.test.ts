@@ -519,6 +519,9 @@ describe('in a real browser', () => {
     await loaded(dash)
     expect(await dash.getAttribute('#p-pages .note', 'data-codes')).toBe('needs_raw_events')
     expect(await dash.textContent('#p-pages .note')).toStartWith('Not kept for this range')
+    // The whole reason once, above the cards, not in every panel.
+    expect(await dash.textContent('#why')).toStartWith('Not kept for this range under the filter Source is Google: a breakdown under a filter')
+    expect((await dash.textContent('#p-pages .note'))!.length).toBeLessThan(100)
     expect(await dash.getAttribute('#p-pages .note', 'title')).toContain('RAW_RETENTION_HOURS')
     expect(await rows(dash, 'countries')).not.toEqual([]) // source with country is a kept pair: still answered
   }, 240_000)

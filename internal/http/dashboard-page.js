@@ -251,8 +251,9 @@ function refusal(err) {
     return `Under an entry or exit page filter only visit figures by that page are counted: remove the filter ${named} to see this.`
   return REFUSALS[err.code] ?? err.message
 }
-// A 422 (the kept data cannot answer this) is shown in its own block; anything else goes up to
-// #error, and the block says it did not load rather than staying blank.
+// A 422 (the kept data cannot answer this) is said in its own block, briefly: the whole
+// explanation once for the page, above the cards (see explainRefusals). Anything else goes
+// up to #error, and the block says it did not load rather than staying blank.
 function answerable(err, note) {
   if (!(err instanceof ApiError) || err.status !== 422) {
     note.textContent = 'Not loaded: see the message above.'
@@ -260,7 +261,9 @@ function answerable(err, note) {
     note.classList.add('warn')
     throw err
   }
-  note.textContent = refusal(err)
+  const why = refusal(err)
+  note.textContent = `${why.split(':')[0].split(' under the filter')[0]} (see above).`
+  note.dataset.why = why
   note.title = err.message
   note.dataset.codes = err.code ?? ''
   note.classList.add('warn')
@@ -269,7 +272,14 @@ function clear(note) {
   note.textContent = ''
   note.title = ''
   delete note.dataset.codes
+  delete note.dataset.why
   note.classList.remove('warn')
+}
+// Each reason a block was refused, once, above the cards (those the cards' own note gives aside).
+function explainRefusals() {
+  const said = $('cards-note').textContent
+  const reasons = new Set([...document.querySelectorAll('.note[data-why]')].map((n) => n.dataset.why).filter((why) => !said.includes(why)))
+  $('why').textContent = [...reasons].join(' · ')
 }
 
 // A card's value, and its change in percent against the period before (undefined: none asked or answered).
@@ -593,12 +603,14 @@ async function run(jobs) {
   if (my !== gen) return
   const messages = new Set(results.filter((x) => x.status === 'rejected').map((x) => x.reason.message))
   if (messages.size) $('error').textContent = [...messages].join(' · ')
+  explainRefusals()
   notePanelZones(my)
   document.body.dataset.loaded = 'true'
 }
 async function load() {
   const my = ++gen
   $('error').textContent = ''
+  $('why').textContent = ''
   sessionStorage.setItem(tokenKey, form.token.value)
   renderFilters()
   const r = range()

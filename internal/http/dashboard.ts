@@ -62,7 +62,7 @@ td.name i{position:absolute;left:0;top:3px;bottom:3px;background:#e8f0fe;border-
 td.name button{position:relative;border:0;background:none;font:inherit;color:inherit;padding:.1rem .3rem;cursor:pointer;max-width:100%;overflow:hidden;text-overflow:ellipsis;text-align:left}
 td.name button.none{color:#5c6370;font-style:italic}
 @media(max-width:480px){th{width:3.9rem}td.name{white-space:normal}td.name button{white-space:normal;overflow-wrap:anywhere}}.note{font-size:13px;color:#667;margin:.4rem 0 0}.note:empty{display:none}
-.warn{color:#7a4a00;background:#fff4de;border-radius:4px;padding:.5rem .7rem}.cards+.warn{margin:-.4rem 0 1rem}
+.warn{color:#7a4a00;background:#fff4de;border-radius:4px;padding:.5rem .7rem}.cards+.warn{margin:-.4rem 0 1rem}#why{margin:.6rem 0 0}
 .attr{font-size:12px;margin:.5rem 0 0}.attr a{color:#667}
 #error{color:#b00020;margin:.3rem 0}#error:empty{display:none}
 .change{display:block;font-size:13px;color:#667;min-height:1.2em}.change.up{color:#1a7f4b}.change.down{color:#b3261e}
@@ -99,6 +99,7 @@ const HTML = `<header>Sluice</header>
 <p id="shared">A shared, read-only dashboard of <b id="shared-site"></b>.</p>
 <p id="error" role="alert"></p>
 <div id="filters" aria-label="Active filters"></div>
+<p class="note warn" id="why"></p>
 <div class="cards">${CARDS.map(([id, name]) => `<div class="card">${name}<b id="${id}">–</b><span class="change" id="${id}-change"></span></div>`).join('')}</div>
 <p class="note" id="cards-note"></p>
 <div class="panel"><div id="chart"></div><p class="note" id="chart-note"></p><p class="note" id="zone"></p></div>
