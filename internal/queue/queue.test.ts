@@ -140,6 +140,16 @@ describe('queue', () => {
     expect(await queue.depth()).toMatchObject({ deadLetters: 2 })
   })
 
+  test('writes a letter for every event of one entry that Postgres refused, once each', async () => {
+    await queue.enqueue([event(1), event(2)])
+    const { entries } = await queue.read(reader, 'c1', { count: 10, blockMs: 10 })
+    const id = entries[0]!.id
+    const letters = [1, 2].map((n) => ({ id, fields: ['e', JSON.stringify(event(n))], reason: `refused ${n}` }))
+    await queue.deadLetter(letters)
+    await queue.deadLetter(letters)
+    expect((await queue.deadLetters()).map((l) => l.fields.reason)).toEqual(['refused 1', 'refused 2'])
+  })
+
   test('gives back a delivery it releases: the count one lower, the idle time kept, and nothing of an entry acknowledged meanwhile', async () => {
     for (let n = 0; n < 3; n++) await queue.enqueue([event(n)])
     const { entries } = await queue.read(reader, 'c1', { count: 10, blockMs: 10 })

@@ -53,10 +53,11 @@ const ACK_CHUNK = 1000
  * ARGV[2] when, ARGV[3] the entries as JSON [{id, reason, fields}]. The acknowledgement comes
  * first: Redis refuses a script over its maxmemory only if its first write would add memory.
  * A script's writes are not rolled back if a later one fails, so everything that could fail
- * is checked before the first: the JSON, the dead-letter key's type, the fields' pairs. A
- * letter is written only for an entry this acknowledgement took out of the group's pending
- * list: the same call run twice (a reply lost, a retry) writes each letter once, and an entry
- * another consumer took over and stored meanwhile gets none.
+ * is checked before the first: the JSON, the dead-letter key's type, the fields' pairs.
+ * Letters are written only for entries this call took out of the group's pending list (each
+ * entry acknowledged once, however many of its events are letters): the same call run twice
+ * (a reply lost, a retry) writes each letter once, and an entry another consumer took over
+ * and stored meanwhile gets none.
  */
 const DEAD_LETTER_SCRIPT = `local letters = cjson.decode(ARGV[3])
 local kind = redis.call('TYPE', KEYS[2])['ok']
@@ -66,9 +67,11 @@ for i, l in ipairs(letters) do
   if type(l.id) ~= 'string' or type(l.reason) ~= 'string' or #l.fields % 2 ~= 0 then return redis.error_reply('a malformed dead letter') end
   ids[i] = l.id
 end
+local took = {}
 local acked = {}
 for _, l in ipairs(letters) do
-  if redis.call('XACK', KEYS[1], ARGV[1], l.id) == 1 then acked[#acked + 1] = l end
+  if took[l.id] == nil then took[l.id] = redis.call('XACK', KEYS[1], ARGV[1], l.id) == 1 end
+  if took[l.id] then acked[#acked + 1] = l end
 end
 redis.call('XDEL', KEYS[1], unpack(ids))
 for _, l in ipairs(acked) do
