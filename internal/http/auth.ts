@@ -32,6 +32,9 @@ const WWW = { 'WWW-Authenticate': 'Bearer realm="sluice"' }
  * registry's tokens and shared links, looked up by the hash of what is presented in the
  * registry's in-memory cache (no query per request). A public site is read without a token.
  */
+/** `Authorization: Bearer <token>`: the scheme in any case (RFC 9110), spaces or tabs around the token. */
+export const BEARER = /^Bearer[ \t]+([A-Za-z0-9._~+/=-]+)[ \t]*$/i
+
 export function createAuth(registry: Pick<Registry, 'grant' | 'site'> | null, { statsToken, statsPublic = false, adminToken = null }: AuthOptions): Auth {
   const env: [Buffer, Grant][] = []
   if (statsToken) env.push([sha256(statsToken), { kind: 'read', siteId: null, tokenId: 'STATS_TOKEN' }])
@@ -48,8 +51,7 @@ export function createAuth(registry: Pick<Registry, 'grant' | 'site'> | null, { 
   const identify: MiddlewareHandler = async function identifyCaller(c, next) {
     const header = c.req.header('authorization')
     if (header !== undefined) {
-      // The scheme is case-insensitive (RFC 9110), and spaces or tabs may follow it.
-      const m = /^Bearer[ \t]+([A-Za-z0-9._~+/=-]+)[ \t]*$/i.exec(header)
+      const m = BEARER.exec(header)
       if (!m) throw new ApiError(400, 'bad_authorization', 'Authorization must be "Bearer <token>"')
       const grant = grantOf(m[1]!)
       if (!grant) throw new ApiError(401, 'unauthorized', 'the token is wrong, or it was revoked', { headers: WWW })

@@ -96,9 +96,9 @@ const REALTIME_MS = 10_000
 const regions = new Intl.DisplayNames(['en'], { type: 'region' })
 let filters = []
 let gen = 0
-// Whether the site has answered with this token (or without one) on this page: until then a
-// load asks one question first, so a wrong token or a private site answers one 401, not ten.
-let accepted = false
+// The site and token (or none) that have answered on this page: until a pair has, a load asks
+// one question first, so a wrong token or a private site answers one 401, not ten.
+let accepted = ''
 // A shared link (/share/<site>#link=<secret>): the site it shows; null on /dashboard.
 const shared = /^\/share\/([^/]+)$/.test(location.pathname) ? decodeURIComponent(location.pathname.slice(7)) : null
 let plot
@@ -614,11 +614,12 @@ async function load() {
   sessionStorage.setItem(tokenKey, form.token.value)
   renderFilters()
   const r = range()
-  if (!accepted) {
+  const asking = `${form.site.value}\n${form.token.value}`
+  if (accepted !== asking) {
     document.body.dataset.loaded = 'false'
     try {
       await query({ metrics: ['visitors'], dimensions: [] }, 'realtime')
-      if (my === gen) accepted = true
+      if (my === gen) accepted = asking
     } catch (err) {
       if (my !== gen) return
       if (err.status === 401 || err.status === 403) {
@@ -690,10 +691,6 @@ form.addEventListener('submit', (e) => {
 })
 form.from.addEventListener('change', () => {
   form.to.min = form.from.value
-})
-// A new token is asked about once before the panels are (see load).
-form.token.addEventListener('change', () => {
-  accepted = false
 })
 form.period.addEventListener('change', () => {
   custom()

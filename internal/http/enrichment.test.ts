@@ -119,7 +119,8 @@ describe('enrichment at ingest', () => {
           { ...event, ip: '2001:4860:4860::8888', user_agent: CHROME },
           { ...event, user_agent: GOOGLEBOT },
         ],
-        { authorization: 'Bearer forward-secret', 'user-agent': 'python-requests/2.31.0' },
+        // The scheme in any case, as the stats API takes it.
+        { authorization: 'bearer forward-secret', 'user-agent': 'python-requests/2.31.0' },
       ),
     )
     expect(res.status).toBe(202)

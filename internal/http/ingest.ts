@@ -7,6 +7,7 @@ import type { Backpressure } from '../queue/backpressure.ts'
 import type { Queue } from '../queue/queue.ts'
 import type { Registry } from '../sites/registry.ts'
 import { checkBody, createDeadlines, parseJson, readBody } from './body.ts'
+import { BEARER } from './auth.ts'
 import { ApiError, errorBody, identityUnavailable, QUEUE_UNCONFIRMED, queueUnavailable, RETRY_AFTER_SECONDS } from './errors.ts'
 import { createSiteCheck, type SiteRefusal } from './site-check.ts'
 import { clientIp, createGate, createRateLimiter, createTurns, type Hold, type RequestIpSource, SMALL_BODY_BYTES } from './limits.ts'
@@ -108,8 +109,8 @@ export function createIngest(
   /** Whether the request comes from a server trusted to forward its visitors' IP and user agent. */
   const forwards = (req: Request): boolean => {
     if (!forwardHash) return false
-    const auth = req.headers.get('authorization')
-    return auth?.startsWith('Bearer ') === true && timingSafeEqual(sha256(auth.slice(7)), forwardHash)
+    const token = BEARER.exec(req.headers.get('authorization') ?? '')?.[1]
+    return token !== undefined && timingSafeEqual(sha256(token), forwardHash)
   }
   const checkSite = createSiteCheck(registry, { allowedSites, requireRegistered })
   const origins = allowedOrigins?.length ? new Set(allowedOrigins) : null

@@ -45,11 +45,12 @@ export async function runQuery(sql: Sql, q: Query, options: RunOptions = {}): Pr
   const { maxFutureMs = 5 * 60_000, now = new Date() } = options
   if (q.realtime) q = { ...q, from: new Date(now.getTime() - REALTIME_MS), to: new Date(now.getTime() + maxFutureMs) }
   return sql.begin('isolation level repeatable read read only', async (tx) => {
-    await keepRawEvents(tx as unknown as Sql)
     if (options.deadline !== undefined) {
-      // What is left of the request's time (at least 1 ms: none left cancels the next statement, answered query_timeout).
-      await tx`select set_config('statement_timeout', ${String(Math.max(1, Math.floor(options.deadline - Date.now())))}, true)`
+      // What is left of the request's time (at least 1 ms: none left cancels the next statement,
+      // answered query_timeout). A SET, not a select: the snapshot is taken after the lock below.
+      await tx.unsafe(`set local statement_timeout = ${Math.max(1, Math.floor(options.deadline - Date.now()))}`)
     }
+    await keepRawEvents(tx as unknown as Sql)
     const [s] =
       await tx`select ${siteWatermark(tx as unknown as Sql, q.siteId)}::text as watermark, dims_since, raw_dropped_before, visits_since, pairs_since, hour_dropped_before from rollup_state`
     const state: State = {

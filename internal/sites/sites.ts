@@ -154,7 +154,9 @@ export function createSites(sql: Sql) {
   }
 
   /** Deletes again what was stored under recently removed ids; the retention job calls it. */
-  async function sweepRemoved(now = new Date()): Promise<Removal[]> {
+  async function sweepRemoved(asked?: Date): Promise<Removal[]> {
+    // Postgres's clock, which stamps removed_at, not this host's.
+    const now = asked ?? ((await sql`select now() as now`)[0]!.now as Date)
     const since = new Date(now.getTime() - REMOVAL_SWEEP_HOURS * 3_600_000)
     // Swept once more before a removal is forgotten: a sweep late by more than a day (cron down) still comes after the last arrivals.
     const removed = await sql`select site_id from site_removals order by site_id`
@@ -177,7 +179,9 @@ export function createSites(sql: Sql) {
    * Deletes tokens and links revoked more than REVOKED_TOKEN_DAYS ago (listed until then, with
    * revoked_at), so revocations do not pile up in the registry's table. Returns how many.
    */
-  async function purgeRevokedTokens(now = new Date()): Promise<number> {
+  async function purgeRevokedTokens(asked?: Date): Promise<number> {
+    // Postgres's clock, which stamps revoked_at, not this host's.
+    const now = asked ?? ((await sql`select now() as now`)[0]!.now as Date)
     const before = new Date(now.getTime() - REVOKED_TOKEN_DAYS * 86_400_000)
     // A delete bumps the registry's version, and so reloads every API process, even when it
     // deletes nothing (the trigger is per statement): look first.

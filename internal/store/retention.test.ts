@@ -144,6 +144,16 @@ describe('retention', () => {
     await expect(rollup(db.sql)).rejects.toThrow('restored into another cluster')
     await expect(retention(db.sql, { rawRetentionHours: 24, now })).rejects.toThrow('restored into another cluster')
     expect(await rawCount()).toBe(1)
+    // A raw row restored with its old id is caught too, with the watermarks reset but the rows not.
+    await db.sql`update rollup_shards set xid_watermark = pg_snapshot_xmin(pg_current_snapshot())`
+    await db.sql`update events set xid = (pg_snapshot_xmax(pg_current_snapshot())::text::bigint + 1000000)::text::xid8`
+    await expect(rollup(db.sql)).rejects.toThrow('restored into another cluster')
+    // The documented reset: the rows marked counted, the watermarks moved; then it runs.
+    await db.sql.begin(async (tx) => {
+      await tx`update events set xid = '1'::xid8`
+      await tx`update rollup_shards set xid_watermark = pg_snapshot_xmin(pg_current_snapshot())`
+    })
+    expect(await rollup(db.sql)).toMatchObject({ events: 0 })
   })
 
   test('never drops a partition holding events the rollups have not counted', async () => {

@@ -93,18 +93,20 @@ const add = (a: Run, b: Run): Run => ({
  * write the same rows.
  */
 /**
- * Throws when a shard's watermark is ahead of every transaction id this cluster has given
- * out: the database was restored into another cluster (pg_dump, logical replication), whose
- * ids start lower. Every new row would then sit below the watermark, never counted, and
+ * Throws when a shard's watermark, or a raw row's xid, is ahead of every transaction id this
+ * cluster has given out: the database was restored into another cluster (pg_dump, logical
+ * replication), whose ids start lower. Every new row would then sit below the watermark, never counted, and
  * retention would drop it as counted. docs/rollups.md says how to reset the watermarks.
  */
 export async function requireWatermarksOfThisCluster(sql: Sql): Promise<void> {
+  // Raw rows keep their ids through a dump too (events.xid is a column): those are checked as well, by their index.
   const [row] = await sql`
-    select max(xid_watermark)::text as watermark, pg_snapshot_xmax(pg_current_snapshot())::text as next
-    from rollup_shards having max(xid_watermark) > pg_snapshot_xmax(pg_current_snapshot())`
+    select greatest((select max(xid_watermark) from rollup_shards), (select max(xid) from events))::text as ahead,
+           pg_snapshot_xmax(pg_current_snapshot())::text as next
+    where greatest((select max(xid_watermark) from rollup_shards), (select max(xid) from events)) > pg_snapshot_xmax(pg_current_snapshot())`
   if (row) {
     throw new Error(
-      `a rollup watermark (${row.watermark}) is ahead of this cluster's transaction ids (next ${row.next}): the database was restored into another cluster; the rollup and retention stop until the watermarks are reset (docs/rollups.md, "Restoring into another cluster")`,
+      `a rollup watermark or raw row's transaction id (${row.ahead}) is ahead of this cluster's (next ${row.next}): the database was restored into another cluster; the rollup and retention stop until the watermarks are reset (docs/rollups.md, "Restoring into another cluster")`,
     )
   }
 }
