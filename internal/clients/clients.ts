@@ -92,6 +92,14 @@ export function createSql(url: string, { max = 10, statementTimeoutMs = 0 }: { m
 }
 
 /**
+ * Postgres's clock: what stamps inserted_at, seen_at, removed_at and revoked_at, so what their
+ * cutoffs are taken from, whatever this host's clock says.
+ */
+export async function databaseNow(sql: Sql): Promise<Date> {
+  return (await sql`select now() as now`)[0]!.now as Date
+}
+
+/**
  * Runs `select 1`, or throws UnreachableError. Bounded in time: postgres.js's connect_timeout
  * covers the TCP connect only, and a server that answers in another protocol and closes (an
  * HTTP port) makes it reconnect at once, forever.

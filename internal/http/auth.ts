@@ -26,15 +26,14 @@ export type Auth = {
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest()
 const WWW = { 'WWW-Authenticate': 'Bearer realm="sluice"' }
+/** `Authorization: Bearer <token>`: the scheme in any case (RFC 9110), spaces or tabs around the token. */
+export const BEARER = /^Bearer[ \t]+([A-Za-z0-9._~+/=-]+)[ \t]*$/i
 
 /**
  * Tokens: STATS_TOKEN (read, every site), ADMIN_TOKEN (admin, every site), and the
  * registry's tokens and shared links, looked up by the hash of what is presented in the
  * registry's in-memory cache (no query per request). A public site is read without a token.
  */
-/** `Authorization: Bearer <token>`: the scheme in any case (RFC 9110), spaces or tabs around the token. */
-export const BEARER = /^Bearer[ \t]+([A-Za-z0-9._~+/=-]+)[ \t]*$/i
-
 export function createAuth(registry: Pick<Registry, 'grant' | 'site'> | null, { statsToken, statsPublic = false, adminToken = null }: AuthOptions): Auth {
   const env: [Buffer, Grant][] = []
   if (statsToken) env.push([sha256(statsToken), { kind: 'read', siteId: null, tokenId: 'STATS_TOKEN' }])

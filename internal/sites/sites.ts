@@ -1,7 +1,7 @@
 // Package sites is the sites registry (domains, timezone, public flag), its access tokens
 // and shared links, and the cache each API process reads them from (registry.ts).
 import * as v from 'valibot'
-import type { Sql } from '../clients/clients.ts'
+import { databaseNow, type Sql } from '../clients/clients.ts'
 import { SITE_ID_PATTERN } from '../event/event.ts'
 import { SitesError } from './errors.ts'
 import { isTimeZone } from './timezone.ts'
@@ -155,8 +155,7 @@ export function createSites(sql: Sql) {
 
   /** Deletes again what was stored under recently removed ids; the retention job calls it. */
   async function sweepRemoved(asked?: Date): Promise<Removal[]> {
-    // Postgres's clock, which stamps removed_at, not this host's.
-    const now = asked ?? ((await sql`select now() as now`)[0]!.now as Date)
+    const now = asked ?? (await databaseNow(sql))
     const since = new Date(now.getTime() - REMOVAL_SWEEP_HOURS * 3_600_000)
     // Swept once more before a removal is forgotten: a sweep late by more than a day (cron down) still comes after the last arrivals.
     const removed = await sql`select site_id from site_removals order by site_id`
@@ -180,8 +179,7 @@ export function createSites(sql: Sql) {
    * revoked_at), so revocations do not pile up in the registry's table. Returns how many.
    */
   async function purgeRevokedTokens(asked?: Date): Promise<number> {
-    // Postgres's clock, which stamps revoked_at, not this host's.
-    const now = asked ?? ((await sql`select now() as now`)[0]!.now as Date)
+    const now = asked ?? (await databaseNow(sql))
     const before = new Date(now.getTime() - REVOKED_TOKEN_DAYS * 86_400_000)
     // A delete bumps the registry's version, and so reloads every API process, even when it
     // deletes nothing (the trigger is per statement): look first.

@@ -1,5 +1,5 @@
 import type postgres from 'postgres'
-import type { Sql } from '../clients/clients.ts'
+import { databaseNow, type Sql } from '../clients/clients.ts'
 import { requireWatermarksOfThisCluster } from './rollup.ts'
 
 export type RetentionOptions = {
@@ -134,9 +134,8 @@ async function retentionRun(
   sql: Sql,
   { rawRetentionHours = 24, dedupWindowHours = 48, hourRollupDays = 90, aheadHours = 6, now: asked }: RetentionOptions,
 ): Promise<RetentionResult> {
-  // Postgres's clock, not this host's: inserted_at and seen_at, which the cutoffs are compared
-  // with, are Postgres's. A cron host running hours fast would forget event ids early.
-  const now = asked ?? ((await sql`select now() as now`)[0]!.now as Date)
+  // A cron host running hours fast would otherwise forget event ids early.
+  const now = asked ?? (await databaseNow(sql))
   const cutoff = new Date(now.getTime() - rawRetentionHours * HOUR)
   const result = nothingDone(true)
   result.partitionsCreated = await ensurePartitions(sql, { aheadHours, now })

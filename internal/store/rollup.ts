@@ -95,8 +95,9 @@ const add = (a: Run, b: Run): Run => ({
 /**
  * Throws when a shard's watermark, or a raw row's xid, is ahead of every transaction id this
  * cluster has given out: the database was restored into another cluster (pg_dump, logical
- * replication), whose ids start lower. Every new row would then sit below the watermark, never counted, and
- * retention would drop it as counted. docs/rollups.md says how to reset the watermarks.
+ * replication), whose ids start lower. Every new row would then sit below the watermark,
+ * never counted, and retention would drop it as counted. docs/rollups.md says how to reset
+ * the watermarks.
  */
 export async function requireWatermarksOfThisCluster(sql: Sql): Promise<void> {
   // Raw rows keep their ids through a dump too (events.xid is a column): those are checked as well, by their index.
