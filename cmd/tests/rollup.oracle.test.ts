@@ -518,6 +518,28 @@ describe('rollups against an exact oracle', () => {
           rows: Object.fromEntries([...want].sort()),
         })
       }
+      // visit:source and visit:channel: each visit whole (its visitor, page views and events) under how its first event came.
+      for (const dim of ['source', 'channel'] as const) {
+        const want = new Map<string, { users: Set<string>; pageviews: number; events: number; visits: number }>()
+        for (const v of mine) {
+          const key = `${dimensionsOf(v.first)![dim] || NONE}|${truncate(new Date(v.start), 'month').toISOString().slice(0, 10)}`
+          const w = want.get(key) ?? { users: new Set(), pageviews: 0, events: 0, visits: 0 }
+          w.users.add(v.user)
+          w.pageviews += v.pageviews
+          w.events += v.events
+          w.visits++
+          want.set(key, w)
+        }
+        const got = await ask({ site_id: site.id, metrics: ['visitors', 'pageviews', 'events', 'visits'], dimensions: [`visit:${dim}`, 'time:month'] })
+        const rows = Object.fromEntries(got.map((r) => [r.dimensions.join('|'), r.metrics]))
+        expect({ when, site: site.id, dim, cells: Object.keys(rows).sort() }).toEqual({ when, site: site.id, dim, cells: [...want.keys()].sort() })
+        for (const [key, w] of want) {
+          const [visitors, pageviews, events, visits] = rows[key]!
+          expect({ when, key, pageviews, events, visits }).toEqual({ when, key, pageviews: w.pageviews, events: w.events, visits: w.visits })
+          if (w.users.size < HLL_EXACT_UP_TO) expect({ when, key, visitors }).toEqual({ when, key, visitors: w.users.size })
+          else expect(Math.abs(visitors! - w.users.size) / w.users.size).toBeLessThanOrEqual(0.02)
+        }
+      }
       // Conversion rate: visitors who signed up over all visitors, exact below the sketch threshold.
       const users = new Set([...sent.values()].filter((e) => e.site_id === site.id).map((e) => e.user_id))
       const converted = new Set([...sent.values()].filter((e) => e.site_id === site.id && e.event_type === 'signup').map((e) => e.user_id))

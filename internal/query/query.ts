@@ -5,7 +5,7 @@ import * as v from 'valibot'
 import { SITE_ID_PATTERN, textProblem } from '../event/event.ts'
 import { isCalendarDate } from '../event/timestamp.ts'
 import { add, countBuckets, GRANULARITIES, type Granularity, MAX_SERIES_BUCKETS, truncate } from '../store/buckets.ts'
-import { type Dimension, DIMENSIONS, isDimension, NONE, PROPS_PREFIX } from '../store/dimensions.ts'
+import { ATTRIBUTES, type Dimension, DIMENSIONS, isDimension, isVisitOnly, NONE, PROPS_PREFIX, VISIT_PREFIX } from '../store/dimensions.ts'
 import { localDate } from '../sites/timezone.ts'
 import { COMPARISONS, type Comparison, comparisonDates, type Dates, datesToRange, presetDates } from './dates.ts'
 
@@ -96,7 +96,7 @@ const dimensionName = v.pipe(
   v.check(
     isDimension,
     (i) =>
-      `unknown dimension ${JSON.stringify(i.input)}: use one of ${DIMENSIONS.join(', ')}, ${PROPS_PREFIX}<key>, or (in dimensions) time:${GRANULARITIES.join('|')}`,
+      `unknown dimension ${JSON.stringify(i.input)}: use one of ${DIMENSIONS.join(', ')}, entry_page, exit_page, ${VISIT_PREFIX}<${ATTRIBUTES.join('|')}>, ${PROPS_PREFIX}<key>, or (in dimensions) time:${GRANULARITIES.join('|')}`,
   ),
 )
 
@@ -225,9 +225,12 @@ export function parseQuery(body: unknown, nowOrOptions: Date | ParseOptions = {}
     else orderBy.push({ key: k as Query['orderBy'][number]['key'], desc: dir === 'desc' })
   }
   const realtime = q.date_range === 'realtime'
-  const visitOnly = [dimension, ...q.filters.map(([, dim]) => dim)].some((d) => d === 'entry_page' || d === 'exit_page')
+  const visitOnly = [dimension, ...q.filters.map(([, dim]) => dim)].some((d) => d !== null && isVisitOnly(d))
   if (realtime && (time || visitOnly || q.metrics.some((m) => VISIT_METRICS.includes(m) || m === 'conversion_rate'))) {
-    problems.push({ field: 'date_range', message: 'realtime answers visitors, pageviews and events, without time dimensions, entry_page or exit_page' })
+    problems.push({
+      field: 'date_range',
+      message: `realtime answers visitors, pageviews and events, without time dimensions, entry_page, exit_page or ${VISIT_PREFIX}*`,
+    })
   }
   for (const [i, [op, , values]] of q.filters.entries()) {
     if ((op === 'contains' || op === 'matches') && values.includes(NONE)) {

@@ -1,7 +1,19 @@
 import type postgres from 'postgres'
 import type { Sql } from '../clients/clients.ts'
 import { add, GRANULARITIES, type Granularity, truncate } from '../store/buckets.ts'
-import { type Dimension, dimensionValue, NONE, PAGEVIEW_TYPES, PAIRS, pairOf, pairPrefix, VISIT_ONLY_DIMENSIONS } from '../store/dimensions.ts'
+import {
+  ACQUISITION,
+  type Dimension,
+  dimensionValue,
+  isVisitOnly,
+  NONE,
+  PAGEVIEW_TYPES,
+  PAIRS,
+  pairOf,
+  pairPrefix,
+  VISIT_PREFIX,
+  visitRollupDim,
+} from '../store/dimensions.ts'
 import { isVisitDimension, VISIT_DIMENSIONS, visitMeasures, visitPairs } from '../visits/visits.ts'
 import { hourlyDetailFrom, keepRawEvents } from '../store/retention.ts'
 import { HLL, siteWatermark } from '../store/rollup.ts'
@@ -27,7 +39,15 @@ export type RunOptions = {
   deadline?: number
 }
 
-type State = { watermark: string; dimsSince: Date | null; rawDroppedBefore: Date | null; visitsSince: Date | null; pairsSince: Date | null }
+type State = {
+  watermark: string
+  dimsSince: Date | null
+  rawDroppedBefore: Date | null
+  visitsSince: Date | null
+  pairsSince: Date | null
+  /** From when visits keep a visitor sketch by how they came (migration 0016). */
+  visitSketchesSince: Date | null
+}
 
 /**
  * Answers a query in one repeatable-read snapshot, from one of three places:
@@ -52,13 +72,14 @@ export async function runQuery(sql: Sql, q: Query, options: RunOptions = {}): Pr
     }
     await keepRawEvents(tx as unknown as Sql)
     const [s] =
-      await tx`select ${siteWatermark(tx as unknown as Sql, q.siteId)}::text as watermark, dims_since, raw_dropped_before, visits_since, pairs_since, hour_dropped_before from rollup_state`
+      await tx`select ${siteWatermark(tx as unknown as Sql, q.siteId)}::text as watermark, dims_since, raw_dropped_before, visits_since, pairs_since, visit_sketches_since, hour_dropped_before from rollup_state`
     const state: State = {
       watermark: s!.watermark,
       dimsSince: s!.dims_since,
       rawDroppedBefore: s!.raw_dropped_before,
       visitsSince: s!.visits_since,
       pairsSince: s!.pairs_since,
+      visitSketchesSince: s!.visit_sketches_since,
     }
     // Local days need hourly detail: the query in the site's zone, or in UTC days where that is gone.
     const rawSince = state.rawDroppedBefore ? new Date(state.rawDroppedBefore.getTime() + maxFutureMs) : null
@@ -128,11 +149,12 @@ async function rowsOf(
   const involved = new Set<Dimension>(q.filters.map((f) => f.dim))
   if (q.dimension) involved.add(q.dimension)
   const range = q.from && q.to ? { from: q.from, to: q.to } : q.time ? await allTime(tx, q.siteId, now, maxFutureMs) : null
-  const visitOnly = [...involved].some((d) => (VISIT_ONLY_DIMENSIONS as readonly string[]).includes(d))
+  const visitOnly = [...involved].some(isVisitOnly)
   const wantsVisits = visitOnly || q.metrics.some((m) => VISIT_METRICS.includes(m))
   const visits = wantsVisits ? await visitRows(tx, q, involved, range, state, hourlyFrom, maxFutureMs) : null
-  // Visitors, page views and events of entry and exit pages are those of the visits entering or leaving there.
-  // Entry and exit pages come from the visit rollups alone: their remainder is the events trimmed too.
+  // Visitors, page views and events of entry and exit pages, and of visit:source and the like, are those of
+  // the visits entering or leaving there, or coming from there. They come from the visit rollups alone:
+  // their remainder is the events trimmed too.
   if (visitOnly) return { rows: visits!.rows, source: 'visits', trimmed: visits!.trimmed.events, trimmedVisits: visits!.trimmed.visits }
   const totals = [...involved].every((d) => d === 'event_type')
   const oneDimension = involved.size === 1 && q.time !== 'hour'
@@ -202,11 +224,12 @@ async function visitRows(
   hourlyFrom: Date | null,
   maxFutureMs: number,
 ): Promise<{ rows: Row[]; trimmed: { visits: number; events: number } }> {
-  const dims = [...involved]
+  // visit:source is kept as the visit rollups' source: a visit takes its attributes from its first event.
+  const dims = [...involved].map(visitRollupDim)
   if (dims.length > 1 || (dims[0] && !isVisitDimension(dims[0]))) {
     throw new QueryRefusedError(
       'visits_one_dimension',
-      `visit metrics, entry_page and exit_page are counted by one dimension at a time, among ${VISIT_DIMENSIONS.join(', ')}; this query involves ${dims.join(', ')}`,
+      `visit metrics, entry_page, exit_page and ${VISIT_PREFIX}* are counted by one dimension at a time, among ${VISIT_DIMENSIONS.join(', ')} (or ${VISIT_PREFIX}<attribute>); this query involves ${[...involved].join(', ')}`,
     )
   }
   const dim = dims[0] ?? ''
@@ -224,6 +247,15 @@ async function visitRows(
     throw new QueryRefusedError(
       'visits_not_recorded',
       `visits are counted for events from ${visitsFrom.toISOString()} on (this install counted none before its upgrade); start the range later`,
+    )
+  }
+  // Visits closed before the upgrade that sketched their visitors by how they came count 0 visitors there.
+  const sketchedFrom = state.visitSketchesSince && new Date(state.visitSketchesSince.getTime() + maxFutureMs)
+  const acquisition = (ACQUISITION as readonly string[]).includes(dim) && [...involved].some((d) => d.startsWith(VISIT_PREFIX))
+  if (acquisition && sketchedFrom && q.metrics.includes('visitors') && (!range || range.from < sketchedFrom)) {
+    throw new QueryRefusedError(
+      'visits_not_recorded',
+      `visitors by ${VISIT_PREFIX}${dim} are counted for visits from ${sketchedFrom.toISOString()} on (this install kept no visitor sketch by it before its upgrade); start the range later, or ask for visits`,
     )
   }
   const segments = range ? plan(range.from, range.to, q.time) : null

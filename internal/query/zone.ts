@@ -1,4 +1,4 @@
-import { VISIT_ONLY_DIMENSIONS } from '../store/dimensions.ts'
+import { isVisitOnly } from '../store/dimensions.ts'
 import type { Dates } from './dates.ts'
 import { datesToRange } from './dates.ts'
 import { type Query, VISIT_METRICS } from './query.ts'
@@ -55,7 +55,7 @@ export function inZone(q: Query, source: Source, { hourlyFrom, rawSince }: { hou
 export function zoneSource(q: Query): Source {
   const involved = new Set<string>(q.filters.map((f) => f.dim))
   if (q.dimension) involved.add(q.dimension)
-  if ([...involved].some((d) => (VISIT_ONLY_DIMENSIONS as readonly string[]).includes(d)) || q.metrics.some((m) => VISIT_METRICS.includes(m))) return 'visits'
+  if ([...involved].some(isVisitOnly) || q.metrics.some((m) => VISIT_METRICS.includes(m))) return 'visits'
   return [...involved].every((d) => d === 'event_type') ? 'totals' : 'dims'
 }
 

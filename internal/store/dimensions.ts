@@ -39,9 +39,37 @@ export const pairPrefix = (pair: readonly [string, string]) => `${pair[0]}&${pai
 /** The kept pair of exactly these two dimensions, in either order, if there is one. */
 export const pairOf = (dims: readonly string[]): (typeof PAIRS)[number] | undefined =>
   dims.length === 2 ? PAIRS.find(([a, b]) => (dims[0] === a && dims[1] === b) || (dims[0] === b && dims[1] === a)) : undefined
-/** Dimensions of visits only: the first and last page viewed (counted from the visit rollups). */
-export const VISIT_ONLY_DIMENSIONS = ['entry_page', 'exit_page'] as const
+/** The prefix of the visit attribute dimensions: `visit:source` is the source of a visit's first event. */
+export const VISIT_PREFIX = 'visit:'
+/** The attributes that say how a visitor came. */
+export const ACQUISITION = [
+  'source',
+  'referrer',
+  'channel',
+  'utm_source',
+  'utm_medium',
+  'utm_campaign',
+  'utm_content',
+  'utm_term',
+] as const satisfies readonly (typeof ATTRIBUTES)[number][]
+/**
+ * How the visit came, as a visit takes it from its first event, as Plausible's `visit:source`.
+ * `source` counts each event under its own referrer and tags, so the later page views of a
+ * visit (the tracker leaves out a referrer from the same site) count as "Direct / None";
+ * `visit:source` counts the whole visit, its visitor, page views and events, under the
+ * source it came from. Country, browser, OS and device belong to the visitor and rarely
+ * change within a visit: they stay counted per event.
+ */
+export const VISIT_ATTRIBUTES = ACQUISITION.map((a) => `${VISIT_PREFIX}${a}` as const)
+/**
+ * Dimensions of visits only, counted from the visit rollups: the first and last page viewed,
+ * and the visit's attributes.
+ */
+export const VISIT_ONLY_DIMENSIONS = ['entry_page', 'exit_page', ...VISIT_ATTRIBUTES] as const
 export type Dimension = (typeof DIMENSIONS)[number] | (typeof VISIT_ONLY_DIMENSIONS)[number] | `props:${string}`
+export const isVisitOnly = (d: string): boolean => (VISIT_ONLY_DIMENSIONS as readonly string[]).includes(d)
+/** The dimension a visit-only dimension is kept under in the visit rollups: `visit:source` under `source`. */
+export const visitRollupDim = (d: string): string => (d.startsWith(VISIT_PREFIX) ? d.slice(VISIT_PREFIX.length) : d)
 
 /** Dimension rollups are kept per day, month and year; hours come from raw events. */
 export const DIM_GRANULARITIES = ['day', 'month', 'year'] as const
@@ -55,9 +83,7 @@ export const PROPS_PREFIX = 'props:'
 export const PAGEVIEW_TYPES = ['pageview', 'page_view'] as const
 
 export const isDimension = (s: string): s is Dimension =>
-  (DIMENSIONS as readonly string[]).includes(s) ||
-  (VISIT_ONLY_DIMENSIONS as readonly string[]).includes(s) ||
-  (s.startsWith(PROPS_PREFIX) && s.length > PROPS_PREFIX.length)
+  (DIMENSIONS as readonly string[]).includes(s) || isVisitOnly(s) || (s.startsWith(PROPS_PREFIX) && s.length > PROPS_PREFIX.length)
 
 /**
  * The value of `dim` for a raw event row, as the rollups keep it: '' when absent. A property

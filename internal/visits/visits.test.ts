@@ -353,6 +353,60 @@ describe('visit metrics in /v1/query', () => {
     ])
   })
 
+  test('visit:source counts a whole visit, its visitor, page views and events, under the source it came from, where source counts its later pages as Direct', async () => {
+    const s = newSite()
+    // a lands from Google and reads two more pages (the tracker sends no same-site referrer); b comes direct.
+    await createStore(ctx.db.sql).insertEvents([
+      ev(s, 'a', 0, { path: '/', source: 'Google', channel: 'Organic Search' }),
+      ev(s, 'a', 2, { path: '/pricing', source: 'Direct / None', channel: 'Direct' }),
+      ev(s, 'a', 4, { path: '/signup', source: 'Direct / None', channel: 'Direct' }),
+      ev(s, 'b', 5, { path: '/', source: 'Direct / None', channel: 'Direct' }),
+    ])
+    await roll(Date.now() + 1000)
+    const base = { site_id: s, date_range: ['2025-11-14', '2025-11-14'], metrics: ['visitors', 'pageviews', 'events', 'visits'] }
+    const perEvent = await ask({ ...base, metrics: ['visitors', 'pageviews'], dimensions: ['source'] })
+    expect(perEvent.results).toEqual([
+      { dimensions: ['Direct / None'], metrics: [2, 3] },
+      { dimensions: ['Google'], metrics: [1, 1] },
+    ])
+    const perVisit = await ask({ ...base, dimensions: ['visit:source'] })
+    expect(perVisit.results).toEqual([
+      { dimensions: ['Direct / None'], metrics: [1, 1, 1, 1] },
+      { dimensions: ['Google'], metrics: [1, 3, 3, 1] },
+    ])
+    expect(perVisit.meta.source).toBe('rollups')
+    const channels = await ask({ ...base, metrics: ['visitors'], dimensions: ['visit:channel'], filters: [['is_not', 'visit:channel', ['Direct']]] })
+    expect(channels.results).toEqual([{ dimensions: ['Organic Search'], metrics: [1] }])
+    // Filtered to visits from Google: the whole page counts those visits.
+    const fromGoogle = await ask({ ...base, filters: [['is', 'visit:source', ['Google']]] })
+    expect(fromGoogle.results).toEqual([{ dimensions: [], metrics: [1, 3, 3, 1] }])
+    // With any other dimension, or in realtime, it is refused as entry pages are.
+    const err = await ask({ ...base, dimensions: ['visit:source'], filters: [['is', 'country', ['DE']]] }).catch((e) => e)
+    expect(err.code).toBe('visits_one_dimension')
+    expect(parseQuery({ ...base, date_range: 'realtime', metrics: ['visitors'], filters: [['is', 'visit:source', ['Google']]] })).toMatchObject({
+      ok: false,
+      problems: [{ field: 'date_range' }],
+    })
+  })
+
+  test('visitors by visit:source before the upgrade that sketched them are refused with visits_not_recorded; their visits are answered', async () => {
+    const s = await seed()
+    const base = { site_id: s, date_range: ['2025-11-14', '2025-11-14'], dimensions: ['visit:source'] }
+    await ctx.db.sql`update rollup_state set visit_sketches_since = ${new Date(T0 + 60 * MIN)}`
+    try {
+      const err = await ask({ ...base, metrics: ['visitors'] }).catch((e) => e)
+      expect({ code: err.code, message: err.message }).toMatchObject({ code: 'visits_not_recorded', message: expect.stringMatching(/visit:source/) })
+      expect((await ask({ ...base, metrics: ['visits'] })).results).toEqual([
+        { dimensions: ['Google'], metrics: [2] },
+        { dimensions: ['Direct / None'], metrics: [1] },
+      ])
+      // Entry pages always kept their sketches.
+      expect((await ask({ ...base, dimensions: ['entry_page'], metrics: ['visitors'] })).results).toHaveLength(2)
+    } finally {
+      await ctx.db.sql`update rollup_state set visit_sketches_since = null`
+    }
+  })
+
   test('visit metrics over two dimensions at once are refused with visits_one_dimension', async () => {
     const s = await seed()
     const err = await ask({

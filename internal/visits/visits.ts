@@ -3,7 +3,7 @@
 // closed and counted into rollup_<g>_visits. docs/visits.md gives the rules.
 import type postgres from 'postgres'
 import type { Sql } from '../clients/clients.ts'
-import { ATTRIBUTES, PAGEVIEW_TYPES } from '../store/dimensions.ts'
+import { ACQUISITION, ATTRIBUTES, PAGEVIEW_TYPES } from '../store/dimensions.ts'
 import { addCounts, foldBeyondCap } from '../store/cap.ts'
 import { HLL } from '../store/rollup.ts'
 
@@ -122,11 +122,15 @@ export async function closeVisits(tx: Sql, { before, dimCap, sites = tx`true` }:
     // Each visit is counted once per day, by grouping sets (one sort per dimension, far
     // cheaper than unpivoting every visit into a row per dimension); hours, months and years
     // are sums of those rows (hours of the totals only). Visitor sketches only where they are
-    // read: the totals, entry and exit pages.
+    // read: the totals, entry and exit pages, and how visits came (visit:source and the like).
     await tx`
       create temp table visit_closed_days on commit drop as
-      ${groupedVisits(tx, ['entry_page', 'exit_page'], true)}
-      union all ${groupedVisits(tx, ATTRIBUTES, false)}
+      ${groupedVisits(tx, ['entry_page', 'exit_page', ...ACQUISITION], true)}
+      union all ${groupedVisits(
+        tx,
+        ATTRIBUTES.filter((a) => !(ACQUISITION as readonly string[]).includes(a)),
+        false,
+      )}
       union all
       select v.site_id, v.day, 'path', p, ${visitMeasures(tx, tx`false`)} from visit_closed v cross join lateral unnest(v.paths) p group by 1, 2, 3, 4
       union all
