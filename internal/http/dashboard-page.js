@@ -38,13 +38,16 @@ const VISITS = (name) => [
 ]
 const PANELS = [
   {
+    // Each visit whole under how it came (visit:source, as in Plausible): per event, a visit's
+    // later pages would count as Direct / None. Under a filter on another dimension, which
+    // visits are counted by one dimension at a time, the panel counts per page view instead.
     id: 'sources',
     tabs: [
-      ['source', 'Sources'],
-      ['channel', 'Channels'],
-      ['utm_source', 'UTM source'],
-      ['utm_medium', 'UTM medium'],
-      ['utm_campaign', 'UTM campaign'],
+      ['visit:source', 'Sources'],
+      ['visit:channel', 'Channels'],
+      ['visit:utm_source', 'UTM source'],
+      ['visit:utm_medium', 'UTM medium'],
+      ['visit:utm_campaign', 'UTM campaign'],
     ],
   },
   {
@@ -107,7 +110,10 @@ let realtimeGen = 0
 let chartZone = 'UTC'
 let realtimeTimer
 
-const label = (dim) => LABELS[dim] ?? dim
+const VISIT = 'visit:'
+// visit:source reads "Source": the panel and the chip say which visits.
+const plain = (dim) => (dim.startsWith(VISIT) ? dim.slice(VISIT.length) : dim)
+const label = (dim) => LABELS[plain(dim)] ?? dim
 function shown(dim, value) {
   if (dim !== 'country' || value === NONE) return value
   try {
@@ -132,13 +138,14 @@ function readUrl() {
   form.period.value = [...form.period.options].some((o) => o.value === period) ? period : '30d'
   custom()
   filters = p.getAll('f').flatMap((f) => {
-    const m = /^(props:[^:]+|[a-z_]+):([\s\S]*)$/.exec(f)
-    return m && (m[1] in LABELS || m[1].startsWith('props:')) ? [[m[1], m[2]]] : []
+    const m = /^(props:[^:]+|visit:[a-z_]+|[a-z_]+):([\s\S]*)$/.exec(f)
+    return m && (plain(m[1]) in LABELS || m[1].startsWith('props:')) ? [[m[1], m[2]]] : []
   })
   // A panel's tab other than its first: ?sources=channel&pages=entry_page.
   for (const panel of PANELS) {
-    const tab = p.get(panel.id)
-    panel.dim = panel.tabs.some((t) => t[0] === tab) ? tab : panel.tabs[0][0]
+    // A link from before sources were counted by visit names the tab without visit:.
+    const tab = panel.tabs.find((t) => t[0] === p.get(panel.id) || t[0] === VISIT + p.get(panel.id))
+    panel.dim = tab ? tab[0] : panel.tabs[0][0]
     renderTabs(panel)
   }
 }
@@ -228,8 +235,38 @@ function failure(res, data) {
   err.code = data.code ?? e?.code
   return err
 }
-function query(body, r) {
-  return api('/v1/query', { site_id: form.site.value, date_range: r, filters: filters.map(([dim, value]) => ['is', dim, [value]]), ...body })
+// Visits by how they came (visit:source) are counted from the visit rollups: by one dimension
+// at a time, by whole days, as the rollup merges them, and (visitors) since the upgrade that
+// kept them. A block they cannot answer counts per page view instead (source, where the later
+// pages of a visit are Direct / None), and the answer says so (perEvent: 'filter' where a
+// filter was counted so, else 'breakdown').
+const PER_EVENT_CODES = ['visits_one_dimension', 'visits_whole_days', 'visits_not_recorded']
+const PER_EVENT = {
+  filter: "Per page view: only the pages that came with the filter's source, not the later pages of those visits.",
+  breakdown: 'Per page view here: the later pages of a visit count as Direct / None.',
+}
+async function query(body, r) {
+  const ask = (perEvent) => {
+    const own = (dim) => (perEvent ? plain(dim) : dim)
+    return api('/v1/query', {
+      site_id: form.site.value,
+      date_range: r,
+      filters: filters.map(([dim, value]) => ['is', own(dim), [value]]),
+      ...body,
+      ...(body.dimensions ? { dimensions: body.dimensions.map(own) } : {}),
+      ...(body.order_by ? { order_by: body.order_by.map(([key, dir]) => [own(key), dir]) } : {}),
+    })
+  }
+  const byVisit = [...filters.map(([dim]) => dim), ...(body.dimensions ?? [])].some((d) => d.startsWith(VISIT))
+  const perEvent = filters.some(([dim]) => dim.startsWith(VISIT)) ? 'filter' : 'breakdown'
+  // Realtime is counted from raw events: per page view.
+  if (byVisit && r === 'realtime') return { ...(await ask(true)), perEvent }
+  try {
+    return await ask(false)
+  } catch (err) {
+    if (!(byVisit && err instanceof ApiError && PER_EVENT_CODES.includes(err.code))) throw err
+    return { ...(await ask(true)), perEvent }
+  }
 }
 // What a 422 means for someone looking at the page; the API's own message stays in the tooltip.
 const REFUSALS = {
@@ -242,13 +279,14 @@ const REFUSALS = {
   visits_one_value: 'Visit figures take one path or event type at a time: keep a single such filter.',
   visits_whole_days: 'Visit figures are counted by whole days: choose whole days.',
 }
-const VISIT_ONLY = ['entry_page', 'exit_page']
+// Filters on which visits are counted (their entry, exit or source): only visit figures answer under them.
+const visitOnly = (dim) => dim === 'entry_page' || dim === 'exit_page' || dim.startsWith(VISIT)
 function refusal(err) {
   const named = filters.map(([dim, value]) => `${label(dim)} is ${shown(dim, value)}`).join(', ')
   if (err.code === 'needs_raw_events' && filters.length)
-    return `Not kept for this range under the filter ${named}: a breakdown under a filter on another dimension needs raw events, which are kept for a day (Countries under a Source filter excepted). Choose Today, or remove the filter.`
-  if (err.code === 'visits_one_dimension' && filters.some(([dim]) => VISIT_ONLY.includes(dim)))
-    return `Under an entry or exit page filter only visit figures by that page are counted: remove the filter ${named} to see this.`
+    return `Not kept for this range under the filter ${named}: a breakdown under a filter on another dimension needs raw events, which are kept for a day. Choose Today, or remove the filter.`
+  if (err.code === 'visits_one_dimension' && filters.some(([dim]) => visitOnly(dim)))
+    return `Under a source, entry page or exit page filter only the figures of those visits are counted, one dimension at a time: remove the filter ${named} to see this.`
   return REFUSALS[err.code] ?? err.message
 }
 // A 422 (the kept data cannot answer this) is said in its own block, briefly: the whole
@@ -273,7 +311,15 @@ function clear(note) {
   note.title = ''
   delete note.dataset.codes
   delete note.dataset.why
+  delete note.dataset.perEvent
   note.classList.remove('warn')
+}
+// A block counted per page view under a filter on how visits came says so.
+function perEventNote(note, ...bodies) {
+  const how = bodies.find((b) => b?.perEvent)?.perEvent
+  if (!how) return
+  note.textContent = [note.textContent, PER_EVENT[how]].filter(Boolean).join(' ')
+  note.dataset.perEvent = how
 }
 // Each reason a block was refused, once, above the cards (those the cards' own note gives aside).
 function explainRefusals() {
@@ -346,6 +392,7 @@ async function loadCards(r, my) {
     note.dataset.codes = [...new Set(refused.map((a) => a.reason.code))].join(' ')
     note.classList.add('warn')
   }
+  perEventNote(note, ...answers.map((a) => a.value))
   // Visit figures are counted in UTC days only: say so where the other cards follow the site's zone.
   const zones = answers.filter((a) => a.status === 'fulfilled').map((a) => a.value.meta.timezone)
   const local = zones.find((z) => z !== 'UTC')
@@ -361,7 +408,7 @@ async function loadCards(r, my) {
 async function loadRealtime() {
   const my = ++realtimeGen
   const count = $('realtime-count')
-  if (filters.some(([dim]) => VISIT_ONLY.includes(dim))) {
+  if (filters.some(([dim]) => dim === 'entry_page' || dim === 'exit_page')) {
     count.textContent = '–'
     delete count.dataset.value
     $('realtime').title = 'Current visitors are not counted under an entry or exit page filter'
@@ -420,9 +467,11 @@ async function loadChart(r, my) {
   const g = granularity(r)
   let data
   let zone
+  let answered
   let tz = 'UTC'
   try {
     const body = await query({ metrics: ['visitors', 'events'], dimensions: [`time:${g}`] }, r)
+    answered = body
     tz = body.meta.timezone
     zone = `${g === 'hour' ? 'Hours' : g === 'month' ? 'Months' : 'Days'} in ${tz}.`
     data = series(
@@ -440,6 +489,7 @@ async function loadChart(r, my) {
   }
   if (my !== gen) return
   clear(note)
+  perEventNote(note, answered)
   chartZone = tz
   $('zone').textContent = zone
   // Buckets that start after now have no data yet: a gap, not a zero.
@@ -535,6 +585,8 @@ async function loadPanel(p, my, r = range()) {
       [dim, 'asc'],
     ]
     const body = await query({ metrics, dimensions: [dim], order_by, limit: 10 + skip.length }, r)
+    // Counted per page view (query()): a click then filters page views by their own source.
+    const shownDim = body.perEvent ? plain(dim) : dim
     if (my !== gen || dim !== p.dim) return
     el.dataset.tz = body.meta.timezone
     const results = body.results.filter((x) => !skip.includes(x.dimensions[0])).slice(0, 10)
@@ -543,9 +595,10 @@ async function loadPanel(p, my, r = range()) {
     for (const h of [p.head ?? label(dim), ...columns.map((c) => c[1])]) head.appendChild(document.createElement('th')).textContent = h
     const body2 = table.createTBody()
     const max = Math.max(0, ...results.map((x) => x.metrics[0]))
-    for (const x of results) row(body2, dim, x, max, columns)
+    for (const x of results) row(body2, shownDim, x, max, columns)
     clear(note)
     if (!results.length) note.textContent = p.empty ?? 'Nothing in this range.'
+    perEventNote(note, body)
   } catch (err) {
     if (my !== gen || dim !== p.dim) return
     delete el.dataset.tz

@@ -5,7 +5,7 @@ import { silentLogger } from '../log/log.ts'
 import { parseCsv } from '../query/csv.ts'
 import { createQueue } from '../queue/queue.ts'
 import { createStore } from '../store/store.ts'
-import { isolated } from '../testkit/testkit.ts'
+import { eventually, isolated } from '../testkit/testkit.ts'
 import { createApp } from './http.ts'
 
 const env = isolated()
@@ -127,10 +127,72 @@ describe('CSV export', () => {
     expect(read('visitors.csv')).toEqual(asRows(series, await json(series)))
     const pages = { date_range: range, filters, metrics, dimensions: ['path'], order_by: [['visitors', 'desc']], limit: 10_000 }
     expect(read('pages.csv')).toEqual(asRows(pages, await json(pages)))
-    // Sources under a country filter are two dimensions at once: answered from raw events, which are all kept here.
+    // Sources under a country filter: visits are counted by one dimension at a time, so per page view, from
+    // raw events (all kept here).
+    const sources = { date_range: range, filters, metrics, dimensions: ['source'], order_by: [['visitors', 'desc']], limit: 10_000 }
+    expect(read('sources.csv')).toEqual(asRows(sources, await json(sources)))
     expect(files['errors.csv']).toBeUndefined()
     expect((await a.request('/v1/export?site_id=export-site&date_range=30d')).status).toBe(401)
     expect((await a.request('/v1/export?site_id=export-site&date_range=8d', { headers: auth })).status).toBe(400)
+  })
+
+  test('counts sources by visit, as the dashboard does, and takes a filter on how visits came', async () => {
+    const a = await app()
+    // Visits count as the rollup merges their events: every event counted (another file's transaction may hold the rollup's horizon a while).
+    const store = createStore(env.db.sql)
+    const caughtUp = async () => {
+      await store.rollup()
+      return (await store.rollupLag()).unrolled === 0 || null
+    }
+    expect(await eventually(caughtUp, { timeoutMs: 60_000 })).toBe(true)
+    const range = ['2025-02-15', '2025-02-28']
+    const metrics = ['visitors', 'pageviews', 'events']
+    for (const [f, filters] of [
+      ['', []],
+      ['&f=visit:source:Google', [['is', 'visit:source', ['Google']]]],
+    ] as const) {
+      const res = await a.request(`/v1/export?site_id=export-site&date_range=2025-02-15,2025-02-28${f}`, { headers: auth })
+      expect(res.status).toBe(200)
+      const files = unzipSync(new Uint8Array(await res.arrayBuffer()))
+      const read = (name: string) => parseCsv(new TextDecoder().decode(files[name]))
+      const sources = { date_range: range, filters, metrics, dimensions: ['visit:source'], order_by: [['visitors', 'desc']], limit: 10_000 }
+      expect(read('sources.csv')).toEqual(asRows(sources, await json(sources)))
+      expect(read('sources.csv')[0]![0]).toBe('visit:source')
+      expect(read('sources.csv').length).toBeGreaterThan(1)
+      // Under a filter on how visits came, the other files count per page view, as the dashboard does.
+      const countries = {
+        date_range: range,
+        filters: filters.map(([op, d, v]) => [op, d.replace('visit:', ''), v]),
+        metrics,
+        dimensions: ['country'],
+        order_by: [['visitors', 'desc']],
+        limit: 10_000,
+      }
+      expect(read('countries.csv')).toEqual(asRows(countries, await json(countries)))
+      expect(files['errors.csv']).toBeUndefined()
+    }
+  })
+
+  test('counts sources per page view, not as an error, over a range from before the upgrade that kept visitors by source', async () => {
+    const a = await app()
+    await env.db.sql`update rollup_state set visit_sketches_since = now()`
+    try {
+      const res = await a.request('/v1/export?site_id=export-site&date_range=2025-02-15,2025-02-28', { headers: auth })
+      expect(res.status).toBe(200)
+      const files = unzipSync(new Uint8Array(await res.arrayBuffer()))
+      const read = (name: string) => parseCsv(new TextDecoder().decode(files[name]))
+      const sources = {
+        date_range: ['2025-02-15', '2025-02-28'],
+        metrics: ['visitors', 'pageviews', 'events'],
+        dimensions: ['source'],
+        order_by: [['visitors', 'desc']],
+        limit: 10_000,
+      }
+      expect(read('sources.csv')).toEqual(asRows(sources, await json(sources)))
+      expect(files['errors.csv']).toBeUndefined()
+    } finally {
+      await env.db.sql`update rollup_state set visit_sketches_since = null`
+    }
   })
 
   test('of one day older than the hourly detail kept has that day as one row, not a refusal of the whole export', async () => {

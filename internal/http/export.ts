@@ -6,16 +6,22 @@ import { ApiError } from './errors.ts'
 import { routeDocs } from './openapi.ts'
 import type { Answer } from './query.ts'
 
-/** The files of a dashboard export: the time series, then one breakdown per panel and tab. */
+/**
+ * The files of a dashboard export: the time series, then one breakdown per panel and tab.
+ * How visitors came is counted by visit, as the dashboard does (visit:source): each visit
+ * whole under its first event's source. Where visit figures cannot answer (a filter on
+ * another dimension, a range not in whole UTC days or from before the upgrade that kept
+ * them) and in realtime, those files count per page view (source), as their header says.
+ */
 const BREAKDOWNS: [file: string, dimension: string][] = [
-  ['sources', 'source'],
-  ['channels', 'channel'],
-  ['referrers', 'referrer'],
-  ['utm_sources', 'utm_source'],
-  ['utm_mediums', 'utm_medium'],
-  ['utm_campaigns', 'utm_campaign'],
-  ['utm_contents', 'utm_content'],
-  ['utm_terms', 'utm_term'],
+  ['sources', 'visit:source'],
+  ['channels', 'visit:channel'],
+  ['referrers', 'visit:referrer'],
+  ['utm_sources', 'visit:utm_source'],
+  ['utm_mediums', 'visit:utm_medium'],
+  ['utm_campaigns', 'visit:utm_campaign'],
+  ['utm_contents', 'visit:utm_content'],
+  ['utm_terms', 'visit:utm_term'],
   ['pages', 'path'],
   ['countries', 'country'],
   ['devices', 'device'],
@@ -34,6 +40,11 @@ function granularity(range: string | [string, string]): string {
   return range === 'day' ? 'hour' : ['7d', '30d', 'month'].includes(range) ? 'day' : 'month'
 }
 
+type Filter = [op: string, dimension: string, values: string[]]
+type Body = { dimensions: string[]; filters?: Filter[]; order_by?: string[][]; limit?: number }
+/** The refusals of visit figures that the same query per page view can answer. */
+const PER_EVENT_CODES: string[] = ['visits_one_dimension', 'visits_whole_days', 'visits_not_recorded']
+
 /**
  * GET /v1/export?site_id=&date_range=30d (or YYYY-MM-DD,YYYY-MM-DD)&f=dimension:value...
  * [&compare=previous_period|year_over_year]: the whole dashboard as a zip of CSV files,
@@ -50,8 +61,8 @@ export function exportRoutes(answer: Answer) {
     if (!Array.isArray(dateRange) && !(DATE_RANGES as readonly string[]).includes(dateRange)) {
       problems.push({ field: 'date_range', message: `date_range must be one of ${DATE_RANGES.join(', ')}, or YYYY-MM-DD,YYYY-MM-DD` })
     }
-    const filters = c.req.queries('f')?.map((f) => {
-      const at = f.startsWith('props:') ? f.indexOf(':', 6) : f.indexOf(':')
+    const filters = c.req.queries('f')?.map((f): Filter => {
+      const at = f.startsWith('props:') || f.startsWith('visit:') ? f.indexOf(':', 6) : f.indexOf(':')
       if (at < 0) problems.push({ field: 'f', message: `a filter is dimension:value, not ${JSON.stringify(f)}` })
       return ['is', f.slice(0, at), [f.slice(at + 1)]]
     })
@@ -66,20 +77,32 @@ export function exportRoutes(answer: Answer) {
     const csv = (text: string) => new TextEncoder().encode(text)
     // Any answer can be 400, 401 or 403 for the whole export (the first one is); a 422 leaves its file out, listed in errors.csv.
     const errors: string[] = []
-    const attempt = async (file: string, body: Record<string, unknown>, retry?: Record<string, unknown>): Promise<void> => {
+    // Where visit figures cannot answer, a file counts per page view, as the dashboard does:
+    // visit:source as source, in its dimension and in the filters.
+    const plain = (d: string) => d.replace(/^visit:/, '')
+    const byVisit = (body: Body) => [...body.dimensions, ...base.filters.map(([, d]) => d)].some((d) => d !== plain(d))
+    const perEvent = (body: Body): Body => ({
+      ...body,
+      dimensions: body.dimensions.map(plain),
+      filters: base.filters.map(([op, d, values]) => [op, plain(d), values]),
+    })
+    const attempt = async (file: string, body: Body): Promise<void> => {
+      // Realtime is counted from raw events, per page view: visits are counted as the rollup merges them.
+      if (dateRange === 'realtime' && byVisit(body)) return attempt(file, perEvent(body))
       try {
         const { query, result } = await answer(c, { ...base, metrics: METRICS, ...body })
         files[file] = csv(toCsv(query, result))
       } catch (err) {
         if (!(err instanceof ApiError) || err.status !== 422) throw err
-        if (retry && err.code === 'hourly_detail_expired') return attempt(file, retry)
+        // A day past the hourly detail kept is one row of its day instead of 24 hours.
+        if (err.code === 'hourly_detail_expired' && body.dimensions[0] === 'time:hour') return attempt(file, { ...body, dimensions: ['time:day'] })
+        if (PER_EVENT_CODES.includes(err.code) && byVisit(body)) return attempt(file, perEvent(body))
         errors.push([file, err.code, err.message].map(cell).join(','))
       }
     }
     // Realtime (the last five minutes) has no time buckets: its visitors.csv is one row of totals.
-    // A day past the hourly detail kept is one row of its day instead of 24 hours.
     const time = dateRange === 'realtime' ? null : granularity(dateRange)
-    await attempt('visitors.csv', { dimensions: time ? [`time:${time}`] : [] }, time === 'hour' ? { dimensions: ['time:day'] } : undefined)
+    await attempt('visitors.csv', { dimensions: time ? [`time:${time}`] : [] })
     for (const [file, dimension] of BREAKDOWNS) {
       await attempt(`${file}.csv`, { dimensions: [dimension], order_by: [['visitors', 'desc']], limit: 10_000 })
     }
