@@ -9,7 +9,7 @@
 //    by source and filtered by country, for one site among 100, on the year-spread data
 //    (each site sees its own hundreds of referring sites and paths and 150 countries: see
 //    fill), with fresh raw events not yet rolled up on top; and /v1/query's visit metrics
-//    by month and visits by entry page.
+//    by month, visits by entry page, and visitors and visits by visit:source.
 // 1b. What visits cost the rollup: VISIT_EVENTS events rolled up with and without visits.
 // 1c. What shards buy: VISIT_EVENTS events rolled up with 1 shard and with SHARDS.
 // Every run closes the visits it merges (visitCloseAfterMs 0), so closing is measured too.
@@ -197,12 +197,14 @@ const month = await latency(stats('month'))
 const bySource = await latency(query({ metrics: ['visitors', 'pageviews'], dimensions: ['source'], filters: [['is', 'country', ['C7']]] }))
 const visitsByMonth = await latency(query({ metrics: ['visitors', 'visits', 'bounce_rate', 'visit_duration', 'views_per_visit'], dimensions: ['time:month'] }))
 const entryPages = await latency(query({ metrics: ['visits', 'bounce_rate', 'visit_duration'], dimensions: ['entry_page'], limit: 10 }))
+const visitSources = await latency(query({ metrics: ['visitors', 'visits', 'pageviews'], dimensions: ['visit:source'], limit: 10 }))
 console.log(`3. /v1/stats over a year, one site of 100 (${QUERIES} queries each):`)
 console.log(`   granularity=day   p50 ${day.p50} ms  p95 ${day.p95} ms  p99 ${day.p99} ms`)
 console.log(`   granularity=month p50 ${month.p50} ms  p95 ${month.p95} ms  p99 ${month.p99} ms`)
 console.log(`   /v1/query by source where country is C7: p50 ${bySource.p50} ms  p95 ${bySource.p95} ms  p99 ${bySource.p99} ms`)
 console.log(`   /v1/query visit metrics by month: p50 ${visitsByMonth.p50} ms  p95 ${visitsByMonth.p95} ms  p99 ${visitsByMonth.p99} ms`)
 console.log(`   /v1/query visits by entry page (top 10): p50 ${entryPages.p50} ms  p95 ${entryPages.p95} ms  p99 ${entryPages.p99} ms`)
+console.log(`   /v1/query visitors and visits by visit:source (top 10): p50 ${visitSources.p50} ms  p95 ${visitSources.p95} ms  p99 ${visitSources.p99} ms`)
 
 await record('rollup', {
   in_order: inOrder,
@@ -222,7 +224,8 @@ await record('rollup', {
   shards_rollup_ratio: shardRatios,
   query_visits_by_month_ms: visitsByMonth,
   query_entry_pages_ms: entryPages,
-  query_visits_goal_met: visitsByMonth.p95 < 30 && entryPages.p95 < 30,
+  query_visit_sources_ms: visitSources,
+  query_visits_goal_met: visitsByMonth.p95 < 30 && entryPages.p95 < 30 && visitSources.p95 < 30,
 })
 redis.disconnect()
 await year.drop()
