@@ -1,26 +1,13 @@
 import type postgres from 'postgres'
 import type { Sql } from '../clients/clients.ts'
 
+/** The dimensions that say how a visitor came. */
+export const ACQUISITION = ['source', 'referrer', 'channel', 'utm_source', 'utm_medium', 'utm_campaign', 'utm_content', 'utm_term'] as const
 /**
  * The dimensions kept in the rollups, each a column of events. A value that was absent is
  * kept as '' and shown as NONE. Custom properties are dimensions too, named props:<key>.
  */
-export const DIMENSIONS = [
-  'source',
-  'referrer',
-  'channel',
-  'utm_source',
-  'utm_medium',
-  'utm_campaign',
-  'utm_content',
-  'utm_term',
-  'country',
-  'browser',
-  'os',
-  'device',
-  'path',
-  'event_type',
-] as const
+export const DIMENSIONS = [...ACQUISITION, 'country', 'browser', 'os', 'device', 'path', 'event_type'] as const
 /**
  * The dimensions that describe the visitor and how they came (all but path and event_type):
  * a visit takes them from its first event, and they rarely change within a visitor's day.
@@ -41,17 +28,6 @@ export const pairOf = (dims: readonly string[]): (typeof PAIRS)[number] | undefi
   dims.length === 2 ? PAIRS.find(([a, b]) => (dims[0] === a && dims[1] === b) || (dims[0] === b && dims[1] === a)) : undefined
 /** The prefix of the visit attribute dimensions: `visit:source` is the source of a visit's first event. */
 export const VISIT_PREFIX = 'visit:'
-/** The attributes that say how a visitor came. */
-export const ACQUISITION = [
-  'source',
-  'referrer',
-  'channel',
-  'utm_source',
-  'utm_medium',
-  'utm_campaign',
-  'utm_content',
-  'utm_term',
-] as const satisfies readonly (typeof ATTRIBUTES)[number][]
 /**
  * How the visit came, as a visit takes it from its first event, as Plausible's `visit:source`.
  * `source` counts each event under its own referrer and tags, so the later page views of a
