@@ -73,6 +73,20 @@ function asRows(body: Record<string, unknown>, answer: Answer): string[][] {
   ]
 }
 
+/** Visits count as the rollup merges their events: every event counted (another file's transaction may hold the rollup's horizon a while). */
+async function rolledUp() {
+  const store = createStore(env.db.sql)
+  const caughtUp = async () => {
+    await store.rollup()
+    return (await store.rollupLag()).unrolled === 0 || null
+  }
+  expect(await eventually(caughtUp, { timeoutMs: 60_000 })).toBe(true)
+}
+const zipOf = async (res: Response) => {
+  expect(res.status).toBe(200)
+  const files = unzipSync(new Uint8Array(await res.arrayBuffer()))
+  return { files, read: (name: string) => parseCsv(new TextDecoder().decode(files[name])) }
+}
 const QUERIES: Record<string, unknown>[] = [
   { date_range: ['2025-03-01', '2025-03-14'], metrics: ['visitors', 'pageviews', 'events'] },
   { date_range: ['2025-03-01', '2025-03-14'], metrics: ['visitors', 'events'], dimensions: ['source'] },
@@ -138,13 +152,7 @@ describe('CSV export', () => {
 
   test('counts sources by visit, as the dashboard does, and takes a filter on how visits came', async () => {
     const a = await app()
-    // Visits count as the rollup merges their events: every event counted (another file's transaction may hold the rollup's horizon a while).
-    const store = createStore(env.db.sql)
-    const caughtUp = async () => {
-      await store.rollup()
-      return (await store.rollupLag()).unrolled === 0 || null
-    }
-    expect(await eventually(caughtUp, { timeoutMs: 60_000 })).toBe(true)
+    await rolledUp()
     const range = ['2025-02-15', '2025-02-28']
     const metrics = ['visitors', 'pageviews', 'events']
     for (const [f, filters] of [
@@ -193,6 +201,51 @@ describe('CSV export', () => {
     } finally {
       await env.db.sql`update rollup_state set visit_sketches_since = null`
     }
+  })
+
+  test('with a comparison whose period before is from before that upgrade, counts sources by visit without the comparison', async () => {
+    const a = await app()
+    await rolledUp()
+    await env.db.sql`update rollup_state set visit_sketches_since = '2025-02-14T00:00:00Z'`
+    try {
+      const { files, read } = await zipOf(
+        await a.request('/v1/export?site_id=export-site&date_range=2025-02-15,2025-02-28&compare=previous_period', { headers: auth }),
+      )
+      const sources = {
+        date_range: ['2025-02-15', '2025-02-28'],
+        metrics: ['visitors', 'pageviews', 'events'],
+        dimensions: ['visit:source'],
+        order_by: [['visitors', 'desc']],
+        limit: 10_000,
+      }
+      expect(read('sources.csv')).toEqual(asRows(sources, await json(sources)))
+      expect(read('sources.csv')[0]).toEqual(['visit:source', 'visitors', 'pageviews', 'events'])
+      // The other files keep their comparison.
+      expect(read('countries.csv')[0]).toContain('visitors_comparison')
+      expect(files['errors.csv']).toBeUndefined()
+    } finally {
+      await env.db.sql`update rollup_state set visit_sketches_since = null`
+    }
+  })
+
+  test('under a filter on how visits came, in realtime or beside an entry page filter, answers each file once per page view or lists it', async () => {
+    const a = await app()
+    const realtime = await zipOf(await a.request('/v1/export?site_id=export-site&date_range=realtime&f=visit:source:Google', { headers: auth }))
+    const sources = {
+      date_range: 'realtime',
+      filters: [['is', 'source', ['Google']]],
+      metrics: ['visitors', 'pageviews', 'events'],
+      dimensions: ['source'],
+      order_by: [['visitors', 'desc']],
+      limit: 10_000,
+    }
+    expect(realtime.read('sources.csv')).toEqual(asRows(sources, await json(sources)))
+    // Visit figures take one dimension at a time, and page views have no entry page: the source files cannot be answered either way.
+    const both = await zipOf(
+      await a.request('/v1/export?site_id=export-site&date_range=2025-02-15,2025-02-28&f=visit:source:Google&f=entry_page:/p/0', { headers: auth }),
+    )
+    expect(both.files['sources.csv']).toBeUndefined()
+    expect(both.read('errors.csv').map((row) => row[0])).toContain('sources.csv')
   })
 
   test('of one day older than the hourly detail kept has that day as one row, not a refusal of the whole export', async () => {

@@ -67,12 +67,8 @@ export function exportRoutes(answer: Answer) {
       return ['is', f.slice(0, at), [f.slice(at + 1)]]
     })
     if (problems.length) throw new ApiError(400, 'invalid_query', 'export query is invalid', { details: problems })
-    const base = {
-      site_id: q.site_id,
-      date_range: dateRange,
-      filters: filters ?? [],
-      ...(q.compare ? { include: { comparisons: { mode: q.compare } } } : {}),
-    }
+    const base = { site_id: q.site_id, date_range: dateRange, filters: filters ?? [] }
+    const comparison = q.compare ? { include: { comparisons: { mode: q.compare } } } : {}
     const files: Record<string, Uint8Array> = {}
     const csv = (text: string) => new TextEncoder().encode(text)
     // Any answer can be 400, 401 or 403 for the whole export (the first one is); a 422 leaves its file out, listed in errors.csv.
@@ -80,22 +76,26 @@ export function exportRoutes(answer: Answer) {
     // Where visit figures cannot answer, a file counts per page view, as the dashboard does:
     // visit:source as source, in its dimension and in the filters.
     const plain = (d: string) => d.replace(/^visit:/, '')
-    const byVisit = (body: Body) => [...body.dimensions, ...base.filters.map(([, d]) => d)].some((d) => d !== plain(d))
+    const byVisit = (body: Body) => [...body.dimensions, ...(body.filters ?? base.filters).map(([, d]) => d)].some((d) => d !== plain(d))
     const perEvent = (body: Body): Body => ({
       ...body,
       dimensions: body.dimensions.map(plain),
       filters: base.filters.map(([op, d, values]) => [op, plain(d), values]),
     })
-    const attempt = async (file: string, body: Body): Promise<void> => {
+    // Each retry below changes what made it (the hour, visit: or the comparison), so each runs once.
+    const attempt = async (file: string, body: Body, compare = true): Promise<void> => {
       // Realtime is counted from raw events, per page view: visits are counted as the rollup merges them.
-      if (dateRange === 'realtime' && byVisit(body)) return attempt(file, perEvent(body))
+      if (dateRange === 'realtime' && byVisit(body)) return attempt(file, perEvent(body), compare)
       try {
-        const { query, result } = await answer(c, { ...base, metrics: METRICS, ...body })
+        const { query, result } = await answer(c, { ...base, ...(compare ? comparison : {}), metrics: METRICS, ...body })
         files[file] = csv(toCsv(query, result))
       } catch (err) {
         if (!(err instanceof ApiError) || err.status !== 422) throw err
         // A day past the hourly detail kept is one row of its day instead of 24 hours.
-        if (err.code === 'hourly_detail_expired' && body.dimensions[0] === 'time:hour') return attempt(file, { ...body, dimensions: ['time:day'] })
+        if (err.code === 'hourly_detail_expired' && body.dimensions[0] === 'time:hour') return attempt(file, { ...body, dimensions: ['time:day'] }, compare)
+        // The period before can be from before the upgrade that kept visitors by source: this
+        // period by visit, as the dashboard's panel shows it, without the comparison.
+        if (err.code === 'visits_not_recorded' && compare && 'include' in comparison && byVisit(body)) return attempt(file, body, false)
         if (PER_EVENT_CODES.includes(err.code) && byVisit(body)) return attempt(file, perEvent(body))
         errors.push([file, err.code, err.message].map(cell).join(','))
       }
