@@ -5,7 +5,7 @@ import * as v from 'valibot'
 import { SITE_ID_PATTERN, textProblem } from '../event/event.ts'
 import { isCalendarDate } from '../event/timestamp.ts'
 import { add, countBuckets, GRANULARITIES, type Granularity, MAX_SERIES_BUCKETS, truncate } from '../store/buckets.ts'
-import { ATTRIBUTES, type Dimension, DIMENSIONS, isDimension, isVisitOnly, NONE, PROPS_PREFIX, VISIT_PREFIX } from '../store/dimensions.ts'
+import { ACQUISITION, type Dimension, DIMENSIONS, isDimension, isVisitOnly, NONE, PROPS_PREFIX, VISIT_PREFIX } from '../store/dimensions.ts'
 import { localDate } from '../sites/timezone.ts'
 import { COMPARISONS, type Comparison, comparisonDates, type Dates, datesToRange, presetDates } from './dates.ts'
 
@@ -96,7 +96,7 @@ const dimensionName = v.pipe(
   v.check(
     isDimension,
     (i) =>
-      `unknown dimension ${JSON.stringify(i.input)}: use one of ${DIMENSIONS.join(', ')}, entry_page, exit_page, ${VISIT_PREFIX}<${ATTRIBUTES.join('|')}>, ${PROPS_PREFIX}<key>, or (in dimensions) time:${GRANULARITIES.join('|')}`,
+      `unknown dimension ${JSON.stringify(i.input)}: use one of ${DIMENSIONS.join(', ')}, entry_page, exit_page, ${VISIT_PREFIX}<${ACQUISITION.join('|')}>, ${PROPS_PREFIX}<key>, or (in dimensions) time:${GRANULARITIES.join('|')}`,
   ),
 )
 
