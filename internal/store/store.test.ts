@@ -32,6 +32,23 @@ describe('migrations', () => {
     const results = await Promise.all([migrate(db.sql), migrate(db.sql), migrate(db.sql)])
     expect(results.flat()).toEqual([])
   })
+
+  test('0016 marks from when visitors by source are kept on an install that had counted visits, and not on a new one', async () => {
+    const own = await createTestDatabase()
+    try {
+      expect((await own.sql`select visit_sketches_since from rollup_state`)[0]!.visit_sketches_since).toBeNull()
+      // The same install as it stood before 0016, with one day of visits counted.
+      await own.sql`alter table rollup_state drop column visit_sketches_since`
+      await own.sql`delete from schema_migrations where version = 16`
+      await own.sql`insert into rollup_day_visits values ('s', '2025-03-01', 'source', 'Google', 1, 1, 0, 1, 1, hll_empty())`
+      const [before] = await own.sql`select now() as t`
+      expect(await migrate(own.sql)).toEqual(['0016_visit_source_sketches.sql'])
+      const [after] = await own.sql`select now() as t, visit_sketches_since as since from rollup_state`
+      expect(after!.since >= before!.t && after!.since <= after!.t).toBe(true)
+    } finally {
+      await own.drop()
+    }
+  })
 })
 
 describe('insertEvents', () => {
