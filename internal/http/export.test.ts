@@ -82,11 +82,23 @@ async function rolledUp() {
   }
   expect(await eventually(caughtUp, { timeoutMs: 60_000 })).toBe(true)
 }
+/** An export's zip (a 200), its files and each file's CSV rows. */
 const zipOf = async (res: Response) => {
   expect(res.status).toBe(200)
   const files = unzipSync(new Uint8Array(await res.arrayBuffer()))
   return { files, read: (name: string) => parseCsv(new TextDecoder().decode(files[name])) }
 }
+const exported = async (a: Awaited<ReturnType<typeof app>>, query: string) =>
+  zipOf(await a.request(`/v1/export?site_id=export-site&${query}`, { headers: auth }))
+/** The /v1/query of an export's breakdown file. */
+const fileQuery = (dimension: string, date_range: unknown, filters: unknown[] = []) => ({
+  date_range,
+  filters,
+  metrics: ['visitors', 'pageviews', 'events'],
+  dimensions: [dimension],
+  order_by: [['visitors', 'desc']],
+  limit: 10_000,
+})
 const QUERIES: Record<string, unknown>[] = [
   { date_range: ['2025-03-01', '2025-03-14'], metrics: ['visitors', 'pageviews', 'events'] },
   { date_range: ['2025-03-01', '2025-03-14'], metrics: ['visitors', 'events'], dimensions: ['source'] },
@@ -129,21 +141,19 @@ describe('CSV export', () => {
   test('of a whole dashboard is a zip of CSVs, each equal to its /v1/query answer, under the same token rules', async () => {
     const a = await app()
     const res = await a.request('/v1/export?site_id=export-site&date_range=2025-03-01,2025-03-14&f=country:DE', { headers: auth })
-    expect(res.status).toBe(200)
     expect(res.headers.get('content-type')).toBe('application/zip')
-    const files = unzipSync(new Uint8Array(await res.arrayBuffer()))
+    const { files, read } = await zipOf(res)
     expect(Object.keys(files)).toEqual(expect.arrayContaining(['visitors.csv', 'sources.csv', 'pages.csv', 'countries.csv', 'devices.csv', 'browsers.csv']))
     const filters = [['is', 'country', ['DE']]]
     const range = ['2025-03-01', '2025-03-14']
     const metrics = ['visitors', 'pageviews', 'events']
-    const read = (name: string) => parseCsv(new TextDecoder().decode(files[name]))
     const series = { date_range: range, filters, metrics, dimensions: ['time:day'] }
     expect(read('visitors.csv')).toEqual(asRows(series, await json(series)))
-    const pages = { date_range: range, filters, metrics, dimensions: ['path'], order_by: [['visitors', 'desc']], limit: 10_000 }
+    const pages = fileQuery('path', range, filters)
     expect(read('pages.csv')).toEqual(asRows(pages, await json(pages)))
     // Sources under a country filter: visits are counted by one dimension at a time, so per page view, from
     // raw events (all kept here).
-    const sources = { date_range: range, filters, metrics, dimensions: ['source'], order_by: [['visitors', 'desc']], limit: 10_000 }
+    const sources = fileQuery('source', range, filters)
     expect(read('sources.csv')).toEqual(asRows(sources, await json(sources)))
     expect(files['errors.csv']).toBeUndefined()
     expect((await a.request('/v1/export?site_id=export-site&date_range=30d')).status).toBe(401)
@@ -154,28 +164,21 @@ describe('CSV export', () => {
     const a = await app()
     await rolledUp()
     const range = ['2025-02-15', '2025-02-28']
-    const metrics = ['visitors', 'pageviews', 'events']
     for (const [f, filters] of [
       ['', []],
       ['&f=visit:source:Google', [['is', 'visit:source', ['Google']]]],
     ] as const) {
-      const res = await a.request(`/v1/export?site_id=export-site&date_range=2025-02-15,2025-02-28${f}`, { headers: auth })
-      expect(res.status).toBe(200)
-      const files = unzipSync(new Uint8Array(await res.arrayBuffer()))
-      const read = (name: string) => parseCsv(new TextDecoder().decode(files[name]))
-      const sources = { date_range: range, filters, metrics, dimensions: ['visit:source'], order_by: [['visitors', 'desc']], limit: 10_000 }
+      const { files, read } = await exported(a, `date_range=2025-02-15,2025-02-28${f}`)
+      const sources = fileQuery('visit:source', range, [...filters])
       expect(read('sources.csv')).toEqual(asRows(sources, await json(sources)))
       expect(read('sources.csv')[0]![0]).toBe('visit:source')
       expect(read('sources.csv').length).toBeGreaterThan(1)
       // Under a filter on how visits came, the other files count per page view, as the dashboard does.
-      const countries = {
-        date_range: range,
-        filters: filters.map(([op, d, v]) => [op, d.replace('visit:', ''), v]),
-        metrics,
-        dimensions: ['country'],
-        order_by: [['visitors', 'desc']],
-        limit: 10_000,
-      }
+      const countries = fileQuery(
+        'country',
+        range,
+        filters.map(([op, d, v]) => [op, d.replace('visit:', ''), v]),
+      )
       expect(read('countries.csv')).toEqual(asRows(countries, await json(countries)))
       expect(files['errors.csv']).toBeUndefined()
     }
@@ -185,17 +188,8 @@ describe('CSV export', () => {
     const a = await app()
     await env.db.sql`update rollup_state set visit_sketches_since = now()`
     try {
-      const res = await a.request('/v1/export?site_id=export-site&date_range=2025-02-15,2025-02-28', { headers: auth })
-      expect(res.status).toBe(200)
-      const files = unzipSync(new Uint8Array(await res.arrayBuffer()))
-      const read = (name: string) => parseCsv(new TextDecoder().decode(files[name]))
-      const sources = {
-        date_range: ['2025-02-15', '2025-02-28'],
-        metrics: ['visitors', 'pageviews', 'events'],
-        dimensions: ['source'],
-        order_by: [['visitors', 'desc']],
-        limit: 10_000,
-      }
+      const { files, read } = await exported(a, 'date_range=2025-02-15,2025-02-28')
+      const sources = fileQuery('source', ['2025-02-15', '2025-02-28'])
       expect(read('sources.csv')).toEqual(asRows(sources, await json(sources)))
       expect(files['errors.csv']).toBeUndefined()
     } finally {
@@ -208,16 +202,8 @@ describe('CSV export', () => {
     await rolledUp()
     await env.db.sql`update rollup_state set visit_sketches_since = '2025-02-14T00:00:00Z'`
     try {
-      const { files, read } = await zipOf(
-        await a.request('/v1/export?site_id=export-site&date_range=2025-02-15,2025-02-28&compare=previous_period', { headers: auth }),
-      )
-      const sources = {
-        date_range: ['2025-02-15', '2025-02-28'],
-        metrics: ['visitors', 'pageviews', 'events'],
-        dimensions: ['visit:source'],
-        order_by: [['visitors', 'desc']],
-        limit: 10_000,
-      }
+      const { files, read } = await exported(a, 'date_range=2025-02-15,2025-02-28&compare=previous_period')
+      const sources = fileQuery('visit:source', ['2025-02-15', '2025-02-28'])
       expect(read('sources.csv')).toEqual(asRows(sources, await json(sources)))
       expect(read('sources.csv')[0]).toEqual(['visit:source', 'visitors', 'pageviews', 'events'])
       // The other files keep their comparison.
@@ -230,20 +216,11 @@ describe('CSV export', () => {
 
   test('under a filter on how visits came, in realtime or beside an entry page filter, answers each file once per page view or lists it', async () => {
     const a = await app()
-    const realtime = await zipOf(await a.request('/v1/export?site_id=export-site&date_range=realtime&f=visit:source:Google', { headers: auth }))
-    const sources = {
-      date_range: 'realtime',
-      filters: [['is', 'source', ['Google']]],
-      metrics: ['visitors', 'pageviews', 'events'],
-      dimensions: ['source'],
-      order_by: [['visitors', 'desc']],
-      limit: 10_000,
-    }
+    const realtime = await exported(a, 'date_range=realtime&f=visit:source:Google')
+    const sources = fileQuery('source', 'realtime', [['is', 'source', ['Google']]])
     expect(realtime.read('sources.csv')).toEqual(asRows(sources, await json(sources)))
     // Visit figures take one dimension at a time, and page views have no entry page: the source files cannot be answered either way.
-    const both = await zipOf(
-      await a.request('/v1/export?site_id=export-site&date_range=2025-02-15,2025-02-28&f=visit:source:Google&f=entry_page:/p/0', { headers: auth }),
-    )
+    const both = await exported(a, 'date_range=2025-02-15,2025-02-28&f=visit:source:Google&f=entry_page:/p/0')
     expect(both.files['sources.csv']).toBeUndefined()
     expect(both.read('errors.csv').map((row) => row[0])).toContain('sources.csv')
   })
@@ -258,10 +235,7 @@ describe('CSV export', () => {
     const post = (body: Record<string, unknown>) =>
       a.request('/v1/query', { method: 'POST', body: JSON.stringify({ site_id: SITE, ...body }), headers: { ...auth, 'content-type': 'application/json' } })
     const json = async (body: Record<string, unknown>) => (await (await post(body)).json()) as Answer
-    const res = await a.request('/v1/export?site_id=export-site&date_range=2025-03-01,2025-03-01', { headers: auth })
-    expect(res.status).toBe(200)
-    const files = unzipSync(new Uint8Array(await res.arrayBuffer()))
-    const read = (name: string) => parseCsv(new TextDecoder().decode(files[name]))
+    const { files, read } = await exported(a, 'date_range=2025-03-01,2025-03-01')
     const hourly = await post({ date_range: ['2025-03-01', '2025-03-01'], metrics: ['visitors'], dimensions: ['time:hour'] })
     expect(hourly.status).toBe(422)
     const series = { date_range: ['2025-03-01', '2025-03-01'], filters: [], metrics: ['visitors', 'pageviews', 'events'], dimensions: ['time:day'] }
@@ -271,10 +245,7 @@ describe('CSV export', () => {
   })
 
   test('of the realtime view has one row of totals in visitors.csv, and the breakdowns', async () => {
-    const res = await (await app()).request('/v1/export?site_id=export-site&date_range=realtime', { headers: auth })
-    expect(res.status).toBe(200)
-    const files = unzipSync(new Uint8Array(await res.arrayBuffer()))
-    const read = (name: string) => parseCsv(new TextDecoder().decode(files[name]))
+    const { files, read } = await exported(await app(), 'date_range=realtime')
     const series = { date_range: 'realtime', metrics: ['visitors', 'pageviews', 'events'], filters: [] }
     expect(read('visitors.csv')).toEqual(asRows(series, await json(series)))
     expect(read('visitors.csv')).toHaveLength(2)
