@@ -1,6 +1,8 @@
 // One step of the ladder (bench/ladder.ts): a Bun.serve doing the API's work for POST /event
 // up to step N (1 and up; step 0 is bench/baseline.ts), so the CPU each piece adds can be
 // told apart in one run. `bun --smol bench/ladder-server.ts <port> <step> <redis-url> <stream>`.
+// Step `floor-timer` or `floor-redis` is the bare server answering only once a 0 ms timer has
+// fired or Redis holds the body (the real writer): what waiting for Redis costs with no other work.
 import Redis from 'ioredis'
 import { createEnricher } from '../internal/enrich/enrich.ts'
 import { createEventParser, type Event } from '../internal/event/event.ts'
@@ -8,7 +10,8 @@ import { checkBody, createDeadlines, parseJson } from '../internal/http/body.ts'
 import { createWriter } from '../internal/queue/writer.ts'
 
 const [port = '0', stepArg = '0', redisUrl = 'redis://127.0.0.1:6379', stream = 'ladder:events'] = process.argv.slice(2)
-const step = Number(stepArg)
+const floor = stepArg === 'floor-timer' || stepArg === 'floor-redis' ? stepArg : null
+const step = floor ? 0 : Number(stepArg)
 const redis = new Redis(redisUrl)
 const writer = createWriter(redis, { stream })
 const deadlines = createDeadlines(10_000)
@@ -49,6 +52,12 @@ const server = Bun.serve({
   routes: {
     '/event': {
       POST: async (req, srv) => {
+        if (floor) {
+          const body = (await req.json()) as Event
+          if (floor === 'floor-timer') await laterTurn([body])
+          else if (!(await writer.enqueue([body], req.signal))[0]?.ok) return new Response('{"error":"queue_unavailable"}', { status: 503, headers: HEADERS })
+          return new Response('{"status":"accepted"}', { status: 202, headers: HEADERS })
+        }
         checkBody(req, 64 * 1024)
         const bytes = step >= 2 ? await deadlines.track(req.bytes()) : await req.bytes()
         const body = parseJson(bytes) as { event_id?: string }
@@ -79,4 +88,4 @@ const server = Bun.serve({
     },
   },
 })
-console.log(`ladder step ${step} listening on ${server.port}`)
+console.log(`ladder step ${stepArg} listening on ${server.port}`)
