@@ -14,7 +14,7 @@ const { values } = parseArgs({
   options: {
     rounds: { type: 'string', default: '4' },
     seconds: { type: 'string', default: '6' },
-    // Only bare (step 0), the floor, naive and the API: the goals against the floor, in rounds close together.
+    // Only bare (step 0), the floors, naive and the API: the goals against the floor, in rounds close together.
     floor: { type: 'boolean', default: false },
   },
 })
