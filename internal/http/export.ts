@@ -2,6 +2,7 @@ import { zipSync } from 'fflate'
 import { Hono } from 'hono'
 import { cell, toCsv } from '../query/csv.ts'
 import { DATE_RANGES } from '../query/query.ts'
+import { PROPS_PREFIX, VISIT_PREFIX, visitRollupDim } from '../store/dimensions.ts'
 import { ApiError } from './errors.ts'
 import { routeDocs } from './openapi.ts'
 import type { Answer } from './query.ts'
@@ -62,7 +63,9 @@ export function exportRoutes(answer: Answer) {
       problems.push({ field: 'date_range', message: `date_range must be one of ${DATE_RANGES.join(', ')}, or YYYY-MM-DD,YYYY-MM-DD` })
     }
     const filters = c.req.queries('f')?.map((f): Filter => {
-      const at = f.startsWith('props:') || f.startsWith('visit:') ? f.indexOf(':', 6) : f.indexOf(':')
+      // A prefixed dimension's own colon is not the one before the value.
+      const prefix = [PROPS_PREFIX, VISIT_PREFIX].find((p) => f.startsWith(p))
+      const at = f.indexOf(':', prefix?.length ?? 0)
       if (at < 0) problems.push({ field: 'f', message: `a filter is dimension:value, not ${JSON.stringify(f)}` })
       return ['is', f.slice(0, at), [f.slice(at + 1)]]
     })
@@ -75,12 +78,11 @@ export function exportRoutes(answer: Answer) {
     const errors: string[] = []
     // Where visit figures cannot answer, a file counts per page view, as the dashboard does:
     // visit:source as source, in its dimension and in the filters.
-    const plain = (d: string) => d.replace(/^visit:/, '')
-    const byVisit = (body: Body) => [...body.dimensions, ...(body.filters ?? base.filters).map(([, d]) => d)].some((d) => d !== plain(d))
+    const byVisit = (body: Body) => [...body.dimensions, ...(body.filters ?? base.filters).map(([, d]) => d)].some((d) => d !== visitRollupDim(d))
     const perEvent = (body: Body): Body => ({
       ...body,
-      dimensions: body.dimensions.map(plain),
-      filters: base.filters.map(([op, d, values]) => [op, plain(d), values]),
+      dimensions: body.dimensions.map(visitRollupDim),
+      filters: base.filters.map(([op, d, values]) => [op, visitRollupDim(d), values]),
     })
     // Each retry below changes what made it (the hour, visit: or the comparison), so each runs once.
     const attempt = async (file: string, body: Body, compare = true): Promise<void> => {
